@@ -1,0 +1,372 @@
+// Package httpsig implements the RFC 9421 HTTP Message Signatures profile AAuth uses:
+// parsing the three request headers (Signature-Input, Signature, Signature-Key in both of
+// its syntaxes), building the signature base in one function shared by signer and
+// verifier, and the cheap policy checks (components, time window) that run before any
+// crypto. It has no Caddy imports: the gateway, the auth server and the agent all use it.
+package httpsig
+
+import (
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/dunglas/httpsfv"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+)
+
+// Header names.
+const (
+	HeaderSignatureInput = "Signature-Input"
+	HeaderSignature      = "Signature"
+	HeaderSignatureKey   = "Signature-Key"
+)
+
+// Limits bound the work done on a request before any signature is checked.
+type Limits struct {
+	MaxSignatureInput int // bytes of the combined Signature-Input value
+	MaxSignature      int // bytes of the combined Signature value
+	MaxSignatureKey   int // bytes of the combined Signature-Key value (it may carry a JWT)
+	MaxComponents     int // covered components
+}
+
+// DefaultLimits are sized for one Ed25519 or P-256 signature and an 8 KiB JWT.
+var DefaultLimits = Limits{MaxSignatureInput: 1024, MaxSignature: 512, MaxSignatureKey: 9 * 1024, MaxComponents: 16}
+
+// RequiredComponents are what every AAuth request signature must cover (PROTOCOL.md P4).
+var RequiredComponents = []string{"@method", "@authority", "@path", "signature-key"}
+
+// Signature is one parsed request signature with its Signature-Key member.
+type Signature struct {
+	Label      string
+	Components []string
+	Created    int64
+	Expires    int64 // 0 when absent
+	Alg        string
+	KeyID      string
+	Value      []byte
+	Key        SigKey
+	params     string // canonical serialisation of the inner list, for @signature-params
+}
+
+// Present reports whether the request carries any of the three signature headers.
+func Present(h http.Header) bool {
+	return len(h.Values(HeaderSignatureInput)) > 0 || len(h.Values(HeaderSignature)) > 0 || len(h.Values(HeaderSignatureKey)) > 0
+}
+
+// FieldValue is the raw value of a header as RFC 9421 §2.1 sees it: each field line
+// trimmed, several lines joined with ", ". ok is false when the header is absent.
+func FieldValue(h http.Header, name string) (string, bool) {
+	vs := h.Values(name)
+	if len(vs) == 0 {
+		return "", false
+	}
+	if len(vs) == 1 {
+		return strings.TrimSpace(vs[0]), true
+	}
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = strings.TrimSpace(v)
+	}
+	return strings.Join(parts, ", "), true
+}
+
+// Parse reads the three signature headers. Sizes are checked before any parsing; exactly
+// one signature is accepted and its label must be the only member of all three headers.
+func Parse(h http.Header, lim Limits) (*Signature, error) {
+	in, okIn := FieldValue(h, HeaderSignatureInput)
+	sv, okSig := FieldValue(h, HeaderSignature)
+	kv, okKey := FieldValue(h, HeaderSignatureKey)
+	switch {
+	case !okIn || in == "":
+		return nil, fail(CodeInvalidRequest, "missing Signature-Input header")
+	case !okSig || sv == "":
+		return nil, fail(CodeInvalidRequest, "missing Signature header")
+	case !okKey || kv == "":
+		return nil, fail(CodeInvalidRequest, "missing Signature-Key header")
+	case len(in) > lim.MaxSignatureInput:
+		return nil, fail(CodeInvalidRequest, "Signature-Input header is too large")
+	case len(sv) > lim.MaxSignature:
+		return nil, fail(CodeInvalidRequest, "Signature header is too large")
+	case len(kv) > lim.MaxSignatureKey:
+		return nil, fail(CodeInvalidRequest, "Signature-Key header is too large")
+	}
+
+	sig := &Signature{}
+	if err := sig.parseInput(in, lim); err != nil {
+		return nil, err
+	}
+	val, err := parseSignatureValue(sv, sig.Label)
+	if err != nil {
+		return nil, err
+	}
+	sig.Value = val
+	members, err := ParseSignatureKey(kv)
+	if err != nil {
+		return nil, err
+	}
+	if sig.Key, err = KeyFor(members, sig.Label); err != nil {
+		return nil, err
+	}
+	return sig, nil
+}
+
+func (sig *Signature) parseInput(in string, lim Limits) error {
+	d, err := httpsfv.UnmarshalDictionary([]string{in})
+	if err != nil {
+		return fail(CodeInvalidSignature, "Signature-Input is not a valid structured dictionary")
+	}
+	names := d.Names()
+	if len(names) != 1 {
+		return fail(CodeInvalidSignature, "exactly one signature is accepted, found %d", len(names))
+	}
+	sig.Label = names[0]
+	m, _ := d.Get(sig.Label)
+	il, ok := m.(httpsfv.InnerList)
+	if !ok {
+		return fail(CodeInvalidSignature, "Signature-Input member must be an inner list")
+	}
+	if len(il.Items) > lim.MaxComponents {
+		return fail(CodeInvalidSignature, "too many covered components")
+	}
+	seen := make(map[string]bool, len(il.Items))
+	for _, it := range il.Items {
+		name, ok := it.Value.(string)
+		if !ok {
+			return fail(CodeInvalidSignature, "covered components must be strings")
+		}
+		if len(it.Params.Names()) > 0 {
+			return fail(CodeInvalidSignature, "component parameters are not supported (%q)", name)
+		}
+		if name == "" || name != strings.ToLower(name) {
+			return fail(CodeInvalidSignature, "component identifiers must be lowercase")
+		}
+		if seen[name] {
+			return fail(CodeInvalidSignature, "component %q is covered twice", name)
+		}
+		seen[name] = true
+		sig.Components = append(sig.Components, name)
+	}
+	for _, p := range il.Params.Names() {
+		v, _ := il.Params.Get(p)
+		switch p {
+		case "created", "expires":
+			n, ok := v.(int64)
+			if !ok || n <= 0 || n > 1<<53 {
+				return fail(CodeInvalidSignature, "%s must be a positive integer", p)
+			}
+			if p == "created" {
+				sig.Created = n
+			} else {
+				sig.Expires = n
+			}
+		case "alg", "keyid", "nonce", "tag":
+			s, ok := v.(string)
+			if !ok {
+				return fail(CodeInvalidSignature, "%s must be a string", p)
+			}
+			switch p {
+			case "alg":
+				sig.Alg = s
+			case "keyid":
+				sig.KeyID = s
+			}
+		default:
+			return fail(CodeInvalidSignature, "unknown signature parameter %q", p)
+		}
+	}
+	if sig.Created == 0 {
+		return fail(CodeInvalidSignature, "created is required")
+	}
+	// @signature-params is the canonical serialisation of what was received (RFC 9421 §2.3).
+	params, err := httpsfv.Marshal(httpsfv.List{il})
+	if err != nil {
+		return fail(CodeInvalidSignature, "Signature-Input cannot be serialised")
+	}
+	sig.params = params
+	return nil
+}
+
+// parseSignatureValue accepts RFC 8941 byte sequences in the standard base64 alphabet and
+// the seed's base64url alphabet, padded or not (PROTOCOL.md P3). It needs its own small
+// parser because a strict structured-field parser refuses "-" and "_".
+func parseSignatureValue(sv, label string) ([]byte, error) {
+	var out []byte
+	found := false
+	for _, member := range strings.Split(sv, ",") {
+		member = strings.Trim(member, " \t")
+		eq := strings.IndexByte(member, '=')
+		if eq <= 0 {
+			return nil, fail(CodeInvalidSignature, "malformed Signature header")
+		}
+		name, rest := member[:eq], member[eq+1:]
+		if (&scan{s: name}).key() != name {
+			return nil, fail(CodeInvalidSignature, "malformed Signature label")
+		}
+		if name != label {
+			return nil, fail(CodeInvalidSignature, "Signature has a member %q that Signature-Input does not declare", name)
+		}
+		if len(rest) < 2 || rest[0] != ':' || rest[len(rest)-1] != ':' {
+			return nil, fail(CodeInvalidSignature, "Signature value must be a byte sequence :…:")
+		}
+		b, err := DecodeBase64(rest[1 : len(rest)-1])
+		if err != nil {
+			return nil, fail(CodeInvalidSignature, "Signature value is not valid base64")
+		}
+		out, found = b, true // last member wins, as for a structured dictionary
+	}
+	if !found {
+		return nil, fail(CodeInvalidSignature, "Signature has no member %q", label)
+	}
+	if len(out) != 64 {
+		return nil, fail(CodeInvalidSignature, "signature must be 64 bytes, got %d", len(out))
+	}
+	return out, nil
+}
+
+// DecodeBase64 decodes standard base64 or base64url, with or without padding, but not a
+// mix of the two alphabets.
+func DecodeBase64(s string) ([]byte, error) {
+	trimmed := strings.TrimRight(s, "=")
+	if len(s)-len(trimmed) > 2 {
+		return nil, base64.CorruptInputError(len(trimmed))
+	}
+	std := strings.ContainsAny(trimmed, "+/")
+	url := strings.ContainsAny(trimmed, "-_")
+	if std && url {
+		return nil, base64.CorruptInputError(0)
+	}
+	if trimmed != s && len(s)%4 != 0 {
+		return nil, base64.CorruptInputError(len(s))
+	}
+	if url {
+		return base64.RawURLEncoding.Strict().DecodeString(trimmed)
+	}
+	return base64.RawStdEncoding.Strict().DecodeString(trimmed)
+}
+
+// Target is the request as the verifier (or signer) sees it. Path and Query are the
+// escaped forms as received, before any rewrite.
+type Target struct {
+	Method    string
+	Authority string // host[:port], lowercase, default port removed
+	Path      string // escaped path; empty means "/"
+	Query     string // raw query without "?"
+	HasQuery  bool
+	Header    http.Header
+}
+
+// Base builds the RFC 9421 signature base for the covered components of sig. Signer and
+// verifier both call it, so the two can never disagree on the bytes.
+func Base(sig *Signature, t Target) ([]byte, error) {
+	var b strings.Builder
+	for _, c := range sig.Components {
+		v, err := componentValue(c, t)
+		if err != nil {
+			return nil, err
+		}
+		b.WriteString(`"`)
+		b.WriteString(c)
+		b.WriteString(`": `)
+		b.WriteString(v)
+		b.WriteString("\n")
+	}
+	b.WriteString(`"@signature-params": `)
+	b.WriteString(sig.params)
+	return []byte(b.String()), nil
+}
+
+func componentValue(c string, t Target) (string, error) {
+	switch c {
+	case "@method":
+		return t.Method, nil
+	case "@authority":
+		return t.Authority, nil
+	case "@path":
+		if t.Path == "" {
+			return "/", nil
+		}
+		return t.Path, nil
+	case "@query":
+		return "?" + t.Query, nil
+	case "host":
+		// Go never shows Host as a field (and HTTP/2 has none): cover @authority instead.
+		return "", fail(CodeInvalidSignature, "the host field cannot be covered; cover @authority")
+	}
+	if strings.HasPrefix(c, "@") {
+		return "", fail(CodeInvalidSignature, "derived component %q is not supported", c)
+	}
+	v, ok := FieldValue(t.Header, c)
+	if !ok {
+		return "", fail(CodeInvalidSignature, "covered header %q is not present", c)
+	}
+	if strings.ContainsAny(v, "\r\n") {
+		return "", fail(CodeInvalidSignature, "covered header %q contains a line break", c)
+	}
+	return v, nil
+}
+
+// Policy holds the cheap checks made before any key lookup or crypto.
+type Policy struct {
+	Window time.Duration // allowed |now - created|; 0 means 60 s
+	Extra  []string      // components demanded in addition to RequiredComponents
+}
+
+// Check enforces the covered components (P4) and the time window (P5) at now.
+func (p Policy) Check(sig *Signature, t Target, now time.Time) error {
+	required := append(append([]string(nil), RequiredComponents...), p.Extra...)
+	if t.HasQuery {
+		required = append(required, "@query")
+	}
+	var missing []string
+	for _, r := range required {
+		if !sig.Covers(r) {
+			missing = append(missing, r)
+		}
+	}
+	if len(missing) > 0 {
+		e := fail(CodeInvalidSignature, "signature does not cover %s", strings.Join(missing, ", "))
+		e.RequiredComponents = required
+		return e
+	}
+	window := p.Window
+	if window <= 0 {
+		window = 60 * time.Second
+	}
+	created := time.Unix(sig.Created, 0)
+	if d := now.Sub(created); d > window || d < -window {
+		return fail(CodeInvalidSignature, "created is outside the allowed window of %s", window)
+	}
+	if sig.Expires != 0 {
+		if sig.Expires < sig.Created {
+			return fail(CodeInvalidSignature, "expires is before created")
+		}
+		if now.Unix() >= sig.Expires {
+			return fail(CodeInvalidSignature, "signature has expired")
+		}
+	}
+	return nil
+}
+
+// Covers reports whether the component is covered.
+func (sig *Signature) Covers(c string) bool {
+	for _, x := range sig.Components {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Verify checks the signature over base with pub. An alg parameter, when present, must
+// name the algorithm the key implies (PROTOCOL.md P7).
+func Verify(sig *Signature, base []byte, pub *keys.PublicKey) error {
+	if sig.Alg != "" && sig.Alg != pub.Alg() {
+		return fail(CodeUnsupportedAlgorithm, "alg %q does not match the %s key", sig.Alg, pub.Alg())
+	}
+	if err := pub.Verify(base, sig.Value); err != nil {
+		return fail(CodeInvalidSignature, "signature verification failed")
+	}
+	return nil
+}
