@@ -1,0 +1,179 @@
+package caddyaauth
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("aauth", parseHandler)
+	// After basic_auth: rate limiters and request_body caps run first, reverse_proxy and
+	// request_header after us.
+	httpcaddyfile.RegisterDirectiveOrder("aauth", httpcaddyfile.After, "basic_auth")
+	httpcaddyfile.RegisterGlobalOption("aauth", parseGlobal)
+}
+
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var handler Handler
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return &handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	aauth [<matcher>] {
+//		require           pseudonym|identity
+//		resource          <https identifier>
+//		signature_window  <duration>
+//		authority         <host[:port]>...
+//		require_components content-type|content-digest...
+//		max_body          <size>
+//		header            <field> <X-Header-Name|->
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] && opt != "authority" && opt != "header" && opt != "require_components" {
+			return d.Errf("%s specified more than once", opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "require":
+			if !d.AllArgs(&h.Require) {
+				return d.ArgErr()
+			}
+			if h.Require != RequirePseudonym && h.Require != RequireIdentity {
+				return d.Errf("require: unknown level %q (want pseudonym or identity)", h.Require)
+			}
+		case "resource":
+			if !d.AllArgs(&h.Resource) {
+				return d.ArgErr()
+			}
+		case "signature_window":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return d.Errf("signature_window: %v", err)
+			}
+			if dur <= 0 {
+				return d.Errf("signature_window must be positive")
+			}
+			h.SignatureWindow = caddy.Duration(dur)
+		case "authority":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.Authorities = append(h.Authorities, args...)
+		case "require_components":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, c := range args {
+				if c != "content-type" && c != "content-digest" {
+					return d.Errf("require_components: unsupported component %q (want content-type or content-digest)", c)
+				}
+			}
+			h.RequireComponents = append(h.RequireComponents, args...)
+		case "max_body":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 {
+				return d.Errf("max_body: invalid size %q", v)
+			}
+			h.MaxBody = int64(n)
+		case "header":
+			var field, name string
+			if !d.AllArgs(&field, &name) {
+				return d.ArgErr()
+			}
+			if !isIdentityField(field) {
+				return d.Errf("header: unknown field %q (want one of level, scheme, agent, delegate, sub, scope, jkt, txn, issuer)", field)
+			}
+			if h.Headers == nil {
+				h.Headers = map[string]string{}
+			}
+			if _, dup := h.Headers[field]; dup {
+				return d.Errf("header %s specified more than once", field)
+			}
+			h.Headers[field] = name
+		default:
+			return d.Errf("unrecognized aauth option %q", opt)
+		}
+	}
+	return nil
+}
+
+// parseGlobal reads the `aauth` global option:
+//
+//	{
+//		aauth {
+//			dev
+//			fetch_timeout <duration>
+//		}
+//	}
+//
+// Repeated blocks merge into one app.
+func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	if prev, ok := existing.(httpcaddyfile.App); ok {
+		if err := unmarshalJSON(prev.Value, app); err != nil {
+			return nil, err
+		}
+	}
+	d.Next() // option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "dev":
+			if d.NextArg() {
+				v, err := strconv.ParseBool(d.Val())
+				if err != nil {
+					return nil, d.Errf("dev: %v", err)
+				}
+				app.Dev = v
+			} else {
+				app.Dev = true
+			}
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "fetch_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return nil, d.Errf("fetch_timeout: invalid duration %q", v)
+			}
+			app.FetchTimeout = caddy.Duration(dur)
+		default:
+			return nil, d.Errf("unrecognized aauth global option %q", d.Val())
+		}
+	}
+	return httpcaddyfile.App{Name: "aauth", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

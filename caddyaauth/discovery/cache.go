@@ -1,0 +1,145 @@
+package discovery
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// kind is a document type: its body cap and how a decoded object becomes a cached value.
+type kind struct {
+	name     string
+	maxBytes func(*Config) int64
+}
+
+var (
+	kindMetadata = &kind{"metadata", func(c *Config) int64 { return c.MaxMetadataBytes }}
+	kindJWKS     = &kind{"jwks", func(c *Config) int64 { return c.MaxJWKSBytes }}
+)
+
+// cacheKey includes the kind so a URL fetched as metadata is never served as a JWKS
+// (or the other way round) when a document points jwks_uri at itself.
+func (k *kind) cacheKey(u string) string { return k.name + " " + u }
+
+// entry is one cached URL: the last valid value (if any) and the failure state.
+type entry struct {
+	key  string
+	elem *list.Element
+
+	val        any // map[string]any (metadata) or *keySet (JWKS); nil if never valid
+	fetchedAt  time.Time
+	expires    time.Time // fresh until
+	staleUntil time.Time // servable on refresh failure until
+	forcedAt   time.Time // last unknown-kid refresh
+
+	err     error         // last failure
+	retryAt time.Time     // no new fetch before this (negative cache)
+	backoff time.Duration // current failure backoff
+}
+
+// call is one shared in-flight fetch.
+type call struct {
+	done chan struct{}
+	val  any
+	err  error
+}
+
+// get returns the value for u: fresh from the cache, or from a single shared fetch. force
+// skips a fresh cache entry (unknown-kid refresh) but still honours the failure backoff.
+// The fetch runs detached from ctx with its own Timeout, so a waiter that gives up does
+// not cancel it for the others.
+func (c *Client) get(ctx context.Context, k *kind, u string, force bool, check func(map[string]any) (any, error)) (any, error) {
+	key := k.cacheKey(u)
+	now := c.cfg.Now()
+	c.mu.Lock()
+	if e := c.entries[key]; e != nil {
+		c.lru.MoveToFront(e.elem)
+		if e.val != nil && !force && now.Before(e.expires) {
+			c.mu.Unlock()
+			c.hits.Add(1)
+			return e.val, nil
+		}
+		if now.Before(e.retryAt) {
+			if e.val != nil && now.Before(e.staleUntil) {
+				c.mu.Unlock()
+				c.staleServed.Add(1)
+				return e.val, nil
+			}
+			err := e.err
+			c.mu.Unlock()
+			return nil, err
+		}
+	}
+	cl := c.inflight[key]
+	if cl == nil {
+		cl = &call{done: make(chan struct{})}
+		c.inflight[key] = cl
+		go c.run(key, k, u, check, cl)
+	}
+	c.mu.Unlock()
+	select {
+	case <-cl.done:
+		return cl.val, cl.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %s: %w", ErrFetch, u, context.Cause(ctx))
+	}
+}
+
+// run performs the shared fetch and records the outcome. Only valid documents become
+// values; a failure sets a doubling backoff and, when a value within its stale limit
+// exists, hands that out instead (logged at Warn once per failed fetch).
+func (c *Client) run(key string, k *kind, u string, check func(map[string]any) (any, error), cl *call) {
+	ctx, cancel := context.WithTimeout(c.base, c.cfg.Timeout)
+	defer cancel()
+	val, ttl, err := c.fetch(ctx, k, u, check)
+	fetchErr := err
+	now := c.cfg.Now()
+
+	c.mu.Lock()
+	e := c.entries[key]
+	if e == nil {
+		e = &entry{key: key}
+		e.elem = c.lru.PushFront(e)
+		c.entries[key] = e
+	} else {
+		c.lru.MoveToFront(e.elem)
+	}
+	stale := false
+	if err == nil {
+		e.val, e.fetchedAt = val, now
+		e.expires = now.Add(ttl)
+		e.staleUntil = now.Add(c.cfg.MaxTTL)
+		e.err, e.retryAt, e.backoff = nil, time.Time{}, 0
+	} else {
+		e.backoff = min(max(2*e.backoff, minBackoff), maxBackoff)
+		e.retryAt = now.Add(e.backoff)
+		e.err = err
+		if e.val != nil && now.Before(e.staleUntil) {
+			val, err, stale = e.val, nil, true
+		}
+	}
+	backoff := e.backoff
+	delete(c.inflight, key)
+	for c.lru.Len() > c.cfg.MaxEntries {
+		old := c.lru.Remove(c.lru.Back()).(*entry)
+		delete(c.entries, old.key)
+	}
+	c.mu.Unlock()
+
+	switch {
+	case stale:
+		c.fetchErrors.Add(1)
+		c.staleServed.Add(1)
+		c.log.Warn("discovery refresh failed, serving cached copy",
+			zap.String("kind", k.name), zap.String("url", clip(u)), zap.Duration("retry_in", backoff), zap.Error(fetchErr))
+	case err != nil:
+		c.fetchErrors.Add(1)
+		c.log.Debug("discovery fetch failed", zap.String("kind", k.name), zap.String("url", clip(u)),
+			zap.Duration("retry_in", backoff), zap.Error(err))
+	}
+	cl.val, cl.err = val, err
+	close(cl.done)
+}

@@ -1,0 +1,332 @@
+// Package caddyaauth is the AAuth resource gateway for Caddy: the `aauth` HTTP handler
+// verifies signed agent requests in front of backends that know nothing about AAuth,
+// answers 401 challenges, and forwards the verified agent to the upstream in X-Aauth-*
+// headers and {http.aauth.*} placeholders. The protocol core lives in the subpackages
+// (httpsig, keys, token, discovery, reqverify), which have no Caddy imports.
+package caddyaauth
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Levels a route can require.
+const (
+	RequirePseudonym = "pseudonym"
+	RequireIdentity  = "identity"
+)
+
+// Handler verifies AAuth request signatures. Upstream headers and placeholders it sets on
+// success ({http.aauth.*}; DESIGN.md §4):
+//
+//	X-Aauth-Level          {http.aauth.level}     pseudonym | identity | authorized
+//	X-Aauth-Scheme         {http.aauth.scheme}    hwk | jwks_uri | jwt
+//	X-Aauth-Agent          {http.aauth.agent}     agent identifier (absent for hwk)
+//	X-Aauth-Delegate       {http.aauth.delegate}  agent token sub
+//	X-Aauth-Key-Thumbprint {http.aauth.jkt}       RFC 7638 thumbprint of the signing key
+//
+// {http.auth.user.id} is set to the agent (or the key thumbprint for hwk). Every
+// client-sent X-Aauth-* header is removed first, on every path.
+type Handler struct {
+	// Require is the level the route demands: "pseudonym" (any valid signature) or
+	// "identity" (jwks_uri, or jwt with an agent token). Default "identity".
+	Require string `json:"require,omitempty"`
+
+	// Resource is this resource's identifier, used as the audience of agent tokens.
+	// Default: https://<the request's authority>.
+	Resource string `json:"resource,omitempty"`
+
+	// SignatureWindow is the allowed difference between a signature's created time and
+	// now, either way. Default 60s.
+	SignatureWindow caddy.Duration `json:"signature_window,omitempty"`
+
+	// Authorities are the canonical @authority values (host[:port]) signatures must
+	// cover. Default: the request's Host, lowercased, default port removed. When the Host
+	// is not in the list the first entry is used, so a gateway behind a TLS-terminating
+	// proxy verifies against its public name.
+	Authorities []string `json:"authorities,omitempty"`
+
+	// RequireComponents are covered components demanded beyond the mandatory four:
+	// "content-type" and/or "content-digest". With content-digest the body is read (up
+	// to MaxBody) after the signature verified and its digest recomputed.
+	RequireComponents []string `json:"require_components,omitempty"`
+
+	// MaxBody caps the body read for a content-digest check, in bytes. Default 1 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	// Headers renames upstream header fields by key (level, scheme, agent, delegate,
+	// sub, scope, jkt, txn, issuer); "-" drops the field. Placeholders are unaffected.
+	Headers map[string]string `json:"headers,omitempty"`
+
+	logger       *zap.Logger
+	verifier     *reqverify.Verifier
+	discoveryKey string
+	authorities  []string
+	now          func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.aauth", New: func() caddy.Module { return new(Handler) }}
+}
+
+const defaultMaxBody = 1 << 20
+
+// Provision sets defaults and takes a reference on the shared discovery client.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Require == "" {
+		h.Require = RequireIdentity
+	}
+	if h.MaxBody == 0 {
+		h.MaxBody = defaultMaxBody
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	for _, a := range h.Authorities {
+		h.authorities = append(h.authorities, httpsig.Authority("https", a))
+	}
+	s := settings(ctx)
+	client, key, err := loadDiscovery(s, h.logger)
+	if err != nil {
+		return err
+	}
+	h.discoveryKey = key
+	h.verifier = &reqverify.Verifier{
+		Discovery: client,
+		Limits:    httpsig.DefaultLimits,
+		Policy:    httpsig.Policy{Window: time.Duration(h.SignatureWindow), Extra: h.RequireComponents},
+		Now:       func() time.Time { return h.now() },
+		Dev:       s.Dev,
+		Self:      h.Resource,
+		Tokens:    token.NewCache(10000),
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	switch h.Require {
+	case RequirePseudonym, RequireIdentity:
+	default:
+		return fmt.Errorf("require: unknown level %q (want pseudonym or identity)", h.Require)
+	}
+	if h.SignatureWindow < 0 {
+		return errors.New("signature_window must not be negative")
+	}
+	if h.MaxBody < 0 {
+		return errors.New("max_body must not be negative")
+	}
+	for _, c := range h.RequireComponents {
+		if c != "content-type" && c != "content-digest" {
+			return fmt.Errorf("require_components: unsupported component %q (want content-type or content-digest)", c)
+		}
+	}
+	for _, a := range h.Authorities {
+		if a == "" || strings.ContainsAny(a, "/?#@ ") {
+			return fmt.Errorf("authority %q must be host[:port]", a)
+		}
+	}
+	if h.Resource != "" {
+		if err := discovery.ValidateIdentifier(h.Resource, h.verifier != nil && h.verifier.Dev); err != nil {
+			return fmt.Errorf("resource: %v", err)
+		}
+	}
+	for k, v := range h.Headers {
+		if !isIdentityField(k) {
+			return fmt.Errorf("headers: unknown field %q", k)
+		}
+		if v != "-" && !strings.HasPrefix(strings.ToLower(v), "x-") {
+			return fmt.Errorf("headers: %s: custom upstream header names must start with X- (got %q)", k, v)
+		}
+	}
+	return nil
+}
+
+// Cleanup releases the shared discovery client.
+func (h *Handler) Cleanup() error {
+	if h.discoveryKey != "" {
+		_, err := discoveryPool.Delete(h.discoveryKey)
+		return err
+	}
+	return nil
+}
+
+// ServeHTTP verifies the request and either challenges it or passes it on.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	stripIdentityHeaders(r.Header, h.renamedHeaders())
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		repl = caddy.NewReplacer()
+	}
+	if !httpsig.Present(r.Header) {
+		return h.challenge(w, r, httpsig.CodeInvalidRequest, "request is not signed", nil)
+	}
+	target := h.target(r)
+	verifier := h.verifier
+	if h.Resource == "" {
+		v := *h.verifier
+		v.Self = "https://" + target.Authority
+		verifier = &v
+	}
+	res, err := verifier.Verify(r.Context(), target)
+	if err != nil {
+		var ve *httpsig.Error
+		if errors.As(err, &ve) {
+			return h.challenge(w, r, ve.Code, ve.Msg, ve.RequiredComponents)
+		}
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	if h.Require == RequireIdentity && res.Level == reqverify.LevelPseudonym {
+		return h.challenge(w, r, "identity_required", "this route needs an identified agent (jwks_uri or an agent token)", nil)
+	}
+	if slices.Contains(h.RequireComponents, "content-digest") {
+		if err := h.checkBody(r); err != nil {
+			var ve *httpsig.Error
+			if errors.As(err, &ve) {
+				return h.challenge(w, r, ve.Code, ve.Msg, nil)
+			}
+			return err
+		}
+	}
+	h.setIdentity(r, repl, res)
+	if c := h.logger.Check(zap.DebugLevel, "aauth request verified"); c != nil {
+		c.Write(zap.String("level", res.Level), zap.String("scheme", res.Scheme), zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint))
+	}
+	return next.ServeHTTP(w, r)
+}
+
+func (h *Handler) renamedHeaders() []string {
+	if len(h.Headers) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(h.Headers))
+	for _, v := range h.Headers {
+		if v != "-" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// target describes the request as the agent signed it: method and path from the original
+// request (before any rewrite, uri or handle_path), the authority from configuration or
+// the Host header.
+func (h *Handler) target(r *http.Request) httpsig.Target {
+	method, reqURI := r.Method, r.RequestURI
+	var u *url.URL = r.URL
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
+		method, reqURI, u = orig.Method, orig.RequestURI, orig.URL
+	}
+	path, query, hasQuery := splitRequestURI(reqURI, u)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	authority := httpsig.Authority(scheme, r.Host)
+	if len(h.authorities) > 0 && !slices.Contains(h.authorities, authority) {
+		authority = h.authorities[0]
+	}
+	return httpsig.Target{Method: method, Authority: authority, Path: path, Query: query, HasQuery: hasQuery, Header: r.Header}
+}
+
+// splitRequestURI returns the escaped path and raw query exactly as received.
+func splitRequestURI(reqURI string, u *url.URL) (path, query string, hasQuery bool) {
+	if reqURI == "" || reqURI == "*" || !strings.HasPrefix(reqURI, "/") {
+		// absolute-form or missing request-target: fall back to the parsed URL
+		if u == nil {
+			return "/", "", false
+		}
+		return u.EscapedPath(), u.RawQuery, u.RawQuery != "" || u.ForceQuery
+	}
+	if i := strings.IndexByte(reqURI, '?'); i >= 0 {
+		return reqURI[:i], reqURI[i+1:], true
+	}
+	return reqURI, "", false
+}
+
+// checkBody reads the body (bounded), verifies Content-Digest, and puts the bytes back so
+// the upstream receives exactly what was verified.
+func (h *Handler) checkBody(r *http.Request) error {
+	field, ok := httpsig.FieldValue(r.Header, "Content-Digest")
+	if !ok {
+		return &httpsig.Error{Code: httpsig.CodeInvalidSignature, Msg: "Content-Digest header is missing"}
+	}
+	if r.ContentLength > h.MaxBody {
+		return caddyhttp.Error(http.StatusRequestEntityTooLarge, errors.New("request body too large"))
+	}
+	var body []byte
+	if r.Body != nil {
+		b, err := io.ReadAll(io.LimitReader(r.Body, h.MaxBody+1))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+			}
+			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
+		}
+		if int64(len(b)) > h.MaxBody {
+			return caddyhttp.Error(http.StatusRequestEntityTooLarge, errors.New("request body too large"))
+		}
+		_ = r.Body.Close()
+		body = b
+	}
+	if err := httpsig.CheckContentDigest(field, body); err != nil {
+		return err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	return nil
+}
+
+// challenge answers 401 with the route's AAuth requirement and a JSON error body
+// (PROTOCOL.md P8). The body is written here, not through handle_errors, because the
+// protocol defines it.
+func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc string, required []string) error {
+	if c := h.logger.Check(zap.DebugLevel, "aauth challenge"); c != nil {
+		c.Write(zap.String("require", h.Require), zap.String("error", code), zap.String("reason", desc), zap.String("remote_ip", r.RemoteAddr))
+	}
+	hdr := w.Header()
+	hdr["AAuth"] = []string{"require=" + h.Require} // exact spelling on HTTP/1.1
+	hdr.Set("WWW-Authenticate", "AAuth")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("Content-Type", "application/json")
+	body := map[string]any{"error": code, "error_description": desc}
+	if len(required) > 0 {
+		body["required_components"] = required
+	}
+	b, _ := json.Marshal(body)
+	w.WriteHeader(http.StatusUnauthorized)
+	_, _ = w.Write(b)
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,311 @@
+// Package reqverify verifies a signed AAuth request end to end: the three signature
+// headers, the key behind each Signature-Key scheme (hwk inline, jwks_uri by discovery,
+// jwt by verifying the agent or auth token it carries) and the RFC 9421 signature. The
+// gateway and the auth server both call it, so they cannot disagree on what "verified"
+// means. Cheap checks run first; nothing is fetched before the request's own signature has
+// been checked where that is possible (the jwt scheme checks the HTTP signature against
+// the token's cnf key before fetching the issuer's keys).
+package reqverify
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+)
+
+// Levels of assurance a verified request reaches (DESIGN.md §4).
+const (
+	LevelPseudonym  = "pseudonym"
+	LevelIdentity   = "identity"
+	LevelAuthorized = "authorized"
+)
+
+// Error codes beyond the httpsig ones.
+const (
+	CodeInvalidAgentToken = "invalid_agent_token"
+	CodeInvalidAuthToken  = "invalid_auth_token"
+	CodeKeyBindingFailed  = "key_binding_failed"
+	CodeUnknownKey        = "unknown_key"
+)
+
+// Error is a verification failure with a protocol error code; its text is safe to show.
+type Error = httpsig.Error
+
+func fail(code, msg string) *Error { return &Error{Code: code, Msg: msg} }
+
+// AuthTokenPolicy says which auth tokens a verifier accepts in scheme=jwt.
+type AuthTokenPolicy struct {
+	Audience string   // the resource identifier
+	Issuers  []string // trusted auth servers; checked before any fetch
+}
+
+// Verifier holds what verification needs; it is safe for concurrent use.
+type Verifier struct {
+	Discovery *discovery.Client
+	Limits    httpsig.Limits
+	Policy    httpsig.Policy
+	Now       func() time.Time
+	Dev       bool   // allow http:// and loopback identifiers
+	Self      string // this verifier's identifier, checked against an agent token's aud when present
+	Tokens    *token.Cache
+	// AuthTokens, when set, lets scheme=jwt carry an auth+jwt token. Without it such a
+	// request is refused.
+	AuthTokens *AuthTokenPolicy
+}
+
+// Result is a verified request.
+type Result struct {
+	Signature *httpsig.Signature
+	Scheme    string
+	Key       *keys.PublicKey // the key that signed the request
+	Level     string
+	Agent     string // jwks_uri id, agent token iss, or auth token agent
+	Delegate  string // agent token sub, or auth token agent_delegate
+	Token     *token.Token
+	TokenTyp  string // agent+jwt or auth+jwt when Scheme is jwt
+}
+
+func (v *Verifier) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
+}
+
+// Verify checks a request described by t (whose Header holds the signature headers).
+func (v *Verifier) Verify(ctx context.Context, t httpsig.Target) (*Result, error) {
+	lim := v.Limits
+	if lim == (httpsig.Limits{}) {
+		lim = httpsig.DefaultLimits
+	}
+	sig, err := httpsig.Parse(t.Header, lim)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Policy.Check(sig, t, v.now()); err != nil {
+		return nil, err
+	}
+	base, err := httpsig.Base(sig, t)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Signature: sig, Scheme: sig.Key.Scheme}
+	switch sig.Key.Scheme {
+	case httpsig.SchemeHWK:
+		err = v.hwk(sig, base, res)
+	case httpsig.SchemeJWKSURI:
+		err = v.jwksURI(ctx, sig, base, res)
+	case httpsig.SchemeJWT:
+		err = v.jwt(ctx, sig, base, res)
+	default:
+		return nil, fail(httpsig.CodeInvalidKey, "unsupported Signature-Key scheme")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (v *Verifier) hwk(sig *httpsig.Signature, base []byte, res *Result) error {
+	if sig.Key.Has("alg") {
+		return fail(httpsig.CodeInvalidKey, "hwk must not carry alg")
+	}
+	pub, err := keys.FromMembers(sig.Key.Map())
+	if err != nil {
+		return fail(httpsig.CodeInvalidKey, err.Error())
+	}
+	if err := httpsig.Verify(sig, base, pub); err != nil {
+		return err
+	}
+	res.Key, res.Level = pub, LevelPseudonym
+	return nil
+}
+
+func (v *Verifier) jwksURI(ctx context.Context, sig *httpsig.Signature, base []byte, res *Result) error {
+	id, kid := sig.Key.Get("id"), sig.Key.Get("kid")
+	if id == "" || kid == "" {
+		return fail(httpsig.CodeInvalidKey, "jwks_uri requires id and kid")
+	}
+	if sig.Key.Has("jwks") {
+		return fail(httpsig.CodeInvalidKey, "the jwks parameter is not supported; publish metadata at id")
+	}
+	if err := discovery.ValidateIdentifier(id, v.Dev); err != nil {
+		return fail(httpsig.CodeInvalidKey, "agent id is not a valid identifier")
+	}
+	doc := "aauth-agent"
+	if wk := sig.Key.Get("well-known"); wk != "" {
+		doc = wk
+	}
+	pub, err := v.Discovery.Key(ctx, id, doc, kid)
+	if err != nil {
+		if errors.Is(err, discovery.ErrUnknownKey) {
+			return fail(CodeUnknownKey, "no key with that kid in the agent's JWKS")
+		}
+		return fail(CodeUnknownKey, "the agent's keys could not be fetched")
+	}
+	if err := httpsig.Verify(sig, base, pub); err != nil {
+		return err
+	}
+	res.Key, res.Level, res.Agent = pub, LevelIdentity, id
+	return nil
+}
+
+func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte, res *Result) error {
+	raw := sig.Key.Get("jwt")
+	if raw == "" {
+		return fail(httpsig.CodeInvalidKey, "jwt scheme requires a jwt parameter")
+	}
+	// Structure and claims first, then the request signature with the token's cnf key,
+	// and only then the token's own signature, which may need a fetch.
+	typ := peekTyp(raw)
+	switch typ {
+	case token.TypAgent, token.TypAuth:
+	default:
+		return fail(CodeInvalidAgentToken, "the jwt scheme needs an agent+jwt or auth+jwt token")
+	}
+	res.TokenTyp = typ
+	now := v.now()
+	if cached, ok := v.Tokens.Get(raw, now); ok {
+		return v.bind(sig, base, res, cached)
+	}
+	pre, err := token.Parse(raw, typ)
+	if err != nil {
+		return fail(codeFor(typ), "token is malformed")
+	}
+	if pre.Claims.Confirmation == nil || pre.Claims.Confirmation.Key == nil {
+		return fail(codeFor(typ), "token has no cnf.jwk")
+	}
+	if err := httpsig.Verify(sig, base, pre.Claims.Confirmation.Key); err != nil {
+		return fail(CodeKeyBindingFailed, "request is not signed by the token's cnf key")
+	}
+	var tok *token.Token
+	switch typ {
+	case token.TypAgent:
+		opts := token.Options{Now: now, Audience: v.Self}
+		tok, err = token.VerifyAgentToken(ctx, raw, opts, v.agentKeyResolver())
+		if err == nil {
+			if e := discovery.ValidateIdentifier(tok.Claims.Issuer, v.Dev); e != nil {
+				return fail(CodeInvalidAgentToken, "agent token iss is not a valid identifier")
+			}
+		}
+	case token.TypAuth:
+		if v.AuthTokens == nil {
+			return fail(CodeInvalidAuthToken, "auth tokens are not accepted here")
+		}
+		opts := token.Options{Now: now, Audience: v.AuthTokens.Audience, Issuers: v.AuthTokens.Issuers}
+		tok, err = token.VerifyAuthToken(ctx, raw, opts, v.issuerKeyResolver())
+	}
+	if err != nil {
+		return tokenError(typ, err)
+	}
+	v.Tokens.Put(tok)
+	return v.bind(sig, base, res, tok)
+}
+
+// bind finishes a jwt-scheme verification with a verified token: the request must be
+// signed by the token's cnf key.
+func (v *Verifier) bind(sig *httpsig.Signature, base []byte, res *Result, tok *token.Token) error {
+	cnf := tok.Claims.Confirmation
+	if cnf == nil || cnf.Key == nil {
+		return fail(codeFor(res.TokenTyp), "token has no cnf.jwk")
+	}
+	if err := httpsig.Verify(sig, base, cnf.Key); err != nil {
+		return fail(CodeKeyBindingFailed, "request is not signed by the token's cnf key")
+	}
+	res.Key, res.Token = cnf.Key, tok
+	if res.TokenTyp == token.TypAgent {
+		res.Level, res.Agent, res.Delegate = LevelIdentity, tok.Claims.Issuer, tok.Claims.Subject
+	} else {
+		res.Level, res.Agent, res.Delegate = LevelAuthorized, tok.Claims.Agent, tok.Claims.AgentDelegate
+	}
+	return nil
+}
+
+func (v *Verifier) agentKeyResolver() token.KeyResolver {
+	return func(ctx context.Context, iss, kid string) (*keys.PublicKey, error) {
+		if err := discovery.ValidateIdentifier(iss, v.Dev); err != nil {
+			return nil, err
+		}
+		return v.Discovery.Key(ctx, iss, "aauth-agent", kid)
+	}
+}
+
+func (v *Verifier) issuerKeyResolver() token.KeyResolver {
+	return func(ctx context.Context, iss, kid string) (*keys.PublicKey, error) {
+		if err := discovery.ValidateIdentifier(iss, v.Dev); err != nil {
+			return nil, err
+		}
+		return v.Discovery.Key(ctx, iss, "aauth-issuer", kid)
+	}
+}
+
+func codeFor(typ string) string {
+	if typ == token.TypAuth {
+		return CodeInvalidAuthToken
+	}
+	return CodeInvalidAgentToken
+}
+
+// tokenError maps a token failure to a protocol error without echoing the token.
+func tokenError(typ string, err error) error {
+	var te *token.Error
+	msg := "token verification failed"
+	if errors.As(err, &te) {
+		switch te.Code {
+		case "expired":
+			msg = "token has expired"
+		case "invalid_audience":
+			msg = "token is for another audience"
+		case "untrusted_issuer":
+			msg = "token issuer is not trusted here"
+		case "unknown_key":
+			msg = "token signing key could not be found"
+		default:
+			msg = "token is invalid: " + te.Msg
+		}
+	}
+	return fail(codeFor(typ), msg)
+}
+
+// peekTyp reads a compact JWT's protected-header typ without trusting it, to pick the
+// verification path; the strict parse happens in the token package.
+func peekTyp(raw string) string {
+	dot := strings.IndexByte(raw, '.')
+	if dot <= 0 || dot > 1024 {
+		return ""
+	}
+	hdr, err := base64.RawURLEncoding.DecodeString(raw[:dot])
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Typ string `json:"typ"`
+	}
+	if json.Unmarshal(hdr, &h) != nil {
+		return ""
+	}
+	t := strings.ToLower(h.Typ)
+	return strings.TrimPrefix(t, "application/")
+}
+
+// TargetFromRequest describes a received request; callers that sit behind rewrites pass
+// the original request (see the caddyaauth handler).
+func TargetFromRequest(r *http.Request, authority string) httpsig.Target {
+	return httpsig.Target{
+		Method:    r.Method,
+		Authority: authority,
+		Path:      r.URL.EscapedPath(),
+		Query:     r.URL.RawQuery,
+		HasQuery:  r.URL.RawQuery != "" || r.URL.ForceQuery,
+		Header:    r.Header,
+	}
+}
