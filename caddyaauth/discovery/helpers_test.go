@@ -62,7 +62,7 @@ type origin struct {
 	id     string // identifier this origin answers for
 }
 
-func newOrigin(t *testing.T, useTLS bool) *origin {
+func newOrigin(t testing.TB, useTLS bool) *origin {
 	t.Helper()
 	o := &origin{routes: map[string]http.HandlerFunc{}, hits: map[string]int{}}
 	o.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

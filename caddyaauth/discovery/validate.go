@@ -95,7 +95,7 @@ func ValidateEndpointURL(raw string, dev bool) (*url.URL, error) {
 	if strings.Contains(esc, "%2f") || strings.Contains(esc, "%2e") || strings.Contains(esc, "%5c") {
 		return nil, invalid("URL %q has an encoded slash or dot in its path", clip(raw))
 	}
-	for _, seg := range strings.Split(u.Path, "/") {
+	for seg := range strings.SplitSeq(u.Path, "/") {
 		if seg == "." || seg == ".." {
 			return nil, invalid("URL %q has a dot segment", clip(raw))
 		}
@@ -125,7 +125,9 @@ func checkAuthority(auth string, dev bool, what string) error {
 			return err
 		}
 		a, err := netip.ParseAddr(host)
-		if err != nil || !a.Is6() || a.Zone() != "" || a.String() != host {
+		if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" || a.String() != host {
+			// IPv4-mapped literals are refused too: they would be a second spelling of
+			// an IPv4 origin, and identifiers are compared by exact string.
 			return invalid("%s has a non-canonical IPv6 literal", what)
 		}
 		return checkIPLiteral(a, dev, what)
@@ -178,8 +180,9 @@ func checkHostname(host string, dev bool, what string) error {
 	if strings.HasSuffix(host, ".") {
 		return invalid("%s host may not end with a dot", what)
 	}
-	labels := strings.Split(host, ".")
-	for _, l := range labels {
+	last := ""
+	for l := range strings.SplitSeq(host, ".") {
+		last = l
 		if l == "" || len(l) > 63 {
 			return invalid("%s host has an empty or overlong label", what)
 		}
@@ -196,7 +199,7 @@ func checkHostname(host string, dev bool, what string) error {
 			}
 		}
 	}
-	if looksNumeric(labels[len(labels)-1]) {
+	if looksNumeric(last) {
 		a, err := netip.ParseAddr(host)
 		if err != nil || !a.Is4() || a.String() != host {
 			return fmt.Errorf("%w: %s host %q is a non-canonical IP address spelling", ErrBlocked, what, clip(host))

@@ -96,7 +96,7 @@ func verify(ctx context.Context, raw string, o Options, resolve KeyResolver, r *
 		return nil, newErr(CodeUnknownKey, "verifier misconfigured: no key resolver")
 	}
 	if r.audRequired && o.Audience == "" {
-		return nil, newErr(CodeInvalidAudience, "verifier misconfigured: Options.Audience is required for a %s", r.name)
+		return nil, newErr(CodeInvalidAudience, "verifier misconfigured: Options.Audience is required (%s)", r.name)
 	}
 	skew := o.Skew
 	if skew == 0 {

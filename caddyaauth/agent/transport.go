@@ -1,0 +1,300 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/dunglas/httpsfv"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+)
+
+// HeaderAAuth is the response header carrying the resource's challenge (PROTOCOL.md §5.1).
+const HeaderAAuth = "AAuth"
+
+// Values of the require member of the AAuth header (PROTOCOL.md §5.2).
+const (
+	RequirePseudonym   = "pseudonym"
+	RequireIdentity    = "identity"
+	RequireAuthToken   = "auth-token"
+	RequireInteraction = "interaction"
+	RequireApproval    = "approval"
+)
+
+// DefaultMaxBody bounds how much of a request body Transport buffers. The body has to be
+// held in memory so it can be sent again after a challenge; a larger body is refused
+// rather than streamed, because a streamed body could not be retried.
+const DefaultMaxBody = 10 << 20
+
+// maxDrain bounds how much of a challenged response is read before it is discarded, so
+// the connection can be reused without letting a server make us read forever.
+const maxDrain = 64 << 10
+
+// Challenge is a parsed AAuth response header.
+type Challenge struct {
+	Require       string // pseudonym, identity, auth-token, interaction, approval, …
+	ResourceToken string // require=auth-token: the resource token to present to the AS
+	AuthServer    string // require=auth-token: the AS that issues the auth token
+	Code          string // require=interaction: the interaction code
+}
+
+// ParseChallenge reads the AAuth header of a response as an RFC 8941 Dictionary whose
+// require member is a Token, its parameters riding on that member. ok is false when the
+// header is absent or malformed, so callers treat such a response as a plain 401 instead
+// of acting on half-understood input.
+func ParseChallenge(h http.Header) (Challenge, bool) {
+	vs := h.Values(HeaderAAuth)
+	if len(vs) == 0 {
+		return Challenge{}, false
+	}
+	d, err := httpsfv.UnmarshalDictionary(vs)
+	if err != nil {
+		return Challenge{}, false
+	}
+	m, ok := d.Get("require")
+	if !ok {
+		return Challenge{}, false
+	}
+	item, ok := m.(httpsfv.Item)
+	if !ok {
+		return Challenge{}, false
+	}
+	tok, ok := item.Value.(httpsfv.Token)
+	if !ok || tok == "" {
+		return Challenge{}, false
+	}
+	c := Challenge{Require: string(tok)}
+	for _, p := range []struct {
+		name string
+		dst  *string
+	}{{"resource-token", &c.ResourceToken}, {"auth-server", &c.AuthServer}, {"code", &c.Code}} {
+		v, present := item.Params.Get(p.name)
+		if !present {
+			continue
+		}
+		s, isString := v.(string)
+		if !isString {
+			return Challenge{}, false
+		}
+		*p.dst = s
+	}
+	return c, true
+}
+
+// Transport is an http.RoundTripper that signs every request with an AAuth credential and
+// answers one challenge: a 401 with require=identity after a pseudonymous (or unsigned)
+// request is retried once with Identity, and a 401 with require=pseudonym after an
+// unsigned request is retried once signed. It never retries more than once, so a resource
+// that keeps refusing costs exactly two requests. Any other answer, including
+// require=auth-token, is returned to the caller unchanged (see ParseChallenge).
+type Transport struct {
+	// Base sends the requests; nil means http.DefaultTransport.
+	Base http.RoundTripper
+	// Pseudonym is the optional hwk credential.
+	Pseudonym *Credential
+	// Identity is the optional identified credential (jwks_uri or jwt).
+	Identity *Credential
+	// PreferPseudonym signs the first request with Pseudonym even when Identity is set,
+	// revealing the identity only when a resource asks for it.
+	PreferPseudonym bool
+	// Lazy sends the first request unsigned and signs only when challenged, for callers
+	// that mostly talk to public endpoints.
+	Lazy bool
+	// Dictionary emits Signature-Key in the RFC 8941 dictionary form instead of the seed's
+	// parenthesised form (PROTOCOL.md P2).
+	Dictionary bool
+	// StdBase64 emits the signature in standard base64 instead of base64url (P3).
+	StdBase64 bool
+	// SignBody adds Content-Digest and covers content-type (when set) and content-digest
+	// for requests with a body, for resources that demand body integrity (P4).
+	SignBody bool
+	// MaxBody bounds the buffered request body; 0 means DefaultMaxBody.
+	MaxBody int64
+	// Now is the clock for the signature's created parameter; nil means time.Now.
+	Now func() time.Time
+	// Logf, when set, receives one line per step (which credential signed, challenge,
+	// retry). It never receives keys or tokens.
+	Logf func(format string, a ...any)
+}
+
+func (t *Transport) logf(format string, a ...any) {
+	if t.Logf != nil {
+		t.Logf(format, a...)
+	}
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+func (t *Transport) check() error {
+	if t.Pseudonym != nil {
+		if err := t.Pseudonym.Validate(); err != nil {
+			return err
+		}
+		if t.Pseudonym.Scheme != httpsig.SchemeHWK {
+			return fmt.Errorf("agent: Pseudonym must be an hwk credential, not %s", t.Pseudonym.Scheme)
+		}
+	}
+	if t.Identity != nil {
+		if err := t.Identity.Validate(); err != nil {
+			return err
+		}
+		if !t.Identity.Identified() {
+			return fmt.Errorf("agent: Identity must be a jwks_uri or jwt credential, not %s", t.Identity.Scheme)
+		}
+	}
+	return nil
+}
+
+// initial picks the credential for the first attempt (nil means unsigned).
+func (t *Transport) initial() *Credential {
+	switch {
+	case t.Lazy:
+		return nil
+	case t.Identity != nil && !t.PreferPseudonym:
+		return t.Identity
+	case t.Pseudonym != nil:
+		return t.Pseudonym
+	}
+	return t.Identity
+}
+
+// stepUp picks the credential for the single retry after challenge c, or nil when a retry
+// could not satisfy it (signing again the same way would only repeat the refusal).
+func (t *Transport) stepUp(used *Credential, c Challenge) *Credential {
+	switch c.Require {
+	case RequireIdentity:
+		if t.Identity != nil && !used.Identified() {
+			return t.Identity
+		}
+	case RequirePseudonym:
+		if used == nil {
+			if t.Pseudonym != nil {
+				return t.Pseudonym
+			}
+			return t.Identity
+		}
+	}
+	return nil
+}
+
+// RoundTrip implements http.RoundTripper. The caller's request is never modified: each
+// attempt is a clone carrying its own copy of the buffered body and its own signature.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	body, err := t.readBody(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.check(); err != nil {
+		return nil, err
+	}
+	cred := t.initial()
+	resp, err := t.send(req, body, cred)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusUnauthorized {
+		return resp, nil
+	}
+	c, ok := ParseChallenge(resp.Header)
+	if !ok {
+		t.logf("401 without a usable AAuth challenge; not retrying")
+		return resp, nil
+	}
+	t.logf("challenge: require=%s", c.Require)
+	next := t.stepUp(cred, c)
+	if next == nil {
+		if c.Require == RequireIdentity && t.Identity == nil {
+			t.logf("the resource requires an identity and none is configured")
+		}
+		return resp, nil
+	}
+	t.logf("retrying with %s", next.Scheme)
+	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
+	_ = resp.Body.Close()
+	return t.send(req, body, next)
+}
+
+// readBody buffers the request body (closing the caller's body, as the RoundTripper
+// contract requires) so every attempt can send identical bytes. nil means no body.
+func (t *Transport) readBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	defer req.Body.Close()
+	limit := t.MaxBody
+	if limit <= 0 {
+		limit = DefaultMaxBody
+	}
+	b, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("agent: reading request body: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("agent: request body exceeds %d bytes and cannot be buffered for signing", limit)
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return b, nil
+}
+
+func (t *Transport) send(orig *http.Request, body []byte, cred *Credential) (*http.Response, error) {
+	r := orig.Clone(orig.Context())
+	if body != nil {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		r.ContentLength = int64(len(body))
+	} else if orig.Body != nil {
+		r.Body = http.NoBody
+		r.GetBody = nil
+		r.ContentLength = 0
+	}
+	if cred == nil {
+		t.logf("sending %s %s unsigned", r.Method, r.URL.Redacted())
+		return t.base().RoundTrip(r)
+	}
+	if err := t.sign(r, body, cred); err != nil {
+		return nil, err
+	}
+	t.logf("signed %s %s with %s", r.Method, r.URL.Redacted(), cred)
+	return t.base().RoundTrip(r)
+}
+
+func (t *Transport) sign(r *http.Request, body []byte, cred *Credential) error {
+	opts := httpsig.SignOptions{Dictionary: t.Dictionary, StdBase64: t.StdBase64}
+	if t.Now != nil {
+		opts.Created = t.Now()
+	} else {
+		opts.Created = time.Now()
+	}
+	if t.SignBody && body != nil {
+		httpsig.SetContentDigest(r, body)
+		if r.Header.Get("Content-Type") != "" {
+			opts.Extra = append(opts.Extra, "content-type")
+		}
+		opts.Extra = append(opts.Extra, "content-digest")
+	}
+	// httpsig.Sign takes @authority from the URL, but an explicit Host is what goes on
+	// the wire and what the resource sees, so sign a shallow copy whose URL carries it.
+	// The copy shares r's header map, so the signature headers land on r.
+	target := r
+	if r.Host != "" && r.Host != r.URL.Host {
+		u := *r.URL
+		u.Host = r.Host
+		cp := *r
+		cp.URL = &u
+		target = &cp
+	}
+	if err := httpsig.Sign(target, cred.Signer, cred.SigKey(), opts); err != nil {
+		return fmt.Errorf("agent: signing with %s: %w", cred.Scheme, err)
+	}
+	return nil
+}
