@@ -510,6 +510,41 @@ func TestEvictionBound(t *testing.T) {
 	}
 }
 
+func TestGlobalFetchBudget(t *testing.T) {
+	o := newOrigin(t, false)
+	var mu sync.Mutex
+	cur, peak := 0, 0
+	for i := range 6 {
+		o.handle(fmt.Sprintf("/.well-known/d%d.json", i), func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			cur++
+			peak = max(peak, cur)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+			mu.Lock()
+			cur--
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"agent":%q}`, o.id)
+		})
+	}
+	c := devClient(t, Config{MaxConcurrentFetches: 2}, nil)
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Metadata(context.Background(), o.id, fmt.Sprintf("d%d.json", i)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if peak > 2 {
+		t.Fatalf("%d fetches in flight at once, budget is 2", peak)
+	}
+}
+
 func TestClose(t *testing.T) {
 	o := newOrigin(t, false)
 	o.json("/.well-known/aauth-agent.json", map[string]any{"agent": o.id})

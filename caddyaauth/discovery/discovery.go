@@ -66,6 +66,11 @@ type Config struct {
 	Now              func() time.Time
 	Logger           *zap.Logger // nil → no logging; client mistakes at Debug, never tokens or keys
 
+	// MaxConcurrentFetches bounds outbound fetches in flight across all URLs (default 32),
+	// so a flood of distinct identifiers cannot turn the server into a fetch amplifier.
+	// Excess fetches queue within their own Timeout and then fail.
+	MaxConcurrentFetches int
+
 	// RequireSameOriginJWKS refuses a jwks_uri whose origin differs from the identifier.
 	// Off by default because the specification allows a JWKS hosted elsewhere.
 	RequireSameOriginJWKS bool
@@ -94,6 +99,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxEntries <= 0 {
 		c.MaxEntries = 4096
+	}
+	if c.MaxConcurrentFetches <= 0 {
+		c.MaxConcurrentFetches = 32
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -127,6 +135,7 @@ type Client struct {
 
 	base   context.Context // parent of every fetch; cancelled by Close
 	cancel context.CancelFunc
+	sem    chan struct{} // global fetch budget
 
 	mu         sync.Mutex
 	entries    map[string]*entry // cache key → entry
@@ -158,6 +167,7 @@ func New(cfg Config) *Client {
 		log:        cfg.Logger.Named("aauth.discovery"),
 		base:       ctx,
 		cancel:     cancel,
+		sem:        make(chan struct{}, cfg.MaxConcurrentFetches),
 		entries:    map[string]*entry{},
 		lru:        list.New(),
 		inflight:   map[string]*call{},

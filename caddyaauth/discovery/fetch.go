@@ -106,6 +106,12 @@ func (c *Client) fetch(ctx context.Context, k *kind, u string, check func(map[st
 	if !c.cfg.Dev && !strings.HasPrefix(u, "https://") {
 		return fail(fmt.Errorf("%w: not https", ErrBlocked))
 	}
+	select {
+	case c.sem <- struct{}{}:
+		defer func() { <-c.sem }()
+	case <-ctx.Done():
+		return fail(fmt.Errorf("fetch budget exhausted: %w", ctx.Err()))
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return fail(err)
