@@ -54,7 +54,7 @@ func TestSignRoundTrip(t *testing.T) {
 		}
 		for _, dict := range []bool{false, true} {
 			for _, std := range []bool{false, true} {
-				for _, query := range []string{"", "?b=2&a=%2F+x"} {
+				for _, query := range []string{"", "?", "?b=2&a=%2F+x"} {
 					for _, extra := range []bool{false, true} {
 						name := fmt.Sprintf("%s/dict=%v/std=%v/query=%q/extra=%v", alg, dict, std, query, extra)
 						t.Run(name, func(t *testing.T) {

@@ -4,9 +4,11 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,9 +20,17 @@ import (
 // with a message naming the missing folder when the data set is not there.
 func sharedTestdata(t testing.TB, sub string) string {
 	t.Helper()
+	p, err := findSharedTestdata(sub)
+	if err != nil {
+		t.Skip(err.Error())
+	}
+	return p
+}
+
+func findSharedTestdata(sub string) (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
@@ -28,15 +38,15 @@ func sharedTestdata(t testing.TB, sub string) string {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Skipf("no go.mod above the test directory; cannot locate ../shared/testdata/%s", sub)
+			return "", fmt.Errorf("no go.mod above the test directory; cannot locate ../shared/testdata/%s", sub)
 		}
 		dir = parent
 	}
 	p := filepath.Join(dir, "..", "shared", "testdata", sub)
 	if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
-		t.Skipf("test data folder %s is missing (expected ../shared/testdata/%s beside the project root %s)", p, sub, dir)
+		return "", fmt.Errorf("test data folder %s is missing (expected ../shared/testdata/%s beside the project root %s)", p, sub, dir)
 	}
-	return p
+	return p, nil
 }
 
 // a1Input is the Signature-Input common to the Appendix A vectors.
@@ -140,4 +150,11 @@ func asError(t testing.TB, err error, code string) *Error {
 		t.Fatalf("code = %q (%v), want %q", e.Code, e, code)
 	}
 	return e
+}
+
+func TestFindSharedTestdataMissing(t *testing.T) {
+	_, err := findSharedTestdata("no-such-folder")
+	if err == nil || !strings.Contains(err.Error(), "no-such-folder") || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("err = %v", err)
+	}
 }

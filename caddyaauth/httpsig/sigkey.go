@@ -271,6 +271,21 @@ func (p *scan) str() (string, bool) {
 	if !p.eat('"') {
 		return "", false
 	}
+	// Fast path: no escapes before the closing quote, so the value is a plain slice.
+	j := strings.IndexAny(p.s[p.i:], "\"\\")
+	if j < 0 {
+		return "", false // unterminated
+	}
+	if p.s[p.i+j] == '"' {
+		v := p.s[p.i : p.i+j]
+		for k := 0; k < len(v); k++ {
+			if v[k] < 0x20 || v[k] >= 0x7f {
+				return "", false
+			}
+		}
+		p.i += j + 1
+		return v, true
+	}
 	var b strings.Builder
 	for !p.eof() {
 		c := p.s[p.i]

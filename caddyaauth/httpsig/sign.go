@@ -47,12 +47,20 @@ func Authority(scheme, hostport string) string {
 func TargetOf(req *http.Request) Target {
 	return Target{
 		Method:    req.Method,
-		Authority: Authority(req.URL.Scheme, req.URL.Host),
+		Authority: Authority(req.URL.Scheme, hostOf(req)),
 		Path:      req.URL.EscapedPath(),
 		Query:     req.URL.RawQuery,
 		HasQuery:  req.URL.RawQuery != "" || req.URL.ForceQuery,
 		Header:    req.Header,
 	}
+}
+
+// hostOf is the authority an outgoing request will carry: req.Host overrides the URL.
+func hostOf(req *http.Request) string {
+	if req.Host != "" {
+		return req.Host
+	}
+	return req.URL.Host
 }
 
 // Sign adds Signature-Input, Signature and Signature-Key to req. The components are the
