@@ -1,10 +1,13 @@
 package token
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 )
@@ -70,6 +73,90 @@ func FuzzParse(f *testing.F) {
 			}
 		} else if CodeOf(err) == "" {
 			t.Fatalf("untyped error: %v", err)
+		}
+	})
+}
+
+// refNoDuplicates is a slow reference for checkNoDuplicates built on json.Decoder.Token.
+func refNoDuplicates(b []byte) bool {
+	if !utf8.Valid(b) || !json.Valid(b) {
+		return false
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	tok, err := d.Token()
+	if err != nil || tok != json.Delim('{') {
+		return false
+	}
+	var walk func(tok json.Token, depth int) bool
+	walk = func(tok json.Token, depth int) bool {
+		switch tok {
+		case json.Delim('{'):
+			if depth+1 > maxJSONDepth {
+				return false
+			}
+			seen := map[string]bool{}
+			for d.More() {
+				k, _ := d.Token()
+				name := k.(string)
+				if seen[name] {
+					return false
+				}
+				seen[name] = true
+				v, err := d.Token()
+				if err != nil || !walk(v, depth+1) {
+					return false
+				}
+			}
+			_, _ = d.Token()
+		case json.Delim('['):
+			if depth+1 > maxJSONDepth {
+				return false
+			}
+			for d.More() {
+				v, err := d.Token()
+				if err != nil || !walk(v, depth+1) {
+					return false
+				}
+			}
+			_, _ = d.Token()
+		}
+		return true
+	}
+	return walk(tok, 0)
+}
+
+var dupSeeds = []string{
+	`{}`, ` { } `, `{"a":1}`, `{"a":1,"a":2}`, `{"a":1,"\u0061":2}`, `{"a\"":1,"a\\":2}`,
+	`{"a":{"b":1,"b":2}}`, `{"a":[{"b":1},{"b":2}]}`, `{"a":[{"b":1,"b":2}]}`, `{"a":1}{}`,
+	`[]`, `"x"`, `1`, `{"a":"}","b":"{\"a\":1}"}`, `{"x":[1,2,[3,{"y":null,"y":true}]]}`,
+	`{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":0,"k11":1,"k12":2,"k13":3,"k14":4,"k15":5,"k16":6,"k17":7,"k0":8}`,
+	`{"a":` + strings.Repeat(`[`, 15) + strings.Repeat(`]`, 15) + `}`,
+	`{"a":` + strings.Repeat(`[`, 16) + strings.Repeat(`]`, 16) + `}`,
+	`{"a":` + strings.Repeat(`{"a":`, 15) + `1` + strings.Repeat(`}`, 15) + `}`,
+	`{"a":` + strings.Repeat(`{"a":`, 14) + `1` + strings.Repeat(`}`, 14) + `}`,
+	"{\"\xff\":1}", `{"a":1e5,"b":-0.5,"c":true,"d":false,"e":null}`, "{\t\"a\"\n:\r1 }",
+}
+
+func TestNoDuplicatesMatchesReference(t *testing.T) {
+	for _, s := range dupSeeds {
+		want := refNoDuplicates([]byte(s))
+		got := utf8.Valid([]byte(s)) && checkNoDuplicates([]byte(s)) == nil
+		if got != want {
+			t.Errorf("%q: fast=%v reference=%v", s, got, want)
+		}
+	}
+}
+
+// FuzzNoDuplicates checks the fast duplicate scanner against the json.Decoder reference.
+func FuzzNoDuplicates(f *testing.F) {
+	for _, s := range dupSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := refNoDuplicates([]byte(s))
+		got := utf8.Valid([]byte(s)) && checkNoDuplicates([]byte(s)) == nil
+		if got != want {
+			t.Fatalf("%q: fast=%v reference=%v", s, got, want)
 		}
 	})
 }

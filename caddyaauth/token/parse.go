@@ -5,7 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -223,74 +223,142 @@ func strictObject(b []byte) (map[string]json.RawMessage, error) {
 	return m, nil
 }
 
-// checkNoDuplicates walks the JSON tokens of b: exactly one top-level object, no
-// duplicate member names in any object, nesting at most maxJSONDepth.
+// checkNoDuplicates checks that b is a single valid JSON object with no duplicate member
+// names in any object (names compared after unescaping) and nesting at most maxJSONDepth.
+// It validates with json.Valid and then walks the bytes with a small scanner, which is
+// much cheaper than json.Decoder.Token.
 func checkNoDuplicates(b []byte) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	tok, err := d.Token()
-	if err != nil || tok != json.Delim('{') {
+	if !json.Valid(b) {
+		return errors.New("malformed JSON")
+	}
+	d := dupScanner{b: b}
+	d.ws()
+	if d.i >= len(b) || b[d.i] != '{' {
 		return errors.New("not a JSON object")
 	}
-	if err := walkObject(d, 1); err != nil {
-		return err
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return errors.New("trailing data after the JSON object")
-	}
-	return nil
+	return d.value(0)
 }
 
-func walkObject(d *json.Decoder, depth int) error {
-	if depth > maxJSONDepth {
-		return errors.New("JSON nested too deeply")
-	}
-	seen := map[string]struct{}{}
-	for d.More() {
-		tok, err := d.Token()
-		if err != nil {
-			return errors.New("malformed JSON")
-		}
-		name, ok := tok.(string)
-		if !ok {
-			return errors.New("malformed JSON")
-		}
-		if _, dup := seen[name]; dup {
-			return errors.New("duplicate member " + strconv.Quote(truncate(name)))
-		}
-		seen[name] = struct{}{}
-		if err := walkValue(d, depth); err != nil {
-			return err
-		}
-	}
-	if tok, err := d.Token(); err != nil || tok != json.Delim('}') {
-		return errors.New("malformed JSON")
-	}
-	return nil
+// dupScanner walks JSON already accepted by json.Valid.
+type dupScanner struct {
+	b []byte
+	i int
 }
 
-func walkValue(d *json.Decoder, depth int) error {
-	tok, err := d.Token()
-	if err != nil {
-		return errors.New("malformed JSON")
+func (d *dupScanner) ws() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
 	}
-	switch tok {
-	case json.Delim('{'):
-		return walkObject(d, depth+1)
-	case json.Delim('['):
+}
+
+// str consumes a string starting at the opening quote and returns its raw contents.
+func (d *dupScanner) str() (raw []byte, escaped bool) {
+	d.i++ // opening quote
+	start := d.i
+	for d.b[d.i] != '"' {
+		if d.b[d.i] == '\\' {
+			escaped = true
+			d.i++
+		}
+		d.i++
+	}
+	raw = d.b[start:d.i]
+	d.i++ // closing quote
+	return raw, escaped
+}
+
+func (d *dupScanner) value(depth int) error {
+	d.ws()
+	switch d.b[d.i] {
+	case '{':
+		return d.object(depth + 1)
+	case '[':
 		if depth+1 > maxJSONDepth {
 			return errors.New("JSON nested too deeply")
 		}
-		for d.More() {
-			if err := walkValue(d, depth+1); err != nil {
+		d.i++
+		for {
+			d.ws()
+			if d.b[d.i] == ']' {
+				d.i++
+				return nil
+			}
+			if err := d.value(depth + 1); err != nil {
 				return err
 			}
+			d.ws()
+			if d.b[d.i] == ',' {
+				d.i++
+			}
 		}
-		if tok, err := d.Token(); err != nil || tok != json.Delim(']') {
-			return errors.New("malformed JSON")
+	case '"':
+		d.str()
+	default: // number, true, false, null
+		for d.i < len(d.b) {
+			switch d.b[d.i] {
+			case ',', ']', '}', ' ', '\t', '\n', '\r':
+				return nil
+			}
+			d.i++
 		}
 	}
 	return nil
+}
+
+func (d *dupScanner) object(depth int) error {
+	if depth > maxJSONDepth {
+		return errors.New("JSON nested too deeply")
+	}
+	d.i++ // '{'
+	var small []string
+	var big map[string]struct{}
+	for {
+		d.ws()
+		if d.b[d.i] == '}' {
+			d.i++
+			return nil
+		}
+		raw, escaped := d.str()
+		name := string(raw)
+		if escaped {
+			var s string
+			if err := json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &s); err != nil {
+				return errors.New("malformed JSON")
+			}
+			name = s
+		}
+		dup := false
+		if big != nil {
+			_, dup = big[name]
+			big[name] = struct{}{}
+		} else {
+			dup = slices.Contains(small, name)
+			small = append(small, name)
+			if len(small) > 16 {
+				big = make(map[string]struct{}, 2*len(small))
+				for _, n := range small {
+					big[n] = struct{}{}
+				}
+			}
+		}
+		if dup {
+			return errors.New("duplicate member " + strconv.Quote(truncate(name)))
+		}
+		d.ws()
+		d.i++ // ':'
+		if err := d.value(depth); err != nil {
+			return err
+		}
+		d.ws()
+		if d.b[d.i] == ',' {
+			d.i++
+		}
+	}
 }
 
 func optString(m map[string]json.RawMessage, name string) (string, bool, error) {

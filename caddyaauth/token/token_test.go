@@ -3,6 +3,7 @@ package token
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -286,11 +287,12 @@ func TestErrorHelpers(t *testing.T) {
 	if CodeOf(err) != CodeInvalidToken {
 		t.Fatalf("code = %q", CodeOf(err))
 	}
-	var e *Error
 	if !strings.HasPrefix(err.Error(), "token: invalid_token: ") {
 		t.Fatalf("message = %q", err.Error())
 	}
-	_ = e
+	if !errors.Is(err, &Error{Code: CodeInvalidToken}) || errors.Is(err, &Error{Code: CodeExpired}) {
+		t.Fatal("errors.Is by code")
+	}
 	if CodeOf(nil) != "" {
 		t.Fatal("CodeOf(nil)")
 	}
