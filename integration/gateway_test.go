@@ -189,7 +189,7 @@ func TestGatewayRejectsTampering(t *testing.T) {
 		}, 401},
 		{"authority changed", func() *http.Request {
 			r := signed(t, "GET", "http://other.localhost:9080/pseudo/a", s, httpsig.SignOptions{})
-			r.URL.Host = "api.localhost:9080"
+			r.URL.Host, r.Host = "api.localhost:9080", "api.localhost:9080"
 			return r
 		}, 401},
 		{"query added", func() *http.Request {

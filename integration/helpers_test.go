@@ -196,5 +196,5 @@ func globalOptions(t *testing.T, dev bool) string {
 	storage file_system %s
 	%s
 }
-`, t.TempDir(), devBlock)
+`, storageDir(t), devBlock)
 }

@@ -5,7 +5,35 @@
 package integration
 
 import (
+	"os"
+	"testing"
+
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-aauth/caddy-aauth/caddyaauth"
 )
+
+// stateDir holds every test's Caddy storage. Caddy keeps running between tests (one
+// in-process instance per test binary) and may still write into a test's storage after
+// the test ends, so the folders are removed once, after all tests.
+var stateDir string
+
+func TestMain(m *testing.M) {
+	var err error
+	stateDir, err = os.MkdirTemp("", "aauth-integration-")
+	if err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(stateDir)
+	os.Exit(code)
+}
+
+// storageDir returns a fresh storage folder for one Caddy configuration.
+func storageDir(t *testing.T) string {
+	d, err := os.MkdirTemp(stateDir, "storage-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}

@@ -46,7 +46,13 @@ type Challenge struct {
 // header is absent or malformed, so callers treat such a response as a plain 401 instead
 // of acting on half-understood input.
 func ParseChallenge(h http.Header) (Challenge, bool) {
-	vs := h.Values(HeaderAAuth)
+	// Resources assign the exact spelling "AAuth" into the header map (Go would
+	// canonicalise it to "Aauth"); responses read off the wire arrive canonicalised.
+	// Accept both so a hand-built header (a test recorder, a proxy) is read too.
+	// Build a new slice: appending to h.Values would write into the header map's array.
+	var vs []string
+	vs = append(vs, h.Values(HeaderAAuth)...)
+	vs = append(vs, h[HeaderAAuth]...)
 	if len(vs) == 0 {
 		return Challenge{}, false
 	}

@@ -1,0 +1,103 @@
+package caddyaauth
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func TestSplitRequestURI(t *testing.T) {
+	u, _ := url.Parse("http://h/abs%2Fpath?q=1")
+	cases := []struct {
+		uri         string
+		path, query string
+		hasQuery    bool
+	}{
+		{"/a/b", "/a/b", "", false},
+		{"/a%2Fb?x=1&y", "/a%2Fb", "x=1&y", true},
+		{"/a?", "/a", "", true},
+		{"http://h/abs%2Fpath?q=1", "/abs%2Fpath", "q=1", true},
+		{"", "/abs%2Fpath", "q=1", true},
+	}
+	for _, c := range cases {
+		p, q, hq := splitRequestURI(c.uri, u)
+		if p != c.path || q != c.query || hq != c.hasQuery {
+			t.Errorf("%q: got (%q,%q,%v)", c.uri, p, q, hq)
+		}
+	}
+}
+
+func TestStripIdentityHeaders(t *testing.T) {
+	h := http.Header{}
+	for _, k := range []string{"X-Aauth-Agent", "X-AAUTH-LEVEL", "X_Aauth_Subject", "x-aauth_scope", "X-Agent-Id", "X-Other"} {
+		h[k] = []string{"forged"}
+	}
+	stripIdentityHeaders(h, []string{"X-Agent-Id"})
+	if len(h) != 1 || h.Get("X-Other") != "forged" {
+		t.Fatalf("left %v", h)
+	}
+}
+
+func TestTargetUsesOriginalRequestAndAuthorities(t *testing.T) {
+	h := &Handler{}
+	h.authorities = []string{"api.example.com"}
+	req := httptest.NewRequest("GET", "http://internal:8080/v1/items?x=1", nil)
+	req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), httptest.NewRecorder(), nil)
+	// A rewrite after the original request was recorded.
+	req.URL.Path, req.URL.RawQuery, req.RequestURI = "/items", "", "/items"
+	req.Method = "POST"
+	tg := h.target(req)
+	if tg.Method != "GET" || tg.Path != "/v1/items" || tg.Query != "x=1" || !tg.HasQuery {
+		t.Fatalf("target %+v", tg)
+	}
+	if tg.Authority != "api.example.com" {
+		t.Fatalf("authority %q", tg.Authority)
+	}
+	h.authorities = nil
+	if tg := h.target(req); tg.Authority != "internal:8080" {
+		t.Fatalf("authority %q", tg.Authority)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	bad := []Handler{
+		{Require: "auth"},
+		{Require: "identity", SignatureWindow: -1},
+		{Require: "identity", RequireComponents: []string{"content-length"}},
+		{Require: "identity", Authorities: []string{"https://x"}},
+		{Require: "identity", Resource: "https://api.example.com/"},
+		{Require: "identity", Headers: map[string]string{"colour": "X-C"}},
+		{Require: "identity", Headers: map[string]string{"agent": "Authorization"}},
+	}
+	for i, h := range bad {
+		if err := h.Validate(); err == nil {
+			t.Errorf("case %d: %+v validated", i, h)
+		}
+	}
+	good := Handler{Require: "pseudonym", Resource: "https://api.example.com", Headers: map[string]string{"agent": "X-Agent", "jkt": "-"}}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`aauth {
+		require pseudonym
+		signature_window 2m
+		authority a.example b.example:8443
+		header agent X-Agent
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if h.Require != "pseudonym" || len(h.Authorities) != 2 || h.Headers["agent"] != "X-Agent" || h.SignatureWindow != caddy.Duration(2*time.Minute) {
+		t.Fatalf("%+v", h)
+	}
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+)
+
+const fetchUsage = `usage: aauth fetch [-key agent.jwk] [-id AGENT_ID | -agent-token FILE] [-pseudonym]
+                   [-X METHOD] [-d DATA | -d @file] [-H 'Name: value']... [-dict] [-std-b64]
+                   [-sign-body] [-L] [-i] [-v] URL
+
+Fetches URL like curl, signing the request with AAuth HTTP message signatures:
+  -key and -id            identified as agent -id (scheme jwks_uri; the resource fetches
+                          the key from the agent's published JWKS)
+  -key and -agent-token   identified through an agent token (scheme jwt; -key is the
+                          delegate key the token is bound to, see 'aauth delegate')
+  -key alone              pseudonymous (scheme hwk: the public key travels inline)
+  no -key                 pseudonymous with a fresh throw-away key
+With -pseudonym the first request is signed with hwk even when an identity is configured;
+the identity is revealed only if the resource answers 401 with AAuth: require=identity.
+At most one retry is made.
+
+The response body goes to stdout (with -i, the status line and headers first). Exit
+status: 0 for success, 22 for an HTTP status of 400 or more (like curl -f), 1 when the
+request could not be made, 2 for usage errors. -v describes each step on stderr; it never
+prints keys or tokens.
+`
+
+func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("fetch", fetchUsage, stderr)
+	keyFile := fs.String("key", "", "private JWK file (agent key, or delegate key with -agent-token)")
+	id := fs.String("id", "", "agent identifier for the jwks_uri scheme, e.g. https://agent.example")
+	tokenFile := fs.String("agent-token", "", "file holding an agent token for the jwt scheme")
+	pseudonym := fs.Bool("pseudonym", false, "sign with hwk first; step up to the identity only when asked")
+	method := fs.String("X", "", "request method (default GET, or POST with -d)")
+	data := fs.String("d", "", "request body; @file reads a file, @- reads stdin")
+	var headers stringList
+	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
+	dict := fs.Bool("dict", false, "emit Signature-Key in the RFC 8941 dictionary form")
+	stdB64 := fs.Bool("std-b64", false, "emit the signature in standard base64 instead of base64url")
+	signBody := fs.Bool("sign-body", false, "cover content-type and content-digest of the body")
+	follow := fs.Bool("L", false, "follow redirects (each hop is signed anew)")
+	include := fs.Bool("i", false, "print the status line and response headers before the body")
+	verbose := fs.Bool("v", false, "describe each step on stderr")
+	timeout := fs.Duration("timeout", 30*time.Second, "overall time limit")
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 1 {
+		return usageError(stderr, "fetch", "exactly one URL is required")
+	}
+	target, err := url.Parse(pos[0])
+	if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
+		return usageError(stderr, "fetch", "%q is not an http or https URL", pos[0])
+	}
+	if *id != "" && *tokenFile != "" {
+		return usageError(stderr, "fetch", "-id and -agent-token are alternatives; pass one")
+	}
+	if (*id != "" || *tokenFile != "") && *keyFile == "" {
+		return usageError(stderr, "fetch", "-id and -agent-token need -key")
+	}
+	vlog := func(format string, a ...any) {
+		if *verbose {
+			fmt.Fprintf(stderr, "* "+format+"\n", a...)
+		}
+	}
+
+	tr := &agent.Transport{
+		PreferPseudonym: *pseudonym,
+		Dictionary:      *dict,
+		StdBase64:       *stdB64,
+		SignBody:        *signBody,
+	}
+	if *verbose {
+		tr.Logf = vlog
+	}
+	var signer *keys.Signer
+	if *keyFile != "" {
+		if signer, err = loadSigner(*keyFile); err != nil {
+			return failf(stderr, "fetch", "%v", err)
+		}
+	} else {
+		if signer, err = keys.Generate(keys.AlgEd25519, ""); err != nil {
+			return failf(stderr, "fetch", "%v", err)
+		}
+		vlog("no -key: signing with a throw-away hwk key (thumbprint %s)", signer.Public.Thumbprint)
+	}
+	tr.Pseudonym = agent.HWK(signer)
+	switch {
+	case *id != "":
+		tr.Identity = agent.JWKSURI(signer, *id)
+		if err := tr.Identity.Validate(); err != nil {
+			return usageError(stderr, "fetch", "%v", err)
+		}
+	case *tokenFile != "":
+		raw, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return failf(stderr, "fetch", "%v", err)
+		}
+		tok := strings.TrimSpace(string(raw))
+		if err := checkAgentToken(tok, signer, vlog); err != nil {
+			return failf(stderr, "fetch", "%s: %v", *tokenFile, err)
+		}
+		tr.Identity = agent.Delegate(signer, tok)
+	}
+	if tr.Identity != nil {
+		vlog("identity: %s; pseudonym: %s", tr.Identity, tr.Pseudonym)
+	}
+
+	var body []byte
+	hasBody := false
+	if flagSet(fs, "d") {
+		hasBody = true
+		if body, err = readData(*data); err != nil {
+			return failf(stderr, "fetch", "%v", err)
+		}
+	}
+	m := *method
+	if m == "" {
+		m = http.MethodGet
+		if hasBody {
+			m = http.MethodPost
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	var rd io.Reader
+	if hasBody {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, m, target.String(), rd)
+	if err != nil {
+		return usageError(stderr, "fetch", "%v", err)
+	}
+	req.Header.Set("User-Agent", "aauth-cli")
+	for _, h := range headers {
+		name, value, ok := strings.Cut(h, ":")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t\r\n") || strings.ContainsAny(value, "\r\n") {
+			return usageError(stderr, "fetch", "bad header %q (want 'Name: value')", h)
+		}
+		value = strings.TrimSpace(value)
+		if strings.EqualFold(name, "Host") {
+			req.Host = value
+			continue
+		}
+		req.Header.Add(name, value)
+	}
+	if hasBody && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded") // as curl -d does
+	}
+
+	client := &http.Client{Transport: tr}
+	if !*follow {
+		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return failf(stderr, "fetch", "%v", err)
+	}
+	defer resp.Body.Close()
+	vlog("response: %s %s", resp.Proto, resp.Status)
+	if c, ok := agent.ParseChallenge(resp.Header); ok {
+		vlog("challenge in the final response: %s", describeChallenge(c))
+		if resp.StatusCode == http.StatusUnauthorized {
+			hint(stderr, c, tr)
+		}
+	}
+	if *include {
+		fmt.Fprintf(stdout, "%s %s\r\n", resp.Proto, resp.Status)
+		_ = resp.Header.Write(stdout)
+		fmt.Fprint(stdout, "\r\n")
+	}
+	if _, err := io.Copy(stdout, resp.Body); err != nil {
+		return failf(stderr, "fetch", "reading the response: %v", err)
+	}
+	if resp.StatusCode >= 400 {
+		return exitHTTP
+	}
+	return exitOK
+}
+
+// flagSet reports whether the flag was given, so -d "" (an empty body) differs from no -d.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			found = true
+		}
+	})
+	return found
+}
+
+// readData resolves -d: literal text, @file, or @- for stdin.
+func readData(d string) ([]byte, error) {
+	switch {
+	case d == "@-":
+		return io.ReadAll(io.LimitReader(os.Stdin, agent.DefaultMaxBody+1))
+	case strings.HasPrefix(d, "@"):
+		return os.ReadFile(d[1:])
+	}
+	return []byte(d), nil
+}
+
+// checkAgentToken catches a wrong or stale token file before it costs a request: it must
+// be an agent+jwt, bound to the -key given, and not expired. The token's signature is the
+// resource's business; this only reads the claims. Only non-secret facts are logged.
+func checkAgentToken(raw string, delegate *keys.Signer, vlog func(string, ...any)) error {
+	t, err := token.Parse(raw, token.TypAgent)
+	if err != nil {
+		return fmt.Errorf("not a usable agent token: %v", err)
+	}
+	c := t.Claims
+	cnf := ""
+	if c.Confirmation != nil && c.Confirmation.Key != nil {
+		cnf = c.Confirmation.Key.Thumbprint
+	}
+	vlog("agent token: typ %s, iss %s, sub %s, expires %s, cnf thumbprint %s",
+		t.Header.Typ, c.Issuer, c.Subject, time.Unix(c.Expiry, 0).UTC().Format(time.RFC3339), cnf)
+	if cnf != delegate.Public.Thumbprint {
+		return fmt.Errorf("the token is bound to key %s, but -key is %s", cnf, delegate.Public.Thumbprint)
+	}
+	if c.Expiry != 0 && !time.Now().Before(time.Unix(c.Expiry, 0)) {
+		return fmt.Errorf("the token expired at %s; run 'aauth delegate' again",
+			time.Unix(c.Expiry, 0).UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// describeChallenge summarises an AAuth challenge without printing the resource token.
+func describeChallenge(c agent.Challenge) string {
+	s := "require=" + c.Require
+	if c.AuthServer != "" {
+		s += ", auth-server=" + c.AuthServer
+	}
+	if c.ResourceToken != "" {
+		typ := agent.TokenType(c.ResourceToken)
+		if typ == "" {
+			typ = "unknown"
+		}
+		s += fmt.Sprintf(", resource-token of typ %s (%d bytes)", typ, len(c.ResourceToken))
+	}
+	if c.Code != "" {
+		s += ", code=" + c.Code
+	}
+	return s
+}
+
+// hint tells the user in one line what the resource still wants.
+func hint(stderr io.Writer, c agent.Challenge, tr *agent.Transport) {
+	switch c.Require {
+	case agent.RequireIdentity:
+		if tr.Identity == nil {
+			fmt.Fprintln(stderr, "aauth fetch: the resource requires an agent identity; pass -key with -id or -agent-token")
+		}
+	case agent.RequireAuthToken:
+		fmt.Fprintf(stderr, "aauth fetch: the resource requires an auth token from %s (not yet supported by this command)\n", c.AuthServer)
+	}
+}
