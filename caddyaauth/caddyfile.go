@@ -1,7 +1,9 @@
 package caddyaauth
 
 import (
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -12,23 +14,46 @@ import (
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("aauth", parseHandler)
+	httpcaddyfile.RegisterDirective("aauth", parseDirective)
 	// After basic_auth: rate limiters and request_body caps run first, reverse_proxy and
 	// request_header after us.
 	httpcaddyfile.RegisterDirectiveOrder("aauth", httpcaddyfile.After, "basic_auth")
 	httpcaddyfile.RegisterGlobalOption("aauth", parseGlobal)
 }
 
-func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+// parseDirective builds the handler's route. An auth-token route also gets a second
+// route, matched on the resource's well-known paths only, so the metadata, JWKS and
+// resource token endpoint are served on the site whatever matcher the route has.
+func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	matcherSet, err := h.ExtractMatcherSet()
+	if err != nil {
+		return nil, err
+	}
 	var handler Handler
-	err := handler.UnmarshalCaddyfile(h.Dispenser)
-	return &handler, err
+	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	routes := h.NewRoute(matcherSet, &handler)
+	if handler.Require == RequireAuthToken {
+		wk := caddy.ModuleMap{"path": h.JSON(caddyhttp.MatchPath(WellKnownPaths))}
+		routes = append(routes, h.NewRoute(wk, &handler)...)
+	}
+	return routes, nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	aauth [<matcher>] {
-//		require           pseudonym|identity
+//		require           pseudonym|identity|auth-token
+//		auth_server       <https identifier>          # auth-token routes
+//		trust_issuer      <https identifier>...       # more accepted auth servers
+//		scope             <scope>...                  # scopes the route requires
+//		scope_description <scope> <text>              # published for consent screens
+//		resource_token_lifetime <duration>            # default 5m
+//		txn                                            # add a txn to resource tokens
 //		resource          <https identifier>
 //		signature_window  <duration>
 //		authority         <host[:port]>...
@@ -37,14 +62,14 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		header            <field> <X-Header-Name|->
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // directive name
+	d.Next() // directive name (the matcher, if any, was consumed by the caller)
 	if d.NextArg() {
 		return d.ArgErr()
 	}
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if seen[opt] && opt != "authority" && opt != "header" && opt != "require_components" {
+		if seen[opt] && !repeatable[opt] {
 			return d.Errf("%s specified more than once", opt)
 		}
 		seen[opt] = true
@@ -53,9 +78,63 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.Require) {
 				return d.ArgErr()
 			}
-			if h.Require != RequirePseudonym && h.Require != RequireIdentity {
-				return d.Errf("require: unknown level %q (want pseudonym or identity)", h.Require)
+			if h.Require != RequirePseudonym && h.Require != RequireIdentity && h.Require != RequireAuthToken {
+				return d.Errf("require: unknown level %q (want pseudonym, identity or auth-token)", h.Require)
 			}
+		case "auth_server":
+			if !d.AllArgs(&h.AuthServer) {
+				return d.ArgErr()
+			}
+		case "trust_issuer":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.TrustIssuers = append(h.TrustIssuers, args...)
+		case "scope":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, sc := range args {
+				if !validScope(sc) {
+					return d.Errf("scope: %q is not a valid scope token", sc)
+				}
+				if slices.Contains(h.Scopes, sc) {
+					return d.Errf("scope %q listed twice", sc)
+				}
+				h.Scopes = append(h.Scopes, sc)
+			}
+		case "scope_description":
+			var sc, text string
+			if !d.AllArgs(&sc, &text) {
+				return d.ArgErr()
+			}
+			if !validScope(sc) {
+				return d.Errf("scope_description: %q is not a valid scope token", sc)
+			}
+			if h.ScopeDescriptions == nil {
+				h.ScopeDescriptions = map[string]string{}
+			}
+			if _, dup := h.ScopeDescriptions[sc]; dup {
+				return d.Errf("scope_description for %q given twice", sc)
+			}
+			h.ScopeDescriptions[sc] = text
+		case "resource_token_lifetime":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 || dur > time.Hour {
+				return d.Errf("resource_token_lifetime: want a duration between 1s and 1h, got %q", v)
+			}
+			h.ResourceTokenLifetime = caddy.Duration(dur)
+		case "txn":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Txn = true
 		case "resource":
 			if !d.AllArgs(&h.Resource) {
 				return d.ArgErr()
@@ -174,6 +253,9 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 	}
 	return httpcaddyfile.App{Name: "aauth", Value: caddyconfig.JSON(app, nil)}, nil
 }
+
+// Options that may appear more than once in a block.
+var repeatable = map[string]bool{"authority": true, "header": true, "require_components": true, "trust_issuer": true, "scope": true, "scope_description": true}
 
 // Interface guards
 var _ caddyfile.Unmarshaler = (*Handler)(nil)

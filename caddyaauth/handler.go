@@ -23,6 +23,8 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
@@ -35,6 +37,7 @@ func init() {
 const (
 	RequirePseudonym = "pseudonym"
 	RequireIdentity  = "identity"
+	RequireAuthToken = "auth-token"
 )
 
 // Handler verifies AAuth request signatures. Upstream headers and placeholders it sets on
@@ -75,11 +78,34 @@ type Handler struct {
 	// MaxBody caps the body read for a content-digest check, in bytes. Default 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
+	// AuthServer is the auth server named in auth-token challenges; the audience of the
+	// resource tokens this route mints. Required with require auth-token.
+	AuthServer string `json:"auth_server,omitempty"`
+
+	// TrustIssuers are further auth servers whose auth tokens this route accepts, besides
+	// AuthServer. An auth token from any other issuer is refused before any fetch.
+	TrustIssuers []string `json:"trust_issuers,omitempty"`
+
+	// Scopes the route requires; an auth token must grant all of them. They are also the
+	// scope of the resource tokens minted in challenges.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// ScopeDescriptions are published in the resource metadata for consent screens.
+	ScopeDescriptions map[string]string `json:"scope_descriptions,omitempty"`
+
+	// ResourceTokenLifetime is the lifetime of minted resource tokens. Default 5m.
+	ResourceTokenLifetime caddy.Duration `json:"resource_token_lifetime,omitempty"`
+
+	// Txn adds a random txn (transaction id) to every minted resource token; the auth
+	// server copies it into the auth token and the backend sees X-Aauth-Txn.
+	Txn bool `json:"txn,omitempty"`
+
 	// Headers renames upstream header fields by key (level, scheme, agent, delegate,
 	// sub, scope, jkt, txn, issuer); "-" drops the field. Placeholders are unaffected.
 	Headers map[string]string `json:"headers,omitempty"`
 
 	logger       *zap.Logger
+	signer       *keys.Signer // resource signing key (auth-token routes)
 	verifier     *reqverify.Verifier
 	discoveryKey string
 	authorities  []string
@@ -123,15 +149,55 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Self:      h.Resource,
 		Tokens:    token.NewCache(10000),
 	}
+	if h.Require == RequireAuthToken {
+		if h.ResourceTokenLifetime == 0 {
+			h.ResourceTokenLifetime = caddy.Duration(defaultResourceTokenLifetime)
+		}
+		h.verifier.AuthTokens = &reqverify.AuthTokenPolicy{
+			Audience: h.Resource,
+			Issuers:  append([]string{h.AuthServer}, h.TrustIssuers...),
+		}
+		if h.Resource != "" {
+			signer, err := keystore.LoadOrGenerate(ctx, ctx.Storage(), "resource", h.Resource, keys.AlgEd25519)
+			if err != nil {
+				return fmt.Errorf("resource signing key: %w", err)
+			}
+			h.signer = signer
+		}
+	}
 	return nil
 }
 
 // Validate checks the configuration.
 func (h *Handler) Validate() error {
+	dev := h.verifier != nil && h.verifier.Dev
 	switch h.Require {
 	case RequirePseudonym, RequireIdentity:
+		if h.AuthServer != "" || len(h.TrustIssuers) > 0 || len(h.Scopes) > 0 {
+			return errors.New("auth_server, trust_issuer and scope need require auth-token")
+		}
+	case RequireAuthToken:
+		if h.Resource == "" {
+			return errors.New("require auth-token needs resource (this API's https identifier)")
+		}
+		if h.AuthServer == "" {
+			return errors.New("require auth-token needs auth_server")
+		}
+		for _, iss := range append([]string{h.AuthServer}, h.TrustIssuers...) {
+			if err := discovery.ValidateIdentifier(iss, dev); err != nil {
+				return fmt.Errorf("auth server %q: %v", iss, err)
+			}
+		}
+		for _, sc := range h.Scopes {
+			if !validScope(sc) {
+				return fmt.Errorf("scope %q is not a valid scope token", sc)
+			}
+		}
+		if h.ResourceTokenLifetime < 0 || time.Duration(h.ResourceTokenLifetime) > time.Hour {
+			return errors.New("resource_token_lifetime must be between 0 and 1h")
+		}
 	default:
-		return fmt.Errorf("require: unknown level %q (want pseudonym or identity)", h.Require)
+		return fmt.Errorf("require: unknown level %q (want pseudonym, identity or auth-token)", h.Require)
 	}
 	if h.SignatureWindow < 0 {
 		return errors.New("signature_window must not be negative")
@@ -150,7 +216,7 @@ func (h *Handler) Validate() error {
 		}
 	}
 	if h.Resource != "" {
-		if err := discovery.ValidateIdentifier(h.Resource, h.verifier != nil && h.verifier.Dev); err != nil {
+		if err := discovery.ValidateIdentifier(h.Resource, dev); err != nil {
 			return fmt.Errorf("resource: %v", err)
 		}
 	}
@@ -181,6 +247,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if repl == nil {
 		repl = caddy.NewReplacer()
 	}
+	if h.Require == RequireAuthToken && h.isWellKnown(r) {
+		return h.serveWellKnown(w, r)
+	}
 	if !httpsig.Present(r.Header) {
 		return h.challenge(w, r, httpsig.CodeInvalidRequest, "request is not signed", nil)
 	}
@@ -199,8 +268,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	if h.Require == RequireIdentity && res.Level == reqverify.LevelPseudonym {
+	if h.Require != RequirePseudonym && res.Level == reqverify.LevelPseudonym {
 		return h.challenge(w, r, "identity_required", "this route needs an identified agent (jwks_uri or an agent token)", nil)
+	}
+	if h.Require == RequireAuthToken {
+		if code, desc := h.authorize(res); code != "" {
+			return h.authTokenChallenge(w, r, target, res, code, desc)
+		}
 	}
 	if slices.Contains(h.RequireComponents, "content-digest") {
 		if err := h.checkBody(r); err != nil {
@@ -308,8 +382,18 @@ func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc s
 	if c := h.logger.Check(zap.DebugLevel, "aauth challenge"); c != nil {
 		c.Write(zap.String("require", h.Require), zap.String("error", code), zap.String("reason", desc), zap.String("remote_ip", r.RemoteAddr))
 	}
+	require := h.Require
+	if require == RequireAuthToken {
+		// Without a verified identity there is nothing to mint a resource token for.
+		require = RequireIdentity
+	}
+	return writeChallenge(w, "require="+require, code, desc, required)
+}
+
+// writeChallenge writes a 401 with the AAuth header value and a JSON error body.
+func writeChallenge(w http.ResponseWriter, aauth, code, desc string, required []string) error {
 	hdr := w.Header()
-	hdr["AAuth"] = []string{"require=" + h.Require} // exact spelling on HTTP/1.1
+	hdr["AAuth"] = []string{aauth} // exact spelling on HTTP/1.1
 	hdr.Set("WWW-Authenticate", "AAuth")
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("Content-Type", "application/json")

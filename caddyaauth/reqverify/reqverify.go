@@ -72,6 +72,10 @@ type Result struct {
 	Delegate  string // agent token sub, or auth token agent_delegate
 	Token     *token.Token
 	TokenTyp  string // agent+jwt or auth+jwt when Scheme is jwt
+	// AuthTokenProblem is set when an auth token was authentic but not usable here
+	// (expired, or for another audience). The request is then only identified: Level is
+	// LevelIdentity and Agent comes from the token.
+	AuthTokenProblem *Error
 }
 
 func (v *Verifier) now() time.Time {
@@ -203,6 +207,9 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 		}
 		opts := token.Options{Now: now, Audience: v.AuthTokens.Audience, Issuers: v.AuthTokens.Issuers}
 		tok, err = token.VerifyAuthToken(ctx, raw, opts, v.issuerKeyResolver())
+		if err != nil {
+			return v.staleAuthToken(ctx, raw, pre, opts, err, res)
+		}
 	}
 	if err != nil {
 		return tokenError(typ, err)
@@ -210,6 +217,35 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	v.Tokens.Put(tok)
 	return v.bind(sig, base, res, tok)
 }
+
+// staleAuthToken handles an auth token that is authentic but unusable here: expired, or
+// issued for another resource. Such a token still proves who the agent is (a trusted
+// auth server vouched for it and the request is signed with its cnf key), so the
+// gateway can answer with a fresh resource token and the agent can recover (PROTOCOL.md
+// P8). Anything else is a plain failure.
+func (v *Verifier) staleAuthToken(ctx context.Context, raw string, pre *token.Token, opts token.Options, cause error, res *Result) error {
+	code := token.CodeOf(cause)
+	if code != token.CodeExpired && code != token.CodeInvalidAudience {
+		return tokenError(token.TypAuth, cause)
+	}
+	relaxed := opts
+	relaxed.ExpiredGrace = StaleAuthTokenGrace
+	if len(pre.Claims.Audience) == 1 {
+		relaxed.Audience = pre.Claims.Audience[0]
+	}
+	tok, err := token.VerifyAuthToken(ctx, raw, relaxed, v.issuerKeyResolver())
+	if err != nil || tok.Claims.Agent == "" {
+		return tokenError(token.TypAuth, cause)
+	}
+	res.Key, res.Token = tok.Claims.Confirmation.Key, tok
+	res.Level, res.Agent, res.Delegate = LevelIdentity, tok.Claims.Agent, tok.Claims.AgentDelegate
+	res.AuthTokenProblem = tokenError(token.TypAuth, cause).(*Error)
+	return nil
+}
+
+// StaleAuthTokenGrace is how long after expiry an auth token still identifies its agent
+// for the purpose of issuing a new resource token.
+const StaleAuthTokenGrace = 24 * time.Hour
 
 // bind finishes a jwt-scheme verification with a verified token: the request must be
 // signed by the token's cnf key.

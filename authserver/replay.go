@@ -1,0 +1,251 @@
+package authserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+)
+
+// replayPool holds one replay store per issuer, shared by every handler instance of that
+// issuer, so a config reload (which briefly runs old and new handlers side by side) cannot
+// accept a jti twice.
+var replayPool = caddy.NewUsagePool()
+
+// How often the sweeper drops expired jti records, and how often it also scans storage
+// for records left behind by earlier processes.
+var (
+	sweepInterval = time.Minute
+	scanInterval  = time.Hour
+)
+
+// storageDeleter and storageLister are the optional parts of certmagic.Storage the
+// sweeper uses; keystore.Memory has neither, so tests still work without them.
+type storageDeleter interface {
+	Delete(ctx context.Context, key string) error
+}
+
+type storageLister interface {
+	List(ctx context.Context, prefix string, recursive bool) ([]string, error)
+}
+
+// replayStore remembers the resource-token jtis an issuer has accepted (PROTOCOL.md P11,
+// §6.3 step 7). Records live in storage under
+// aauth/issuer/<safe issuer>/jti/<hex sha256(iss "\n" jti)>, holding the token's expiry, so
+// a restart or another instance on the same storage still refuses a replay; an in-memory
+// index answers repeat submissions without storage reads. Check-and-store is atomic within
+// the process (a lock per record stripe); across a cluster, storage has no
+// compare-and-swap, so two instances racing on the very same token can both accept it.
+type replayStore struct {
+	prefix string
+	logger *zap.Logger
+
+	stMu sync.RWMutex
+	st   keystore.Storage
+
+	stripes [64]sync.Mutex // serialise check-and-store per record
+
+	mu   sync.Mutex
+	seen map[string]int64 // record name → exp (unix seconds)
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type replayRecord struct {
+	Exp int64 `json:"exp"`
+}
+
+// replayPrefix is the storage folder of an issuer's jti records.
+func replayPrefix(issuer string) string {
+	return path.Join("aauth", "issuer", certmagic.StorageKeys.Safe(issuer), "jti")
+}
+
+func newReplayStore(issuer string, st keystore.Storage, logger *zap.Logger) *replayStore {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &replayStore{
+		prefix: replayPrefix(issuer),
+		logger: logger,
+		st:     st,
+		seen:   map[string]int64{},
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
+	go s.sweeper(ctx)
+	return s
+}
+
+// loadReplayStore returns the pooled store for issuer, pointing it at st (the newest
+// config's storage wins); release it with replayPool.Delete(issuer).
+func loadReplayStore(issuer string, st keystore.Storage, logger *zap.Logger) (*replayStore, error) {
+	v, _, err := replayPool.LoadOrNew(issuer, func() (caddy.Destructor, error) {
+		return newReplayStore(issuer, st, logger.Named("replay")), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replay store: %w", err)
+	}
+	s := v.(*replayStore)
+	s.setStorage(st)
+	return s, nil
+}
+
+func (s *replayStore) setStorage(st keystore.Storage) {
+	s.stMu.Lock()
+	s.st = st
+	s.stMu.Unlock()
+}
+
+func (s *replayStore) storage() keystore.Storage {
+	s.stMu.RLock()
+	defer s.stMu.RUnlock()
+	return s.st
+}
+
+// Destruct stops the sweeper (called by the pool when the last handler lets go).
+func (s *replayStore) Destruct() error {
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+// use records the token (iss, jti) valid until exp and reports whether this is its first
+// use at now. An error means the record could not be checked or stored; the caller must
+// then refuse the token.
+func (s *replayStore) use(ctx context.Context, iss, jti string, exp, now time.Time) (bool, error) {
+	sum := sha256.Sum256([]byte(iss + "\n" + jti))
+	name := hex.EncodeToString(sum[:])
+	stripe := &s.stripes[int(sum[0])%len(s.stripes)]
+	stripe.Lock()
+	defer stripe.Unlock()
+
+	s.mu.Lock()
+	e, ok := s.seen[name]
+	s.mu.Unlock()
+	if ok && now.Unix() < e {
+		return false, nil
+	}
+	st := s.storage()
+	key := path.Join(s.prefix, name)
+	raw, err := st.Load(ctx, key)
+	switch {
+	case err == nil:
+		var rec replayRecord
+		if json.Unmarshal(raw, &rec) == nil && now.Unix() < rec.Exp {
+			s.remember(name, rec.Exp)
+			return false, nil
+		}
+		// an expired or unreadable record: the token it guarded is dead; overwrite it
+	case !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("loading jti record: %w", err)
+	}
+	val, _ := json.Marshal(replayRecord{Exp: exp.Unix()})
+	if err := st.Store(ctx, key, val); err != nil {
+		return false, fmt.Errorf("storing jti record: %w", err)
+	}
+	s.remember(name, exp.Unix())
+	return true, nil
+}
+
+func (s *replayStore) remember(name string, exp int64) {
+	s.mu.Lock()
+	s.seen[name] = exp
+	s.mu.Unlock()
+}
+
+func (s *replayStore) sweeper(ctx context.Context) {
+	defer close(s.done)
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	lastScan := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.sweep(ctx, now)
+			if now.Sub(lastScan) >= scanInterval {
+				lastScan = now
+				s.scan(ctx, now)
+			}
+		}
+	}
+}
+
+// sweep drops expired records from memory and, where the storage can delete, from
+// storage.
+func (s *replayStore) sweep(ctx context.Context, now time.Time) {
+	var expired []string
+	s.mu.Lock()
+	for name, exp := range s.seen {
+		if now.Unix() >= exp {
+			expired = append(expired, name)
+			delete(s.seen, name)
+		}
+	}
+	s.mu.Unlock()
+	del, ok := s.storage().(storageDeleter)
+	if !ok {
+		return
+	}
+	for _, name := range expired {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := del.Delete(ctx, path.Join(s.prefix, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.logger.Error("deleting expired jti record", zap.Error(err))
+		}
+	}
+}
+
+// scan deletes expired records found in storage, including ones written before this
+// process started.
+func (s *replayStore) scan(ctx context.Context, now time.Time) {
+	st := s.storage()
+	lister, ok1 := st.(storageLister)
+	del, ok2 := st.(storageDeleter)
+	if !ok1 || !ok2 {
+		return
+	}
+	names, err := lister.List(ctx, s.prefix, false)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.logger.Error("listing jti records", zap.Error(err))
+		}
+		return
+	}
+	for _, key := range names {
+		if ctx.Err() != nil {
+			return
+		}
+		if !strings.HasPrefix(key, s.prefix+"/") {
+			key = path.Join(s.prefix, path.Base(key))
+		}
+		raw, err := st.Load(ctx, key)
+		if err != nil {
+			continue
+		}
+		var rec replayRecord
+		if json.Unmarshal(raw, &rec) == nil && now.Unix() < rec.Exp {
+			continue
+		}
+		if err := del.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.logger.Error("deleting expired jti record", zap.Error(err))
+		}
+	}
+}
+
+// Interface guards
+var _ caddy.Destructor = (*replayStore)(nil)
