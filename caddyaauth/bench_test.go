@@ -1,0 +1,97 @@
+package caddyaauth
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+)
+
+// benchHandler is a pseudonym-level handler wired without a running Caddy.
+func benchHandler(tb testing.TB) *Handler {
+	h := &Handler{Require: RequirePseudonym, MaxBody: defaultMaxBody, logger: zap.NewNop(), now: time.Now}
+	h.verifier = &reqverify.Verifier{
+		Discovery: discovery.New(discovery.Config{}),
+		Limits:    httpsig.DefaultLimits,
+		Now:       time.Now,
+		Tokens:    token.NewCache(100),
+	}
+	tb.Cleanup(h.verifier.Discovery.Close)
+	return h
+}
+
+var okNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
+
+func signedRequest(tb testing.TB, s *keys.Signer) *http.Request {
+	req := httptest.NewRequest("GET", "http://api.example/data?x=1", nil)
+	key := httpsig.SigKey{Scheme: httpsig.SchemeHWK}
+	for _, k := range []string{"kty", "crv", "x"} {
+		key.Params = append(key.Params, httpsig.Param{Name: k, Value: s.Public.Members()[k].(string)})
+	}
+	if err := httpsig.Sign(req, s, key, httpsig.SignOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	return caddyhttp.PrepareRequest(req, caddy.NewReplacer(), httptest.NewRecorder(), nil)
+}
+
+func TestHandlerHWKAndReject(t *testing.T) {
+	h := benchHandler(t)
+	s, _ := keys.Generate(keys.AlgEd25519, "")
+	req := signedRequest(t, s)
+	req.Header.Set("X-Aauth-Agent", "forged")
+	var seen http.Header
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { seen = r.Header.Clone(); return nil })
+	if err := h.ServeHTTP(httptest.NewRecorder(), req, next); err != nil || seen == nil {
+		t.Fatalf("valid request not passed on: %v", err)
+	}
+	if seen.Get("X-Aauth-Agent") != "" || seen.Get("X-Aauth-Level") != "pseudonym" || seen.Get("X-Aauth-Key-Thumbprint") != s.Public.Thumbprint {
+		t.Fatalf("upstream headers %v", seen)
+	}
+	bad := signedRequest(t, s)
+	bad.Header.Set("Signature", "sig=:AAAA:")
+	w := httptest.NewRecorder()
+	seen = nil
+	if err := h.ServeHTTP(w, bad, next); err != nil || seen != nil || w.Code != 401 || w.Header()["AAuth"][0] != "require=pseudonym" {
+		t.Fatalf("bad request: err=%v code=%d passed=%v", err, w.Code, seen != nil)
+	}
+}
+
+// BenchmarkHandlerHWK is the whole gateway decision for a valid hwk request: strip,
+// parse, policy, base, Ed25519 verify, identity headers.
+func BenchmarkHandlerHWK(b *testing.B) {
+	h := benchHandler(b)
+	s, _ := keys.Generate(keys.AlgEd25519, "")
+	req := signedRequest(b, s)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := h.ServeHTTP(w, req, okNext); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHandlerRejectGarbage is the cost of refusing malformed signature headers: it
+// must stay far below one signature verification.
+func BenchmarkHandlerRejectGarbage(b *testing.B) {
+	h := benchHandler(b)
+	req := httptest.NewRequest("GET", "http://api.example/data", nil)
+	req.Header.Set("Signature-Input", `sig=("@method" "@authority");created=notanumber`)
+	req.Header.Set("Signature", "sig=:AAAA:")
+	req.Header.Set("Signature-Key", `sig=(scheme=hwk kty="OKP"`)
+	req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), httptest.NewRecorder(), nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = h.ServeHTTP(httptest.NewRecorder(), req, okNext)
+	}
+}
