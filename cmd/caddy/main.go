@@ -8,6 +8,7 @@ import (
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
+	_ "github.com/caddy-aauth/caddy-aauth/authserver"
 	_ "github.com/caddy-aauth/caddy-aauth/caddyaauth"
 )
 

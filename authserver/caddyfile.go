@@ -1,0 +1,244 @@
+package authserver
+
+import (
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("aauth_server", parseHandler)
+	// Before respond: a site's catch-all respond/file_server/reverse_proxy runs after the
+	// auth server has had its paths.
+	httpcaddyfile.RegisterDirectiveOrder("aauth_server", httpcaddyfile.Before, "respond")
+}
+
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var handler Handler
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return &handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	aauth_server [<matcher>] {
+//		issuer            <https identifier>        # required
+//		token_lifetime    <duration>                # default 1h
+//		allow_long_tokens [true|false]              # permit token_lifetime over 1h
+//		signature_window  <duration>                # default 60s
+//		trust_issuer      <https identifier>...     # repeatable
+//		policy {
+//			<allow|consent|deny> [agent <id|*>...] [resource <id|*>...] [scope <scope>...]
+//			default <allow|consent|deny>            # default deny
+//		}
+//	}
+//
+// Each of agent, resource and scope may appear at most once per rule and needs at least
+// one value; a rule with no conditions matches every request. Values cannot be the words
+// agent, resource or scope. See Policy for how rules are evaluated.
+//
+// Identifiers are checked for shape here and fully (with the global dev switch) when the
+// config is loaded.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] && opt != "trust_issuer" {
+			return d.Errf("%s specified more than once", opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "issuer":
+			if !d.AllArgs(&h.Issuer) {
+				return d.ArgErr()
+			}
+			if err := checkIDShape(h.Issuer); err != nil {
+				return d.Errf("issuer: %v", err)
+			}
+		case "token_lifetime":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			h.TokenLifetime = caddy.Duration(dur)
+		case "allow_long_tokens":
+			h.AllowLongTokens = true
+			if d.NextArg() {
+				v, err := strconv.ParseBool(d.Val())
+				if err != nil {
+					return d.Errf("allow_long_tokens: %q is not true or false", d.Val())
+				}
+				h.AllowLongTokens = v
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "signature_window":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			h.SignatureWindow = caddy.Duration(dur)
+		case "trust_issuer":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, iss := range args {
+				if err := checkIDShape(iss); err != nil {
+					return d.Errf("trust_issuer: %v", err)
+				}
+				if slices.Contains(h.TrustIssuers, iss) {
+					return d.Errf("trust_issuer %s specified more than once", iss)
+				}
+				h.TrustIssuers = append(h.TrustIssuers, iss)
+			}
+		case "policy":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			p, err := parsePolicy(d)
+			if err != nil {
+				return err
+			}
+			h.Policy = p
+		default:
+			return d.Errf("unrecognized aauth_server option %q", opt)
+		}
+	}
+	if h.Issuer == "" {
+		return d.Err("aauth_server: issuer is required")
+	}
+	if lt := time.Duration(h.TokenLifetime); lt > MaxShortTokenLifetime && !h.AllowLongTokens {
+		return d.Errf("token_lifetime %s is over %s; add allow_long_tokens to permit it", lt, MaxShortTokenLifetime)
+	}
+	return nil
+}
+
+// parseDuration reads the single positive duration argument of the current option.
+func parseDuration(d *caddyfile.Dispenser) (time.Duration, error) {
+	opt := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, d.Errf("%s: invalid duration %q", opt, v)
+	}
+	if dur <= 0 {
+		return 0, d.Errf("%s must be positive", opt)
+	}
+	return dur, nil
+}
+
+// parsePolicy reads a policy block (the dispenser is on the `policy` token).
+func parsePolicy(d *caddyfile.Dispenser) (*Policy, error) {
+	p := &Policy{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		word := d.Val()
+		switch word {
+		case "default":
+			if p.Default != "" {
+				return nil, d.Err("policy default specified more than once")
+			}
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			if !validEffect(v) {
+				return nil, d.Errf("policy default: unknown effect %q (want allow, consent or deny)", v)
+			}
+			p.Default = v
+		case EffectAllow, EffectConsent, EffectDeny:
+			r, err := parseRule(d, word)
+			if err != nil {
+				return nil, err
+			}
+			p.Rules = append(p.Rules, r)
+		default:
+			return nil, d.Errf("policy: unknown effect %q (want allow, consent, deny or default)", word)
+		}
+	}
+	return p, nil
+}
+
+// parseRule reads the conditions after an effect: groups introduced by agent, resource or
+// scope.
+func parseRule(d *caddyfile.Dispenser, effect string) (Rule, error) {
+	r := Rule{Effect: effect}
+	var cur *[]string
+	var group string
+	closeGroup := func() error {
+		if cur != nil && len(*cur) == 0 {
+			return d.Errf("policy %s: %s needs at least one value", effect, group)
+		}
+		return nil
+	}
+	for d.NextArg() {
+		v := d.Val()
+		var next *[]string
+		switch v {
+		case "agent":
+			next = &r.Agents
+		case "resource":
+			next = &r.Resources
+		case "scope":
+			next = &r.Scopes
+		}
+		if next != nil {
+			if err := closeGroup(); err != nil {
+				return r, err
+			}
+			if *next != nil {
+				return r, d.Errf("policy %s: %s specified more than once in one rule", effect, v)
+			}
+			*next = []string{}
+			cur, group = next, v
+			continue
+		}
+		if cur == nil {
+			return r, d.Errf("policy %s: expected agent, resource or scope, got %q", effect, v)
+		}
+		switch group {
+		case "agent", "resource":
+			if v != Wildcard {
+				if err := checkIDShape(v); err != nil {
+					return r, d.Errf("policy %s: %s: %v", effect, group, err)
+				}
+			}
+		case "scope":
+			if err := checkScopes([]string{v}); err != nil {
+				return r, d.Errf("policy %s: scope: %v", effect, err)
+			}
+		}
+		if slices.Contains(*cur, v) {
+			return r, d.Errf("policy %s: %s %s listed twice", effect, group, v)
+		}
+		*cur = append(*cur, v)
+	}
+	if err := closeGroup(); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// checkIDShape checks an identifier as far as is possible without knowing the global dev
+// switch (the loosest rules); Validate repeats the check with the real switch.
+func checkIDShape(id string) error {
+	return discovery.ValidateIdentifier(id, true)
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

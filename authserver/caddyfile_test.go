@@ -1,0 +1,214 @@
+package authserver
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	cases := []struct {
+		name  string
+		input string
+		want  Handler
+	}{
+		{"minimal", `aauth_server {
+			issuer https://auth.example.com
+		}`, Handler{Issuer: "https://auth.example.com"}},
+		{"every option", `aauth_server {
+			issuer https://auth.example.com
+			token_lifetime 2h
+			allow_long_tokens
+			signature_window 30s
+			trust_issuer https://auth.partner.example
+			trust_issuer https://a.example https://b.example
+			policy {
+				allow   agent https://agent.example.com scope data.read
+				consent scope data.write
+				deny    agent https://bad.example
+				allow   resource https://api.example.com agent https://a.example https://b.example
+				deny
+				consent agent * resource * scope x y
+				default consent
+			}
+		}`, Handler{
+			Issuer:          "https://auth.example.com",
+			TokenLifetime:   caddy.Duration(2 * time.Hour),
+			AllowLongTokens: true,
+			SignatureWindow: caddy.Duration(30 * time.Second),
+			TrustIssuers:    []string{"https://auth.partner.example", "https://a.example", "https://b.example"},
+			Policy: &Policy{Default: EffectConsent, Rules: []Rule{
+				{Effect: EffectAllow, Agents: []string{"https://agent.example.com"}, Scopes: []string{"data.read"}},
+				{Effect: EffectConsent, Scopes: []string{"data.write"}},
+				{Effect: EffectDeny, Agents: []string{"https://bad.example"}},
+				{Effect: EffectAllow, Resources: []string{"https://api.example.com"}, Agents: []string{"https://a.example", "https://b.example"}},
+				{Effect: EffectDeny},
+				{Effect: EffectConsent, Agents: []string{"*"}, Resources: []string{"*"}, Scopes: []string{"x", "y"}},
+			}},
+		}},
+		{"allow_long_tokens false", `aauth_server {
+			issuer https://auth.example.com
+			allow_long_tokens false
+			token_lifetime 30m
+		}`, Handler{Issuer: "https://auth.example.com", TokenLifetime: caddy.Duration(30 * time.Minute)}},
+		{"allow_long_tokens true then 1d", `aauth_server {
+			token_lifetime 1d
+			allow_long_tokens true
+			issuer https://auth.example.com
+		}`, Handler{Issuer: "https://auth.example.com", TokenLifetime: caddy.Duration(24 * time.Hour), AllowLongTokens: true}},
+		{"exactly 1h", `aauth_server {
+			issuer https://auth.example.com
+			token_lifetime 1h
+		}`, Handler{Issuer: "https://auth.example.com", TokenLifetime: caddy.Duration(time.Hour)}},
+		{"empty policy", `aauth_server {
+			issuer https://auth.example.com
+			policy
+		}`, Handler{Issuer: "https://auth.example.com", Policy: &Policy{}}},
+		{"dev identifier shape", `aauth_server {
+			issuer http://127.0.0.1:9443
+		}`, Handler{Issuer: "http://127.0.0.1:9443"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input)); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(h, tc.want) {
+				t.Fatalf("got  %+v\nwant %+v", h, tc.want)
+			}
+		})
+	}
+}
+
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	const iss = "issuer https://auth.example.com\n"
+	cases := []struct {
+		name  string
+		input string
+		err   string
+	}{
+		{"inline argument", "aauth_server https://auth.example.com {\n" + iss + "}", "wrong argument count"},
+		{"no issuer", "aauth_server {\n}", "issuer is required"},
+		{"no block", "aauth_server", "issuer is required"},
+		{"issuer no arg", "aauth_server {\nissuer\n}", "wrong argument count"},
+		{"issuer two args", "aauth_server {\nissuer https://a.example https://b.example\n}", "wrong argument count"},
+		{"issuer with path", "aauth_server {\nissuer https://a.example/as\n}", "issuer:"},
+		{"issuer trailing slash", "aauth_server {\nissuer https://a.example/\n}", "issuer:"},
+		{"issuer not a URL", "aauth_server {\nissuer auth.example.com\n}", "issuer:"},
+		{"duplicate issuer", "aauth_server {\n" + iss + iss + "}", "issuer specified more than once"},
+		{"unknown option", "aauth_server {\n" + iss + "colour blue\n}", `unrecognized aauth_server option "colour"`},
+		{"token_lifetime no arg", "aauth_server {\n" + iss + "token_lifetime\n}", "wrong argument count"},
+		{"token_lifetime bad", "aauth_server {\n" + iss + "token_lifetime soon\n}", "token_lifetime: invalid duration"},
+		{"token_lifetime zero", "aauth_server {\n" + iss + "token_lifetime 0s\n}", "token_lifetime must be positive"},
+		{"token_lifetime negative", "aauth_server {\n" + iss + "token_lifetime -1h\n}", "token_lifetime must be positive"},
+		{"token_lifetime over 1h", "aauth_server {\n" + iss + "token_lifetime 61m\n}", "allow_long_tokens"},
+		{"token_lifetime over 1h, allow false", "aauth_server {\n" + iss + "token_lifetime 2h\nallow_long_tokens false\n}", "allow_long_tokens"},
+		{"duplicate token_lifetime", "aauth_server {\n" + iss + "token_lifetime 1h\ntoken_lifetime 1h\n}", "token_lifetime specified more than once"},
+		{"allow_long_tokens bad", "aauth_server {\n" + iss + "allow_long_tokens maybe\n}", "not true or false"},
+		{"allow_long_tokens two args", "aauth_server {\n" + iss + "allow_long_tokens true true\n}", "wrong argument count"},
+		{"duplicate allow_long_tokens", "aauth_server {\n" + iss + "allow_long_tokens\nallow_long_tokens\n}", "specified more than once"},
+		{"signature_window bad", "aauth_server {\n" + iss + "signature_window 5 seconds\n}", "wrong argument count"},
+		{"signature_window unparsable", "aauth_server {\n" + iss + "signature_window fast\n}", "signature_window: invalid duration"},
+		{"signature_window zero", "aauth_server {\n" + iss + "signature_window 0\n}", "signature_window must be positive"},
+		{"duplicate signature_window", "aauth_server {\n" + iss + "signature_window 1m\nsignature_window 1m\n}", "specified more than once"},
+		{"trust_issuer no arg", "aauth_server {\n" + iss + "trust_issuer\n}", "wrong argument count"},
+		{"trust_issuer bad", "aauth_server {\n" + iss + "trust_issuer partner\n}", "trust_issuer:"},
+		{"trust_issuer twice", "aauth_server {\n" + iss + "trust_issuer https://p.example\ntrust_issuer https://p.example\n}", "specified more than once"},
+		{"policy inline arg", "aauth_server {\n" + iss + "policy allow\n}", "wrong argument count"},
+		{"duplicate policy", "aauth_server {\n" + iss + "policy {\n}\npolicy {\n}\n}", "policy specified more than once"},
+		{"unknown effect", "aauth_server {\n" + iss + "policy {\npermit agent https://a.example\n}\n}", `unknown effect "permit"`},
+		{"value before group", "aauth_server {\n" + iss + "policy {\nallow https://a.example\n}\n}", "expected agent, resource or scope"},
+		{"empty agent group", "aauth_server {\n" + iss + "policy {\nallow agent scope x\n}\n}", "agent needs at least one value"},
+		{"empty trailing scope group", "aauth_server {\n" + iss + "policy {\nallow agent https://a.example scope\n}\n}", "scope needs at least one value"},
+		{"empty resource group", "aauth_server {\n" + iss + "policy {\ndeny resource\n}\n}", "resource needs at least one value"},
+		{"duplicate group", "aauth_server {\n" + iss + "policy {\nallow agent https://a.example agent https://b.example\n}\n}", "agent specified more than once in one rule"},
+		{"duplicate value", "aauth_server {\n" + iss + "policy {\nallow scope x x\n}\n}", "listed twice"},
+		{"bad agent", "aauth_server {\n" + iss + "policy {\nallow agent a.example\n}\n}", "policy allow: agent:"},
+		{"bad resource", "aauth_server {\n" + iss + "policy {\ndeny resource https://r.example/api\n}\n}", "policy deny: resource:"},
+		{"wildcard scope", "aauth_server {\n" + iss + "policy {\nallow scope *\n}\n}", "not a scope"},
+		{"default no arg", "aauth_server {\n" + iss + "policy {\ndefault\n}\n}", "wrong argument count"},
+		{"default bad", "aauth_server {\n" + iss + "policy {\ndefault maybe\n}\n}", "policy default: unknown effect"},
+		{"duplicate default", "aauth_server {\n" + iss + "policy {\ndefault allow\ndefault deny\n}\n}", "policy default specified more than once"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("error %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	const iss = "https://auth.example.com"
+	cases := []struct {
+		name string
+		h    Handler
+		err  string
+	}{
+		{"minimal", Handler{Issuer: iss}, ""},
+		{"no issuer", Handler{}, "issuer is required"},
+		{"http issuer without dev", Handler{Issuer: "http://auth.example.com"}, "issuer:"},
+		{"loopback issuer without dev", Handler{Issuer: "https://127.0.0.1"}, "issuer:"},
+		{"issuer with path", Handler{Issuer: iss + "/x"}, "issuer:"},
+		{"lifetime 1h", Handler{Issuer: iss, TokenLifetime: caddy.Duration(time.Hour)}, ""},
+		{"lifetime over 1h", Handler{Issuer: iss, TokenLifetime: caddy.Duration(time.Hour + time.Second)}, "allow_long_tokens"},
+		{"lifetime over 1h allowed", Handler{Issuer: iss, TokenLifetime: caddy.Duration(8 * time.Hour), AllowLongTokens: true}, ""},
+		{"negative lifetime", Handler{Issuer: iss, TokenLifetime: -1}, "negative"},
+		{"sub-second lifetime", Handler{Issuer: iss, TokenLifetime: caddy.Duration(time.Millisecond)}, "at least 1s"},
+		{"fractional lifetime", Handler{Issuer: iss, TokenLifetime: caddy.Duration(1500 * time.Millisecond)}, "whole number"},
+		{"negative window", Handler{Issuer: iss, SignatureWindow: -1}, "signature_window"},
+		{"trust issuers", Handler{Issuer: iss, TrustIssuers: []string{"https://p.example", "https://q.example"}}, ""},
+		{"bad trust issuer", Handler{Issuer: iss, TrustIssuers: []string{"p.example"}}, "trust_issuers"},
+		{"duplicate trust issuer", Handler{Issuer: iss, TrustIssuers: []string{"https://p.example", "https://p.example"}}, "more than once"},
+		{"bad policy", Handler{Issuer: iss, Policy: &Policy{Default: "yes"}}, "policy default"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.h.Validate()
+			if tc.err == "" {
+				if err != nil {
+					t.Fatalf("unexpected error %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("error %v, want %q", err, tc.err)
+			}
+		})
+	}
+	dev := Handler{Issuer: "http://127.0.0.1:9443", dev: true}
+	if err := dev.Validate(); err != nil {
+		t.Fatalf("dev issuer refused: %v", err)
+	}
+}
+
+// TestCleanupAfterPartialProvision: Cleanup works on a zero handler and after a Provision
+// that failed before taking pool references, and is idempotent.
+func TestCleanupAfterPartialProvision(t *testing.T) {
+	var h Handler
+	if err := h.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	h = Handler{Issuer: "not an identifier"}
+	if err := h.provision(t.Context(), deps{dev: true}); err == nil {
+		t.Fatal("bad issuer provisioned")
+	}
+	if err := h.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	h = Handler{Issuer: "https://nostorage.example"}
+	if err := h.provision(t.Context(), deps{}); err == nil {
+		t.Fatal("provisioned without storage")
+	}
+	if err := h.Cleanup(); err != nil || h.Cleanup() != nil {
+		t.Fatal(err)
+	}
+}

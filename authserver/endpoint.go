@@ -1,0 +1,316 @@
+package authserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+)
+
+// Error codes of the token endpoint (PROTOCOL.md Part 2 §5.4).
+const (
+	codeInvalidRequest       = "invalid_request"
+	codeInvalidSignature     = "invalid_signature"
+	codeInvalidResourceToken = "invalid_resource_token"
+	codeDenied               = "denied"
+	codeConsentRequired      = "consent_required"
+	codeServerError          = "server_error"
+)
+
+// tokenResponse is the 200 answer of the token endpoint (PROTOCOL.md §7.2).
+type tokenResponse struct {
+	AuthToken string `json:"auth_token"`
+	ExpiresIn int64  `json:"expires_in"`
+}
+
+// serveToken is the token endpoint. Order: method, Content-Type and Content-Length (no
+// body read), the request signature (the body is read only after it verified, so an
+// unauthenticated client never gets 100 Continue), the body, the resource token, its
+// jti, the policy, and finally the auth token.
+func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		h.methodNotAllowed(w, r, http.MethodPost)
+		return
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "Content-Type must be application/json", nil)
+		return
+	}
+	if r.ContentLength > maxTokenRequestBody {
+		h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is larger than 64 KiB", nil)
+		return
+	}
+
+	res, ok := h.verifyRequest(w, r)
+	if !ok {
+		return
+	}
+
+	req, ok := h.readRequest(w, r)
+	if !ok {
+		return
+	}
+
+	switch {
+	case req.has("auth_token"):
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "refresh (auth_token) is not supported yet", nil)
+	case req.has("upstream_token"):
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "token exchange (upstream_token) is not supported yet", nil)
+	case req.has("resource_token"):
+		h.resourceAccess(w, r, res, req)
+	default:
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "unsupported request", nil)
+	}
+}
+
+// isJSON reports whether a Content-Type is application/json (charset, if any, utf-8).
+func isJSON(ct string) bool {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return false
+	}
+	return true
+}
+
+// verifyRequest checks the HTTP signature; the token endpoint needs an identified agent.
+func (h *Handler) verifyRequest(w http.ResponseWriter, r *http.Request) (*reqverify.Result, bool) {
+	if !httpsig.Present(r.Header) {
+		h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "request is not signed", nil)
+		return nil, false
+	}
+	res, err := h.verifier.Verify(r.Context(), h.target(r))
+	if err != nil {
+		var ve *httpsig.Error
+		if errors.As(err, &ve) {
+			var extra map[string]any
+			if len(ve.RequiredComponents) > 0 {
+				extra = map[string]any{"required_components": ve.RequiredComponents}
+			}
+			h.writeError(w, r, http.StatusUnauthorized, ve.Code, ve.Msg, extra)
+			return nil, false
+		}
+		h.serverError(w, r, "verifying request signature", err)
+		return nil, false
+	}
+	if res.Level == reqverify.LevelPseudonym || res.Agent == "" {
+		h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "the token endpoint needs an identified agent (jwks_uri or an agent token)", nil)
+		return nil, false
+	}
+	return res, true
+}
+
+// target describes the request as the agent signed it: the issuer's authority (never the
+// Host header), and method, path and query from the original request, before any
+// rewrite.
+func (h *Handler) target(r *http.Request) httpsig.Target {
+	orig := r
+	if o, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
+		orig = &o
+	}
+	t := httpsig.Target{Method: orig.Method, Authority: h.authority, Header: r.Header}
+	uri := orig.RequestURI
+	if strings.HasPrefix(uri, "/") {
+		t.Path, t.Query, t.HasQuery = strings.Cut(uri, "?")
+	} else if orig.URL != nil {
+		// absolute-form or no request-target recorded: use the parsed URL
+		t.Path, t.Query = orig.URL.EscapedPath(), orig.URL.RawQuery
+		t.HasQuery = orig.URL.RawQuery != "" || orig.URL.ForceQuery
+	}
+	return t
+}
+
+// readRequest reads (bounded) and parses the body.
+func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, bool) {
+	var body []byte
+	if r.Body != nil {
+		var err error
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxTokenRequestBody))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is larger than 64 KiB", nil)
+			} else {
+				h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "the request body could not be read", nil)
+			}
+			return nil, false
+		}
+	}
+	req, err := parseTokenRequest(body)
+	if err != nil {
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, err.Error(), nil)
+		return nil, false
+	}
+	return req, true
+}
+
+// resourceAccess handles {"resource_token": …} (PROTOCOL.md §6.3, §7.1).
+func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *reqverify.Result, req *tokenRequest) {
+	if req.ResourceToken == "" {
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "resource_token is empty", nil)
+		return
+	}
+	now := h.now()
+	rt, err := token.VerifyResourceToken(r.Context(), req.ResourceToken, token.Options{
+		Now:         now,
+		Audience:    h.Issuer,
+		MaxLifetime: maxResourceTokenLifetime,
+	}, h.resourceKey)
+	if err != nil {
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, resourceTokenMessage(err), nil)
+		return
+	}
+	c := &rt.Claims
+	if c.Agent != res.Agent {
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token was issued to another agent", nil)
+		return
+	}
+	if c.AgentJKT != res.Key.Thumbprint {
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "agent_jkt does not match the key that signed this request", nil)
+		return
+	}
+	fresh, err := h.replay.use(r.Context(), c.Issuer, c.ID, time.Unix(c.Expiry, 0), now)
+	if err != nil {
+		h.serverError(w, r, "checking resource token jti", err)
+		return
+	}
+	if !fresh {
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token already used", nil)
+		return
+	}
+
+	// The policy outcome is the switch point of the request's fate.
+	switch h.Policy.Evaluate(res.Agent, c.Issuer, strings.Fields(c.Scope)) {
+	case EffectAllow:
+		h.issue(w, r, res, rt, now)
+	case EffectConsent:
+		h.requireConsent(w, r, res, rt)
+	default:
+		h.writeError(w, r, http.StatusForbidden, codeDenied, "policy denies this request", nil)
+	}
+}
+
+// requireConsent answers a request the policy sends to the user. The deferred (202)
+// consent flow is not implemented yet, so it is refused for now.
+func (h *Handler) requireConsent(w http.ResponseWriter, r *http.Request, _ *reqverify.Result, _ *token.Token) {
+	h.writeError(w, r, http.StatusForbidden, codeConsentRequired, "this request needs user consent, which this server does not support yet", nil)
+}
+
+// issue mints the auth token and answers 200 (PROTOCOL.md P10, §7.2, §9.1).
+func (h *Handler) issue(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rt *token.Token, now time.Time) {
+	c := &rt.Claims
+	if c.Scope == "" {
+		// Without a user (sub), scope is what makes an auth token valid at the resource.
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token has no scope, which a direct grant needs", nil)
+		return
+	}
+	lifetime := int64(h.lifetime / time.Second)
+	iat := now.Unix()
+	claims := token.Claims{
+		Issuer:        h.Issuer,
+		Audience:      token.Audience{c.Issuer},
+		ID:            token.NewID(),
+		IssuedAt:      iat,
+		Expiry:        iat + lifetime,
+		Agent:         res.Agent,
+		Scope:         c.Scope,
+		Txn:           c.Txn,
+		AgentDelegate: res.Delegate,
+		Confirmation:  &token.Confirmation{Key: res.Key},
+	}
+	raw, err := token.Mint(h.signer, token.TypAuth, claims)
+	if err != nil {
+		h.serverError(w, r, "minting auth token", err)
+		return
+	}
+	h.logger.Info("auth token issued",
+		zap.String("agent", res.Agent),
+		zap.String("delegate", res.Delegate),
+		zap.String("resource", c.Issuer),
+		zap.String("scope", c.Scope),
+		zap.String("jti", claims.ID),
+		zap.Int64("expires_in", lifetime))
+	h.writeJSON(w, http.StatusOK, tokenResponse{AuthToken: raw, ExpiresIn: lifetime})
+}
+
+// resourceKey resolves a resource token's signing key from the resource's published
+// metadata and JWKS.
+func (h *Handler) resourceKey(ctx context.Context, iss, kid string) (*keys.PublicKey, error) {
+	if err := discovery.ValidateIdentifier(iss, h.dev); err != nil {
+		return nil, err
+	}
+	return h.discovery.Key(ctx, iss, discovery.DocResource, kid)
+}
+
+// resourceTokenMessage describes a resource token failure without echoing the token.
+func resourceTokenMessage(err error) string {
+	var te *token.Error
+	if !errors.As(err, &te) {
+		return "resource token is invalid"
+	}
+	switch te.Code {
+	case token.CodeExpired:
+		return "resource token has expired"
+	case token.CodeInvalidAudience:
+		return "resource token is not addressed to this auth server"
+	case token.CodeUnknownKey:
+		switch {
+		case errors.Is(err, discovery.ErrInvalid), errors.Is(err, discovery.ErrBlocked):
+			return "resource token iss is not a valid resource identifier"
+		case errors.Is(err, discovery.ErrUnknownKey):
+			return "resource token is not signed by a key the resource publishes"
+		}
+		return "the resource's keys could not be fetched"
+	case token.CodeInvalidToken:
+		return "resource token is invalid: " + te.Msg
+	}
+	return "resource token is invalid"
+}
+
+// writeError answers a refused request with the protocol's JSON error body.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, status int, code, desc string, extra map[string]any) {
+	if c := h.logger.Check(zap.DebugLevel, "token endpoint refused request"); c != nil {
+		c.Write(zap.Int("status", status), zap.String("error", code), zap.String("reason", desc),
+			zap.String("path", r.URL.Path), zap.String("remote_ip", r.RemoteAddr))
+	}
+	body := map[string]any{"error": code, "error_description": desc}
+	for k, v := range extra {
+		body[k] = v
+	}
+	h.writeJSON(w, status, body)
+}
+
+// serverError logs a server fault and answers 500 without details.
+func (h *Handler) serverError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	h.logger.Error(what, zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
+	h.writeJSON(w, http.StatusInternalServerError, map[string]string{
+		"error": codeServerError, "error_description": "internal error",
+	})
+}
+
+func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"server_error"}`)
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

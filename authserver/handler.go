@@ -1,0 +1,322 @@
+// Package authserver is the AAuth auth server (AS) for Caddy: the `aauth_server` HTTP
+// handler (module http.handlers.aauth_server) publishes the AS metadata and JWKS and runs
+// the token endpoint, which verifies the agent's signed request and the resource token it
+// carries, applies the configured policy and issues auth tokens (PROTOCOL.md P9–P11, P17,
+// P18; Part 2 §4.2, §5.4, §6.3, §7, §9.1).
+//
+// Endpoints, at fixed paths relative to the site (absolute URLs in documents are always
+// built from the configured issuer, never from the Host header):
+//
+//	GET|HEAD /.well-known/aauth-issuer.json   AS metadata (also at the bare name)
+//	GET|HEAD /jwks.json                       the AS signing keys
+//	POST     /token                           token endpoint (resource access mode)
+//
+// Every other path is passed to the next handler.
+package authserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Paths served by the handler, relative to the site.
+const (
+	PathMetadata     = "/.well-known/aauth-issuer.json"
+	PathMetadataBare = "/.well-known/aauth-issuer"
+	PathJWKS         = "/jwks.json"
+	PathToken        = "/token"
+	PathInteract     = "/interact"
+)
+
+// Defaults and limits.
+const (
+	DefaultTokenLifetime   = time.Hour
+	MaxShortTokenLifetime  = time.Hour // longer lifetimes need AllowLongTokens
+	DefaultSignatureWindow = 60 * time.Second
+
+	// maxResourceTokenLifetime bounds exp - iat of an accepted resource token, and so
+	// how long a jti record must be kept.
+	maxResourceTokenLifetime = time.Hour
+)
+
+// keyRole is the keystore role of the AS signing key: aauth/issuer/<issuer>/signing.jwk.
+const keyRole = "issuer"
+
+// Handler is the AAuth auth server. See the package documentation for its endpoints and
+// Policy for how requests are decided.
+type Handler struct {
+	// Issuer is this auth server's identifier (required): an https origin with no path,
+	// e.g. https://auth.example.com (http:// and loopback hosts only with the global
+	// `aauth { dev }` switch). It is the iss of every auth token, the audience resource
+	// tokens must name, the base of every URL in the metadata, and the @authority agents
+	// must sign.
+	Issuer string `json:"issuer,omitempty"`
+
+	// TokenLifetime is the lifetime of issued auth tokens, in whole seconds. Default 1h;
+	// more than 1h requires AllowLongTokens.
+	TokenLifetime caddy.Duration `json:"token_lifetime,omitempty"`
+
+	// AllowLongTokens permits a TokenLifetime above 1h (PROTOCOL.md P10).
+	AllowLongTokens bool `json:"allow_long_tokens,omitempty"`
+
+	// SignatureWindow is the allowed difference between a token request signature's
+	// created time and now, either way. Default 60s.
+	SignatureWindow caddy.Duration `json:"signature_window,omitempty"`
+
+	// TrustIssuers are upstream auth servers whose auth tokens this server accepts in
+	// token exchange (call chaining). Validated now; token exchange itself is not
+	// implemented yet.
+	TrustIssuers []string `json:"trust_issuers,omitempty"`
+
+	// Policy decides each verified token request: allow (issue a token), consent (ask the
+	// user) or deny. Without a policy every request is denied.
+	Policy *Policy `json:"policy,omitempty"`
+
+	logger    *zap.Logger
+	now       func() time.Time
+	dev       bool
+	authority string // @authority agents sign: the issuer's host[:port]
+	lifetime  time.Duration
+	signer    *keys.Signer
+	verifier  *reqverify.Verifier
+	discovery *discovery.Client
+	replay    *replayStore
+	metadata  []byte
+	jwks      []byte
+
+	discoveryKey string // discoveryPool reference, released in Cleanup
+	replayKey    string // replayPool reference, released in Cleanup
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.aauth_server", New: func() caddy.Module { return new(Handler) }}
+}
+
+// Metadata is the auth server metadata document (PROTOCOL.md §4.2, P18).
+type Metadata struct {
+	Issuer              string `json:"issuer"`
+	TokenEndpoint       string `json:"token_endpoint"`
+	InteractionEndpoint string `json:"interaction_endpoint"`
+	JWKSURI             string `json:"jwks_uri"`
+}
+
+// deps is what provisioning needs from its environment; Provision takes it from Caddy,
+// tests build it directly.
+type deps struct {
+	storage   keystore.Storage
+	discovery *discovery.Client
+	dev       bool
+	logger    *zap.Logger
+	now       func() time.Time
+}
+
+// Provision loads (or generates, once) the signing key from Caddy storage and takes
+// references on the shared discovery client and replay store.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	s, err := globalSettings(ctx)
+	if err != nil {
+		return err
+	}
+	client, key, err := loadDiscovery(s, h.logger)
+	if err != nil {
+		return err
+	}
+	h.discoveryKey = key
+	return h.provision(ctx, deps{storage: ctx.Storage(), discovery: client, dev: s.Dev, logger: h.logger})
+}
+
+// provision is Provision without Caddy: tests call it with a keystore.Memory, their own
+// discovery client and a fixed clock.
+func (h *Handler) provision(ctx context.Context, d deps) error {
+	h.logger = d.logger
+	if h.logger == nil {
+		h.logger = zap.NewNop()
+	}
+	h.now = d.now
+	if h.now == nil {
+		h.now = time.Now
+	}
+	h.dev = d.dev
+	h.discovery = d.discovery
+	h.lifetime = time.Duration(h.TokenLifetime)
+	if h.lifetime == 0 {
+		h.lifetime = DefaultTokenLifetime
+	}
+	window := time.Duration(h.SignatureWindow)
+	if window == 0 {
+		window = DefaultSignatureWindow
+	}
+
+	// The issuer names the storage keys: check it before touching storage.
+	if h.Issuer == "" {
+		return errors.New("issuer is required")
+	}
+	if err := discovery.ValidateIdentifier(h.Issuer, h.dev); err != nil {
+		return fmt.Errorf("issuer: %v", err)
+	}
+	u, err := url.Parse(h.Issuer)
+	if err != nil {
+		return fmt.Errorf("issuer: %v", err)
+	}
+	h.authority = httpsig.Authority(u.Scheme, u.Host)
+
+	if d.storage == nil {
+		return errors.New("no storage for the signing key")
+	}
+	signer, err := keystore.LoadOrGenerate(ctx, d.storage, keyRole, h.Issuer, keys.AlgEd25519)
+	if err != nil {
+		return fmt.Errorf("auth server signing key: %w", err)
+	}
+	h.signer = signer
+
+	replay, err := loadReplayStore(h.Issuer, d.storage, h.logger)
+	if err != nil {
+		return err
+	}
+	h.replay, h.replayKey = replay, h.Issuer
+
+	h.verifier = &reqverify.Verifier{
+		Discovery: h.discovery,
+		Limits:    httpsig.DefaultLimits,
+		Policy:    httpsig.Policy{Window: window},
+		Now:       func() time.Time { return h.now() },
+		Dev:       h.dev,
+		Self:      h.Issuer,
+		Tokens:    token.NewCache(10000),
+	}
+
+	md, err := json.Marshal(Metadata{
+		Issuer:              h.Issuer,
+		TokenEndpoint:       h.Issuer + PathToken,
+		InteractionEndpoint: h.Issuer + PathInteract,
+		JWKSURI:             h.Issuer + PathJWKS,
+	})
+	if err != nil {
+		return err
+	}
+	h.metadata = md
+	h.jwks = keystore.JWKS(h.signer.Public)
+	return nil
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	if h.Issuer == "" {
+		return errors.New("issuer is required")
+	}
+	if err := discovery.ValidateIdentifier(h.Issuer, h.dev); err != nil {
+		return fmt.Errorf("issuer: %v", err)
+	}
+	lt := time.Duration(h.TokenLifetime)
+	switch {
+	case lt < 0:
+		return errors.New("token_lifetime must not be negative")
+	case lt != 0 && lt < time.Second:
+		return errors.New("token_lifetime must be at least 1s")
+	case lt%time.Second != 0:
+		return errors.New("token_lifetime must be a whole number of seconds")
+	case lt > MaxShortTokenLifetime && !h.AllowLongTokens:
+		return fmt.Errorf("token_lifetime %s is over %s; set allow_long_tokens to permit it", lt, MaxShortTokenLifetime)
+	}
+	if h.SignatureWindow < 0 {
+		return errors.New("signature_window must not be negative")
+	}
+	seen := map[string]bool{}
+	for _, iss := range h.TrustIssuers {
+		if err := discovery.ValidateIdentifier(iss, h.dev); err != nil {
+			return fmt.Errorf("trust_issuers: %v", err)
+		}
+		if seen[iss] {
+			return fmt.Errorf("trust_issuers: %s listed more than once", iss)
+		}
+		seen[iss] = true
+	}
+	return h.Policy.validate(h.dev)
+}
+
+// Cleanup releases the shared discovery client and replay store. It is safe after a
+// partial Provision.
+func (h *Handler) Cleanup() error {
+	var errs []error
+	if h.replayKey != "" {
+		if _, err := replayPool.Delete(h.replayKey); err != nil {
+			errs = append(errs, err)
+		}
+		h.replayKey = ""
+	}
+	if h.discoveryKey != "" {
+		if _, err := discoveryPool.Delete(h.discoveryKey); err != nil {
+			errs = append(errs, err)
+		}
+		h.discoveryKey = ""
+	}
+	return errors.Join(errs...)
+}
+
+// ServeHTTP serves the auth server endpoints and passes every other path on.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	switch r.URL.Path {
+	case PathMetadata, PathMetadataBare:
+		h.serveDocument(w, r, h.metadata)
+		return nil
+	case PathJWKS:
+		h.serveDocument(w, r, h.jwks)
+		return nil
+	case PathToken:
+		h.serveToken(w, r)
+		return nil
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// serveDocument answers GET and HEAD with a cacheable JSON document.
+func (h *Handler) serveDocument(w http.ResponseWriter, r *http.Request, doc []byte) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h.methodNotAllowed(w, r, "GET, HEAD")
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "public, max-age=300")
+	hdr.Set("Content-Length", strconv.Itoa(len(doc)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(doc)
+	}
+}
+
+func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	h.writeError(w, r, http.StatusMethodNotAllowed, codeInvalidRequest, "method not allowed", nil)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

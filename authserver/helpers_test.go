@@ -1,0 +1,273 @@
+package authserver
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+)
+
+const testIssuer = "https://auth.example"
+
+// testNow is the fixed clock of a test run (whole seconds, near the real time so the
+// replay sweeper, which runs on the real clock, agrees with it).
+var testNow = time.Unix(time.Now().Unix(), 0)
+
+func genSigner(t testing.TB, kid string) *keys.Signer {
+	t.Helper()
+	s, err := keys.Generate(keys.AlgEd25519, kid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// origin is a loopback party that publishes a metadata document and a JWKS: a resource
+// (aauth-resource) or an agent (aauth-agent).
+type origin struct {
+	ID     string
+	Signer *keys.Signer
+	srv    *httptest.Server
+}
+
+func newOrigin(t testing.TB, doc, member, kid string) *origin {
+	t.Helper()
+	o := &origin{Signer: genSigner(t, kid)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/.well-known/"+doc+".json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{member: o.ID, "jwks_uri": o.ID + "/jwks.json"})
+	})
+	mux.HandleFunc("/jwks.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(keystore.JWKS(o.Signer.Public))
+	})
+	o.srv = httptest.NewServer(mux)
+	t.Cleanup(o.srv.Close)
+	o.ID = o.srv.URL
+	return o
+}
+
+// env is one auth server under test with a resource and an agent around it.
+type env struct {
+	t        *testing.T
+	h        *Handler
+	store    *keystore.Memory
+	client   *discovery.Client
+	resource *origin
+	agent    *origin
+}
+
+// testPolicy: data.* is granted directly, needs.consent asks the user, forbidden and the
+// banned agent are refused, everything else is refused by default.
+func testPolicy() *Policy {
+	return &Policy{Rules: []Rule{
+		{Effect: EffectAllow, Scopes: []string{"data.read", "data.write"}},
+		{Effect: EffectConsent, Scopes: []string{"needs.consent"}},
+		{Effect: EffectDeny, Scopes: []string{"forbidden"}},
+	}}
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, store: keystore.NewMemory()}
+	e.client = discovery.New(discovery.Config{Dev: true})
+	t.Cleanup(e.client.Close)
+	e.resource = newOrigin(t, "aauth-resource", "resource", "res-key-1")
+	e.agent = newOrigin(t, "aauth-agent", "agent", "agent-key-1")
+	e.h = e.handler(Handler{Issuer: testIssuer, Policy: testPolicy()}, e.store)
+	return e
+}
+
+// handler provisions cfg over st the way Provision would, without Caddy.
+func (e *env) handler(cfg Handler, st keystore.Storage) *Handler {
+	e.t.Helper()
+	h := cfg
+	err := h.provision(context.Background(), deps{
+		storage:   st,
+		discovery: e.client,
+		dev:       true,
+		logger:    zaptest.NewLogger(e.t),
+		now:       func() time.Time { return testNow },
+	})
+	if err != nil {
+		e.t.Fatalf("provision: %v", err)
+	}
+	e.t.Cleanup(func() { _ = h.Cleanup() })
+	if err := h.Validate(); err != nil {
+		e.t.Fatalf("validate: %v", err)
+	}
+	return &h
+}
+
+// rtClaims are the claims of a good resource token for the env's agent key.
+func (e *env) rtClaims() token.Claims {
+	return token.Claims{
+		Issuer:   e.resource.ID,
+		Audience: token.Audience{testIssuer},
+		ID:       token.NewID(),
+		IssuedAt: testNow.Unix(),
+		Expiry:   testNow.Add(5 * time.Minute).Unix(),
+		Agent:    e.agent.ID,
+		AgentJKT: e.agent.Signer.Public.Thumbprint,
+		Scope:    "data.read data.write",
+	}
+}
+
+func (e *env) mintRT(s *keys.Signer, c token.Claims) string {
+	e.t.Helper()
+	raw, err := token.Mint(s, token.TypResource, c)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return raw
+}
+
+func body(rt string) string {
+	b, _ := json.Marshal(map[string]string{"resource_token": rt})
+	return string(b)
+}
+
+// newRequest builds an unsigned POST /token.
+func newRequest(method, path, body string) *http.Request {
+	req := httptest.NewRequest(method, testIssuer+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+func signWith(t testing.TB, req *http.Request, s *keys.Signer, key httpsig.SigKey, created time.Time) {
+	t.Helper()
+	if err := httpsig.Sign(req, s, key, httpsig.SignOptions{Created: created}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func jwksKey(o *origin) httpsig.SigKey {
+	return httpsig.SigKey{Scheme: httpsig.SchemeJWKSURI, Params: []httpsig.Param{{Name: "id", Value: o.ID}, {Name: "kid", Value: o.Signer.Public.KID}}}
+}
+
+// signedRequest is a POST /token with body, signed by the env's agent (jwks_uri).
+func (e *env) signedRequest(body string) *http.Request {
+	req := newRequest(http.MethodPost, PathToken, body)
+	signWith(e.t, req, e.agent.Signer, jwksKey(e.agent), testNow)
+	return req
+}
+
+type result struct {
+	Status int
+	Header http.Header
+	Raw    []byte
+	Body   map[string]any
+	Next   bool
+}
+
+func (r result) str(k string) string { s, _ := r.Body[k].(string); return s }
+
+func serve(t testing.TB, h *Handler, req *http.Request) result {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	next := false
+	err := h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		next = true
+		w.WriteHeader(http.StatusTeapot)
+		return nil
+	}))
+	if err != nil {
+		t.Fatalf("ServeHTTP returned %v", err)
+	}
+	res := rec.Result()
+	raw, _ := io.ReadAll(res.Body)
+	out := result{Status: res.StatusCode, Header: res.Header, Raw: raw, Next: next}
+	if strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") && len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out.Body); err != nil {
+			t.Fatalf("response body %q: %v", raw, err)
+		}
+	}
+	return out
+}
+
+// mapStorage is a Storage with Delete and List, for the sweeper tests, counting failures
+// it was told to inject.
+type mapStorage struct {
+	mu        sync.Mutex
+	data      map[string][]byte
+	failStore func(key string) bool
+	failLoad  func(key string) bool
+}
+
+func newMapStorage() *mapStorage { return &mapStorage{data: map[string][]byte{}} }
+
+func (m *mapStorage) Store(_ context.Context, key string, value []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failStore != nil && m.failStore(key) {
+		return fs.ErrPermission
+	}
+	m.data[key] = append([]byte(nil), value...)
+	return nil
+}
+
+func (m *mapStorage) Load(_ context.Context, key string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failLoad != nil && m.failLoad(key) {
+		return nil, fs.ErrPermission
+	}
+	v, ok := m.data[key]
+	if !ok {
+		return nil, fs.ErrNotExist
+	}
+	return append([]byte(nil), v...), nil
+}
+
+func (m *mapStorage) Exists(_ context.Context, key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.data[key]
+	return ok
+}
+
+func (m *mapStorage) Delete(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.data[key]; !ok {
+		return fs.ErrNotExist
+	}
+	delete(m.data, key)
+	return nil
+}
+
+func (m *mapStorage) List(_ context.Context, prefix string, _ bool) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for k := range m.data {
+		if strings.HasPrefix(k, prefix+"/") {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+func (m *mapStorage) Lock(context.Context, string) error   { return nil }
+func (m *mapStorage) Unlock(context.Context, string) error { return nil }
+
+func (m *mapStorage) keys(prefix string) []string {
+	out, _ := m.List(context.Background(), prefix, false)
+	return out
+}
