@@ -1,7 +1,10 @@
 // Package agent is the AAuth agent side: an http.RoundTripper that signs outgoing requests
-// (PROTOCOL.md §3) and answers the resource's 401 challenges (§5) by stepping up from a
-// pseudonymous hwk signature to an identified one, and a small agent server that publishes
-// the agent's metadata and JWKS (§4.1) and issues demo agent tokens to delegates (§10.2).
+// (PROTOCOL.md §3) and answers the resource's 401 challenges (§5), stepping up from a
+// pseudonymous hwk signature to an identified one and, on require=auth-token, obtaining
+// an auth token from the named auth server (§6.4, §7.1–7.2, §9.4) and caching it; and a
+// small agent server that publishes the agent's metadata and JWKS (§4.1) and issues demo
+// agent tokens to delegates (§10.2). Package agenttest has fake resources and auth
+// servers for testing agents.
 // Any Go program becomes an AAuth agent by using Transport in its http.Client. The package
 // has no Caddy imports so it can be linked into plain command-line tools.
 package agent
@@ -31,8 +34,9 @@ type Credential struct {
 	// WellKnown is the optional "well-known" parameter of jwks_uri (the draft form's
 	// metadata document name). The AAuth profile omits it, so it is empty by default.
 	WellKnown string
-	// AgentToken is the agent+jwt for the jwt scheme. It is sent on every request, but it
-	// is bound to Signer, so it is useless to whoever reads it without the key.
+	// AgentToken is the token for the jwt scheme: an agent+jwt (Delegate) or an auth+jwt
+	// (AuthToken). It is sent on every request, but it is bound to Signer, so it is
+	// useless to whoever reads it without the key.
 	AgentToken string
 }
 
@@ -53,6 +57,13 @@ func JWKSURI(s *keys.Signer, id string) *Credential {
 // cnf.jwk is s's public key.
 func Delegate(s *keys.Signer, agentToken string) *Credential {
 	return &Credential{Scheme: httpsig.SchemeJWT, Signer: s, AgentToken: agentToken}
+}
+
+// AuthToken is the credential for a request authorised by an auth token (PROTOCOL.md
+// §9.2): scheme jwt carrying the auth+jwt, signed with s, the key of the token's cnf.jwk
+// (the agent key, or the delegate key for a delegate).
+func AuthToken(s *keys.Signer, authToken string) *Credential {
+	return &Credential{Scheme: httpsig.SchemeJWT, Signer: s, AgentToken: authToken}
 }
 
 // Validate reports a credential that cannot sign, so a misconfiguration shows up as one
@@ -144,6 +155,9 @@ func (c *Credential) String() string {
 		typ := TokenType(c.AgentToken)
 		if typ == "" {
 			typ = "unknown"
+		}
+		if typ == "auth+jwt" {
+			return fmt.Sprintf("jwt (token typ %s, key thumbprint %s)", typ, tp)
 		}
 		return fmt.Sprintf("jwt (token typ %s, delegate key thumbprint %s)", typ, tp)
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/dunglas/httpsfv"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 )
 
@@ -91,11 +93,22 @@ func ParseChallenge(h http.Header) (Challenge, bool) {
 }
 
 // Transport is an http.RoundTripper that signs every request with an AAuth credential and
-// answers one challenge: a 401 with require=identity after a pseudonymous (or unsigned)
-// request is retried once with Identity, and a 401 with require=pseudonym after an
-// unsigned request is retried once signed. It never retries more than once, so a resource
-// that keeps refusing costs exactly two requests. Any other answer, including
-// require=auth-token, is returned to the caller unchanged (see ParseChallenge).
+// answers the resource's challenges:
+//
+//   - a 401 with require=identity after a pseudonymous (or unsigned) request is retried
+//     once with Identity, and a 401 with require=pseudonym after an unsigned request is
+//     retried once signed;
+//   - a 401 with require=auth-token (to a request signed with Identity; an hwk or
+//     unsigned request is first stepped up to Identity) runs the token flow: the resource
+//     token is checked (PROTOCOL.md §6.4), the auth server named in the challenge (and no
+//     other) is asked for an auth token, the token is checked (§9.4) and cached, and the
+//     request is retried once signed with it (scheme jwt). Later requests to that
+//     resource are signed with the cached token straight away; if the resource refuses it
+//     with a new auth-token challenge, the token is dropped and the flow runs once more.
+//
+// It never loops: each kind of retry happens at most once per request, and a 401 to the
+// last retry is returned to the caller. A failed flow is an error from RoundTrip
+// (*FlowError, *TokenError or *PendingError); other answers are returned unchanged.
 type Transport struct {
 	// Base sends the requests; nil means http.DefaultTransport.
 	Base http.RoundTripper
@@ -122,8 +135,36 @@ type Transport struct {
 	// Now is the clock for the signature's created parameter; nil means time.Now.
 	Now func() time.Time
 	// Logf, when set, receives one line per step (which credential signed, challenge,
-	// retry). It never receives keys or tokens.
+	// retry, each step of the token flow). It never receives keys or tokens.
 	Logf func(format string, a ...any)
+
+	// Discovery fetches resource and auth server metadata and keys for the token flow.
+	// nil means a client created on first use with discovery.Config{Dev: Dev}.
+	Discovery *discovery.Client
+	// Dev allows http:// and loopback resource and auth server identifiers (tests and
+	// local demos only, PROTOCOL.md P17).
+	Dev bool
+	// Purpose is the optional human-readable reason sent with token requests and shown
+	// to the user at consent.
+	Purpose string
+	// TokenCache holds the auth tokens obtained; nil means one private to this Transport.
+	TokenCache *TokenCache
+	// ResourceIDs maps a request origin (scheme://host[:port], lowercase, no default
+	// port) to the resource identifier the resource there uses as iss, for resources
+	// reached through another name (a gateway behind a proxy). Without an entry the
+	// identifier must equal the origin.
+	ResourceIDs map[string]string
+	// ManualAuthToken turns the token flow off: require=auth-token challenges are
+	// returned to the caller unchanged.
+	ManualAuthToken bool
+	// AwaitToken, when set, is called when the auth server defers the token request
+	// (202): it waits for the user's consent (polling p.Location, signed with Identity)
+	// and returns the auth token, which is then checked like a directly issued one. nil
+	// means the flow stops with the *PendingError.
+	AwaitToken func(ctx context.Context, p *PendingError) (authToken string, err error)
+
+	disc   *discovery.Client // lazily created when Discovery is nil; guarded by lazyMu
+	tokens *TokenCache       // lazily created when TokenCache is nil; guarded by lazyMu
 }
 
 func (t *Transport) logf(format string, a ...any) {
@@ -201,6 +242,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
+	if t.flowEnabled() {
+		resp, done, err := t.tryCachedToken(req, body)
+		if done || err != nil {
+			return resp, err
+		}
+	}
 	cred := t.initial()
 	resp, err := t.send(req, body, cred)
 	if err != nil {
@@ -214,8 +261,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.logf("401 without a usable AAuth challenge; not retrying")
 		return resp, nil
 	}
-	t.logf("challenge: require=%s", c.Require)
-	next := t.stepUp(cred, c)
+	t.logf("challenge: %s", describeChallenge(c))
+	var next *Credential
+	if t.wantsFlow(c) {
+		if cred == t.Identity {
+			discard(resp)
+			return t.authTokenFlow(req, body, c)
+		}
+		// The resource wants an auth token, but a resource token can only be minted for
+		// an identified agent: show the identity first (PROTOCOL.md P8).
+		next = t.Identity
+	} else {
+		next = t.stepUp(cred, c)
+	}
 	if next == nil {
 		if c.Require == RequireIdentity && t.Identity == nil {
 			t.logf("the resource requires an identity and none is configured")
@@ -223,9 +281,71 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	t.logf("retrying with %s", next.Scheme)
+	discard(resp)
+	resp, err = t.send(req, body, next)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || next != t.Identity {
+		return resp, err
+	}
+	if c, ok := ParseChallenge(resp.Header); ok && t.wantsFlow(c) {
+		t.logf("challenge: %s", describeChallenge(c))
+		discard(resp)
+		return t.authTokenFlow(req, body, c)
+	}
+	return resp, nil
+}
+
+// tryCachedToken signs the request with a cached auth token for its resource, if there is
+// one. done is false when there was none, or when the resource refused it with something
+// other than an auth-token challenge: the caller then starts over without the token.
+func (t *Transport) tryCachedToken(req *http.Request, body []byte) (*http.Response, bool, error) {
+	resID := t.resourceID(req.URL)
+	ct, ok := t.cache().Get(resID)
+	if !ok {
+		return nil, false, nil
+	}
+	t.logf("using the cached auth token for %s (scope %q, expires %s)", resID, ct.Scope, ct.Expiry.UTC().Format(time.RFC3339))
+	resp, err := t.send(req, body, AuthToken(t.Identity.Signer, ct.Token))
+	if err != nil {
+		return nil, true, err
+	}
+	if resp.StatusCode != http.StatusUnauthorized {
+		return resp, true, nil
+	}
+	t.cache().Delete(resID, ct.Token)
+	c, ok := ParseChallenge(resp.Header)
+	discard(resp)
+	if ok && t.wantsFlow(c) {
+		t.logf("the cached auth token was refused; challenge: %s", describeChallenge(c))
+		resp, err := t.authTokenFlow(req, body, c)
+		return resp, true, err
+	}
+	t.logf("the cached auth token was refused; starting over without it")
+	return nil, false, nil
+}
+
+// discard drains (boundedly) and closes a response that is being replaced by a retry.
+func discard(resp *http.Response) {
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	_ = resp.Body.Close()
-	return t.send(req, body, next)
+}
+
+// describeChallenge summarises a challenge for the log without the resource token.
+func describeChallenge(c Challenge) string {
+	s := "require=" + c.Require
+	if c.AuthServer != "" {
+		s += ", auth-server=" + c.AuthServer
+	}
+	if c.ResourceToken != "" {
+		typ := TokenType(c.ResourceToken)
+		if typ == "" {
+			typ = "unknown"
+		}
+		s += ", resource-token of typ " + typ
+	}
+	if c.Code != "" {
+		s += ", code=" + c.Code
+	}
+	return s
 }
 
 // readBody buffers the request body (closing the caller's body, as the RoundTripper

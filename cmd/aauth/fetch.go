@@ -3,23 +3,26 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
 
 const fetchUsage = `usage: aauth fetch [-key agent.jwk] [-id AGENT_ID | -agent-token FILE] [-pseudonym]
                    [-X METHOD] [-d DATA | -d @file] [-H 'Name: value']... [-dict] [-std-b64]
-                   [-sign-body] [-L] [-i] [-v] URL
+                   [-sign-body] [-purpose TEXT] [-dev] [-L] [-i] [-v] URL
 
 Fetches URL like curl, signing the request with AAuth HTTP message signatures:
   -key and -id            identified as agent -id (scheme jwks_uri; the resource fetches
@@ -30,12 +33,16 @@ Fetches URL like curl, signing the request with AAuth HTTP message signatures:
   no -key                 pseudonymous with a fresh throw-away key
 With -pseudonym the first request is signed with hwk even when an identity is configured;
 the identity is revealed only if the resource answers 401 with AAuth: require=identity.
-At most one retry is made.
+
+When the resource answers require=auth-token (an identity is needed), the resource token
+is checked, the auth server named in the challenge is asked for an auth token (with
+-purpose shown to the user), the token is checked, and the request is retried once with
+it. -dev allows http:// and loopback resources and auth servers (local demos only).
 
 The response body goes to stdout (with -i, the status line and headers first). Exit
-status: 0 for success, 22 for an HTTP status of 400 or more (like curl -f), 1 when the
-request could not be made, 2 for usage errors. -v describes each step on stderr; it never
-prints keys or tokens.
+status: 0 for success, 22 for an HTTP status of 400 or more (like curl -f) and when the
+auth server refuses or defers the token request, 1 when the request could not be made, 2
+for usage errors. -v describes each step on stderr; it never prints keys or tokens.
 `
 
 func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -54,6 +61,8 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	follow := fs.Bool("L", false, "follow redirects (each hop is signed anew)")
 	include := fs.Bool("i", false, "print the status line and response headers before the body")
 	verbose := fs.Bool("v", false, "describe each step on stderr")
+	dev := fs.Bool("dev", false, "allow http:// and loopback resource and auth server identifiers (local demos)")
+	purpose := fs.String("purpose", "", "reason for the access, sent to the auth server and shown at consent")
 	timeout := fs.Duration("timeout", 30*time.Second, "overall time limit")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
@@ -78,11 +87,16 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 
+	disc := discovery.New(discovery.Config{Dev: *dev})
+	defer disc.Close()
 	tr := &agent.Transport{
 		PreferPseudonym: *pseudonym,
 		Dictionary:      *dict,
 		StdBase64:       *stdB64,
 		SignBody:        *signBody,
+		Discovery:       disc,
+		Dev:             *dev,
+		Purpose:         *purpose,
 	}
 	if *verbose {
 		tr.Logf = vlog
@@ -169,7 +183,7 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return failf(stderr, "fetch", "%v", err)
+		return flowFailure(stderr, err, *dev)
 	}
 	defer resp.Body.Close()
 	vlog("response: %s %s", resp.Proto, resp.Status)
@@ -267,6 +281,36 @@ func hint(stderr io.Writer, c agent.Challenge, tr *agent.Transport) {
 			fmt.Fprintln(stderr, "aauth fetch: the resource requires an agent identity; pass -key with -id or -agent-token")
 		}
 	case agent.RequireAuthToken:
-		fmt.Fprintf(stderr, "aauth fetch: the resource requires an auth token from %s (not yet supported by this command)\n", c.AuthServer)
+		if tr.Identity == nil {
+			fmt.Fprintf(stderr, "aauth fetch: the resource requires an auth token from %s; pass -key with -id or -agent-token\n", c.AuthServer)
+		} else {
+			fmt.Fprintf(stderr, "aauth fetch: the resource refused the auth token obtained from %s\n", c.AuthServer)
+		}
 	}
+}
+
+// flowFailure reports a request that ended without a response: the auth server's
+// refusal or deferral of the token request (exit 22, like an HTTP error), or anything
+// else (exit 1).
+func flowFailure(stderr io.Writer, err error, dev bool) int {
+	var te *agent.TokenError
+	var pe *agent.PendingError
+	var fe *agent.FlowError
+	switch {
+	case errors.As(err, &te):
+		code := te.Code
+		if code == "" {
+			code = strconv.Itoa(te.Status)
+		}
+		fmt.Fprintf(stderr, "aauth: auth server refused: %s: %s\n", code, te.Description)
+		return exitHTTP
+	case errors.As(err, &pe):
+		fmt.Fprintf(stderr, "aauth: user consent required at %s (code %s); consent is not supported by this CLI yet\n", pe.Location, pe.Code)
+		return exitHTTP
+	case errors.As(err, &fe) && !dev && (errors.Is(err, discovery.ErrBlocked) || errors.Is(err, discovery.ErrInvalid)):
+		failf(stderr, "fetch", "%v", err)
+		fmt.Fprintln(stderr, "aauth fetch: http:// and loopback resources and auth servers need -dev (local demos only)")
+		return exitFailure
+	}
+	return failf(stderr, "fetch", "%v", err)
 }

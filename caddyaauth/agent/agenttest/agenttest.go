@@ -1,0 +1,467 @@
+// Package agenttest provides a fake AAuth gateway (a resource whose routes require an
+// auth token) and a fake auth server, each on a loopback httptest server, for testing
+// agents end to end. Both verify requests with caddyaauth/reqverify, as the real ones
+// do, but everything else is kept minimal, and knobs let a test make them misbehave
+// (mint bad resource tokens, name another auth server, refuse, defer, issue bad auth
+// tokens). They run with dev identifiers (http://127.0.0.1:PORT) and are meant for
+// tests and local demos only.
+package agenttest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+)
+
+// Paths the fakes serve.
+const (
+	PathResourceMetadata = "/.well-known/aauth-resource.json"
+	PathResourceJWKS     = "/.well-known/aauth-resource/jwks.json"
+	PathIssuerMetadata   = "/.well-known/aauth-issuer.json"
+	PathIssuerJWKS       = "/jwks.json"
+	PathToken            = "/token"
+	PathInteract         = "/interact"
+)
+
+const maxBody = 1 << 20
+
+// listen starts an httptest server on a loopback port known before it serves, so its
+// identifier can be put in its own documents.
+func listen(t testing.TB, h http.Handler) (*httptest.Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: h}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, "http://" + ln.Addr().String()
+}
+
+func newKey(t testing.TB, kid string) *keys.Signer {
+	t.Helper()
+	s, err := keys.Generate(keys.AlgEd25519, kid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newDiscovery(t testing.TB) *discovery.Client {
+	d := discovery.New(discovery.Config{Dev: true})
+	t.Cleanup(d.Close)
+	return d
+}
+
+func target(r *http.Request) httpsig.Target {
+	return httpsig.Target{
+		Method:    r.Method,
+		Authority: httpsig.Authority("http", r.Host),
+		Path:      r.URL.EscapedPath(),
+		Query:     r.URL.RawQuery,
+		HasQuery:  r.URL.RawQuery != "",
+		Header:    r.Header,
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, desc string) {
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
+
+func jwks(k *keys.PublicKey) map[string]any {
+	return map[string]any{"keys": []any{k.Members()}}
+}
+
+// Gateway is a fake resource: every path except its well-known documents requires an
+// auth token from AuthServer carrying Scopes. Unsigned and hwk requests get
+// require=identity; identified requests without a usable auth token get an auth-token
+// challenge with a resource token minted after the signature verified.
+type Gateway struct {
+	ID     string // the resource identifier, http://127.0.0.1:PORT
+	Key    *keys.Signer
+	Server *httptest.Server
+
+	verifier *reqverify.Verifier
+
+	mu         sync.Mutex
+	authServer string
+	scopes     []string
+	asParam    string
+	mutate     func(*token.Claims)
+	signWith   *keys.Signer
+	reject     int
+	seen       []string
+}
+
+// NewGateway starts a gateway that trusts authServer and requires scopes.
+func NewGateway(t testing.TB, authServer string, scopes ...string) *Gateway {
+	t.Helper()
+	g := &Gateway{Key: newKey(t, "resource-key-1"), authServer: authServer, scopes: scopes}
+	g.Server, g.ID = listen(t, g)
+	g.verifier = &reqverify.Verifier{
+		Discovery:  newDiscovery(t),
+		Dev:        true,
+		Self:       g.ID,
+		AuthTokens: &reqverify.AuthTokenPolicy{Audience: g.ID, Issuers: []string{authServer}},
+		Tokens:     token.NewCache(100),
+	}
+	return g
+}
+
+// SetScopes changes the scopes the routes require.
+func (g *Gateway) SetScopes(s ...string) { g.mu.Lock(); g.scopes = s; g.mu.Unlock() }
+
+// SetAuthServerParam makes challenges name as in their auth-server parameter (the
+// resource token's aud stays the configured auth server).
+func (g *Gateway) SetAuthServerParam(as string) { g.mu.Lock(); g.asParam = as; g.mu.Unlock() }
+
+// MutateResourceTokens applies f to the claims of every resource token before it is
+// signed.
+func (g *Gateway) MutateResourceTokens(f func(*token.Claims)) {
+	g.mu.Lock()
+	g.mutate = f
+	g.mu.Unlock()
+}
+
+// SignResourceTokensWith signs resource tokens with s instead of the published key.
+func (g *Gateway) SignResourceTokensWith(s *keys.Signer) { g.mu.Lock(); g.signWith = s; g.mu.Unlock() }
+
+// RejectAuthTokens makes the gateway refuse the next n valid auth tokens with a fresh
+// auth-token challenge, as if they had been revoked or had expired.
+func (g *Gateway) RejectAuthTokens(n int) { g.mu.Lock(); g.reject = n; g.mu.Unlock() }
+
+// Seen returns how each API request so far was signed: "unsigned", "invalid", "hwk",
+// "jwks_uri", "jwt:agent+jwt", "jwt:auth+jwt" (suffixed "!" when an auth token was
+// refused), and resets the record.
+func (g *Gateway) Seen() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := g.seen
+	g.seen = nil
+	return out
+}
+
+func (g *Gateway) record(s string) { g.mu.Lock(); g.seen = append(g.seen, s); g.mu.Unlock() }
+
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case PathResourceMetadata, "/.well-known/aauth-resource":
+		writeJSON(w, http.StatusOK, map[string]any{
+			"resource":                g.ID,
+			"jwks_uri":                g.ID + PathResourceJWKS,
+			"resource_token_endpoint": g.ID + "/.well-known/aauth-resource/token",
+		})
+	case PathResourceJWKS:
+		writeJSON(w, http.StatusOK, jwks(g.Key.Public))
+	default:
+		g.serveAPI(w, r)
+	}
+}
+
+func (g *Gateway) challenge(w http.ResponseWriter, value, code, desc string) {
+	w.Header()["AAuth"] = []string{value}
+	writeError(w, http.StatusUnauthorized, code, desc)
+}
+
+func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody))
+	if !httpsig.Present(r.Header) {
+		g.record("unsigned")
+		g.challenge(w, "require=identity", "invalid_signature", "missing signature")
+		return
+	}
+	res, err := g.verifier.Verify(r.Context(), target(r))
+	if err == nil && res.Signature.Covers("content-digest") {
+		err = httpsig.CheckContentDigest(r.Header.Get("Content-Digest"), body)
+	}
+	if err != nil {
+		g.record("invalid")
+		g.challenge(w, "require=identity", "invalid_signature", err.Error())
+		return
+	}
+	kind := res.Scheme
+	if res.TokenTyp != "" {
+		kind += ":" + res.TokenTyp
+	}
+	if res.Level == reqverify.LevelPseudonym {
+		g.record(kind)
+		g.challenge(w, "require=identity", "invalid_signature", "an agent identity is required")
+		return
+	}
+	g.mu.Lock()
+	scopes := g.scopes
+	ok := res.Level == reqverify.LevelAuthorized && res.AuthTokenProblem == nil
+	if ok {
+		granted := strings.Fields(res.Token.Claims.Scope)
+		for _, s := range scopes {
+			ok = ok && slices.Contains(granted, s)
+		}
+	}
+	if ok && g.reject > 0 {
+		g.reject--
+		ok = false
+	}
+	if !ok && res.Level == reqverify.LevelAuthorized {
+		kind += "!"
+	}
+	g.seen = append(g.seen, kind)
+	g.mu.Unlock()
+	if ok {
+		writeJSON(w, http.StatusOK, map[string]string{
+			"resource": g.ID, "agent": res.Agent, "delegate": res.Delegate,
+			"scope": res.Token.Claims.Scope, "body": string(body),
+		})
+		return
+	}
+	rt, as, err := g.mint(res, scopes)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	g.challenge(w, fmt.Sprintf("require=auth-token; resource-token=%q; auth-server=%q", rt, as),
+		"auth_token_required", "this route needs an auth token")
+}
+
+func (g *Gateway) mint(res *reqverify.Result, scopes []string) (string, string, error) {
+	g.mu.Lock()
+	as, mutate, signer := g.authServer, g.mutate, g.Key
+	if g.asParam != "" {
+		as = g.asParam
+	}
+	if g.signWith != nil {
+		signer = g.signWith
+	}
+	aud := g.authServer
+	g.mu.Unlock()
+	now := time.Now().Unix()
+	c := token.Claims{
+		Issuer: g.ID, Audience: token.Audience{aud}, ID: token.NewID(),
+		IssuedAt: now, Expiry: now + 300,
+		Agent: res.Agent, AgentJKT: res.Key.Thumbprint, Scope: strings.Join(scopes, " "),
+	}
+	if mutate != nil {
+		mutate(&c)
+	}
+	rt, err := token.Mint(signer, token.TypResource, c)
+	return rt, as, err
+}
+
+// AuthServer is a fake auth server: metadata, JWKS and a token endpoint that verifies
+// the signed request and the resource token and then issues an auth token for the
+// resource token's scope (or answers as SetAnswer says).
+type AuthServer struct {
+	ID     string // the issuer identifier, http://127.0.0.1:PORT
+	Key    *keys.Signer
+	Server *httptest.Server
+
+	verifier *reqverify.Verifier
+	disc     *discovery.Client
+
+	mu            sync.Mutex
+	tokenEndpoint string
+	answer        func(http.ResponseWriter) bool
+	mutate        func(*token.Claims)
+	hits          int
+	purposes      []string
+	errors        []string
+}
+
+// NewAuthServer starts an auth server.
+func NewAuthServer(t testing.TB) *AuthServer {
+	t.Helper()
+	a := &AuthServer{Key: newKey(t, "auth-key-1"), disc: newDiscovery(t)}
+	a.Server, a.ID = listen(t, a)
+	a.tokenEndpoint = a.ID + PathToken
+	a.verifier = &reqverify.Verifier{
+		Discovery: a.disc,
+		Dev:       true,
+		Self:      a.ID,
+		Policy:    httpsig.Policy{Extra: []string{"content-type", "content-digest"}},
+		Tokens:    token.NewCache(100),
+	}
+	return a
+}
+
+// SetTokenEndpoint changes the token_endpoint published in the metadata.
+func (a *AuthServer) SetTokenEndpoint(u string) { a.mu.Lock(); a.tokenEndpoint = u; a.mu.Unlock() }
+
+// SetAnswer installs f, called on a token request once it has been verified; when f
+// returns true it has answered and no token is issued.
+func (a *AuthServer) SetAnswer(f func(http.ResponseWriter) bool) {
+	a.mu.Lock()
+	a.answer = f
+	a.mu.Unlock()
+}
+
+// MutateAuthTokens applies f to the claims of every auth token before it is signed.
+func (a *AuthServer) MutateAuthTokens(f func(*token.Claims)) {
+	a.mu.Lock()
+	a.mutate = f
+	a.mu.Unlock()
+}
+
+// Hits is the number of requests the token endpoint received.
+func (a *AuthServer) Hits() int { a.mu.Lock(); defer a.mu.Unlock(); return a.hits }
+
+// Purposes are the purpose texts of the token requests received.
+func (a *AuthServer) Purposes() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.purposes)
+}
+
+// Errors are the errors the token endpoint answered with (code: description).
+func (a *AuthServer) Errors() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.errors)
+}
+
+// Deny is a SetAnswer function refusing with status, code and description.
+func Deny(status int, code, desc string) func(http.ResponseWriter) bool {
+	return func(w http.ResponseWriter) bool {
+		writeError(w, status, code, desc)
+		return true
+	}
+}
+
+// Pending is a SetAnswer function deferring the request (202) with an interaction code.
+func Pending(location, code string, retryAfter int) func(http.ResponseWriter) bool {
+	return func(w http.ResponseWriter) bool {
+		h := w.Header()
+		h.Set("Location", location)
+		h.Set("Retry-After", fmt.Sprint(retryAfter))
+		h.Set("Cache-Control", "no-store")
+		h["AAuth"] = []string{fmt.Sprintf("require=interaction; code=%q", code)}
+		writeJSON(w, http.StatusAccepted, map[string]string{
+			"status": "pending", "location": location, "require": "interaction", "code": code,
+		})
+		return true
+	}
+}
+
+func (a *AuthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case PathIssuerMetadata, "/.well-known/aauth-issuer":
+		a.mu.Lock()
+		te := a.tokenEndpoint
+		a.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]string{
+			"issuer": a.ID, "token_endpoint": te,
+			"interaction_endpoint": a.ID + PathInteract, "jwks_uri": a.ID + PathIssuerJWKS,
+		})
+	case PathIssuerJWKS:
+		writeJSON(w, http.StatusOK, jwks(a.Key.Public))
+	case PathToken:
+		a.mu.Lock()
+		a.hits++
+		a.mu.Unlock()
+		a.serveToken(w, r)
+	default:
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	}
+}
+
+func (a *AuthServer) fail(w http.ResponseWriter, status int, code, desc string) {
+	a.mu.Lock()
+	a.errors = append(a.errors, code+": "+desc)
+	a.mu.Unlock()
+	writeError(w, status, code, desc)
+}
+
+func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		a.fail(w, http.StatusMethodNotAllowed, "invalid_request", "use POST")
+		return
+	}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody))
+	res, err := a.verifier.Verify(r.Context(), target(r))
+	if err == nil {
+		err = httpsig.CheckContentDigest(r.Header.Get("Content-Digest"), body)
+	}
+	if err != nil {
+		a.fail(w, http.StatusUnauthorized, "invalid_signature", err.Error())
+		return
+	}
+	if res.Level != reqverify.LevelIdentity || res.Agent == "" {
+		a.fail(w, http.StatusUnauthorized, "invalid_signature", "an agent identity is required")
+		return
+	}
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		a.fail(w, http.StatusBadRequest, "invalid_request", "the body must be JSON")
+		return
+	}
+	var req struct {
+		ResourceToken string `json:"resource_token"`
+		Purpose       string `json:"purpose"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || req.ResourceToken == "" {
+		a.fail(w, http.StatusBadRequest, "invalid_request", "resource_token is required")
+		return
+	}
+	now := time.Now()
+	rt, err := token.VerifyResourceToken(r.Context(), req.ResourceToken, token.Options{Now: now, Audience: a.ID},
+		func(ctx context.Context, iss, kid string) (*keys.PublicKey, error) {
+			if err := discovery.ValidateIdentifier(iss, true); err != nil {
+				return nil, err
+			}
+			return a.disc.Key(ctx, iss, discovery.DocResource, kid)
+		})
+	if err != nil {
+		a.fail(w, http.StatusBadRequest, "invalid_resource_token", err.Error())
+		return
+	}
+	if rt.Claims.Agent != res.Agent || rt.Claims.AgentJKT != res.Key.Thumbprint {
+		a.fail(w, http.StatusBadRequest, "invalid_resource_token", "the resource token is for another agent or key")
+		return
+	}
+	a.mu.Lock()
+	a.purposes = append(a.purposes, req.Purpose)
+	answer, mutate := a.answer, a.mutate
+	a.mu.Unlock()
+	if answer != nil && answer(w) {
+		return
+	}
+	c := token.Claims{
+		Issuer: a.ID, Audience: token.Audience{rt.Claims.Issuer}, ID: token.NewID(),
+		IssuedAt: now.Unix(), Expiry: now.Add(time.Hour).Unix(),
+		Agent: res.Agent, Scope: rt.Claims.Scope, Txn: rt.Claims.Txn,
+		Confirmation: &token.Confirmation{Key: res.Key},
+	}
+	if res.TokenTyp == token.TypAgent {
+		c.AgentDelegate = res.Delegate
+	}
+	if mutate != nil {
+		mutate(&c)
+	}
+	at, err := token.Mint(a.Key, token.TypAuth, c)
+	if err != nil {
+		a.fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]any{"auth_token": at, "expires_in": 3600})
+}

@@ -1,0 +1,174 @@
+package agent
+
+import (
+	"sync"
+	"time"
+)
+
+// DefaultTokenCacheSize bounds a TokenCache whose Max is zero.
+const DefaultTokenCacheSize = 256
+
+// TokenExpiryMargin is how long before its exp a cached auth token stops being used, so
+// a token is not sent when it would expire on the way or a few seconds into the
+// resource's clock.
+const TokenExpiryMargin = 30 * time.Second
+
+// CachedToken is an auth token the agent obtained and checked (PROTOCOL.md §9.4).
+type CachedToken struct {
+	Resource string    // the resource identifier (the token's aud)
+	Issuer   string    // the auth server that issued it
+	Scope    string    // the granted scope, space-separated
+	Expiry   time.Time // the token's exp (or the shorter expires_in)
+	// Token is the auth token itself. It is bound to the agent's key (cnf.jwk), so it is
+	// useless without that key, but it is still never logged.
+	Token string
+}
+
+// usable reports whether the token may still be sent at now.
+func (c *CachedToken) usable(now time.Time) bool {
+	return now.Before(c.Expiry.Add(-TokenExpiryMargin))
+}
+
+// TokenCache holds auth tokens per resource identifier (and scope), so a second request
+// to a resource is signed with the token straight away and costs one round trip. It is
+// bounded (the entry that was stored longest ago goes first) and safe for concurrent use.
+// The zero value is ready to use.
+type TokenCache struct {
+	// Max bounds the number of tokens held; 0 means DefaultTokenCacheSize.
+	Max int
+	// Now is the clock used to decide whether a token is still usable; nil means time.Now.
+	Now func() time.Time
+
+	mu  sync.Mutex
+	m   map[string]map[string]*tokenEntry // resource → scope → entry
+	n   int
+	seq uint64
+}
+
+type tokenEntry struct {
+	tok CachedToken
+	seq uint64 // store order: the newest token of a resource is the one Get returns
+}
+
+// NewTokenCache returns a cache holding at most max tokens (DefaultTokenCacheSize when
+// max <= 0).
+func NewTokenCache(max int) *TokenCache {
+	return &TokenCache{Max: max}
+}
+
+func (c *TokenCache) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *TokenCache) max() int {
+	if c.Max > 0 {
+		return c.Max
+	}
+	return DefaultTokenCacheSize
+}
+
+// Get returns the most recently stored token for the resource that is still usable
+// (more than TokenExpiryMargin before its expiry). Tokens past that point are dropped.
+func (c *TokenCache) Get(resourceID string) (CachedToken, bool) {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var best *tokenEntry
+	for scope, e := range c.m[resourceID] {
+		if !e.tok.usable(now) {
+			c.remove(resourceID, scope)
+			continue
+		}
+		if best == nil || e.seq > best.seq {
+			best = e
+		}
+	}
+	if best == nil {
+		return CachedToken{}, false
+	}
+	return best.tok, true
+}
+
+// Put stores t under its resource and scope, replacing a token stored there before. A
+// token without resource or text, or one no longer usable, is not stored.
+func (c *TokenCache) Put(t CachedToken) {
+	if t.Resource == "" || t.Token == "" || !t.usable(c.now()) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]map[string]*tokenEntry{}
+	}
+	byScope := c.m[t.Resource]
+	if byScope == nil {
+		byScope = map[string]*tokenEntry{}
+		c.m[t.Resource] = byScope
+	}
+	c.seq++
+	if _, ok := byScope[t.Scope]; !ok {
+		c.n++
+	}
+	byScope[t.Scope] = &tokenEntry{tok: t, seq: c.seq}
+	for c.n > c.max() {
+		c.evict()
+	}
+}
+
+// Delete drops the resource's token whose text is authToken, or all of the resource's
+// tokens when authToken is empty. Naming the token means a caller that saw one token
+// refused cannot throw away a fresher one another request has just stored.
+func (c *TokenCache) Delete(resourceID, authToken string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for scope, e := range c.m[resourceID] {
+		if authToken == "" || e.tok.Token == authToken {
+			c.remove(resourceID, scope)
+		}
+	}
+}
+
+// Len returns the number of tokens held (including ones not yet found to be stale).
+func (c *TokenCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// remove deletes one entry; c.mu is held.
+func (c *TokenCache) remove(resource, scope string) {
+	byScope := c.m[resource]
+	if _, ok := byScope[scope]; !ok {
+		return
+	}
+	delete(byScope, scope)
+	c.n--
+	if len(byScope) == 0 {
+		delete(c.m, resource)
+	}
+}
+
+// evict drops one entry: a stale one if there is any, else the one stored longest ago.
+// A linear scan is fine for a cache of a few hundred tokens. c.mu is held.
+func (c *TokenCache) evict() {
+	now := c.now()
+	var oldRes, oldScope string
+	var oldest uint64
+	for res, byScope := range c.m {
+		for scope, e := range byScope {
+			if !e.tok.usable(now) {
+				c.remove(res, scope)
+				return
+			}
+			if oldest == 0 || e.seq < oldest {
+				oldRes, oldScope, oldest = res, scope, e.seq
+			}
+		}
+	}
+	if oldest != 0 {
+		c.remove(oldRes, oldScope)
+	}
+}

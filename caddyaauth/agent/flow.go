@@ -1,0 +1,451 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+)
+
+// Steps of the auth-token flow, as reported in FlowError.Step.
+const (
+	StepAgent         = "agent"          // working out our own agent id
+	StepResourceToken = "resource-token" // checking the challenge's resource token (§6.4)
+	StepAuthServer    = "auth-server"    // validating the AS and its metadata
+	StepTokenRequest  = "token-request"  // the POST to the token endpoint
+	StepAuthToken     = "auth-token"     // checking the issued auth token (§9.4)
+)
+
+// maxTokenResponse caps what is read from the token endpoint.
+const maxTokenResponse = 64 << 10
+
+// FlowError is a failure of the auth-token flow before the auth server gave a verdict:
+// the challenge could not be trusted, the auth server could not be reached or described
+// itself wrongly, or the token it issued failed the agent's checks. The resource token is
+// never sent onward after a resource-token or auth-server failure.
+type FlowError struct {
+	Step string // one of the Step constants
+	Err  error
+}
+
+func (e *FlowError) Error() string { return "agent: auth-token flow: " + e.Step + ": " + e.Err.Error() }
+func (e *FlowError) Unwrap() error { return e.Err }
+
+func flowErr(step, format string, a ...any) *FlowError {
+	return &FlowError{Step: step, Err: fmt.Errorf(format, a...)}
+}
+
+// TokenError is the auth server's refusal (a 4xx or 5xx answer from its token endpoint),
+// with the protocol error code (PROTOCOL.md Part 2 §5.4), e.g. denied, invalid_request,
+// invalid_resource_token. Code and Description come from the server and are cleaned of
+// control characters and bounded before they are stored.
+type TokenError struct {
+	Status      int
+	Code        string
+	Description string
+}
+
+func (e *TokenError) Error() string {
+	s := fmt.Sprintf("agent: the auth server refused the token request: %d", e.Status)
+	if e.Code != "" {
+		s += " " + e.Code
+	}
+	if e.Description != "" {
+		s += ": " + e.Description
+	}
+	return s
+}
+
+// PendingError reports that the auth server deferred the token request (202, PROTOCOL.md
+// §7.3): the user has to consent (Require interaction, with Code) or the server is
+// getting approval itself (Require approval). Polling Location is the next step; until a
+// Transport.AwaitToken hook does it, the flow stops here.
+type PendingError struct {
+	Location            string        // the pending URL (absolute, on the auth server's origin)
+	Code                string        // the interaction code, when Require is interaction
+	Require             string        // interaction or approval
+	RetryAfter          time.Duration // how long to wait before polling
+	AuthServer          string        // the auth server identifier
+	InteractionEndpoint string        // from the AS metadata, where the user enters Code
+	Resource            string        // the resource identifier the token is for
+}
+
+func (e *PendingError) Error() string {
+	s := "agent: the auth server deferred the token request"
+	if e.Require != "" {
+		s += " (require=" + e.Require + ")"
+	}
+	if e.Code != "" {
+		s += "; interaction code " + e.Code
+	}
+	return s + "; pending at " + e.Location
+}
+
+// lazyMu guards the lazily created per-Transport discovery client and token cache. It is
+// global rather than a Transport field so Transport values stay copyable (vet copylocks).
+var lazyMu sync.Mutex
+
+func (t *Transport) discoveryClient() *discovery.Client {
+	if t.Discovery != nil {
+		return t.Discovery
+	}
+	lazyMu.Lock()
+	defer lazyMu.Unlock()
+	if t.disc == nil {
+		t.disc = discovery.New(discovery.Config{Dev: t.Dev})
+	}
+	return t.disc
+}
+
+func (t *Transport) cache() *TokenCache {
+	if t.TokenCache != nil {
+		return t.TokenCache
+	}
+	lazyMu.Lock()
+	defer lazyMu.Unlock()
+	if t.tokens == nil {
+		t.tokens = &TokenCache{Now: t.Now}
+	}
+	return t.tokens
+}
+
+func (t *Transport) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
+	}
+	return time.Now()
+}
+
+// Origin returns the origin of u as AAuth identifiers spell it: lowercase scheme and
+// host, default port removed (https://api.example, http://127.0.0.1:8080).
+func Origin(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	return scheme + "://" + httpsig.Authority(scheme, u.Host)
+}
+
+// resourceID is the identifier the resource at u must use as iss: its origin, or what
+// ResourceIDs maps that origin to.
+func (t *Transport) resourceID(u *url.URL) string {
+	o := Origin(u)
+	if id, ok := t.ResourceIDs[o]; ok {
+		return id
+	}
+	return o
+}
+
+// flowEnabled reports whether Transport runs the auth-token flow itself.
+func (t *Transport) flowEnabled() bool {
+	return t.Identity != nil && !t.ManualAuthToken
+}
+
+// wantsFlow reports whether c is an auth-token challenge the flow can act on.
+func (t *Transport) wantsFlow(c Challenge) bool {
+	return t.flowEnabled() && c.Require == RequireAuthToken && c.ResourceToken != "" && c.AuthServer != ""
+}
+
+// agentID is the identifier the resource and the auth server know us by: the jwks_uri
+// id, or the iss of the agent token (read without verification: it is our own token,
+// and the resource verified it before minting the resource token).
+func agentID(c *Credential) (string, error) {
+	switch c.Scheme {
+	case httpsig.SchemeJWKSURI:
+		return c.ID, nil
+	case httpsig.SchemeJWT:
+		tok, err := token.Parse(c.AgentToken, token.TypAgent)
+		if err != nil {
+			return "", fmt.Errorf("the identity's token is not an agent token: %w", err)
+		}
+		if tok.Claims.Issuer == "" {
+			return "", errors.New("the agent token has no iss")
+		}
+		return tok.Claims.Issuer, nil
+	}
+	return "", fmt.Errorf("scheme %s carries no agent identity", c.Scheme)
+}
+
+// authTokenFlow answers challenge c (received for req, signed with Identity): it obtains
+// an auth token and retries req once with it. A 401 to the retry is returned as it is.
+func (t *Transport) authTokenFlow(req *http.Request, body []byte, c Challenge) (*http.Response, error) {
+	ct, err := t.obtainAuthToken(req.Context(), req.URL, c)
+	if err != nil {
+		return nil, err
+	}
+	t.logf("retrying %s %s with the auth token", req.Method, req.URL.Redacted())
+	resp, err := t.send(req, body, AuthToken(t.Identity.Signer, ct.Token))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		t.cache().Delete(ct.Resource, ct.Token)
+		t.logf("the resource refused the new auth token; not retrying again")
+	}
+	return resp, nil
+}
+
+// obtainAuthToken runs steps a–d of the flow for challenge c received from the resource
+// at u, and caches the token it gets.
+func (t *Transport) obtainAuthToken(ctx context.Context, u *url.URL, c Challenge) (CachedToken, error) {
+	id := t.Identity
+	me, err := agentID(id)
+	if err != nil {
+		return CachedToken{}, &FlowError{Step: StepAgent, Err: err}
+	}
+	jkt := id.Signer.Public.Thumbprint
+	resID := t.resourceID(u)
+	as := c.AuthServer
+	now := t.now()
+
+	rt, err := t.checkResourceToken(ctx, c, resID, me, jkt, now)
+	if err != nil {
+		return CachedToken{}, err
+	}
+	t.logf("resource token checked: typ %s, iss %s, scope %q, expires %s",
+		rt.Header.Typ, rt.Claims.Issuer, rt.Claims.Scope, unixTime(rt.Claims.Expiry))
+
+	endpoint, interact, err := t.tokenEndpoint(ctx, as)
+	if err != nil {
+		return CachedToken{}, err
+	}
+	t.logf("auth server %s: token endpoint %s", as, endpoint.Redacted())
+
+	raw, expiresIn, err := t.requestToken(ctx, endpoint, c.ResourceToken, resID, as, interact)
+	var pe *PendingError
+	if errors.As(err, &pe) && t.AwaitToken != nil {
+		t.logf("token request deferred (require=%s); waiting for the auth token", pe.Require)
+		expiresIn = 0
+		if raw, err = t.AwaitToken(ctx, pe); err == nil && raw == "" {
+			err = flowErr(StepAuthToken, "AwaitToken returned no token")
+		}
+	}
+	if err != nil {
+		return CachedToken{}, err
+	}
+
+	now = t.now()
+	tok, err := token.VerifyAuthToken(ctx, raw, token.Options{Now: now, Audience: resID, Issuers: []string{as}},
+		func(ctx context.Context, iss, kid string) (*keys.PublicKey, error) {
+			return t.discoveryClient().Key(ctx, iss, discovery.DocIssuer, kid)
+		})
+	if err != nil {
+		return CachedToken{}, &FlowError{Step: StepAuthToken, Err: err}
+	}
+	if cnf := tok.Claims.Confirmation; cnf == nil || cnf.Key == nil || cnf.Key.Thumbprint != jkt {
+		return CachedToken{}, flowErr(StepAuthToken, "the auth token is bound to another key, not ours (%s)", jkt)
+	}
+	if tok.Claims.Agent != me {
+		return CachedToken{}, flowErr(StepAuthToken, "the auth token is for agent %q, not %q", tok.Claims.Agent, me)
+	}
+	exp := time.Unix(tok.Claims.Expiry, 0)
+	if expiresIn > 0 {
+		if e := now.Add(time.Duration(expiresIn) * time.Second); e.Before(exp) {
+			exp = e
+		}
+	}
+	ct := CachedToken{Resource: resID, Issuer: as, Scope: tok.Claims.Scope, Expiry: exp, Token: raw}
+	t.cache().Put(ct)
+	t.logf("auth token received: typ %s, iss %s, scope %q, expires %s",
+		tok.Header.Typ, tok.Claims.Issuer, tok.Claims.Scope, unixTime(tok.Claims.Expiry))
+	return ct, nil
+}
+
+// checkResourceToken is the agent's check of a resource token (PROTOCOL.md §6.4): cheap
+// claim checks first, then the signature with the key the resource publishes.
+func (t *Transport) checkResourceToken(ctx context.Context, c Challenge, resID, me, jkt string, now time.Time) (*token.Token, error) {
+	step := StepResourceToken
+	rt, err := token.Parse(c.ResourceToken, token.TypResource)
+	if err != nil {
+		return nil, &FlowError{Step: step, Err: err}
+	}
+	cl := rt.Claims
+	if cl.Issuer != resID {
+		return nil, flowErr(step, "iss %q is not the resource that was called (%s)", cl.Issuer, resID)
+	}
+	if err := discovery.ValidateIdentifier(resID, t.Dev); err != nil {
+		return nil, flowErr(step, "the resource %q is not a valid identifier (http and loopback need Dev): %w", resID, err)
+	}
+	if len(cl.Audience) != 1 || cl.Audience[0] != c.AuthServer {
+		return nil, flowErr(step, "aud %v is not the challenge's auth-server %q", []string(cl.Audience), c.AuthServer)
+	}
+	if cl.Agent != me {
+		return nil, flowErr(step, "agent %q is not us (%s)", cl.Agent, me)
+	}
+	if cl.AgentJKT != jkt {
+		return nil, flowErr(step, "agent_jkt %q is not the thumbprint of our signing key (%s)", cl.AgentJKT, jkt)
+	}
+	if cl.Expiry == 0 || !now.Before(time.Unix(cl.Expiry, 0)) {
+		return nil, flowErr(step, "the resource token expired at %s", unixTime(cl.Expiry))
+	}
+	// The auth server must be a valid identifier before anything is fetched on the
+	// resource token's behalf.
+	if err := discovery.ValidateIdentifier(c.AuthServer, t.Dev); err != nil {
+		return nil, flowErr(StepAuthServer, "auth-server %q is not a valid identifier: %w", c.AuthServer, err)
+	}
+	vt, err := token.VerifyResourceToken(ctx, c.ResourceToken,
+		token.Options{Now: now, Audience: c.AuthServer, Issuers: []string{resID}},
+		func(ctx context.Context, iss, kid string) (*keys.PublicKey, error) {
+			return t.discoveryClient().Key(ctx, iss, discovery.DocResource, kid)
+		})
+	if err != nil {
+		return nil, &FlowError{Step: step, Err: err}
+	}
+	return vt, nil
+}
+
+// tokenEndpoint reads the auth server's metadata: the token endpoint must be on the auth
+// server's own origin. It also returns the interaction endpoint (may be empty).
+func (t *Transport) tokenEndpoint(ctx context.Context, as string) (*url.URL, string, error) {
+	step := StepAuthServer
+	md, err := t.discoveryClient().Metadata(ctx, as, discovery.DocIssuer)
+	if err != nil {
+		return nil, "", flowErr(step, "auth server metadata: %w", err)
+	}
+	raw, _ := md["token_endpoint"].(string)
+	if raw == "" {
+		return nil, "", flowErr(step, "the auth server metadata has no token_endpoint")
+	}
+	u, err := discovery.ValidateEndpointURL(raw, t.Dev)
+	if err != nil {
+		return nil, "", flowErr(step, "token_endpoint %q: %w", raw, err)
+	}
+	if Origin(u) != as {
+		return nil, "", flowErr(step, "token_endpoint %q is not on the auth server's origin %s", raw, as)
+	}
+	interact, _ := md["interaction_endpoint"].(string)
+	return u, interact, nil
+}
+
+// requestToken POSTs the resource token to the token endpoint, signed with Identity and
+// covering the body, and returns the auth token and expires_in of a 200 answer.
+func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourceToken, resID, as, interact string) (string, int64, error) {
+	step := StepTokenRequest
+	payload := map[string]string{"resource_token": resourceToken}
+	if t.Purpose != "" {
+		payload["purpose"] = t.Purpose
+	}
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return "", 0, &FlowError{Step: step, Err: err}
+	}
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), bytes.NewReader(body))
+	if err != nil {
+		return "", 0, &FlowError{Step: step, Err: err}
+	}
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Accept", "application/json")
+	httpsig.SetContentDigest(r, body)
+	opts := httpsig.SignOptions{Dictionary: t.Dictionary, StdBase64: t.StdBase64, Created: t.now(),
+		Extra: []string{"content-type", "content-digest"}}
+	if err := httpsig.Sign(r, t.Identity.Signer, t.Identity.SigKey(), opts); err != nil {
+		return "", 0, flowErr(step, "signing: %w", err)
+	}
+	resp, err := t.base().RoundTrip(r)
+	if err != nil {
+		return "", 0, &FlowError{Step: step, Err: err}
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse+1))
+	if err != nil {
+		return "", 0, flowErr(step, "reading the answer: %w", err)
+	}
+	if len(rb) > maxTokenResponse {
+		return "", 0, flowErr(step, "the answer exceeds %d bytes", maxTokenResponse)
+	}
+	t.logf("token request: POST %s signed with %s -> %s", endpoint.Redacted(), t.Identity, resp.Status)
+
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		var ok struct {
+			AuthToken string          `json:"auth_token"`
+			ExpiresIn json.RawMessage `json:"expires_in"`
+		}
+		if err := json.Unmarshal(rb, &ok); err != nil || ok.AuthToken == "" {
+			return "", 0, flowErr(StepAuthToken, "the 200 answer carries no auth_token")
+		}
+		var exp int64
+		if len(ok.ExpiresIn) > 0 {
+			exp, _ = strconv.ParseInt(string(ok.ExpiresIn), 10, 64)
+		}
+		return ok.AuthToken, exp, nil
+	case resp.StatusCode == http.StatusAccepted:
+		return "", 0, t.pending(resp, rb, endpoint, as, interact, resID)
+	case resp.StatusCode >= 400:
+		var e struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		_ = json.Unmarshal(rb, &e)
+		return "", 0, &TokenError{Status: resp.StatusCode, Code: clean(e.Error, 64), Description: clean(e.Description, 300)}
+	}
+	return "", 0, flowErr(step, "unexpected answer %s", resp.Status)
+}
+
+// pending builds the PendingError of a 202 answer. Location must be on the auth server's
+// origin (relative locations are resolved against the token endpoint).
+func (t *Transport) pending(resp *http.Response, body []byte, endpoint *url.URL, as, interact, resID string) error {
+	var b struct {
+		Location string `json:"location"`
+		Require  string `json:"require"`
+		Code     string `json:"code"`
+	}
+	_ = json.Unmarshal(body, &b)
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		loc = b.Location
+	}
+	lu, err := endpoint.Parse(loc)
+	if loc == "" || err != nil || lu.User != nil || Origin(lu) != as {
+		return flowErr(StepTokenRequest, "202 without a Location on the auth server's origin")
+	}
+	p := &PendingError{Location: lu.String(), Require: clean(b.Require, 32), Code: clean(b.Code, 64),
+		AuthServer: as, InteractionEndpoint: interact, Resource: resID}
+	if c, ok := ParseChallenge(resp.Header); ok {
+		p.Require = c.Require
+		if c.Code != "" {
+			p.Code = clean(c.Code, 64)
+		}
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && s >= 0 {
+		p.RetryAfter = time.Duration(min(s, 3600)) * time.Second
+	}
+	return p
+}
+
+// clean makes server-supplied text safe to print: control and format characters become
+// spaces, and it is cut to at most n runes.
+func clean(s string, n int) string {
+	var b strings.Builder
+	i := 0
+	for _, r := range s {
+		if i == n {
+			b.WriteString("…")
+			break
+		}
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == unicode.ReplacementChar {
+			r = ' '
+		}
+		b.WriteRune(r)
+		i++
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func unixTime(s int64) string {
+	if s == 0 {
+		return "(none)"
+	}
+	return time.Unix(s, 0).UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent/agenttest"
+)
+
+func TestFetchAuthTokenFlow(t *testing.T) {
+	tb := newTestbed(t)
+	as := agenttest.NewAuthServer(t)
+	gw := agenttest.NewGateway(t, as.ID, "data.read")
+	url := gw.ID + "/data"
+
+	delKey := keygen(t, tb.dir, "delegate.jwk", "-alg", "p256", "-kid", "delegate-key-1")
+	del, err := loadSigner(delKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := agent.RequestDelegateToken(context.Background(), nil, tb.agentID, tb.secret, "delegate-3", del, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokFile := filepath.Join(tb.dir, "agent-token.jwt")
+	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ident := []string{"-key", tb.agentKey, "-id", tb.agentID}
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		answer    func(http.ResponseWriter) bool
+		code      int
+		hits      int
+		seen      []string
+		stdoutHas string
+		stderrHas []string
+	}{
+		{"flow completes", append([]string{"-dev", "-v", "-purpose", "CLI test"}, ident...), nil, 0, 1,
+			[]string{"jwks_uri", "jwt:auth+jwt"}, `"agent":"` + tb.agentID + `"`,
+			[]string{"challenge: require=auth-token, auth-server=" + as.ID, "resource token checked: typ resource+jwt, iss " + gw.ID,
+				`scope "data.read"`, "auth server " + as.ID, "-> 200 OK", "auth token received", "retrying GET", "response: HTTP/1.1 200 OK"}},
+		{"delegate with an agent token", []string{"-dev", "-key", delKey, "-agent-token", tokFile}, nil, 0, 1,
+			[]string{"jwt:agent+jwt", "jwt:auth+jwt"}, `"delegate":"delegate-3"`, nil},
+		{"pseudonym first", append([]string{"-dev", "-pseudonym"}, ident...), nil, 0, 1,
+			[]string{"hwk", "jwks_uri", "jwt:auth+jwt"}, `"scope":"data.read"`, nil},
+		{"without -dev", ident, nil, 1, 0,
+			[]string{"jwks_uri"}, "", []string{"resource-token", "need -dev"}},
+		{"auth server refuses", append([]string{"-dev"}, ident...), agenttest.Deny(403, "denied", "the user said no"), 22, 1,
+			[]string{"jwks_uri"}, "", []string{"aauth: auth server refused: denied: the user said no\n"}},
+		{"auth server defers", append([]string{"-dev"}, ident...), agenttest.Pending(as.ID+"/pending/p1", "ABCD2345", 1), 22, 1,
+			[]string{"jwks_uri"}, "", []string{"aauth: user consent required at " + as.ID + "/pending/p1 (code ABCD2345); consent is not supported by this CLI yet\n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			as.SetAnswer(tc.answer)
+			before := as.Hits()
+			gw.Seen()
+			r := runCLI(t, append([]string{"fetch"}, append(tc.args, url)...)...)
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d; stdout %q stderr %q", r.code, tc.code, r.stdout, r.stderr)
+			}
+			if h := as.Hits() - before; h != tc.hits {
+				t.Errorf("token endpoint hit %d times, want %d", h, tc.hits)
+			}
+			if seen := gw.Seen(); strings.Join(seen, ",") != strings.Join(tc.seen, ",") {
+				t.Errorf("gateway saw %v, want %v", seen, tc.seen)
+			}
+			if !strings.Contains(r.stdout, tc.stdoutHas) {
+				t.Errorf("stdout %q, want %q", r.stdout, tc.stdoutHas)
+			}
+			for _, want := range tc.stderrHas {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+				}
+			}
+			if strings.Contains(r.stdout+r.stderr, "eyJ") {
+				t.Errorf("a token was printed:\n%s\n%s", r.stdout, r.stderr)
+			}
+			assertNoSecrets(t, r.stdout+r.stderr, tb.agentKey)
+		})
+	}
+	if p := as.Purposes(); len(p) == 0 || p[0] != "CLI test" {
+		t.Errorf("purposes %q", p)
+	}
+}
