@@ -207,6 +207,7 @@ func (l *lockedBuffer) String() string {
 }
 
 type process struct {
+	cmd  *exec.Cmd
 	name string
 	out  *lockedBuffer
 	done chan struct{} // closed when the process has exited
@@ -219,6 +220,7 @@ func startProcess(t *testing.T, name, dir string, env []string, bin string, args
 	t.Helper()
 	p := &process{name: name, out: &lockedBuffer{}, done: make(chan struct{})}
 	cmd := exec.Command(bin, args...)
+	p.cmd = cmd
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = p.out, p.out
@@ -325,4 +327,16 @@ func (r cliResult) echo(t *testing.T) map[string]string {
 		t.Fatalf("the demo backend's answer is not JSON (%v); an empty body means the request never reached the backend's site block\n%s", err, r)
 	}
 	return e
+}
+
+// stop ends the process with SIGTERM (a kill after 10 s) and waits for it.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
 }
