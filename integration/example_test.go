@@ -22,18 +22,22 @@ import (
 // built binaries: it builds ./cmd/caddy and ./cmd/aauth, runs Caddyfile.example from the
 // repository root (state isolated in temporary XDG folders), and drives the walkthrough
 // with the aauth CLI: a pseudonymous fetch, an identity route refusing a pseudonym, an
-// agent server with a jwks_uri identity, and a delegate holding an agent token.
+// agent server with a jwks_uri identity, a delegate holding an agent token, and the
+// auth-token route (/data/*), where the CLI gets an auth token from the demo auth server
+// (with -dev only, since every identifier in the demo is http:// on loopback), for the
+// agent and for the delegate. Paths outside the demo API answer 404.
 //
 // Unlike the caddytest scenarios of this package (admin 2999, http 9080, https 9443, Caddy
 // in process), this test runs separate processes on the ports Caddyfile.example and the
-// README use: 8080 (gateway), 9000 (demo backend), 2019 (Caddy's default admin endpoint)
-// and 8001 (agent server). It skips when one of them is taken.
+// README use: 8080 (gateway), 8081 (auth server), 9000 (demo backend), 2019 (Caddy's
+// default admin endpoint) and 8001 (agent server). It skips when one of them is taken.
 func TestExampleCaddyfileWithCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the end-to-end test that builds the caddy and aauth binaries and runs Caddyfile.example")
 	}
 	for _, p := range []struct{ port, what string }{
 		{"8080", "the Caddyfile.example gateway (http://localhost:8080)"},
+		{"8081", "the Caddyfile.example auth server (http://localhost:8081)"},
 		{"9000", "the Caddyfile.example demo backend (http://127.0.0.1:9000)"},
 		{"2019", "Caddy's default admin endpoint (localhost:2019), which Caddyfile.example keeps"},
 		{"8001", "the README's agent server (http://127.0.0.1:8001)"},
@@ -137,6 +141,78 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 		}
 		if e["key_thumbprint"] == "" || e["key_thumbprint"] == agentThumbprint {
 			t.Errorf("key_thumbprint %q should be the delegate key's, not the agent key's", e["key_thumbprint"])
+		}
+	})
+
+	// The auth-token route: the gateway challenges with a resource token, the CLI gets an
+	// auth token for scope data.read from the auth server on 8081 and retries with it.
+	t.Run("auth-token route with -dev", func(t *testing.T) {
+		out := runCLI(t, aauthBin, work, nil, "fetch", "-dev", "-v", "-key", "agent.jwk", "-id", "http://127.0.0.1:8001", "http://localhost:8080/data/hello")
+		out.wantExit(t, 0)
+		e := out.echo(t)
+		if e["path"] != "/data/hello" || e["level"] != "authorized" || e["scheme"] != "jwt" || e["scope"] != "data.read" ||
+			e["issuer"] != "http://localhost:8081" || e["agent"] != "http://127.0.0.1:8001" || e["delegate"] != "" {
+			t.Fatalf("backend saw %v", e)
+		}
+		if e["key_thumbprint"] != agentThumbprint {
+			t.Errorf("key_thumbprint %q, want the keygen thumbprint %q (the auth token is bound to the agent key)", e["key_thumbprint"], agentThumbprint)
+		}
+		// The -v steps the README shows.
+		for _, step := range []string{
+			"challenge: require=auth-token, auth-server=http://localhost:8081, resource-token of typ resource+jwt",
+			"resource token checked: typ resource+jwt, iss http://localhost:8080, scope \"data.read\"",
+			"auth server http://localhost:8081: token endpoint http://localhost:8081/token",
+			"POST http://localhost:8081/token signed with jwks_uri (id http://127.0.0.1:8001, kid key-1) -> 200 OK",
+			"auth token received: typ auth+jwt, iss http://localhost:8081, scope \"data.read\"",
+			"retrying GET http://localhost:8080/data/hello with the auth token",
+			"response: HTTP/1.1 200 OK",
+		} {
+			if !strings.Contains(out.stderr, step) {
+				t.Errorf("-v output lacks %q\n%s", step, out)
+			}
+		}
+	})
+
+	t.Run("auth-token route refuses loopback identifiers without -dev", func(t *testing.T) {
+		out := runCLI(t, aauthBin, work, nil, "fetch", "-key", "agent.jwk", "-id", "http://127.0.0.1:8001", "http://localhost:8080/data/hello")
+		if out.exit == 0 {
+			t.Fatalf("want a non-zero exit without -dev, got\n%s", out)
+		}
+		if out.stdout != "" {
+			t.Errorf("nothing should reach stdout when the flow stops before the auth server: %q", out.stdout)
+		}
+		if !strings.Contains(out.stderr, "need -dev") {
+			t.Errorf("stderr has no -dev hint: %q", out.stderr)
+		}
+	})
+
+	t.Run("auth-token route refuses a pseudonym", func(t *testing.T) {
+		out := runCLI(t, aauthBin, work, nil, "fetch", "-dev", "http://localhost:8080/data/hello")
+		out.wantExit(t, 22)
+		var body map[string]string
+		if err := json.Unmarshal([]byte(out.stdout), &body); err != nil || body["error"] != "identity_required" {
+			t.Fatalf("want a JSON error identity_required, got %q (%v)", out.stdout, err)
+		}
+	})
+
+	t.Run("delegate on the auth-token route", func(t *testing.T) {
+		out := runCLI(t, aauthBin, work, nil, "fetch", "-dev", "-key", "delegate.jwk", "-agent-token", "token.jwt", "http://localhost:8080/data/hello")
+		out.wantExit(t, 0)
+		e := out.echo(t)
+		if e["level"] != "authorized" || e["scheme"] != "jwt" || e["agent"] != "http://127.0.0.1:8001" || e["delegate"] != "delegate-1" ||
+			e["scope"] != "data.read" || e["issuer"] != "http://localhost:8081" {
+			t.Fatalf("backend saw %v", e)
+		}
+		if e["key_thumbprint"] == "" || e["key_thumbprint"] == agentThumbprint {
+			t.Errorf("key_thumbprint %q should be the delegate key's, not the agent key's", e["key_thumbprint"])
+		}
+	})
+
+	t.Run("other paths are not found", func(t *testing.T) {
+		out := runCLI(t, aauthBin, work, nil, "fetch", "-i", "http://localhost:8080/nothing")
+		out.wantExit(t, 22)
+		if !strings.HasPrefix(out.stdout, "HTTP/1.1 404 ") || !strings.HasSuffix(out.stdout, "not found") {
+			t.Fatalf("want a 404 with body \"not found\", got\n%s", out)
 		}
 	})
 }
