@@ -126,7 +126,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 || dur > time.Hour {
+			if err != nil || dur < time.Second || dur > time.Hour {
 				return d.Errf("resource_token_lifetime: want a duration between 1s and 1h, got %q", v)
 			}
 			h.ResourceTokenLifetime = caddy.Duration(dur)

@@ -193,8 +193,8 @@ func (h *Handler) Validate() error {
 				return fmt.Errorf("scope %q is not a valid scope token", sc)
 			}
 		}
-		if h.ResourceTokenLifetime < 0 || time.Duration(h.ResourceTokenLifetime) > time.Hour {
-			return errors.New("resource_token_lifetime must be between 0 and 1h")
+		if lt := time.Duration(h.ResourceTokenLifetime); lt != 0 && (lt < time.Second || lt > time.Hour) {
+			return errors.New("resource_token_lifetime must be between 1s and 1h")
 		}
 	default:
 		return fmt.Errorf("require: unknown level %q (want pseudonym, identity or auth-token)", h.Require)

@@ -159,8 +159,8 @@ type Transport struct {
 	ManualAuthToken bool
 	// AwaitToken, when set, is called when the auth server defers the token request
 	// (202): it waits for the user's consent (polling p.Location, signed with Identity)
-	// and returns the auth token, which is then checked like a directly issued one. nil
-	// means the flow stops with the *PendingError.
+	// and returns the auth token, which is then checked like a directly issued one.
+	// (*Poller).Await does this. nil means the flow stops with the *PendingError.
 	AwaitToken func(ctx context.Context, p *PendingError) (authToken string, err error)
 
 	disc   *discovery.Client // lazily created when Discovery is nil; guarded by lazyMu

@@ -36,6 +36,7 @@ const (
 	PathIssuerJWKS       = "/jwks.json"
 	PathToken            = "/token"
 	PathInteract         = "/interact"
+	PathPending          = "/pending/"
 )
 
 const maxBody = 1 << 20
@@ -277,10 +278,12 @@ type AuthServer struct {
 	Key    *keys.Signer
 	Server *httptest.Server
 
-	verifier *reqverify.Verifier
-	disc     *discovery.Client
+	verifier     *reqverify.Verifier
+	pollVerifier *reqverify.Verifier // polls are GETs: no body components
+	disc         *discovery.Client
 
 	mu            sync.Mutex
+	consent       *consentState // nil unless EnableConsent was called
 	tokenEndpoint string
 	answer        func(http.ResponseWriter) bool
 	mutate        func(*token.Claims)
@@ -302,6 +305,7 @@ func NewAuthServer(t testing.TB) *AuthServer {
 		Policy:    httpsig.Policy{Extra: []string{"content-type", "content-digest"}},
 		Tokens:    token.NewCache(100),
 	}
+	a.pollVerifier = &reqverify.Verifier{Discovery: a.disc, Dev: true, Self: a.ID, Tokens: token.NewCache(100)}
 	return a
 }
 
@@ -381,6 +385,10 @@ func (a *AuthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.mu.Unlock()
 		a.serveToken(w, r)
 	default:
+		if strings.HasPrefix(r.URL.Path, PathPending) {
+			a.servePending(w, r)
+			return
+		}
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	}
 }
@@ -440,7 +448,7 @@ func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	a.purposes = append(a.purposes, req.Purpose)
-	answer, mutate := a.answer, a.mutate
+	answer, mutate, consent := a.answer, a.mutate, a.consent != nil
 	a.mu.Unlock()
 	if answer != nil && answer(w) {
 		return
@@ -453,6 +461,10 @@ func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if res.TokenTyp == token.TypAgent {
 		c.AgentDelegate = res.Delegate
+	}
+	if consent {
+		a.deferRequest(w, res, c)
+		return
 	}
 	if mutate != nil {
 		mutate(&c)

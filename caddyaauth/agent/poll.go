@@ -1,0 +1,525 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+)
+
+// Errors of the wait for consent (PROTOCOL.md §7.5). Poller.Await wraps them with the
+// auth server's description, so test them with errors.Is.
+var (
+	// ErrConsentDenied: the user (or the auth server on the user's behalf) refused the
+	// request (403 denied or abandoned).
+	ErrConsentDenied = errors.New("agent: the user denied the request")
+	// ErrConsentExpired: nobody decided before the pending request expired (408).
+	ErrConsentExpired = errors.New("agent: the request expired before the user approved it")
+	// ErrPendingGone: the pending URL no longer exists (404 after a terminal answer or for
+	// an unknown id, 410 invalid_code); polling again cannot help.
+	ErrPendingGone = errors.New("agent: the pending request is gone")
+	// ErrConsentTimeout: Poller.MaxDuration passed without a decision. It is returned
+	// together with context.DeadlineExceeded.
+	ErrConsentTimeout = errors.New("agent: gave up waiting for the user's decision")
+)
+
+// Progress statuses passed to Poller.OnProgress.
+const (
+	ProgressPending  = "pending"  // a poll answered 202: still waiting for the decision
+	ProgressBackoff  = "backoff"  // the auth server answered 503: backing off per Retry-After
+	ProgressAnswered = "answered" // a clarification question was answered
+	// ProgressClarification prefixes an unanswered question ("clarification: <text>"),
+	// reported once per question when Clarify is nil, declines, or the round limit is hit.
+	ProgressClarification = "clarification: "
+)
+
+// Defaults and bounds of Poller.
+const (
+	DefaultPollWait        = 20 * time.Second // Prefer: wait on each poll
+	DefaultConsentDuration = 10 * time.Minute // overall limit of Await
+	MaxClarifications      = 5                // answered questions per pending request (P14)
+	MaxClarificationLen    = 2000             // characters of an answer
+	minPollGap             = time.Second      // between the starts of two polls
+	maxPollDelay           = 60 * time.Second // cap on any Retry-After
+	defaultBackoff         = 5 * time.Second  // 503 without Retry-After
+	defaultRetry           = 2 * time.Second  // 202 without Retry-After
+	pollGrace              = 30 * time.Second // a poll may take this much longer than its wait
+)
+
+// Poller waits for the auth server's decision on a deferred token request: it polls the
+// pending URL with signed GETs (PROTOCOL.md P12, §7.4–7.5), answers clarification
+// questions (P14, §12) and returns the auth token once the user approved. Its Await
+// method is meant for Transport.AwaitToken; the token it returns is checked there like
+// one issued directly.
+type Poller struct {
+	// Base sends the polls; nil means http.DefaultTransport. Redirects are not followed.
+	Base http.RoundTripper
+	// Credential signs every poll and clarification answer. It must be the credential
+	// that signed the token request (Transport.Identity): the auth server binds the
+	// pending request to that key.
+	Credential *Credential
+	// Dev allows http:// and loopback auth servers (tests and local demos only).
+	Dev bool
+	// Dictionary and StdBase64 shape the signature headers as in Transport.
+	Dictionary bool
+	StdBase64  bool
+	// Discovery fetches the auth server's metadata when the PendingError has no
+	// interaction endpoint; nil means a short-lived client with discovery.Config{Dev: Dev}.
+	Discovery *discovery.Client
+	// Wait is the Prefer: wait sent with each poll (the server holds the poll up to that
+	// long and answers as soon as the decision is made). 0 means DefaultPollWait; a
+	// negative value sends no Prefer header.
+	Wait time.Duration
+	// MaxDuration bounds the whole wait; 0 means DefaultConsentDuration.
+	MaxDuration time.Duration
+	// Now is the clock (signature created, elapsed time, MaxDuration); nil means time.Now.
+	Now func() time.Time
+	// Sleep waits d or until ctx ends; nil means a timer.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// OnPending is called once, before the first poll, with the pending request and its
+	// InteractionEndpoint filled in when it could be found: show the user
+	// InteractionURL(p.InteractionEndpoint, p.Code) and the code.
+	OnPending func(p *PendingError)
+	// OnProgress is called after each poll and on notable events, with one of the
+	// Progress statuses and the time since Await started.
+	OnProgress func(status string, elapsed time.Duration)
+	// Clarify answers a question the user asked about the request. Returning "" and no
+	// error leaves the question unanswered; an error ends Await. nil means questions are
+	// reported through OnProgress and not answered.
+	Clarify func(ctx context.Context, question string) (answer string, err error)
+	// Logf receives one line per step. It never receives tokens or keys.
+	Logf func(format string, a ...any)
+}
+
+// InteractionURL is where the user approves a deferred request: the interaction endpoint
+// with the code as its code query parameter (PROTOCOL.md §8.1; the code bare, without
+// quotes). An existing query on endpoint is kept.
+func InteractionURL(endpoint, code string) string {
+	if endpoint == "" {
+		return ""
+	}
+	q := "code=" + url.QueryEscape(code)
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		sep := "?"
+		if strings.Contains(endpoint, "?") {
+			sep = "&"
+		}
+		return endpoint + sep + q
+	}
+	u.Fragment, u.RawFragment = "", ""
+	if u.RawQuery != "" {
+		u.RawQuery += "&" + q
+	} else {
+		u.RawQuery = q
+	}
+	return u.String()
+}
+
+// FormatCode spells an interaction code for reading aloud or typing: groups of four
+// separated by hyphens (ABCD2345 → ABCD-2345). Auth servers ignore the hyphens (P13).
+func FormatCode(code string) string {
+	r := []rune(code)
+	if len(r) <= 4 {
+		return code
+	}
+	var b strings.Builder
+	for i, c := range r {
+		if i > 0 && i%4 == 0 {
+			b.WriteByte('-')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func (p *Poller) logf(format string, a ...any) {
+	if p.Logf != nil {
+		p.Logf(format, a...)
+	}
+}
+
+func (p *Poller) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+func (p *Poller) sleep(ctx context.Context, d time.Duration) error {
+	if p.Sleep != nil {
+		return p.Sleep(ctx, d)
+	}
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (p *Poller) base() http.RoundTripper {
+	if p.Base != nil {
+		return p.Base
+	}
+	return http.DefaultTransport
+}
+
+func (p *Poller) progress(status string, elapsed time.Duration) {
+	if p.OnProgress != nil {
+		p.OnProgress(status, elapsed)
+	}
+}
+
+// pollAnswer is what one poll told us.
+type pollAnswer struct {
+	token         string        // 200
+	clarification string        // 202 with a question
+	retryAfter    time.Duration // -1 when absent
+	applied       bool          // Preference-Applied: wait
+	backoff       bool          // 503
+}
+
+// Await polls pe.Location until the auth server decides, and returns the auth token on
+// approval. It fails with ErrConsentDenied, ErrConsentExpired or ErrPendingGone
+// (wrapped), ErrConsentTimeout with context.DeadlineExceeded after MaxDuration, the
+// context's error, a *TokenError for other refusals, or a *FlowError when pe cannot be
+// trusted (a pending URL off the auth server's origin).
+func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
+	if pe == nil {
+		return "", errors.New("agent: Await: no pending request")
+	}
+	if err := p.Credential.Validate(); err != nil {
+		return "", err
+	}
+	if !p.Credential.Identified() {
+		return "", fmt.Errorf("agent: polls must be signed with the identified credential of the token request, not %s", p.Credential.Scheme)
+	}
+	loc, err := p.checkLocation(pe)
+	if err != nil {
+		return "", err
+	}
+	start := p.now()
+	maxDur := p.MaxDuration
+	if maxDur <= 0 {
+		maxDur = DefaultConsentDuration
+	}
+	deadline := start.Add(maxDur)
+	timeout := func() error {
+		return fmt.Errorf("%w within %s: %w", ErrConsentTimeout, maxDur, context.DeadlineExceeded)
+	}
+
+	info := *pe
+	if info.Require != RequireApproval && info.InteractionEndpoint == "" {
+		info.InteractionEndpoint = p.interactionEndpoint(ctx, info.AuthServer)
+	}
+	if ie := info.InteractionEndpoint; ie != "" {
+		// It is shown to the user: printable ASCII only, https unless Dev.
+		_, err := discovery.ValidateEndpointURL(ie, p.Dev)
+		if err == nil && strings.IndexFunc(ie, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
+			err = errors.New("it has characters outside printable ASCII")
+		}
+		if err != nil {
+			p.logf("ignoring the auth server's interaction_endpoint: %v", err)
+			info.InteractionEndpoint = ""
+		}
+	}
+	if info.InteractionEndpoint != "" && info.Code != "" {
+		p.logf("consent needed: the user approves at %s", InteractionURL(info.InteractionEndpoint, info.Code))
+	}
+	if p.OnPending != nil {
+		p.OnPending(&info)
+	}
+
+	answered := map[string]bool{} // questions answered (or deliberately left unanswered)
+	rounds := 0
+	delay := min(max(pe.RetryAfter, 0), maxPollDelay)
+	polls := 0
+	for {
+		if remaining := deadline.Sub(p.now()); delay > remaining {
+			if remaining > 0 {
+				if err := p.sleep(ctx, remaining); err != nil {
+					return "", err
+				}
+			}
+			return "", timeout()
+		}
+		if delay > 0 {
+			if err := p.sleep(ctx, delay); err != nil {
+				return "", err
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		remaining := deadline.Sub(p.now())
+		if remaining <= 0 {
+			return "", timeout()
+		}
+		pollStart := p.now()
+		polls++
+		a, err := p.poll(ctx, loc, p.waitFor(remaining))
+		if err != nil {
+			return "", err
+		}
+		elapsed := p.now().Sub(start)
+		if a.token != "" {
+			p.logf("poll %d: approved after %s", polls, elapsed.Round(time.Second))
+			return a.token, nil
+		}
+		if a.backoff {
+			p.progress(ProgressBackoff, elapsed)
+			delay = defaultBackoff
+			if a.retryAfter >= 0 {
+				delay = max(a.retryAfter, minPollGap)
+			}
+			delay = min(delay, maxPollDelay)
+			p.logf("poll %d: the auth server is busy; backing off %s", polls, delay)
+			continue
+		}
+		p.progress(ProgressPending, elapsed)
+		// The next poll starts at least minPollGap after this one started, and after the
+		// server's Retry-After.
+		delay = defaultRetry
+		if a.retryAfter >= 0 {
+			delay = a.retryAfter
+		}
+		if took := p.now().Sub(pollStart); took < minPollGap {
+			delay = max(delay, minPollGap-took)
+		}
+		delay = min(delay, maxPollDelay)
+		p.logf("poll %d: pending (prefer wait applied: %t); next poll in %s", polls, a.applied, delay)
+
+		q := a.clarification
+		if q == "" || answered[q] {
+			continue
+		}
+		answered[q] = true
+		if p.Clarify == nil || rounds >= MaxClarifications {
+			if rounds >= MaxClarifications {
+				p.logf("not answering: %d questions answered already", rounds)
+			}
+			p.progress(ProgressClarification+q, elapsed)
+			continue
+		}
+		ans, err := p.Clarify(ctx, q)
+		if err != nil {
+			return "", err
+		}
+		ans = strings.TrimSpace(ans)
+		if ans == "" {
+			p.logf("the question was left unanswered")
+			p.progress(ProgressClarification+q, p.now().Sub(start))
+			continue
+		}
+		if n := utf8.RuneCountInString(ans); n > MaxClarificationLen {
+			return "", fmt.Errorf("agent: the clarification answer has %d characters; at most %d are allowed", n, MaxClarificationLen)
+		}
+		if err := p.answer(ctx, loc, ans); err != nil {
+			return "", err
+		}
+		rounds++
+		p.progress(ProgressAnswered, p.now().Sub(start))
+		delay = 0 // poll again now: the answer may have changed the state
+		if took := p.now().Sub(pollStart); took < minPollGap {
+			delay = minPollGap - took
+		}
+	}
+}
+
+// waitFor is the Prefer: wait of the next poll, in whole seconds, within remaining.
+func (p *Poller) waitFor(remaining time.Duration) time.Duration {
+	w := p.Wait
+	if w == 0 {
+		w = DefaultPollWait
+	}
+	if w < 0 {
+		return 0
+	}
+	w = min(w, remaining).Truncate(time.Second)
+	return w
+}
+
+// checkLocation re-checks what the flow already checked: the pending URL is absolute,
+// http(s) (https unless Dev), without credentials, and on the auth server's origin.
+func (p *Poller) checkLocation(pe *PendingError) (*url.URL, error) {
+	step := StepTokenRequest
+	if pe.AuthServer == "" {
+		return nil, flowErr(step, "the pending request names no auth server")
+	}
+	if err := discovery.ValidateIdentifier(pe.AuthServer, p.Dev); err != nil {
+		return nil, flowErr(step, "auth server %q: %w", pe.AuthServer, err)
+	}
+	u, err := discovery.ValidateEndpointURL(pe.Location, p.Dev)
+	if err != nil {
+		return nil, flowErr(step, "pending URL: %w", err)
+	}
+	if u.User != nil || Origin(u) != pe.AuthServer {
+		return nil, flowErr(step, "the pending URL %s is not on the auth server's origin %s", u.Redacted(), pe.AuthServer)
+	}
+	return u, nil
+}
+
+// interactionEndpoint reads interaction_endpoint from the auth server's metadata; ""
+// when it cannot be had (the user may still know where to go; polling goes on).
+func (p *Poller) interactionEndpoint(ctx context.Context, as string) string {
+	d := p.Discovery
+	if d == nil {
+		d = discovery.New(discovery.Config{Dev: p.Dev})
+		defer d.Close()
+	}
+	md, err := d.Metadata(ctx, as, discovery.DocIssuer)
+	if err != nil {
+		p.logf("auth server metadata: %v", err)
+		return ""
+	}
+	ie, _ := md["interaction_endpoint"].(string)
+	return ie
+}
+
+// poll sends one signed GET to the pending URL.
+func (p *Poller) poll(ctx context.Context, loc *url.URL, wait time.Duration) (pollAnswer, error) {
+	rctx, cancel := context.WithTimeout(ctx, wait+pollGrace)
+	defer cancel()
+	r, err := http.NewRequestWithContext(rctx, http.MethodGet, loc.String(), nil)
+	if err != nil {
+		return pollAnswer{}, err
+	}
+	r.Header.Set("Accept", "application/json")
+	if wait > 0 {
+		r.Header.Set("Prefer", "wait="+strconv.Itoa(int(wait/time.Second)))
+	}
+	status, hdr, body, err := p.do(r, nil)
+	if err != nil {
+		if ctx.Err() != nil {
+			return pollAnswer{}, ctx.Err()
+		}
+		return pollAnswer{}, err
+	}
+	a := pollAnswer{retryAfter: retryAfter(hdr)}
+	a.applied = strings.Contains(strings.ToLower(hdr.Get("Preference-Applied")), "wait")
+	switch status {
+	case http.StatusOK:
+		var ok struct {
+			AuthToken string `json:"auth_token"`
+		}
+		if json.Unmarshal(body, &ok) != nil || ok.AuthToken == "" {
+			return pollAnswer{}, flowErr(StepAuthToken, "the 200 answer to the poll carries no auth_token")
+		}
+		a.token = ok.AuthToken
+		return a, nil
+	case http.StatusAccepted:
+		var pend struct {
+			Clarification string `json:"clarification"`
+		}
+		_ = json.Unmarshal(body, &pend)
+		a.clarification = clean(pend.Clarification, 1000)
+		return a, nil
+	case http.StatusServiceUnavailable:
+		a.backoff = true
+		return a, nil
+	}
+	return pollAnswer{}, terminal(status, body)
+}
+
+// answer POSTs a clarification answer to the pending URL, signed over its body.
+func (p *Poller) answer(ctx context.Context, loc *url.URL, text string) error {
+	body, err := json.Marshal(map[string]string{"clarification_response": text})
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, pollGrace)
+	defer cancel()
+	r, err := http.NewRequestWithContext(rctx, http.MethodPost, loc.String(), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Accept", "application/json")
+	httpsig.SetContentDigest(r, body)
+	status, _, rb, err := p.do(r, []string{"content-type", "content-digest"})
+	if err != nil {
+		return err
+	}
+	switch status {
+	case http.StatusOK, http.StatusAccepted, http.StatusNoContent:
+		p.logf("clarification answer accepted (%d)", status)
+		return nil
+	}
+	return terminal(status, rb)
+}
+
+// do signs r with Credential (covering extra), sends it and reads the bounded answer.
+func (p *Poller) do(r *http.Request, extra []string) (int, http.Header, []byte, error) {
+	opts := httpsig.SignOptions{Dictionary: p.Dictionary, StdBase64: p.StdBase64, Created: p.now(), Extra: extra}
+	if err := httpsig.Sign(r, p.Credential.Signer, p.Credential.SigKey(), opts); err != nil {
+		return 0, nil, nil, fmt.Errorf("agent: signing the poll: %w", err)
+	}
+	resp, err := p.base().RoundTrip(r)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("agent: polling %s: %w", r.URL.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse+1))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("agent: reading the poll answer: %w", err)
+	}
+	if len(b) > maxTokenResponse {
+		return 0, nil, nil, fmt.Errorf("agent: the poll answer exceeds %d bytes", maxTokenResponse)
+	}
+	p.logf("%s %s signed with %s -> %s", r.Method, r.URL.Redacted(), p.Credential, resp.Status)
+	return resp.StatusCode, resp.Header, b, nil
+}
+
+// terminal maps a final answer of the pending URL to an error.
+func terminal(status int, body []byte) error {
+	var e struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	_ = json.Unmarshal(body, &e)
+	code, desc := clean(e.Error, 64), clean(e.Description, 300)
+	wrap := func(sentinel error) error {
+		if desc == "" {
+			return sentinel
+		}
+		return fmt.Errorf("%w: %s", sentinel, desc)
+	}
+	switch {
+	case status == http.StatusForbidden && (code == "denied" || code == "abandoned" || code == ""):
+		return wrap(ErrConsentDenied)
+	case status == http.StatusRequestTimeout:
+		return wrap(ErrConsentExpired)
+	case status == http.StatusNotFound || status == http.StatusGone:
+		return wrap(ErrPendingGone)
+	case status >= 400:
+		return &TokenError{Status: status, Code: code, Description: desc}
+	}
+	return flowErr(StepTokenRequest, "unexpected answer %d from the pending URL", status)
+}
+
+// retryAfter reads Retry-After in seconds (capped at an hour); -1 when absent or not a
+// number of seconds.
+func retryAfter(h http.Header) time.Duration {
+	s, err := strconv.Atoi(strings.TrimSpace(h.Get("Retry-After")))
+	if err != nil || s < 0 {
+		return -1
+	}
+	return time.Duration(min(s, 3600)) * time.Second
+}
