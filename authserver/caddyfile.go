@@ -3,6 +3,7 @@ package authserver
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -38,7 +39,17 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //			<allow|consent|deny> [agent <id|*>...] [resource <id|*>...] [scope <scope>...]
 //			default <allow|consent|deny>            # default deny
 //		}
+//		pending_lifetime  <duration>                # consent: time to decide, default 10m
+//		max_poll_wait     <duration>                # cap of Prefer: wait=N, default 30s
+//		remember_for      <duration>                # "remember this decision", default 30d
+//		user      <name> <bcrypt hash>              # repeatable; from `caddy hash-password`
+//		user_from <placeholder>                     # or: the user from an auth handler,
+//		                                            # e.g. {http.auth.user.id}
 //	}
+//
+// A policy that can answer consent needs users: either built-in users (user) or
+// user_from, not both. Users are kept in the order written. max_poll_wait must stay below
+// the server's write_timeout, if one is set, or long polls are cut off.
 //
 // Each of agent, resource and scope may appear at most once per rule and needs at least
 // one value; a rule with no conditions matches every request. Values cannot be the words
@@ -54,7 +65,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if seen[opt] && opt != "trust_issuer" {
+		if seen[opt] && opt != "trust_issuer" && opt != "user" {
 			return d.Errf("%s specified more than once", opt)
 		}
 		seen[opt] = true
@@ -113,9 +124,47 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Policy = p
+		case "pending_lifetime", "max_poll_wait", "remember_for":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			switch opt {
+			case "pending_lifetime":
+				h.PendingLifetime = caddy.Duration(dur)
+			case "max_poll_wait":
+				h.MaxPollWait = caddy.Duration(dur)
+			default:
+				h.RememberFor = caddy.Duration(dur)
+			}
+		case "user":
+			var name, hash string
+			if !d.AllArgs(&name, &hash) {
+				return d.ArgErr()
+			}
+			if err := checkUserName(name); err != nil {
+				return d.Errf("user: %v", err)
+			}
+			if err := checkBcryptHash(hash); err != nil {
+				return d.Errf("user %s: %v", name, err)
+			}
+			if slices.ContainsFunc(h.Users, func(u User) bool { return u.Name == name }) {
+				return d.Errf("user %s specified more than once", name)
+			}
+			h.Users = append(h.Users, User{Name: name, Hash: hash})
+		case "user_from":
+			if !d.AllArgs(&h.UserFrom) {
+				return d.ArgErr()
+			}
+			if !strings.Contains(h.UserFrom, "{") {
+				return d.Errf("user_from %q is not a placeholder (e.g. {http.auth.user.id})", h.UserFrom)
+			}
 		default:
 			return d.Errf("unrecognized aauth_server option %q", opt)
 		}
+	}
+	if len(h.Users) > 0 && h.UserFrom != "" {
+		return d.Err("aauth_server: user and user_from are mutually exclusive")
 	}
 	if h.Issuer == "" {
 		return d.Err("aauth_server: issuer is required")

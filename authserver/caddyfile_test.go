@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -68,6 +69,26 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			issuer https://auth.example.com
 			policy
 		}`, Handler{Issuer: "https://auth.example.com", Policy: &Policy{}}},
+		{"consent options", `aauth_server {
+			issuer https://auth.example.com
+			pending_lifetime 5m
+			max_poll_wait 20s
+			remember_for 7d
+			user zoe %[1]s
+			user alice %[2]s
+			policy {
+				default consent
+			}
+		}`, Handler{
+			Issuer: "https://auth.example.com", PendingLifetime: caddy.Duration(5 * time.Minute),
+			MaxPollWait: caddy.Duration(20 * time.Second), RememberFor: caddy.Duration(7 * 24 * time.Hour),
+			Users:  []User{{Name: "zoe", Hash: testHash1}, {Name: "alice", Hash: testHash2}},
+			Policy: &Policy{Default: EffectConsent},
+		}},
+		{"user_from", `aauth_server {
+			issuer https://auth.example.com
+			user_from {http.auth.user.id}
+		}`, Handler{Issuer: "https://auth.example.com", UserFrom: "{http.auth.user.id}"}},
 		{"dev identifier shape", `aauth_server {
 			issuer http://127.0.0.1:9443
 		}`, Handler{Issuer: "http://127.0.0.1:9443"}},
@@ -75,7 +96,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Handler
-			if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input)); err != nil {
+			input := tc.input
+			if strings.Contains(input, "%[1]s") {
+				input = fmt.Sprintf(input, testHash1, testHash2)
+			}
+			if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(h, tc.want) {
@@ -133,6 +158,16 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"wildcard scope", "aauth_server {\n" + iss + "policy {\nallow scope *\n}\n}", "not a scope"},
 		{"default no arg", "aauth_server {\n" + iss + "policy {\ndefault\n}\n}", "wrong argument count"},
 		{"default bad", "aauth_server {\n" + iss + "policy {\ndefault maybe\n}\n}", "policy default: unknown effect"},
+		{"user no hash", "aauth_server {\n" + iss + "user alice\n}", "wrong argument count"},
+		{"user not bcrypt", "aauth_server {\n" + iss + "user alice secret\n}", "not a bcrypt hash"},
+		{"user broken bcrypt", "aauth_server {\n" + iss + "user alice $2a$10$short\n}", "not a valid bcrypt hash"},
+		{"user twice", "aauth_server {\n" + iss + "user alice " + testHash1 + "\nuser alice " + testHash2 + "\n}", "user alice specified more than once"},
+		{"user and user_from", "aauth_server {\n" + iss + "user alice " + testHash1 + "\nuser_from {http.auth.user.id}\n}", "mutually exclusive"},
+		{"user_from not a placeholder", "aauth_server {\n" + iss + "user_from alice\n}", "not a placeholder"},
+		{"user_from twice", "aauth_server {\n" + iss + "user_from {a}\nuser_from {b}\n}", "specified more than once"},
+		{"pending_lifetime bad", "aauth_server {\n" + iss + "pending_lifetime soon\n}", "pending_lifetime: invalid duration"},
+		{"max_poll_wait zero", "aauth_server {\n" + iss + "max_poll_wait 0s\n}", "max_poll_wait must be positive"},
+		{"remember_for two args", "aauth_server {\n" + iss + "remember_for 1d 2d\n}", "wrong argument count"},
 		{"duplicate default", "aauth_server {\n" + iss + "policy {\ndefault allow\ndefault deny\n}\n}", "policy default specified more than once"},
 	}
 	for _, tc := range cases {
@@ -212,3 +247,9 @@ func TestCleanupAfterPartialProvision(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Hashes of throw-away demo passwords (bcrypt cost 10), for Caddyfile tests.
+const (
+	testHash1 = "$2a$10$Bwb/nkovWTGf9ojsSjzfSuw9sm6FNuLOi55PPR7h58bdnBXmWWwNC"
+	testHash2 = "$2a$10$BxQHoJl7Zsv05hU8uG0.WOEVaE6YeeiWZia4yVTDacM5mysDVpija"
+)

@@ -26,7 +26,6 @@ const (
 	codeInvalidSignature     = "invalid_signature"
 	codeInvalidResourceToken = "invalid_resource_token"
 	codeDenied               = "denied"
-	codeConsentRequired      = "consent_required"
 	codeServerError          = "server_error"
 )
 
@@ -199,19 +198,24 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 	case EffectAllow:
 		h.issue(w, r, res, rt, now)
 	case EffectConsent:
-		h.requireConsent(w, r, res, rt)
+		h.requireConsent(w, r, res, rt, req)
 	default:
 		h.writeError(w, r, http.StatusForbidden, codeDenied, "policy denies this request", nil)
 	}
 }
 
-// requireConsent answers a request the policy sends to the user. The deferred (202)
-// consent flow is not implemented yet, so it is refused for now.
-func (h *Handler) requireConsent(w http.ResponseWriter, r *http.Request, _ *reqverify.Result, _ *token.Token) {
-	h.writeError(w, r, http.StatusForbidden, codeConsentRequired, "this request needs user consent, which this server does not support yet", nil)
+// authGrant is what an auth token states: who may use it (the agent and its key), where
+// (the resource), for what (scope, txn) and for whom (the consenting user, if any).
+type authGrant struct {
+	Agent, Delegate string
+	Key             *keys.PublicKey
+	Resource        string
+	Scope, Txn      string
+	Subject         string
 }
 
-// issue mints the auth token and answers 200 (PROTOCOL.md P10, §7.2, §9.1).
+// issue mints the auth token of a direct grant and answers 200 (PROTOCOL.md P10, §7.2,
+// §9.1).
 func (h *Handler) issue(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rt *token.Token, now time.Time) {
 	c := &rt.Claims
 	if c.Scope == "" {
@@ -219,33 +223,49 @@ func (h *Handler) issue(w http.ResponseWriter, r *http.Request, res *reqverify.R
 		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token has no scope, which a direct grant needs", nil)
 		return
 	}
-	lifetime := int64(h.lifetime / time.Second)
-	iat := now.Unix()
-	claims := token.Claims{
-		Issuer:        h.Issuer,
-		Audience:      token.Audience{c.Issuer},
-		ID:            token.NewID(),
-		IssuedAt:      iat,
-		Expiry:        iat + lifetime,
-		Agent:         res.Agent,
-		Scope:         c.Scope,
-		Txn:           c.Txn,
-		AgentDelegate: res.Delegate,
-		Confirmation:  &token.Confirmation{Key: res.Key},
-	}
-	raw, err := token.Mint(h.signer, token.TypAuth, claims)
+	h.issueToken(w, r, authGrant{
+		Agent: res.Agent, Delegate: res.Delegate, Key: res.Key, Resource: c.Issuer,
+		Scope: c.Scope, Txn: c.Txn,
+	}, now)
+}
+
+// issueToken mints a token for g and answers 200.
+func (h *Handler) issueToken(w http.ResponseWriter, r *http.Request, g authGrant, now time.Time) {
+	raw, lifetime, err := h.mintAuthToken(g, now)
 	if err != nil {
 		h.serverError(w, r, "minting auth token", err)
 		return
 	}
 	h.logger.Info("auth token issued",
-		zap.String("agent", res.Agent),
-		zap.String("delegate", res.Delegate),
-		zap.String("resource", c.Issuer),
-		zap.String("scope", c.Scope),
-		zap.String("jti", claims.ID),
+		zap.String("agent", g.Agent),
+		zap.String("delegate", g.Delegate),
+		zap.String("resource", g.Resource),
+		zap.String("scope", g.Scope),
+		zap.String("user", g.Subject),
 		zap.Int64("expires_in", lifetime))
 	h.writeJSON(w, http.StatusOK, tokenResponse{AuthToken: raw, ExpiresIn: lifetime})
+}
+
+// mintAuthToken signs an auth+jwt for g: iss, aud = the resource, a fresh jti, iat/exp,
+// agent, agent_delegate, sub, scope, txn and cnf.jwk = the agent's signing key.
+func (h *Handler) mintAuthToken(g authGrant, now time.Time) (string, int64, error) {
+	lifetime := int64(h.lifetime / time.Second)
+	iat := now.Unix()
+	claims := token.Claims{
+		Issuer:        h.Issuer,
+		Subject:       g.Subject,
+		Audience:      token.Audience{g.Resource},
+		ID:            token.NewID(),
+		IssuedAt:      iat,
+		Expiry:        iat + lifetime,
+		Agent:         g.Agent,
+		Scope:         g.Scope,
+		Txn:           g.Txn,
+		AgentDelegate: g.Delegate,
+		Confirmation:  &token.Confirmation{Key: g.Key},
+	}
+	raw, err := token.Mint(h.signer, token.TypAuth, claims)
+	return raw, lifetime, err
 }
 
 // resourceKey resolves a resource token's signing key from the resource's published

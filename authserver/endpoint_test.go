@@ -191,8 +191,6 @@ func TestTokenEndpointRefusals(t *testing.T) {
 			403, "denied", "policy denies"},
 		{"policy default deny", signed(body(rt(func(c *token.Claims) { c.Scope = "data.read admin" }))),
 			403, "denied", "policy denies"},
-		{"policy consent", signed(body(rt(func(c *token.Claims) { c.Scope = "data.read needs.consent" }))),
-			403, "consent_required", "consent"},
 		{"bad JSON", signed(`{"resource_token": "x"`), 400, "invalid_request", "JSON object"},
 		{"not an object", signed(`["resource_token"]`), 400, "invalid_request", "JSON object"},
 		{"empty body", signed(``), 400, "invalid_request", "JSON object"},
@@ -445,7 +443,7 @@ func TestDocuments(t *testing.T) {
 	if res := serve(t, e.h, newRequest(http.MethodDelete, PathJWKS, "")); res.Status != 405 || res.Header.Get("Allow") != "GET, HEAD" {
 		t.Errorf("DELETE jwks: %d %v", res.Status, res.Header)
 	}
-	for _, p := range []string{"/", "/interact", "/token/", "/.well-known/aauth-resource.json", "/jwks"} {
+	for _, p := range []string{"/", "/interactive", "/pending", "/token/", "/.well-known/aauth-resource.json", "/jwks"} {
 		if res := serve(t, e.h, newRequest(http.MethodGet, p, "")); !res.Next || res.Status != http.StatusTeapot {
 			t.Errorf("%s was not passed on: %d", p, res.Status)
 		}

@@ -10,8 +10,23 @@
 //	GET|HEAD /.well-known/aauth-issuer.json   AS metadata (also at the bare name)
 //	GET|HEAD /jwks.json                       the AS signing keys
 //	POST     /token                           token endpoint (resource access mode)
+//	GET|POST /pending/{id}                    pending URL: signed polls (Prefer: wait=N
+//	                                          long polls) and clarification answers
+//	GET|POST /interact                        consent pages: code entry, login, consent
+//	GET      /interact/style.css              their style sheet
+//	GET|POST /interact/grants                 the signed-in user's remembered decisions
 //
 // Every other path is passed to the next handler.
+//
+// The consent flow (policy outcome "consent", PROTOCOL.md P11–P14): the token endpoint
+// stores the verified request behind a pending URL and answers 202 with an interaction
+// code; the user enters the code at /interact, signs in (built-in Users, or UserFrom an
+// authentication handler in front), sees the verified facts and approves or denies; the
+// agent's next poll gets the token (sub = the user), 403 denied or 408 expired, and 404
+// afterwards. A long poll (Prefer: wait=N) is held up to MaxPollWait, so the server's
+// write_timeout (if set) must be longer than MaxPollWait. An approval can be remembered
+// (RememberFor); remembered grants are listed and revoked through the admin API
+// (admin.api.aauth_grants) or by the user at /interact/grants.
 package authserver
 
 import (
@@ -22,6 +37,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -47,6 +63,7 @@ const (
 	PathJWKS         = "/jwks.json"
 	PathToken        = "/token"
 	PathInteract     = "/interact"
+	PathPending      = "/pending/"
 )
 
 // Defaults and limits.
@@ -93,6 +110,28 @@ type Handler struct {
 	// user) or deny. Without a policy every request is denied.
 	Policy *Policy `json:"policy,omitempty"`
 
+	// PendingLifetime is how long the user has to decide on a consent request (and, once
+	// approved, how long the agent has to collect the token); it is also the lifetime of
+	// the interaction code. Default 10m.
+	PendingLifetime caddy.Duration `json:"pending_lifetime,omitempty"`
+
+	// MaxPollWait caps the `Prefer: wait=N` long poll on the pending URL. Default 30s.
+	// A server write_timeout, if set, must be longer.
+	MaxPollWait caddy.Duration `json:"max_poll_wait,omitempty"`
+
+	// RememberFor is how long a "Remember this decision" approval lets the same agent get
+	// tokens for the same resource and scopes without asking. Default 30 days.
+	RememberFor caddy.Duration `json:"remember_for,omitempty"`
+
+	// Users are the built-in accounts of the consent pages (bcrypt hashes, as printed by
+	// `caddy hash-password`). Mutually exclusive with UserFrom.
+	Users []User `json:"users,omitempty"`
+
+	// UserFrom takes the consenting user from a placeholder set by a Caddy authentication
+	// handler placed in front of /interact (e.g. {http.auth.user.id}); there is then no
+	// login form. Mutually exclusive with Users.
+	UserFrom string `json:"user_from,omitempty"`
+
 	logger    *zap.Logger
 	now       func() time.Time
 	dev       bool
@@ -102,11 +141,17 @@ type Handler struct {
 	verifier  *reqverify.Verifier
 	discovery *discovery.Client
 	replay    *replayStore
+	consent   *consentStore
 	metadata  []byte
 	jwks      []byte
 
+	pendingLifetime time.Duration
+	maxPollWait     time.Duration
+	rememberFor     time.Duration
+
 	discoveryKey string // discoveryPool reference, released in Cleanup
 	replayKey    string // replayPool reference, released in Cleanup
+	consentKey   string // consentPool reference, released in Cleanup
 }
 
 // CaddyModule returns the Caddy module information.
@@ -198,6 +243,15 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	}
 	h.replay, h.replayKey = replay, h.Issuer
 
+	consent, err := loadConsentStore(ctx, h.Issuer, d.storage, h.logger)
+	if err != nil {
+		return err
+	}
+	h.consent, h.consentKey = consent, h.Issuer
+	h.pendingLifetime = durationOr(h.PendingLifetime, DefaultPendingLifetime)
+	h.maxPollWait = durationOr(h.MaxPollWait, DefaultMaxPollWait)
+	h.rememberFor = durationOr(h.RememberFor, DefaultRememberFor)
+
 	h.verifier = &reqverify.Verifier{
 		Discovery: h.discovery,
 		Limits:    httpsig.DefaultLimits,
@@ -254,13 +308,55 @@ func (h *Handler) Validate() error {
 		}
 		seen[iss] = true
 	}
+	if err := h.validateConsent(); err != nil {
+		return err
+	}
 	return h.Policy.validate(h.dev)
+}
+
+// validateConsent checks the consent flow options.
+func (h *Handler) validateConsent() error {
+	if pl := time.Duration(h.PendingLifetime); pl < 0 || (pl != 0 && (pl < 10*time.Second || pl > 24*time.Hour)) {
+		return errors.New("pending_lifetime must be between 10s and 24h")
+	}
+	if w := time.Duration(h.MaxPollWait); w < 0 || w > 5*time.Minute {
+		return errors.New("max_poll_wait must be between 0 and 5m")
+	}
+	if rf := time.Duration(h.RememberFor); rf < 0 || rf > 366*24*time.Hour {
+		return errors.New("remember_for must be between 0 and 366d")
+	}
+	if len(h.Users) > 0 && h.UserFrom != "" {
+		return errors.New("user and user_from are mutually exclusive")
+	}
+	if err := checkUsers(h.Users); err != nil {
+		return err
+	}
+	if h.UserFrom != "" && !strings.Contains(h.UserFrom, "{") {
+		return fmt.Errorf("user_from %q is not a placeholder (e.g. {http.auth.user.id})", h.UserFrom)
+	}
+	if h.Policy.canConsent() && len(h.Users) == 0 && h.UserFrom == "" {
+		return errors.New("consent needs users: user or user_from")
+	}
+	return nil
+}
+
+func durationOr(d caddy.Duration, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return time.Duration(d)
 }
 
 // Cleanup releases the shared discovery client and replay store. It is safe after a
 // partial Provision.
 func (h *Handler) Cleanup() error {
 	var errs []error
+	if h.consentKey != "" {
+		if _, err := consentPool.Delete(h.consentKey); err != nil {
+			errs = append(errs, err)
+		}
+		h.consentKey = ""
+	}
 	if h.replayKey != "" {
 		if _, err := replayPool.Delete(h.replayKey); err != nil {
 			errs = append(errs, err)
@@ -287,6 +383,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	case PathToken:
 		h.serveToken(w, r)
+		return nil
+	case PathInteract, PathInteractStyle, PathInteractGrants:
+		h.serveInteract(w, r)
+		return nil
+	}
+	if strings.HasPrefix(r.URL.Path, PathPending) {
+		h.servePending(w, r)
 		return nil
 	}
 	return next.ServeHTTP(w, r)

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,15 +44,26 @@ type origin struct {
 	ID     string
 	Signer *keys.Signer
 	srv    *httptest.Server
+	extra  map[string]any // more metadata members (set before the first fetch)
 }
 
 func newOrigin(t testing.TB, doc, member, kid string) *origin {
+	return newOriginWith(t, doc, member, kid, nil)
+}
+
+// newOriginWith is newOrigin with extra metadata members (clarification_supported,
+// callback_endpoint, scope_descriptions, …).
+func newOriginWith(t testing.TB, doc, member, kid string, extra map[string]any) *origin {
 	t.Helper()
-	o := &origin{Signer: genSigner(t, kid)}
+	o := &origin{Signer: genSigner(t, kid), extra: extra}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/"+doc+".json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]string{member: o.ID, "jwks_uri": o.ID + "/jwks.json"})
+		md := map[string]any{member: o.ID, "jwks_uri": o.ID + "/jwks.json"}
+		for k, v := range o.extra {
+			md[k] = v
+		}
+		_ = json.NewEncoder(w).Encode(md)
 	})
 	mux.HandleFunc("/jwks.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -71,7 +83,14 @@ type env struct {
 	client   *discovery.Client
 	resource *origin
 	agent    *origin
+	clock    atomic.Int64 // the handlers' clock (unix seconds); testNow unless a test moves it
 }
+
+// now is the env's clock.
+func (e *env) now() time.Time { return time.Unix(e.clock.Load(), 0) }
+
+// advance moves the env's clock.
+func (e *env) advance(d time.Duration) { e.clock.Add(int64(d / time.Second)) }
 
 // testPolicy: data.* is granted directly, needs.consent asks the user, forbidden and the
 // banned agent are refused, everything else is refused by default.
@@ -86,6 +105,7 @@ func testPolicy() *Policy {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, store: keystore.NewMemory()}
+	e.clock.Store(testNow.Unix())
 	e.client = discovery.New(discovery.Config{Dev: true})
 	t.Cleanup(e.client.Close)
 	e.resource = newOrigin(t, "aauth-resource", "resource", "res-key-1")
@@ -94,16 +114,20 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-// handler provisions cfg over st the way Provision would, without Caddy.
+// handler provisions cfg over st the way Provision would, without Caddy. A policy that
+// can ask for consent without users configured gets the test users.
 func (e *env) handler(cfg Handler, st keystore.Storage) *Handler {
 	e.t.Helper()
 	h := cfg
+	if h.Policy.canConsent() && len(h.Users) == 0 && h.UserFrom == "" {
+		h.Users = testUsers(e.t)
+	}
 	err := h.provision(context.Background(), deps{
 		storage:   st,
 		discovery: e.client,
 		dev:       true,
 		logger:    zaptest.NewLogger(e.t),
-		now:       func() time.Time { return testNow },
+		now:       e.now,
 	})
 	if err != nil {
 		e.t.Fatalf("provision: %v", err)

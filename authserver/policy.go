@@ -101,6 +101,22 @@ func (p *Policy) Evaluate(agent, resource string, scopes []string) string {
 	return def
 }
 
+// canConsent reports whether the policy can send a request to the user.
+func (p *Policy) canConsent() bool {
+	if p == nil {
+		return false
+	}
+	if p.Default == EffectConsent {
+		return true
+	}
+	for _, r := range p.Rules {
+		if r.Effect == EffectConsent {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *Rule) matches(agent, resource string, scopes []string) bool {
 	if r.Agents != nil && !matchID(r.Agents, agent) {
 		return false

@@ -1,0 +1,719 @@
+package authserver
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+)
+
+// consentPool holds one consent store per issuer (pending requests, interaction codes,
+// login sessions, remembered grants, the CSRF key), shared by every handler instance of
+// that issuer, so a config reload (old and new handlers side by side) loses nothing and
+// a decision made through one instance wakes a long poll held by the other.
+var consentPool = caddy.NewUsagePool()
+
+// liveStores is the registry of consent stores in use, by issuer, for the admin API.
+var (
+	liveMu     sync.Mutex
+	liveStores = map[string]*consentStore{}
+)
+
+// Pending request states as stored. A pending request whose expiry passed is reported
+// as expired without a write; "done" is the tombstone after any terminal answer (the
+// pending URL then answers 404).
+const (
+	statusPending  = "pending"
+	statusApproved = "approved"
+	statusDenied   = "denied"
+	statusDone     = "done"
+)
+
+// tombstoneKeep is how long records are kept in storage after their expiry, so a late
+// poll still gets 408 (or 404 after a terminal answer) and a late code entry gets "this
+// code has expired" rather than "unknown code".
+const tombstoneKeep = 10 * time.Minute
+
+// errNotFound reports an unknown pending id, code or session.
+var errNotFound = errors.New("not found")
+
+// pendingRecord is the server-side state of a deferred token request: the context that
+// was verified before the 202 was sent, and the consent flow's progress. Stored as JSON
+// at aauth/issuer/<safe issuer>/pending/<id>.json.
+type pendingRecord struct {
+	ID      string `json:"id"`
+	Code    string `json:"code"`
+	Status  string `json:"status"`
+	Version int64  `json:"version"`
+	Created int64  `json:"created"`
+	Expires int64  `json:"expires"`
+
+	// Verified facts.
+	Agent    string         `json:"agent"`
+	Scheme   string         `json:"scheme"` // jwks_uri or jwt (agent token)
+	Delegate string         `json:"delegate,omitempty"`
+	KeyJKT   string         `json:"jkt"`
+	Key      map[string]any `json:"jwk"`
+	Resource string         `json:"resource"`
+	Scope    string         `json:"scope,omitempty"`
+	Txn      string         `json:"txn,omitempty"`
+	RTJTI    string         `json:"resource_token_jti,omitempty"`
+
+	// Untrusted text and metadata read at token-request time.
+	Purpose           string            `json:"purpose,omitempty"`
+	ClientName        string            `json:"client_name,omitempty"`
+	ScopeDescriptions map[string]string `json:"scope_descriptions,omitempty"`
+	Clarification     bool              `json:"clarification_supported,omitempty"`
+	CallbackEndpoint  string            `json:"callback_endpoint,omitempty"`
+	LocalhostCallback bool              `json:"localhost_callback_allowed,omitempty"`
+
+	// Clarification exchange (PROTOCOL.md P14).
+	Exchange []exchange `json:"exchange,omitempty"`
+	Rounds   int        `json:"rounds,omitempty"`
+
+	// Decision.
+	User       string `json:"user,omitempty"`
+	Remember   bool   `json:"remember,omitempty"`
+	Decided    int64  `json:"decided,omitempty"`
+	DenyReason string `json:"deny_reason,omitempty"`
+}
+
+// exchange is one clarification round: the user's question and the agent's answer. An
+// answer the agent sent with no question waiting has an empty Question.
+type exchange struct {
+	Question string `json:"question,omitempty"`
+	Asked    int64  `json:"asked,omitempty"`
+	Answer   string `json:"answer,omitempty"`
+	Answered int64  `json:"answered,omitempty"`
+}
+
+func (p *pendingRecord) clone() pendingRecord {
+	c := *p
+	c.Exchange = slices.Clone(p.Exchange)
+	return c
+}
+
+// scopes returns the requested scopes as a list.
+func (p *pendingRecord) scopes() []string { return strings.Fields(p.Scope) }
+
+// waitingQuestion is the user's question the agent has not answered yet, if any.
+func (p *pendingRecord) waitingQuestion() string {
+	if n := len(p.Exchange); n > 0 && p.Exchange[n-1].Question != "" && p.Exchange[n-1].Answered == 0 {
+		return p.Exchange[n-1].Question
+	}
+	return ""
+}
+
+// questionsAsked counts the user's questions.
+func (p *pendingRecord) questionsAsked() int {
+	n := 0
+	for _, e := range p.Exchange {
+		if e.Question != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// expired reports whether a still-pending request has run out of time.
+func (p *pendingRecord) expired(now time.Time) bool {
+	return p.Status == statusPending && now.Unix() >= p.Expires
+}
+
+// codeRecord maps an interaction code to its pending request:
+// aauth/issuer/<safe issuer>/codes/<CODE>.
+type codeRecord struct {
+	ID   string `json:"id"`
+	Exp  int64  `json:"exp"`
+	Used bool   `json:"used,omitempty"`
+}
+
+// sessionRecord is a logged-in consent page session:
+// aauth/issuer/<safe issuer>/sessions/<hex sha256(session id)>.json.
+type sessionRecord struct {
+	User string `json:"user"`
+	Exp  int64  `json:"exp"`
+}
+
+type pendingEntry struct {
+	rec     pendingRecord
+	changed chan struct{} // closed (and replaced) on every change
+	synced  time.Time     // last read from or write to storage (real clock)
+}
+
+// consentStore holds an issuer's consent state: in storage (the truth, shared by a
+// restart and by other instances on the same storage) with an in-memory index in front.
+type consentStore struct {
+	issuer string
+	prefix string // aauth/issuer/<safe issuer>
+	logger *zap.Logger
+	secret []byte // CSRF key, kept in storage
+
+	stMu sync.RWMutex
+	st   keystore.Storage
+
+	stripes [64]sync.Mutex // serialise read-modify-write per pending id
+
+	mu       sync.Mutex
+	pending  map[string]*pendingEntry
+	codes    map[string]codeRecord
+	sessions map[string]sessionRecord
+
+	grantsMu sync.Mutex // serialises grant list updates within the process
+
+	limiter *rateLimiter
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func issuerPrefix(issuer string) string {
+	return path.Join("aauth", "issuer", certmagic.StorageKeys.Safe(issuer))
+}
+
+// loadConsentStore returns the pooled store for issuer, pointing it at st (the newest
+// config's storage wins); release it with consentPool.Delete(issuer).
+func loadConsentStore(ctx context.Context, issuer string, st keystore.Storage, logger *zap.Logger) (*consentStore, error) {
+	v, _, err := consentPool.LoadOrNew(issuer, func() (caddy.Destructor, error) {
+		return newConsentStore(ctx, issuer, st, logger.Named("consent"))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consent store: %w", err)
+	}
+	s := v.(*consentStore)
+	s.setStorage(st)
+	return s, nil
+}
+
+func newConsentStore(ctx context.Context, issuer string, st keystore.Storage, logger *zap.Logger) (*consentStore, error) {
+	s := &consentStore{
+		issuer:   issuer,
+		prefix:   issuerPrefix(issuer),
+		logger:   logger,
+		st:       st,
+		pending:  map[string]*pendingEntry{},
+		codes:    map[string]codeRecord{},
+		sessions: map[string]sessionRecord{},
+		limiter:  newRateLimiter(maxWrongCodes, time.Minute, maxLimiterEntries),
+	}
+	secret, err := s.loadOrCreateSecret(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.secret = secret
+	sctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	go s.sweeper(sctx)
+	liveMu.Lock()
+	liveStores[issuer] = s
+	liveMu.Unlock()
+	return s, nil
+}
+
+// Destruct stops the sweeper (called by the pool when the last handler lets go).
+func (s *consentStore) Destruct() error {
+	liveMu.Lock()
+	if liveStores[s.issuer] == s {
+		delete(liveStores, s.issuer)
+	}
+	liveMu.Unlock()
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+func (s *consentStore) setStorage(st keystore.Storage) {
+	s.stMu.Lock()
+	s.st = st
+	s.stMu.Unlock()
+}
+
+func (s *consentStore) storage() keystore.Storage {
+	s.stMu.RLock()
+	defer s.stMu.RUnlock()
+	return s.st
+}
+
+func (s *consentStore) key(parts ...string) string {
+	return path.Join(append([]string{s.prefix}, parts...)...)
+}
+
+// loadOrCreateSecret returns the issuer's CSRF key, generating it once under a storage
+// lock (idempotent, so `caddy validate` running Provision is harmless).
+func (s *consentStore) loadOrCreateSecret(ctx context.Context) ([]byte, error) {
+	st := s.storage()
+	k := s.key("interact.key")
+	decode := func(raw []byte) ([]byte, error) {
+		b, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(string(raw)))
+		if err != nil || len(b) < 32 {
+			return nil, errors.New("interaction key in storage is malformed")
+		}
+		return b, nil
+	}
+	if raw, err := st.Load(ctx, k); err == nil {
+		return decode(raw)
+	}
+	lock := "aauth_interact_key_" + certmagic.StorageKeys.Safe(s.issuer)
+	if err := st.Lock(ctx, lock); err != nil {
+		return nil, fmt.Errorf("locking the interaction key: %w", err)
+	}
+	defer func() { _ = st.Unlock(context.Background(), lock) }()
+	raw, err := st.Load(ctx, k)
+	switch {
+	case err == nil:
+		return decode(raw)
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("loading the interaction key: %w", err)
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := st.Store(ctx, k, []byte(base64.RawURLEncoding.EncodeToString(b))); err != nil {
+		return nil, fmt.Errorf("storing the interaction key: %w", err)
+	}
+	return b, nil
+}
+
+// csrfToken is the CSRF token for a browser session id: an HMAC under the issuer's key,
+// so it needs no server-side state and survives restarts.
+func (s *consentStore) csrfToken(sid string) string {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte("aauth csrf\n" + sid))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func (s *consentStore) checkCSRF(sid, tok string) bool {
+	if sid == "" || tok == "" {
+		return false
+	}
+	return hmac.Equal([]byte(s.csrfToken(sid)), []byte(tok))
+}
+
+func (s *consentStore) stripe(id string) *sync.Mutex {
+	sum := sha256.Sum256([]byte(id))
+	return &s.stripes[int(sum[0])%len(s.stripes)]
+}
+
+// ---- pending requests ----
+
+func (s *consentStore) pendingKey(id string) string { return s.key("pending", id+".json") }
+func (s *consentStore) codeKey(code string) string  { return s.key("codes", code) }
+
+// create assigns a fresh id and a fresh, unused code to rec and stores both.
+func (s *consentStore) create(ctx context.Context, rec *pendingRecord) error {
+	st := s.storage()
+	rec.ID = newPendingID()
+	rec.Status = statusPending
+	rec.Version = 1
+	for i := 0; ; i++ {
+		if i == 8 {
+			return errors.New("no free interaction code")
+		}
+		code := newCode()
+		s.mu.Lock()
+		_, taken := s.codes[code]
+		if !taken {
+			s.codes[code] = codeRecord{ID: rec.ID, Exp: rec.Expires} // reserve
+		}
+		s.mu.Unlock()
+		if taken || st.Exists(ctx, s.codeKey(code)) {
+			if !taken {
+				s.mu.Lock()
+				delete(s.codes, code)
+				s.mu.Unlock()
+			}
+			continue
+		}
+		rec.Code = code
+		break
+	}
+	fail := func(err error) error {
+		s.mu.Lock()
+		delete(s.codes, rec.Code)
+		s.mu.Unlock()
+		return err
+	}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return fail(err)
+	}
+	if err := st.Store(ctx, s.pendingKey(rec.ID), raw); err != nil {
+		return fail(fmt.Errorf("storing pending request: %w", err))
+	}
+	craw, _ := json.Marshal(codeRecord{ID: rec.ID, Exp: rec.Expires})
+	if err := st.Store(ctx, s.codeKey(rec.Code), craw); err != nil {
+		return fail(fmt.Errorf("storing interaction code: %w", err))
+	}
+	s.mu.Lock()
+	s.pending[rec.ID] = &pendingEntry{rec: rec.clone(), changed: make(chan struct{}), synced: time.Now()}
+	s.mu.Unlock()
+	return nil
+}
+
+// readPending loads a record from storage.
+func (s *consentStore) readPending(ctx context.Context, id string) (pendingRecord, error) {
+	raw, err := s.storage().Load(ctx, s.pendingKey(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return pendingRecord{}, errNotFound
+	}
+	if err != nil {
+		return pendingRecord{}, fmt.Errorf("loading pending request: %w", err)
+	}
+	var rec pendingRecord
+	if err := json.Unmarshal(raw, &rec); err != nil || rec.ID != id {
+		return pendingRecord{}, errors.New("pending request in storage is malformed")
+	}
+	return rec, nil
+}
+
+// get returns a copy of the record and the channel that is closed on its next change.
+// A record not in memory is loaded from storage (after a restart, or when another
+// instance created it); one whose last storage sync is older than maxAge is re-read, so
+// decisions taken by another instance become visible (maxAge 0: never re-read a record
+// that is in memory).
+func (s *consentStore) get(ctx context.Context, id string, maxAge time.Duration) (pendingRecord, <-chan struct{}, error) {
+	s.mu.Lock()
+	e, ok := s.pending[id]
+	if ok && (maxAge == 0 || e.rec.Status == statusDone || time.Since(e.synced) < maxAge) {
+		rec, ch := e.rec.clone(), e.changed
+		s.mu.Unlock()
+		return rec, ch, nil
+	}
+	s.mu.Unlock()
+	return s.sync(ctx, id)
+}
+
+// sync re-reads a record from storage into memory, waking waiters when it changed.
+func (s *consentStore) sync(ctx context.Context, id string) (pendingRecord, <-chan struct{}, error) {
+	mu := s.stripe(id)
+	mu.Lock()
+	defer mu.Unlock()
+	rec, err := s.readPending(ctx, id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.pending[id]
+	if err != nil {
+		if ok && errors.Is(err, errNotFound) {
+			// not (or no longer) in storage: memory is all there is
+			e.synced = time.Now()
+			return e.rec.clone(), e.changed, nil
+		}
+		return pendingRecord{}, nil, err
+	}
+	if !ok {
+		e = &pendingEntry{rec: rec, changed: make(chan struct{})}
+		s.pending[id] = e
+	} else if rec.Version > e.rec.Version {
+		e.rec = rec
+		close(e.changed)
+		e.changed = make(chan struct{})
+	}
+	e.synced = time.Now()
+	return e.rec.clone(), e.changed, nil
+}
+
+// update applies fn to the newest version of a record (storage first, so concurrent
+// instances on one storage see each other's changes), stores it and wakes waiters. If fn
+// returns an error nothing is written.
+func (s *consentStore) update(ctx context.Context, id string, fn func(*pendingRecord) error) (pendingRecord, error) {
+	mu := s.stripe(id)
+	mu.Lock()
+	defer mu.Unlock()
+	rec, err := s.readPending(ctx, id)
+	if err != nil {
+		s.mu.Lock()
+		e, ok := s.pending[id]
+		if ok && errors.Is(err, errNotFound) {
+			rec, err = e.rec.clone(), nil
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return pendingRecord{}, err
+		}
+	}
+	s.mu.Lock()
+	if e, ok := s.pending[id]; ok && e.rec.Version > rec.Version {
+		rec = e.rec.clone()
+	}
+	s.mu.Unlock()
+	if err := fn(&rec); err != nil {
+		return rec, err
+	}
+	rec.Version++
+	raw, err := json.Marshal(&rec)
+	if err != nil {
+		return rec, err
+	}
+	if err := s.storage().Store(ctx, s.pendingKey(id), raw); err != nil {
+		return rec, fmt.Errorf("storing pending request: %w", err)
+	}
+	s.mu.Lock()
+	e, ok := s.pending[id]
+	if !ok {
+		e = &pendingEntry{changed: make(chan struct{})}
+		s.pending[id] = e
+	}
+	e.rec = rec.clone()
+	e.synced = time.Now()
+	close(e.changed)
+	e.changed = make(chan struct{})
+	s.mu.Unlock()
+	return rec, nil
+}
+
+// ---- interaction codes ----
+
+// lookupCode finds a code record (memory, then storage). code must be normalised.
+func (s *consentStore) lookupCode(ctx context.Context, code string) (codeRecord, error) {
+	s.mu.Lock()
+	c, ok := s.codes[code]
+	s.mu.Unlock()
+	if ok && c.Used {
+		return c, nil
+	}
+	// Storage is the truth for "used" (another instance may have consumed it).
+	raw, err := s.storage().Load(ctx, s.codeKey(code))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if ok {
+			return c, nil
+		}
+		return codeRecord{}, errNotFound
+	case err != nil:
+		return codeRecord{}, fmt.Errorf("loading interaction code: %w", err)
+	}
+	var rec codeRecord
+	if err := json.Unmarshal(raw, &rec); err != nil || !validRandomID(rec.ID, pendingIDBytes) {
+		return codeRecord{}, errors.New("interaction code in storage is malformed")
+	}
+	s.mu.Lock()
+	s.codes[code] = rec
+	s.mu.Unlock()
+	return rec, nil
+}
+
+// consumeCode marks a code used (single use: the user's decision consumes it).
+func (s *consentStore) consumeCode(ctx context.Context, code string, c codeRecord) error {
+	c.Used = true
+	raw, _ := json.Marshal(c)
+	if err := s.storage().Store(ctx, s.codeKey(code), raw); err != nil {
+		return fmt.Errorf("storing interaction code: %w", err)
+	}
+	s.mu.Lock()
+	s.codes[code] = c
+	s.mu.Unlock()
+	return nil
+}
+
+// ---- login sessions ----
+
+func sessionName(sid string) string {
+	sum := sha256.Sum256([]byte(sid))
+	return hex.EncodeToString(sum[:])
+}
+
+func (s *consentStore) sessionKey(name string) string { return s.key("sessions", name+".json") }
+
+// newSession stores a logged-in session for user and returns its id (the cookie value).
+func (s *consentStore) newSession(ctx context.Context, user string, exp time.Time) (string, error) {
+	sid := newRandomID(32)
+	name := sessionName(sid)
+	rec := sessionRecord{User: user, Exp: exp.Unix()}
+	raw, _ := json.Marshal(rec)
+	if err := s.storage().Store(ctx, s.sessionKey(name), raw); err != nil {
+		return "", fmt.Errorf("storing session: %w", err)
+	}
+	s.mu.Lock()
+	s.sessions[name] = rec
+	s.mu.Unlock()
+	return sid, nil
+}
+
+// sessionUser returns the logged-in user of a session id, or "".
+func (s *consentStore) sessionUser(ctx context.Context, sid string, now time.Time) string {
+	if !validRandomID(sid, 32) {
+		return ""
+	}
+	name := sessionName(sid)
+	s.mu.Lock()
+	rec, ok := s.sessions[name]
+	s.mu.Unlock()
+	if !ok {
+		raw, err := s.storage().Load(ctx, s.sessionKey(name))
+		if err != nil || json.Unmarshal(raw, &rec) != nil {
+			return ""
+		}
+		if now.Unix() < rec.Exp {
+			s.mu.Lock()
+			s.sessions[name] = rec
+			s.mu.Unlock()
+		}
+	}
+	if now.Unix() >= rec.Exp {
+		return ""
+	}
+	return rec.User
+}
+
+// endSession forgets a session (logout).
+func (s *consentStore) endSession(ctx context.Context, sid string) {
+	if !validRandomID(sid, 32) {
+		return
+	}
+	name := sessionName(sid)
+	s.mu.Lock()
+	delete(s.sessions, name)
+	s.mu.Unlock()
+	st := s.storage()
+	if del, ok := st.(storageDeleter); ok {
+		_ = del.Delete(ctx, s.sessionKey(name))
+	} else {
+		raw, _ := json.Marshal(sessionRecord{})
+		_ = st.Store(ctx, s.sessionKey(name), raw)
+	}
+}
+
+// ---- sweeping ----
+
+func (s *consentStore) sweeper(ctx context.Context) {
+	defer close(s.done)
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	lastScan := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.sweep(ctx, now)
+			if now.Sub(lastScan) >= scanInterval {
+				lastScan = now
+				s.scan(ctx, now)
+				s.sweepGrants(ctx, now)
+			}
+		}
+	}
+}
+
+// sweep drops expired records from memory and, where the storage can delete, from
+// storage.
+func (s *consentStore) sweep(ctx context.Context, now time.Time) {
+	keep := int64(tombstoneKeep / time.Second)
+	var keys []string
+	s.mu.Lock()
+	for id, e := range s.pending {
+		if now.Unix() >= e.rec.Expires+keep {
+			delete(s.pending, id)
+			keys = append(keys, s.pendingKey(id))
+		}
+	}
+	for code, c := range s.codes {
+		if now.Unix() >= c.Exp+keep {
+			delete(s.codes, code)
+			keys = append(keys, s.codeKey(code))
+		}
+	}
+	for name, rec := range s.sessions {
+		if now.Unix() >= rec.Exp {
+			delete(s.sessions, name)
+			keys = append(keys, s.sessionKey(name))
+		}
+	}
+	s.mu.Unlock()
+	s.limiter.sweep(now)
+	del, ok := s.storage().(storageDeleter)
+	if !ok {
+		return
+	}
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := del.Delete(ctx, k); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.logger.Error("deleting expired consent record", zap.Error(err))
+		}
+	}
+}
+
+// scan deletes expired records found in storage, including ones written before this
+// process started.
+func (s *consentStore) scan(ctx context.Context, now time.Time) {
+	st := s.storage()
+	lister, ok1 := st.(storageLister)
+	del, ok2 := st.(storageDeleter)
+	if !ok1 || !ok2 {
+		return
+	}
+	keep := int64(tombstoneKeep / time.Second)
+	for _, dir := range []string{"pending", "codes", "sessions"} {
+		prefix := s.key(dir)
+		names, err := lister.List(ctx, prefix, false)
+		if err != nil {
+			continue
+		}
+		for _, k := range names {
+			if ctx.Err() != nil {
+				return
+			}
+			if !strings.HasPrefix(k, prefix+"/") {
+				k = path.Join(prefix, path.Base(k))
+			}
+			raw, err := st.Load(ctx, k)
+			if err != nil {
+				continue
+			}
+			var exp struct {
+				Expires int64 `json:"expires"`
+				Exp     int64 `json:"exp"`
+			}
+			if json.Unmarshal(raw, &exp) == nil {
+				limit := exp.Exp
+				if dir == "pending" {
+					limit = exp.Expires
+				}
+				if dir != "sessions" {
+					limit += keep
+				}
+				if now.Unix() < limit {
+					continue
+				}
+			}
+			if err := del.Delete(ctx, k); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.logger.Error("deleting expired consent record", zap.Error(err))
+			}
+		}
+	}
+}
+
+// snapshotStores returns the live stores, sorted by issuer.
+func snapshotStores() []*consentStore {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	out := make([]*consentStore, 0, len(liveStores))
+	for _, k := range slices.Sorted(maps.Keys(liveStores)) {
+		out = append(out, liveStores[k])
+	}
+	return out
+}
+
+// Interface guards
+var _ caddy.Destructor = (*consentStore)(nil)

@@ -1,0 +1,380 @@
+package authserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+// grant is a remembered consent decision: the user approved these scopes for the agent
+// at the resource, until Expires. Grants are kept per (agent, resource) in
+// aauth/issuer/<safe issuer>/grants/<hex sha256(agent "\n" resource)>.json (a JSON list),
+// with aauth/issuer/<safe issuer>/grants/index.json mapping grant ids to those files.
+type grant struct {
+	ID       string   `json:"id"`
+	User     string   `json:"user"`
+	Agent    string   `json:"agent"`
+	Delegate string   `json:"delegate,omitempty"` // the delegate that asked, for the record
+	Resource string   `json:"resource"`
+	Scopes   []string `json:"scopes"`
+	Created  int64    `json:"created"`
+	Expires  int64    `json:"expires"`
+}
+
+// GrantInfo is a remembered grant as the admin API lists it.
+type GrantInfo struct {
+	ID       string    `json:"id"`
+	Issuer   string    `json:"issuer"`
+	User     string    `json:"user"`
+	Agent    string    `json:"agent"`
+	Delegate string    `json:"delegate,omitempty"`
+	Resource string    `json:"resource"`
+	Scopes   []string  `json:"scopes"`
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires"`
+}
+
+const grantIDBytes = 16
+
+func grantFile(agent, resource string) string {
+	sum := sha256.Sum256([]byte(agent + "\n" + resource))
+	return hex.EncodeToString(sum[:])
+}
+
+func (s *consentStore) grantKey(file string) string { return s.key("grants", file+".json") }
+func (s *consentStore) grantIndexKey() string       { return s.key("grants", "index.json") }
+
+// grantLock serialises grant updates across instances sharing storage (advisory, so
+// accept rare races) and within the process.
+func (s *consentStore) withGrantLock(ctx context.Context, fn func(st storageRW) error) error {
+	s.grantsMu.Lock()
+	defer s.grantsMu.Unlock()
+	st := s.storage()
+	name := "aauth_grants_" + strings.ReplaceAll(s.prefix, "/", "_")
+	if err := st.Lock(ctx, name); err != nil {
+		return fmt.Errorf("locking grants: %w", err)
+	}
+	defer func() { _ = st.Unlock(context.Background(), name) }()
+	return fn(st)
+}
+
+type storageRW interface {
+	Load(ctx context.Context, key string) ([]byte, error)
+	Store(ctx context.Context, key string, value []byte) error
+}
+
+func (s *consentStore) loadGrants(ctx context.Context, st storageRW, file string) ([]grant, error) {
+	raw, err := st.Load(ctx, s.grantKey(file))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading grants: %w", err)
+	}
+	var gs []grant
+	if err := json.Unmarshal(raw, &gs); err != nil {
+		return nil, errors.New("grants in storage are malformed")
+	}
+	return gs, nil
+}
+
+func (s *consentStore) loadIndex(ctx context.Context, st storageRW) (map[string]string, error) {
+	raw, err := st.Load(ctx, s.grantIndexKey())
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading grant index: %w", err)
+	}
+	idx := map[string]string{}
+	if err := json.Unmarshal(raw, &idx); err != nil {
+		return nil, errors.New("grant index in storage is malformed")
+	}
+	return idx, nil
+}
+
+func (s *consentStore) storeJSON(ctx context.Context, st storageRW, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return st.Store(ctx, key, raw)
+}
+
+// findGrant returns the newest live grant of this agent at this resource that covers
+// every requested scope.
+func (s *consentStore) findGrant(ctx context.Context, agent, resource string, scopes []string, now time.Time) (*grant, error) {
+	gs, err := s.loadGrants(ctx, s.storage(), grantFile(agent, resource))
+	if err != nil {
+		return nil, err
+	}
+	var best *grant
+	for i := range gs {
+		g := &gs[i]
+		if g.Agent != agent || g.Resource != resource || now.Unix() >= g.Expires {
+			continue
+		}
+		covers := true
+		for _, sc := range scopes {
+			if !slices.Contains(g.Scopes, sc) {
+				covers = false
+				break
+			}
+		}
+		if covers && (best == nil || g.Created > best.Created) {
+			best = g
+		}
+	}
+	return best, nil
+}
+
+// addGrant remembers a decision. A grant of the same user for the same agent and
+// resource is replaced (its scopes merged).
+func (s *consentStore) addGrant(ctx context.Context, g grant) (grant, error) {
+	err := s.withGrantLock(ctx, func(st storageRW) error {
+		file := grantFile(g.Agent, g.Resource)
+		gs, err := s.loadGrants(ctx, st, file)
+		if err != nil {
+			return err
+		}
+		idx, err := s.loadIndex(ctx, st)
+		if err != nil {
+			return err
+		}
+		out := gs[:0]
+		for _, old := range gs {
+			if old.User == g.User && old.Expires > g.Created {
+				for _, sc := range old.Scopes {
+					if !slices.Contains(g.Scopes, sc) {
+						g.Scopes = append(g.Scopes, sc)
+					}
+				}
+				delete(idx, old.ID)
+				continue
+			}
+			if old.Expires <= g.Created {
+				delete(idx, old.ID)
+				continue
+			}
+			out = append(out, old)
+		}
+		sort.Strings(g.Scopes)
+		g.ID = newRandomID(grantIDBytes)
+		out = append(out, g)
+		if err := s.storeJSON(ctx, st, s.grantKey(file), out); err != nil {
+			return fmt.Errorf("storing grants: %w", err)
+		}
+		idx[g.ID] = file
+		return s.storeJSON(ctx, st, s.grantIndexKey(), idx)
+	})
+	return g, err
+}
+
+// listGrants returns the live grants, optionally only those of one user, newest first.
+func (s *consentStore) listGrants(ctx context.Context, user string, now time.Time) ([]grant, error) {
+	st := s.storage()
+	idx, err := s.loadIndex(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]bool{}
+	for _, f := range idx {
+		files[f] = true
+	}
+	var out []grant
+	for f := range files {
+		gs, err := s.loadGrants(ctx, st, f)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range gs {
+			if idx[g.ID] != f || now.Unix() >= g.Expires || (user != "" && g.User != user) {
+				continue
+			}
+			out = append(out, g)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Created != out[j].Created {
+			return out[i].Created > out[j].Created
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// revokeGrant deletes a grant by id; with user set, only that user's grant. It reports
+// whether a grant was deleted.
+func (s *consentStore) revokeGrant(ctx context.Context, id, user string) (bool, error) {
+	if !validRandomID(id, grantIDBytes) {
+		return false, nil
+	}
+	found := false
+	err := s.withGrantLock(ctx, func(st storageRW) error {
+		idx, err := s.loadIndex(ctx, st)
+		if err != nil {
+			return err
+		}
+		file, ok := idx[id]
+		if !ok {
+			return nil
+		}
+		gs, err := s.loadGrants(ctx, st, file)
+		if err != nil {
+			return err
+		}
+		out := gs[:0]
+		for _, g := range gs {
+			if g.ID == id && (user == "" || g.User == user) {
+				found = true
+				continue
+			}
+			out = append(out, g)
+		}
+		if !found {
+			return nil
+		}
+		if err := s.storeJSON(ctx, st, s.grantKey(file), out); err != nil {
+			return fmt.Errorf("storing grants: %w", err)
+		}
+		delete(idx, id)
+		return s.storeJSON(ctx, st, s.grantIndexKey(), idx)
+	})
+	return found, err
+}
+
+// sweepGrants drops expired grants (from the hourly scan).
+func (s *consentStore) sweepGrants(ctx context.Context, now time.Time) {
+	err := s.withGrantLock(ctx, func(st storageRW) error {
+		idx, err := s.loadIndex(ctx, st)
+		if err != nil || len(idx) == 0 {
+			return err
+		}
+		files := map[string]bool{}
+		for _, f := range idx {
+			files[f] = true
+		}
+		changed := false
+		for f := range files {
+			gs, err := s.loadGrants(ctx, st, f)
+			if err != nil {
+				return err
+			}
+			out := gs[:0]
+			for _, g := range gs {
+				if now.Unix() >= g.Expires {
+					delete(idx, g.ID)
+					changed = true
+					continue
+				}
+				out = append(out, g)
+			}
+			if len(out) != len(gs) {
+				if err := s.storeJSON(ctx, st, s.grantKey(f), out); err != nil {
+					return err
+				}
+			}
+		}
+		if !changed {
+			return nil
+		}
+		return s.storeJSON(ctx, st, s.grantIndexKey(), idx)
+	})
+	if err != nil {
+		s.logger.Error("sweeping grants", zap.Error(err))
+	}
+}
+
+// ---- admin API ----
+
+func init() {
+	caddy.RegisterModule(GrantsAdmin{})
+}
+
+// GrantsAdmin is the admin API module admin.api.aauth_grants: it lists and revokes the
+// remembered consent decisions of every auth server (aauth_server handler) running in
+// this process.
+//
+//	GET    /aauth/grants        JSON list of live grants: id, issuer, user, agent,
+//	                            delegate, resource, scopes, created, expires
+//	DELETE /aauth/grants/{id}   revoke one grant (204; 404 if unknown)
+type GrantsAdmin struct {
+	now func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (GrantsAdmin) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "admin.api.aauth_grants", New: func() caddy.Module { return new(GrantsAdmin) }}
+}
+
+// Routes returns the admin routes.
+func (a *GrantsAdmin) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/aauth/grants", Handler: caddy.AdminHandlerFunc(a.handleList)},
+		{Pattern: "/aauth/grants/", Handler: caddy.AdminHandlerFunc(a.handleRevoke)},
+	}
+}
+
+func (a *GrantsAdmin) clock() time.Time {
+	if a.now != nil {
+		return a.now()
+	}
+	return time.Now()
+}
+
+func (a *GrantsAdmin) handleList(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
+	}
+	out := []GrantInfo{}
+	for _, s := range snapshotStores() {
+		gs, err := s.listGrants(r.Context(), "", a.clock())
+		if err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+		}
+		for _, g := range gs {
+			out = append(out, GrantInfo{
+				ID: g.ID, Issuer: s.issuer, User: g.User, Agent: g.Agent, Delegate: g.Delegate,
+				Resource: g.Resource, Scopes: g.Scopes,
+				Created: time.Unix(g.Created, 0).UTC(), Expires: time.Unix(g.Expires, 0).UTC(),
+			})
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	return json.NewEncoder(w).Encode(out)
+}
+
+func (a *GrantsAdmin) handleRevoke(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodDelete {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
+	}
+	id := strings.TrimPrefix(r.URL.Path, "/aauth/grants/")
+	for _, s := range snapshotStores() {
+		ok, err := s.revokeGrant(r.Context(), id, "")
+		if err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+		}
+		if ok {
+			s.logger.Info("remembered grant revoked through the admin API", zap.String("grant", id))
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+	}
+	return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("no such grant")}
+}
+
+// Interface guards
+var _ caddy.AdminRouter = (*GrantsAdmin)(nil)

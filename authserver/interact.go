@@ -1,0 +1,751 @@
+package authserver
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// Interaction paths (below PathInteract).
+const (
+	PathInteractStyle  = "/interact/style.css"
+	PathInteractGrants = "/interact/grants"
+)
+
+// Interaction limits.
+const (
+	// maxWrongCodes wrong codes (or failed logins) per client IP per minute; the next
+	// attempt gets 429.
+	maxWrongCodes     = 10
+	maxLimiterEntries = 10000
+	sessionLifetime   = 15 * time.Minute
+	sessionCookie     = "aauth_session"
+	maxFormBody       = 16 << 10
+	maxCallbackLen    = 2048
+)
+
+//go:embed templates
+var templateFS embed.FS
+
+var (
+	pages    map[string]*template.Template
+	styleCSS []byte
+)
+
+func init() {
+	layout := template.Must(template.New("layout").ParseFS(templateFS, "templates/layout.html"))
+	pages = map[string]*template.Template{}
+	for _, name := range []string{"code", "login", "consent", "done", "error", "grants"} {
+		t := template.Must(template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+name+".html"))
+		pages[name] = t
+	}
+	var err error
+	styleCSS, err = templateFS.ReadFile("templates/style.css")
+	if err != nil {
+		panic(err)
+	}
+}
+
+// pageData is what every page template gets.
+type pageData struct {
+	Title     string
+	Host      string
+	User      string
+	CanLogout bool
+	CSRF      string
+	Code      string
+	Callback  string
+	Next      string
+	Error     string
+	Message   string
+	Link      string
+	LinkText  string
+
+	Req         *consentView
+	RememberFor string
+	Grants      []grantView
+}
+
+type consentView struct {
+	Agent, VerifiedBy, KeyJKT, Resource, ClientName string
+	Scopes                                          []scopeView
+	Purpose                                         string
+	Exchange                                        []exchange
+	Expires                                         string
+	CanAsk                                          bool
+	QuestionsLeft                                   int
+}
+
+type scopeView struct{ Name, Description string }
+
+type grantView struct {
+	ID, Agent, Resource string
+	Scopes              []string
+	Expires             string
+}
+
+// interaction is the per-request state of the interaction pages.
+type interaction struct {
+	h   *Handler
+	w   http.ResponseWriter
+	r   *http.Request
+	sid string // browser session id (cookie)
+	ip  string
+}
+
+// serveInteract routes the interaction pages.
+func (h *Handler) serveInteract(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == PathInteractStyle {
+		h.serveStyle(w, r)
+		return
+	}
+	it := &interaction{h: h, w: w, r: r, ip: clientIP(r)}
+	if c, err := r.Cookie(sessionCookie); err == nil && validRandomID(c.Value, 32) {
+		it.sid = c.Value
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		if it.sid == "" {
+			it.sid = newRandomID(32)
+			it.setCookie(it.sid)
+		}
+		if r.URL.Path == PathInteractGrants {
+			it.grantsPage("", http.StatusOK)
+			return
+		}
+		it.get()
+	case http.MethodPost:
+		it.post()
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		it.errorPage(http.StatusMethodNotAllowed, "Method not allowed", "This page only accepts GET and POST.")
+	}
+}
+
+func (h *Handler) serveStyle(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	hdr := w.Header()
+	setPageSecurity(hdr, "")
+	hdr.Set("Content-Type", "text/css; charset=utf-8")
+	hdr.Set("Cache-Control", "public, max-age=3600")
+	hdr.Set("Content-Length", strconv.Itoa(len(styleCSS)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(styleCSS)
+	}
+}
+
+// setPageSecurity sets the headers every interaction response carries. formAction adds
+// an origin the forms may be redirected to (the agent's callback).
+func setPageSecurity(hdr http.Header, formAction string) {
+	fa := "'self'"
+	if formAction != "" {
+		fa += " " + formAction
+	}
+	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; form-action "+fa+"; frame-ancestors 'none'; base-uri 'none'")
+	hdr.Set("X-Frame-Options", "DENY")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("Referrer-Policy", "no-referrer")
+	hdr.Set("Cache-Control", "no-store")
+}
+
+func (it *interaction) setCookie(sid string) {
+	http.SetCookie(it.w, &http.Cookie{
+		Name:     sessionCookie,
+		Value:    sid,
+		Path:     PathInteract,
+		HttpOnly: true,
+		Secure:   strings.HasPrefix(it.h.Issuer, "https://"),
+		SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// render writes a page.
+func (it *interaction) render(status int, page string, d pageData, formAction string) {
+	d.Host = it.h.authority
+	if d.CSRF == "" && it.sid != "" {
+		d.CSRF = it.h.consent.csrfToken(it.sid)
+	}
+	if d.User == "" {
+		d.User = it.user()
+		d.CanLogout = d.User != "" && it.h.UserFrom == ""
+	}
+	var buf bytes.Buffer
+	if err := pages[page].ExecuteTemplate(&buf, "layout", d); err != nil {
+		it.h.logger.Error("rendering interaction page", zap.String("page", page), zap.Error(err))
+		status, buf = http.StatusInternalServerError, *bytes.NewBufferString("internal error\n")
+	}
+	hdr := it.w.Header()
+	setPageSecurity(hdr, formAction)
+	hdr.Set("Content-Type", "text/html; charset=utf-8")
+	hdr.Set("Content-Length", strconv.Itoa(buf.Len()))
+	it.w.WriteHeader(status)
+	if it.r.Method != http.MethodHead {
+		_, _ = it.w.Write(buf.Bytes())
+	}
+}
+
+func (it *interaction) errorPage(status int, title, msg string) {
+	it.render(status, "error", pageData{Title: title, Message: msg, Link: PathInteract, LinkText: "Enter another code"}, "")
+}
+
+// user is the signed-in user: from the configured placeholder (user_from), or from the
+// login session.
+func (it *interaction) user() string {
+	if it.h.UserFrom != "" {
+		repl, ok := it.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		if !ok {
+			return ""
+		}
+		u := strings.TrimSpace(repl.ReplaceAll(it.h.UserFrom, ""))
+		if checkUserName(u) != nil {
+			return ""
+		}
+		return u
+	}
+	if it.sid == "" {
+		return ""
+	}
+	return it.h.consent.sessionUser(it.r.Context(), it.sid, it.h.now())
+}
+
+// ---- GET ----
+
+func (it *interaction) get() {
+	q := it.r.URL.Query()
+	rawCode, callback := q.Get("code"), q.Get("callback")
+	if len(callback) > maxCallbackLen {
+		callback = ""
+	}
+	if rawCode == "" {
+		it.render(http.StatusOK, "code", pageData{Title: "Connect an agent", Callback: callback}, "")
+		return
+	}
+	code, rec, ok := it.find(rawCode, callback)
+	if !ok {
+		return
+	}
+	it.showRequest(code, callback, rec, "", http.StatusOK)
+}
+
+// showRequest shows the login page or, once the user is known, the consent page.
+func (it *interaction) showRequest(code, callback string, rec pendingRecord, errMsg string, status int) {
+	view := it.h.consentView(rec)
+	user := it.user()
+	if user == "" {
+		if it.h.UserFrom != "" {
+			it.errorPage(http.StatusUnauthorized, "Not signed in", "This server could not tell who you are. Sign in through your organisation's login and try again.")
+			return
+		}
+		it.render(status, "login", pageData{Title: "Sign in", Code: code, Callback: callback, Req: view, Error: errMsg}, "")
+		return
+	}
+	formAction := ""
+	if cb, ok := validCallback(callback, &rec); ok {
+		formAction = originOf(cb)
+	} else {
+		callback = ""
+	}
+	it.render(status, "consent", pageData{
+		Title: "Allow access?", Code: code, Callback: callback, Req: view, Error: errMsg,
+		RememberFor: humanDuration(it.h.rememberFor),
+	}, formAction)
+}
+
+// find resolves a typed code to its pending request, answering the error page itself
+// when it cannot (rate limit, malformed, unknown, used, expired, already decided).
+func (it *interaction) find(raw, callback string) (string, pendingRecord, bool) {
+	h := it.h
+	now := h.now()
+	if h.consent.limiter.blocked(it.ip, now) {
+		it.tooMany()
+		return "", pendingRecord{}, false
+	}
+	wrong := func() {
+		h.consent.limiter.fail(it.ip, now)
+		it.render(http.StatusBadRequest, "code", pageData{
+			Title: "Connect an agent", Callback: callback, Code: clipChars(raw, 20),
+			Error: "That code is not valid. Check it and try again.",
+		}, "")
+	}
+	code, ok := normalizeCode(raw)
+	if !ok {
+		wrong()
+		return "", pendingRecord{}, false
+	}
+	ctx := it.r.Context()
+	cr, err := h.consent.lookupCode(ctx, code)
+	if errors.Is(err, errNotFound) {
+		wrong()
+		return "", pendingRecord{}, false
+	}
+	if err != nil {
+		it.serverError("loading interaction code", err)
+		return "", pendingRecord{}, false
+	}
+	if cr.Used {
+		it.errorPage(http.StatusGone, "Code already used", "This code has already been used. If the agent still needs access, ask it for a new code.")
+		return "", pendingRecord{}, false
+	}
+	rec, _, err := h.consent.get(ctx, cr.ID, storageRecheck)
+	if errors.Is(err, errNotFound) || (err == nil && rec.Decided == 0 && (now.Unix() >= cr.Exp || rec.expired(now))) {
+		it.errorPage(http.StatusGone, "Code expired", "This code has expired. Ask the agent to start again for a new code.")
+		return "", pendingRecord{}, false
+	}
+	if err != nil {
+		it.serverError("loading pending request", err)
+		return "", pendingRecord{}, false
+	}
+	if rec.Status != statusPending {
+		it.errorPage(http.StatusGone, "Already decided", "This request has already been approved or denied.")
+		return "", pendingRecord{}, false
+	}
+	return code, rec, true
+}
+
+func (it *interaction) tooMany() {
+	it.w.Header().Set("Retry-After", "60")
+	it.errorPage(http.StatusTooManyRequests, "Too many attempts", "Too many wrong codes or sign-in attempts from your network. Wait a minute and try again.")
+}
+
+func (it *interaction) serverError(what string, err error) {
+	it.h.logger.Error(what, zap.Error(err), zap.String("remote_ip", it.ip))
+	it.errorPage(http.StatusInternalServerError, "Something went wrong", "The server could not complete this step. Try again in a moment.")
+}
+
+// consentView renders a record's verified facts and untrusted text for the page.
+func (h *Handler) consentView(rec pendingRecord) *consentView {
+	v := &consentView{
+		Agent: rec.Agent, KeyJKT: rec.KeyJKT, Resource: rec.Resource, ClientName: rec.ClientName,
+		Purpose: rec.Purpose, Exchange: rec.Exchange,
+		Expires: time.Unix(rec.Expires, 0).UTC().Format("2 Jan 2006 15:04:05 UTC"),
+	}
+	switch {
+	case rec.Delegate != "":
+		v.VerifiedBy = "Signed by delegate “" + rec.Delegate + "” of agent " + rec.Agent + ", holding an agent token the agent signed"
+	case rec.Scheme == "jwt":
+		v.VerifiedBy = "Signed with a key certified by an agent token from " + rec.Agent
+	default:
+		v.VerifiedBy = "Signed with its published key (jwks_uri)"
+	}
+	for _, s := range rec.scopes() {
+		v.Scopes = append(v.Scopes, scopeView{Name: s, Description: rec.ScopeDescriptions[s]})
+	}
+	if rec.Clarification {
+		v.QuestionsLeft = MaxClarificationRounds - rec.questionsAsked()
+		v.CanAsk = v.QuestionsLeft > 0 && rec.waitingQuestion() == "" && rec.Rounds < MaxClarificationRounds
+	}
+	return v
+}
+
+// ---- POST ----
+
+func (it *interaction) post() {
+	r := it.r
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		it.errorPage(http.StatusUnsupportedMediaType, "Unsupported form", "This form could not be read.")
+		return
+	}
+	r.Body = http.MaxBytesReader(it.w, r.Body, maxFormBody)
+	if err := r.ParseForm(); err != nil {
+		it.errorPage(http.StatusBadRequest, "Unreadable form", "This form could not be read.")
+		return
+	}
+	f := r.PostForm
+	if !it.h.consent.checkCSRF(it.sid, f.Get("csrf")) {
+		it.errorPage(http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Go back, reload the page and try again.")
+		return
+	}
+	if r.URL.Path == PathInteractGrants {
+		it.revokeOwn(f.Get("id"))
+		return
+	}
+	switch f.Get("action") {
+	case "login":
+		it.login(f)
+	case "logout":
+		it.h.consent.endSession(r.Context(), it.sid)
+		it.sid = newRandomID(32)
+		it.setCookie(it.sid)
+		it.redirect(PathInteract)
+	case "approve", "deny", "ask":
+		it.decide(f)
+	default:
+		it.errorPage(http.StatusBadRequest, "Unknown action", "This form asked for something this page does not do.")
+	}
+}
+
+func (it *interaction) redirect(to string) {
+	setPageSecurity(it.w.Header(), "")
+	http.Redirect(it.w, it.r, to, http.StatusSeeOther)
+}
+
+func interactURL(code, callback string) string {
+	q := url.Values{}
+	if code != "" {
+		q.Set("code", code)
+	}
+	if callback != "" {
+		q.Set("callback", callback)
+	}
+	if len(q) == 0 {
+		return PathInteract
+	}
+	return PathInteract + "?" + q.Encode()
+}
+
+func (it *interaction) login(f url.Values) {
+	h := it.h
+	if h.UserFrom != "" || len(h.Users) == 0 {
+		it.errorPage(http.StatusBadRequest, "No sign-in here", "This server does not use its own sign-in form.")
+		return
+	}
+	now := h.now()
+	if h.consent.limiter.blocked(it.ip, now) {
+		it.tooMany()
+		return
+	}
+	code, callback, next := f.Get("code"), f.Get("callback"), f.Get("next")
+	if len(callback) > maxCallbackLen {
+		callback = ""
+	}
+	name, ok := authenticate(h.Users, f.Get("username"), f.Get("password"))
+	if !ok {
+		h.consent.limiter.fail(it.ip, now)
+		h.logger.Info("consent page login failed", zap.String("remote_ip", it.ip))
+		d := pageData{Title: "Sign in", Code: clipChars(code, 20), Callback: callback, Next: next, Error: "The user name or password is wrong."}
+		it.render(http.StatusUnauthorized, "login", d, "")
+		return
+	}
+	it.h.consent.endSession(it.r.Context(), it.sid)
+	sid, err := h.consent.newSession(it.r.Context(), name, now.Add(sessionLifetime))
+	if err != nil {
+		it.serverError("storing session", err)
+		return
+	}
+	it.sid = sid
+	it.setCookie(sid)
+	h.logger.Info("consent page login", zap.String("user", name), zap.String("remote_ip", it.ip))
+	if next == "grants" {
+		it.redirect(PathInteractGrants)
+		return
+	}
+	c, _ := normalizeCode(code)
+	it.redirect(interactURL(c, callback))
+}
+
+// decide handles approve, deny and ask on the consent page.
+func (it *interaction) decide(f url.Values) {
+	h := it.h
+	user := it.user()
+	callback := f.Get("callback")
+	if len(callback) > maxCallbackLen {
+		callback = ""
+	}
+	if user == "" {
+		if h.UserFrom != "" {
+			it.errorPage(http.StatusUnauthorized, "Not signed in", "This server could not tell who you are. Sign in through your organisation's login and try again.")
+			return
+		}
+		it.errorPage(http.StatusUnauthorized, "Signed out", "Your session ended. Open the link again and sign in.")
+		return
+	}
+	code, rec, ok := it.find(f.Get("code"), callback)
+	if !ok {
+		return
+	}
+	ctx := it.r.Context()
+	now := h.now()
+	action := f.Get("action")
+	if action == "ask" {
+		it.ask(code, callback, rec, strings.TrimSpace(f.Get("question")))
+		return
+	}
+	remember := action == "approve" && f.Get("remember") != "" && h.rememberFor > 0
+	rec, err := h.consent.update(ctx, rec.ID, func(p *pendingRecord) error {
+		if p.Status != statusPending || p.expired(now) {
+			return errNoLongerPending
+		}
+		p.User, p.Decided, p.Remember = user, now.Unix(), remember
+		if action == "approve" {
+			p.Status = statusApproved
+			// the agent has a fresh pending lifetime to pick the token up
+			p.Expires = max(p.Expires, now.Add(h.pendingLifetime).Unix())
+		} else {
+			p.Status = statusDenied
+		}
+		return nil
+	})
+	if errors.Is(err, errNoLongerPending) {
+		it.errorPage(http.StatusGone, "Already decided", "This request has already been approved or denied, or it expired.")
+		return
+	}
+	if err != nil {
+		it.serverError("storing decision", err)
+		return
+	}
+	if err := h.consent.consumeCode(ctx, code, codeRecord{ID: rec.ID, Exp: rec.Expires}); err != nil {
+		h.logger.Error("marking interaction code used", zap.Error(err))
+	}
+	h.logger.Info("consent decision",
+		zap.String("decision", action), zap.String("user", user), zap.String("agent", rec.Agent),
+		zap.String("resource", rec.Resource), zap.String("scope", rec.Scope), zap.Bool("remember", remember))
+	if remember {
+		g, err := h.consent.addGrant(ctx, grant{
+			User: user, Agent: rec.Agent, Delegate: rec.Delegate, Resource: rec.Resource,
+			Scopes: rec.scopes(), Created: now.Unix(), Expires: now.Add(h.rememberFor).Unix(),
+		})
+		if err != nil {
+			h.logger.Error("storing remembered grant", zap.Error(err))
+		} else {
+			h.logger.Info("consent remembered", zap.String("grant", g.ID), zap.String("user", user))
+		}
+	}
+	if cb, ok := validCallback(callback, &rec); ok {
+		it.redirect(cb)
+		return
+	}
+	if action == "approve" {
+		it.render(http.StatusOK, "done", pageData{Title: "Access approved", Message: "The agent can now continue."}, "")
+	} else {
+		it.render(http.StatusOK, "done", pageData{Title: "Request denied", Message: "The agent was told that you said no."}, "")
+	}
+}
+
+// ask posts the user's clarification question (PROTOCOL.md P14).
+func (it *interaction) ask(code, callback string, rec pendingRecord, question string) {
+	h := it.h
+	view := h.consentView(rec)
+	switch {
+	case !view.CanAsk:
+		it.showRequest(code, callback, rec, "You cannot ask this agent a question now.", http.StatusBadRequest)
+		return
+	case question == "":
+		it.showRequest(code, callback, rec, "Type a question first.", http.StatusBadRequest)
+		return
+	case utf8.RuneCountInString(question) > maxQuestionChars || !utf8.ValidString(question):
+		it.showRequest(code, callback, rec, "The question is too long (at most 500 characters).", http.StatusBadRequest)
+		return
+	}
+	now := h.now()
+	_, err := h.consent.update(it.r.Context(), rec.ID, func(p *pendingRecord) error {
+		if p.Status != statusPending || p.expired(now) {
+			return errNoLongerPending
+		}
+		if p.waitingQuestion() != "" || p.questionsAsked() >= MaxClarificationRounds {
+			return errors.New("cannot ask now")
+		}
+		p.Exchange = append(p.Exchange, exchange{Question: question, Asked: now.Unix()})
+		return nil
+	})
+	switch {
+	case errors.Is(err, errNoLongerPending):
+		it.errorPage(http.StatusGone, "Already decided", "This request has already been approved or denied, or it expired.")
+		return
+	case err != nil && err.Error() == "cannot ask now":
+		it.showRequest(code, callback, rec, "You cannot ask this agent a question now.", http.StatusBadRequest)
+		return
+	case err != nil:
+		it.serverError("storing question", err)
+		return
+	}
+	it.redirect(interactURL(code, callback))
+}
+
+// ---- remembered decisions page ----
+
+func (it *interaction) grantsPage(msg string, status int) {
+	user := it.user()
+	if user == "" {
+		if it.h.UserFrom != "" || len(it.h.Users) == 0 {
+			it.errorPage(http.StatusUnauthorized, "Not signed in", "This server could not tell who you are.")
+			return
+		}
+		it.render(http.StatusOK, "login", pageData{Title: "Sign in", Next: "grants"}, "")
+		return
+	}
+	gs, err := it.h.consent.listGrants(it.r.Context(), user, it.h.now())
+	if err != nil {
+		it.serverError("listing grants", err)
+		return
+	}
+	d := pageData{Title: "Your remembered decisions", Message: msg}
+	for _, g := range gs {
+		d.Grants = append(d.Grants, grantView{ID: g.ID, Agent: g.Agent, Resource: g.Resource, Scopes: g.Scopes,
+			Expires: time.Unix(g.Expires, 0).UTC().Format("2 Jan 2006")})
+	}
+	it.render(status, "grants", d, "")
+}
+
+func (it *interaction) revokeOwn(id string) {
+	user := it.user()
+	if user == "" {
+		it.errorPage(http.StatusUnauthorized, "Signed out", "Your session ended. Sign in again.")
+		return
+	}
+	ok, err := it.h.consent.revokeGrant(it.r.Context(), id, user)
+	if err != nil {
+		it.serverError("revoking grant", err)
+		return
+	}
+	if !ok {
+		it.grantsPage("That decision was not found; it may have expired or been revoked already.", http.StatusNotFound)
+		return
+	}
+	it.h.logger.Info("remembered grant revoked by its user", zap.String("user", user), zap.String("grant", id))
+	it.grantsPage("The decision was revoked. The agent will have to ask again.", http.StatusOK)
+}
+
+// ---- callbacks ----
+
+// validCallback accepts a callback URL on the origin of the agent's declared
+// callback_endpoint, or an http loopback URL with a port when the agent allows
+// localhost callbacks (PROTOCOL.md P13). The callback is UX only: nothing secret
+// passes through it.
+func validCallback(raw string, rec *pendingRecord) (string, bool) {
+	if raw == "" || len(raw) > maxCallbackLen {
+		return "", false
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.User != nil || u.Host == "" || u.Opaque != "" {
+		return "", false
+	}
+	u.Fragment, u.RawFragment = "", ""
+	if rec.CallbackEndpoint != "" {
+		if cu, err := url.Parse(rec.CallbackEndpoint); err == nil && strings.EqualFold(cu.Scheme, u.Scheme) && strings.EqualFold(cu.Host, u.Host) {
+			return u.String(), true
+		}
+	}
+	if rec.LocalhostCallback && u.Scheme == "http" && u.Port() != "" {
+		switch strings.ToLower(u.Hostname()) {
+		case "127.0.0.1", "::1", "localhost":
+			return u.String(), true
+		}
+	}
+	return "", false
+}
+
+func originOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// ---- client IP and rate limiting ----
+
+// clientIP is Caddy's client IP (which honours trusted_proxies), else the peer address;
+// IPv6 clients are grouped by /64.
+func clientIP(r *http.Request) string {
+	s, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if s == "" {
+		s = r.RemoteAddr
+		if host, _, err := net.SplitHostPort(s); err == nil {
+			s = host
+		}
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return s
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// rateLimiter counts failures per key in a fixed window and refuses a key that reached
+// the limit until its window ends. Memory is bounded by max keys.
+type rateLimiter struct {
+	limit  int
+	window time.Duration
+	max    int
+
+	mu sync.Mutex
+	m  map[string]*window
+}
+
+type window struct {
+	start time.Time
+	n     int
+}
+
+func newRateLimiter(limit int, win time.Duration, maxKeys int) *rateLimiter {
+	return &rateLimiter{limit: limit, window: win, max: maxKeys, m: map[string]*window{}}
+}
+
+func (l *rateLimiter) blocked(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w, ok := l.m[key]
+	return ok && now.Sub(w.start) < l.window && w.n >= l.limit
+}
+
+func (l *rateLimiter) fail(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w, ok := l.m[key]
+	if ok && now.Sub(w.start) < l.window {
+		w.n++
+		return
+	}
+	if !ok && len(l.m) >= l.max {
+		l.sweepLocked(now)
+		for k := range l.m { // still full: drop an arbitrary entry
+			if len(l.m) < l.max {
+				break
+			}
+			delete(l.m, k)
+		}
+	}
+	l.m[key] = &window{start: now, n: 1}
+}
+
+func (l *rateLimiter) sweep(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweepLocked(now)
+}
+
+func (l *rateLimiter) sweepLocked(now time.Time) {
+	for k, w := range l.m {
+		if now.Sub(w.start) >= l.window {
+			delete(l.m, k)
+		}
+	}
+}
+
+// humanDuration renders a remember_for duration for the page.
+func humanDuration(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour && d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	case d >= 2*time.Hour && d%time.Hour == 0:
+		return fmt.Sprintf("%d hours", d/time.Hour)
+	case d >= 2*time.Minute && d%time.Minute == 0:
+		return fmt.Sprintf("%d minutes", d/time.Minute)
+	}
+	return d.String()
+}

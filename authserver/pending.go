@@ -1,0 +1,461 @@
+package authserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+)
+
+// Consent flow defaults and limits.
+const (
+	DefaultPendingLifetime = 10 * time.Minute
+	DefaultMaxPollWait     = 30 * time.Second
+	DefaultRememberFor     = 30 * 24 * time.Hour
+
+	// retryAfter is the Retry-After of every 202, in seconds.
+	retryAfter = "2"
+
+	// MaxClarificationRounds bounds the agent's clarification answers per request; the
+	// next one denies the request (PROTOCOL.md P14).
+	MaxClarificationRounds = 5
+	maxAnswerChars         = 2000
+	maxQuestionChars       = 500
+	maxPendingPostBody     = 16 << 10
+
+	// storageRecheck is how often a waiting poll re-reads storage, to see decisions
+	// taken by another instance sharing the storage.
+	storageRecheck = time.Second
+)
+
+// Error codes of the pending URL.
+const (
+	codeNotFound         = "not_found"
+	codeExpired          = "expired"
+	codeKeyBindingFailed = reqverify.CodeKeyBindingFailed
+)
+
+var errNoLongerPending = errors.New("no longer pending")
+
+// pendingResponse is the body of every 202 (PROTOCOL.md §7.3, §7.5).
+type pendingResponse struct {
+	Status        string `json:"status"`
+	Location      string `json:"location"`
+	Require       string `json:"require,omitempty"`
+	Code          string `json:"code,omitempty"`
+	Clarification string `json:"clarification,omitempty"`
+}
+
+func (h *Handler) pendingURL(id string) string { return h.Issuer + PathPending + id }
+
+// requireConsent answers a request the policy sends to the user: a remembered grant
+// that covers it issues a token at once (with the grant's user as sub); otherwise the
+// verified context is stored behind a new pending URL and the agent gets 202 with an
+// interaction code (PROTOCOL.md P11, §7.3).
+func (h *Handler) requireConsent(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rt *token.Token, req *tokenRequest) {
+	c := &rt.Claims
+	ctx := r.Context()
+	now := h.now()
+	g, err := h.consent.findGrant(ctx, res.Agent, c.Issuer, strings.Fields(c.Scope), now)
+	if err != nil {
+		h.serverError(w, r, "reading remembered grants", err)
+		return
+	}
+	if g != nil {
+		h.logger.Info("remembered consent applies",
+			zap.String("agent", res.Agent), zap.String("resource", c.Issuer),
+			zap.String("user", g.User), zap.String("grant", g.ID))
+		h.issueToken(w, r, authGrant{
+			Agent: res.Agent, Delegate: res.Delegate, Key: res.Key, Resource: c.Issuer,
+			Scope: c.Scope, Txn: c.Txn, Subject: g.User,
+		}, now)
+		return
+	}
+
+	rec := &pendingRecord{
+		Created:  now.Unix(),
+		Expires:  now.Add(h.pendingLifetime).Unix(),
+		Agent:    res.Agent,
+		Scheme:   res.Scheme,
+		Delegate: res.Delegate,
+		KeyJKT:   res.Key.Thumbprint,
+		Key:      res.Key.Members(),
+		Resource: c.Issuer,
+		Scope:    c.Scope,
+		Txn:      c.Txn,
+		RTJTI:    c.ID,
+		Purpose:  req.Purpose,
+	}
+	h.readMetadata(ctx, rec)
+	if err := h.consent.create(ctx, rec); err != nil {
+		h.serverError(w, r, "creating pending request", err)
+		return
+	}
+	h.logger.Info("consent requested",
+		zap.String("agent", rec.Agent), zap.String("delegate", rec.Delegate),
+		zap.String("resource", rec.Resource), zap.String("scope", rec.Scope),
+		zap.String("purpose", clip(rec.Purpose)))
+	loc := h.pendingURL(rec.ID)
+	hdr := w.Header()
+	hdr.Set("Location", loc)
+	hdr.Set("Retry-After", retryAfter)
+	hdr["AAuth"] = []string{`require=interaction; code="` + rec.Code + `"`}
+	h.writeJSON(w, http.StatusAccepted, pendingResponse{Status: "pending", Location: loc, Require: "interaction", Code: rec.Code})
+}
+
+// readMetadata copies what the consent flow needs from the agent's and the resource's
+// metadata (already cached by the verification that just ran). A document that cannot
+// be read only turns the optional features off.
+func (h *Handler) readMetadata(ctx context.Context, rec *pendingRecord) {
+	if md, err := h.discovery.Metadata(ctx, rec.Agent, discovery.DocAgent); err == nil {
+		rec.Clarification, _ = md["clarification_supported"].(bool)
+		rec.LocalhostCallback, _ = md["localhost_callback_allowed"].(bool)
+		if cb, _ := md["callback_endpoint"].(string); cb != "" {
+			if _, err := discovery.ValidateEndpointURL(cb, h.dev); err == nil {
+				rec.CallbackEndpoint = cb
+			}
+		}
+		if name, _ := md["client_name"].(string); name != "" {
+			rec.ClientName = clipChars(name, 100)
+		}
+	} else if c := h.logger.Check(zap.DebugLevel, "agent metadata unavailable for consent"); c != nil {
+		c.Write(zap.String("agent", rec.Agent), zap.Error(err))
+	}
+	if md, err := h.discovery.Metadata(ctx, rec.Resource, discovery.DocResource); err == nil {
+		if descs, ok := md["scope_descriptions"].(map[string]any); ok {
+			for _, sc := range rec.scopes() {
+				if d, ok := descs[sc].(string); ok && d != "" {
+					if rec.ScopeDescriptions == nil {
+						rec.ScopeDescriptions = map[string]string{}
+					}
+					rec.ScopeDescriptions[sc] = clipChars(d, 300)
+				}
+			}
+		}
+	} else if c := h.logger.Check(zap.DebugLevel, "resource metadata unavailable for consent"); c != nil {
+		c.Write(zap.String("resource", rec.Resource), zap.Error(err))
+	}
+}
+
+// servePending is the pending URL: signed GET polls and signed POST clarification
+// answers, both by the key that made the token request (PROTOCOL.md P12, P14, §7.5).
+func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
+	id := strings.TrimPrefix(r.URL.Path, PathPending)
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodPost:
+		if !isJSON(r.Header.Get("Content-Type")) {
+			h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "Content-Type must be application/json", nil)
+			return
+		}
+		if r.ContentLength > maxPendingPostBody {
+			h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is too large", nil)
+			return
+		}
+	default:
+		h.methodNotAllowed(w, r, "GET, POST")
+		return
+	}
+	res, ok := h.verifyRequest(w, r)
+	if !ok {
+		return
+	}
+	if !validRandomID(id, pendingIDBytes) {
+		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		return
+	}
+	ctx := r.Context()
+	rec, changed, err := h.consent.get(ctx, id, storageRecheck)
+	if errors.Is(err, errNotFound) || (err == nil && rec.Status == statusDone) {
+		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		return
+	}
+	if err != nil {
+		h.serverError(w, r, "loading pending request", err)
+		return
+	}
+	if rec.KeyJKT != res.Key.Thumbprint || rec.Agent != res.Agent {
+		h.writeError(w, r, http.StatusForbidden, codeKeyBindingFailed, "the pending request belongs to another key", nil)
+		return
+	}
+	if r.Method == http.MethodPost {
+		h.clarificationResponse(w, r, rec)
+		return
+	}
+
+	applied := time.Duration(0)
+	if wait, ok := preferWait(r.Header); ok && wait > 0 && h.maxPollWait > 0 {
+		applied = min(wait, h.maxPollWait)
+	}
+	if applied > 0 && h.shouldWait(rec) {
+		rec, err = h.waitForChange(ctx, rec, changed, applied)
+		if ctx.Err() != nil {
+			return // the agent went away
+		}
+		if errors.Is(err, errNotFound) || (err == nil && rec.Status == statusDone) {
+			h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+			return
+		}
+		if err != nil {
+			h.serverError(w, r, "loading pending request", err)
+			return
+		}
+	}
+	if applied > 0 {
+		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(applied/time.Second)))
+	}
+	h.answerPoll(w, r, rec)
+}
+
+// shouldWait reports whether a long poll has anything to wait for.
+func (h *Handler) shouldWait(rec pendingRecord) bool {
+	if rec.Status != statusPending || rec.expired(h.now()) {
+		return false
+	}
+	return !(rec.Clarification && rec.waitingQuestion() != "")
+}
+
+// waitForChange blocks until the record changes (woken at once by a change made in
+// this process, and by re-reading storage every storageRecheck for changes made
+// elsewhere), until it expires, until wait has passed, or until the request ends.
+func (h *Handler) waitForChange(ctx context.Context, rec pendingRecord, changed <-chan struct{}, wait time.Duration) (pendingRecord, error) {
+	start := rec.Version
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	untilExpiry := time.Unix(rec.Expires, 0).Sub(h.now())
+	expiry := time.NewTimer(max(untilExpiry, 0))
+	defer expiry.Stop()
+	tick := time.NewTicker(storageRecheck)
+	defer tick.Stop()
+	var err error
+	for {
+		select {
+		case <-ctx.Done():
+			return rec, ctx.Err()
+		case <-deadline.C:
+			return rec, nil
+		case <-expiry.C:
+			return rec, nil
+		case <-changed:
+			rec, changed, err = h.consent.get(ctx, rec.ID, 0)
+		case <-tick.C:
+			rec, changed, err = h.consent.sync(ctx, rec.ID)
+		}
+		if err != nil || rec.Version != start {
+			return rec, err
+		}
+	}
+}
+
+// answerPoll answers a poll from the record's state; terminal answers are given once
+// (the record then becomes a tombstone and the URL answers 404).
+func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pendingRecord) {
+	ctx := r.Context()
+	now := h.now()
+	switch {
+	case rec.expired(now):
+		if _, err := h.consent.update(ctx, rec.ID, func(p *pendingRecord) error {
+			if p.Status != statusPending || !p.expired(now) {
+				return errNoLongerPending
+			}
+			p.Status = statusDone
+			return nil
+		}); err != nil {
+			h.terminalRace(w, r, err)
+			return
+		}
+		h.writeError(w, r, http.StatusRequestTimeout, codeExpired, "the user did not decide in time", nil)
+	case rec.Status == statusApproved:
+		key, err := keys.FromAny(rec.Key)
+		if err != nil {
+			h.serverError(w, r, "pending request key", err)
+			return
+		}
+		raw, lifetime, err := h.mintAuthToken(authGrant{
+			Agent: rec.Agent, Delegate: rec.Delegate, Key: key, Resource: rec.Resource,
+			Scope: rec.Scope, Txn: rec.Txn, Subject: rec.User,
+		}, now)
+		if err != nil {
+			h.serverError(w, r, "minting auth token", err)
+			return
+		}
+		if _, err := h.consent.update(ctx, rec.ID, func(p *pendingRecord) error {
+			if p.Status != statusApproved {
+				return errNoLongerPending
+			}
+			p.Status = statusDone
+			return nil
+		}); err != nil {
+			h.terminalRace(w, r, err)
+			return
+		}
+		h.logger.Info("auth token issued after consent",
+			zap.String("agent", rec.Agent), zap.String("delegate", rec.Delegate),
+			zap.String("resource", rec.Resource), zap.String("scope", rec.Scope),
+			zap.String("user", rec.User), zap.Int64("expires_in", lifetime))
+		h.writeJSON(w, http.StatusOK, tokenResponse{AuthToken: raw, ExpiresIn: lifetime})
+	case rec.Status == statusDenied:
+		if _, err := h.consent.update(ctx, rec.ID, func(p *pendingRecord) error {
+			if p.Status != statusDenied {
+				return errNoLongerPending
+			}
+			p.Status = statusDone
+			return nil
+		}); err != nil {
+			h.terminalRace(w, r, err)
+			return
+		}
+		desc := "the user denied the request"
+		if rec.DenyReason != "" {
+			desc = rec.DenyReason
+		}
+		h.writeError(w, r, http.StatusForbidden, codeDenied, desc, nil)
+	default:
+		body := pendingResponse{Status: "pending", Location: h.pendingURL(rec.ID)}
+		if rec.Clarification {
+			body.Clarification = rec.waitingQuestion()
+		}
+		hdr := w.Header()
+		hdr.Set("Location", body.Location)
+		hdr.Set("Retry-After", retryAfter)
+		h.writeJSON(w, http.StatusAccepted, body)
+	}
+}
+
+// terminalRace answers when a terminal transition lost to a concurrent one (another
+// poll already took the answer: 404) or could not be stored (500).
+func (h *Handler) terminalRace(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errNoLongerPending) || errors.Is(err, errNotFound) {
+		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		return
+	}
+	h.serverError(w, r, "updating pending request", err)
+}
+
+// clarificationResponse takes the agent's signed answer to the user's question
+// (PROTOCOL.md P14, §12): 202 on success, 403 denied once the round limit is passed.
+func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, rec pendingRecord) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPendingPostBody))
+	if err != nil {
+		h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is too large", nil)
+		return
+	}
+	answer, err := parseClarification(body)
+	if err != nil {
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, err.Error(), nil)
+		return
+	}
+	now := h.now()
+	if rec.Status != statusPending || rec.expired(now) {
+		h.answerPoll(w, r, rec)
+		return
+	}
+	if !rec.Clarification {
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "clarification is not enabled for this agent (clarification_supported)", nil)
+		return
+	}
+	limited := false
+	rec, err = h.consent.update(r.Context(), rec.ID, func(p *pendingRecord) error {
+		if p.Status != statusPending || p.expired(now) {
+			return errNoLongerPending
+		}
+		if p.Rounds >= MaxClarificationRounds {
+			limited = true
+			p.Status, p.DenyReason, p.Decided = statusDone, "clarification round limit exceeded", now.Unix()
+			return nil
+		}
+		p.Rounds++
+		if n := len(p.Exchange); n > 0 && p.Exchange[n-1].Question != "" && p.Exchange[n-1].Answered == 0 {
+			p.Exchange[n-1].Answer, p.Exchange[n-1].Answered = answer, now.Unix()
+		} else {
+			p.Exchange = append(p.Exchange, exchange{Answer: answer, Answered: now.Unix()})
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errNoLongerPending):
+		if cur, _, gerr := h.consent.get(r.Context(), rec.ID, 0); gerr == nil && cur.Status != statusDone {
+			h.answerPoll(w, r, cur)
+			return
+		}
+		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		return
+	case err != nil:
+		h.serverError(w, r, "storing clarification", err)
+		return
+	}
+	if limited {
+		h.logger.Info("consent denied: clarification round limit", zap.String("agent", rec.Agent))
+		h.writeError(w, r, http.StatusForbidden, codeDenied, "clarification round limit exceeded", nil)
+		return
+	}
+	h.answerPoll(w, r, rec)
+}
+
+// parseClarification reads {"clarification_response": "…"} strictly.
+func parseClarification(body []byte) (string, error) {
+	if !utf8.Valid(body) {
+		return "", errors.New("request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var v struct {
+		Response *string `json:"clarification_response"`
+	}
+	if err := dec.Decode(&v); err != nil || v.Response == nil {
+		return "", errors.New(`request body must be {"clarification_response": "<text>"}`)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return "", errors.New("unexpected data after the JSON object")
+	}
+	a := strings.TrimSpace(*v.Response)
+	if a == "" {
+		return "", errors.New("clarification_response is empty")
+	}
+	if utf8.RuneCountInString(a) > maxAnswerChars {
+		return "", errors.New("clarification_response is longer than 2000 characters")
+	}
+	return a, nil
+}
+
+// preferWait reads `Prefer: wait=N` (RFC 7240; N in seconds).
+func preferWait(h http.Header) (time.Duration, bool) {
+	for _, line := range h.Values("Prefer") {
+		for _, pref := range strings.Split(line, ",") {
+			tok, _, _ := strings.Cut(pref, ";")
+			name, val, ok := strings.Cut(strings.TrimSpace(tok), "=")
+			if !ok || !strings.EqualFold(strings.TrimSpace(name), "wait") {
+				continue
+			}
+			val = strings.Trim(strings.TrimSpace(val), `"`)
+			n, err := strconv.ParseUint(val, 10, 32)
+			if err != nil {
+				return 0, false
+			}
+			return time.Duration(min(n, 3600)) * time.Second, true
+		}
+	}
+	return 0, false
+}
+
+// clipChars shortens untrusted display text to n characters.
+func clipChars(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n]) + "…"
+}
