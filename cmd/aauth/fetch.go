@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
@@ -22,7 +23,8 @@ import (
 
 const fetchUsage = `usage: aauth fetch [-key agent.jwk] [-id AGENT_ID | -agent-token FILE] [-pseudonym]
                    [-X METHOD] [-d DATA | -d @file] [-H 'Name: value']... [-dict] [-std-b64]
-                   [-sign-body] [-purpose TEXT] [-dev] [-L] [-i] [-v] URL
+                   [-sign-body] [-purpose TEXT] [-dev] [-L] [-i] [-v] [-timeout 30s]
+                   [-consent-timeout 10m] [-wait N] [-no-qr] [-open] [-answer TEXT] URL
 
 Fetches URL like curl, signing the request with AAuth HTTP message signatures:
   -key and -id            identified as agent -id (scheme jwks_uri; the resource fetches
@@ -39,10 +41,20 @@ is checked, the auth server named in the challenge is asked for an auth token (w
 -purpose shown to the user), the token is checked, and the request is retried once with
 it. -dev allows http:// and loopback resources and auth servers (local demos only).
 
+When the auth server needs the user's consent (202), stderr shows where to approve: the
+interaction URL ({interaction_endpoint}?code=CODE), the code (e.g. ABCD-2345) and a QR
+code of the URL (-no-qr hides it; -open also tries to open the URL in a browser). The
+pending request is then polled, signed with the same key, with Prefer: wait=N (-wait,
+0 for plain polling), until the user decides or -consent-timeout passes; on approval the
+request is retried with the new auth token. Questions the user asks the agent are
+answered with -answer TEXT, else typed at the terminal when stdin is one, else shown and
+left unanswered. -timeout applies to the HTTP exchanges before and after the wait.
+
 The response body goes to stdout (with -i, the status line and headers first). Exit
 status: 0 for success, 22 for an HTTP status of 400 or more (like curl -f) and when the
-auth server refuses or defers the token request, 1 when the request could not be made, 2
-for usage errors. -v describes each step on stderr; it never prints keys or tokens.
+auth server refuses the token request or the user denies it (or it expires), 1 when the
+request could not be made or no decision came in time, 2 for usage errors. -v describes
+each step on stderr; it never prints keys or tokens.
 `
 
 func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -63,7 +75,12 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	verbose := fs.Bool("v", false, "describe each step on stderr")
 	dev := fs.Bool("dev", false, "allow http:// and loopback resource and auth server identifiers (local demos)")
 	purpose := fs.String("purpose", "", "reason for the access, sent to the auth server and shown at consent")
-	timeout := fs.Duration("timeout", 30*time.Second, "overall time limit")
+	timeout := fs.Duration("timeout", 30*time.Second, "time limit of the HTTP exchanges (the wait for consent not counted)")
+	consentTimeout := fs.Duration("consent-timeout", agent.DefaultConsentDuration, "how long to wait for the user's consent")
+	wait := fs.Int("wait", int(agent.DefaultPollWait/time.Second), "Prefer: wait seconds for each consent poll (0: plain polling)")
+	noQR := fs.Bool("no-qr", false, "do not print a QR code of the interaction URL")
+	openURL := fs.Bool("open", false, "try to open the interaction URL in a browser")
+	answer := fs.String("answer", "", "answer to any clarification question the user asks")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
@@ -80,6 +97,12 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if (*id != "" || *tokenFile != "") && *keyFile == "" {
 		return usageError(stderr, "fetch", "-id and -agent-token need -key")
+	}
+	if *timeout <= 0 || *consentTimeout <= 0 || *wait < 0 {
+		return usageError(stderr, "fetch", "-timeout and -consent-timeout must be positive, -wait at least 0")
+	}
+	if n := utf8.RuneCountInString(*answer); n > agent.MaxClarificationLen {
+		return usageError(stderr, "fetch", "-answer has %d characters; at most %d are allowed", n, agent.MaxClarificationLen)
 	}
 	vlog := func(format string, a ...any) {
 		if *verbose {
@@ -149,8 +172,26 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			m = http.MethodPost
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
+	// -timeout bounds the HTTP exchanges; the clock stops while the user decides.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	errTimeout := fmt.Errorf("no answer within %s (-timeout): %w", *timeout, context.DeadlineExceeded)
+	timer := time.AfterFunc(*timeout, func() { cancel(errTimeout) })
+	defer timer.Stop()
+	if tr.Identity != nil {
+		ui := &consentUI{w: stderr, tty: isTerminal(stderr), noQR: *noQR, open: *openURL,
+			answer: strings.TrimSpace(*answer), vlog: vlog, verbose: *verbose,
+			onStart: func() { timer.Stop() }, onEnd: func() { timer.Reset(*timeout) }}
+		pollWait := time.Duration(*wait) * time.Second
+		if pollWait == 0 {
+			pollWait = -1 // no Prefer header
+		}
+		ui.in, ui.inTTY = promptInput()
+		if *data == "@-" {
+			ui.inTTY = false // stdin held the body
+		}
+		tr.AwaitToken = ui.await(ui.poller(tr.Identity, tr, pollWait, *consentTimeout))
+	}
 	var rd io.Reader
 	if hasBody {
 		rd = bytes.NewReader(body)
@@ -183,6 +224,10 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		if context.Cause(ctx) == errTimeout {
+			err = errTimeout
+		}
+		vlog("error: %v", err)
 		return flowFailure(stderr, err, *dev)
 	}
 	defer resp.Body.Close()
@@ -304,8 +349,20 @@ func flowFailure(stderr io.Writer, err error, dev bool) int {
 		}
 		fmt.Fprintf(stderr, "aauth: auth server refused: %s: %s\n", code, te.Description)
 		return exitHTTP
+	case errors.Is(err, agent.ErrConsentDenied):
+		fmt.Fprintln(stderr, "aauth: the user denied the request")
+		return exitHTTP
+	case errors.Is(err, agent.ErrConsentExpired):
+		fmt.Fprintln(stderr, "aauth: the request expired before the user approved it")
+		return exitHTTP
+	case errors.Is(err, agent.ErrPendingGone):
+		fmt.Fprintln(stderr, "aauth: the pending request is gone (already answered, or unknown to the auth server)")
+		return exitHTTP
+	case errors.Is(err, agent.ErrConsentTimeout):
+		fmt.Fprintln(stderr, "aauth: gave up waiting for the user's approval (-consent-timeout)")
+		return exitFailure
 	case errors.As(err, &pe):
-		fmt.Fprintf(stderr, "aauth: user consent required at %s (code %s); consent is not supported by this CLI yet\n", pe.Location, pe.Code)
+		fmt.Fprintf(stderr, "aauth: user consent required at %s (code %s)\n", pe.Location, pe.Code)
 		return exitHTTP
 	case errors.As(err, &fe) && !dev && (errors.Is(err, discovery.ErrBlocked) || errors.Is(err, discovery.ErrInvalid)):
 		failf(stderr, "fetch", "%v", err)

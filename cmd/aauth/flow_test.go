@@ -56,7 +56,8 @@ func TestFetchAuthTokenFlow(t *testing.T) {
 		{"auth server refuses", append([]string{"-dev"}, ident...), agenttest.Deny(403, "denied", "the user said no"), 22, 1,
 			[]string{"jwks_uri"}, "", []string{"aauth: auth server refused: denied: the user said no\n"}},
 		{"auth server defers", append([]string{"-dev"}, ident...), agenttest.Pending(as.ID+"/pending/p1", "ABCD2345", 1), 22, 1,
-			[]string{"jwks_uri"}, "", []string{"aauth: user consent required at " + as.ID + "/pending/p1 (code ABCD2345); consent is not supported by this CLI yet\n"}},
+			[]string{"jwks_uri"}, "", []string{"Approve this request in your browser:", as.ID + "/interact?code=ABCD2345",
+				"Code: ABCD-2345", "aauth: the pending request is gone"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			as.SetAnswer(tc.answer)
