@@ -118,7 +118,7 @@ func TestInCaddy(t *testing.T) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, issuer+PathToken, strings.NewReader(body(rt)))
 		req.Header.Set("Content-Type", "application/json")
-		if err := httpsig.Sign(req, agent.Signer, jwksKey(agent), httpsig.SignOptions{}); err != nil {
+		if err := httpsig.Sign(req, agent.Signer, jwksKey(agent), bodyOptions(t, req, httpsig.SignOptions{})); err != nil {
 			t.Fatal(err)
 		}
 		res, err := http.DefaultClient.Do(req)
@@ -210,7 +210,7 @@ func TestInCaddyConsent(t *testing.T) {
 		for i := 0; i+1 < len(hdr); i += 2 {
 			req.Header.Set(hdr[i], hdr[i+1])
 		}
-		if err := httpsig.Sign(req, agent.Signer, jwksKey(agent), httpsig.SignOptions{}); err != nil {
+		if err := httpsig.Sign(req, agent.Signer, jwksKey(agent), bodyOptions(t, req, httpsig.SignOptions{})); err != nil {
 			t.Fatal(err)
 		}
 		res, err := http.DefaultClient.Do(req)

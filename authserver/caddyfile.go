@@ -33,6 +33,7 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		issuer            <https identifier>        # required
 //		token_lifetime    <duration>                # default 1h
 //		allow_long_tokens [true|false]              # permit token_lifetime over 1h
+//		allow_unsigned_body [true|false]            # accept bodies not covered by content-digest
 //		signature_window  <duration>                # default 60s
 //		trust_issuer      <https identifier>...     # repeatable
 //		policy {
@@ -91,6 +92,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("allow_long_tokens: %q is not true or false", d.Val())
 				}
 				h.AllowLongTokens = v
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "allow_unsigned_body":
+			h.AllowUnsignedBody = true
+			if d.NextArg() {
+				v, err := strconv.ParseBool(d.Val())
+				if err != nil {
+					return d.Errf("allow_unsigned_body: %q is not true or false", d.Val())
+				}
+				h.AllowUnsignedBody = v
 			}
 			if d.NextArg() {
 				return d.ArgErr()

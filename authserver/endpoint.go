@@ -58,7 +58,7 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	req, ok := h.readRequest(w, r)
+	req, ok := h.readRequest(w, r, res)
 	if !ok {
 		return
 	}
@@ -135,7 +135,7 @@ func (h *Handler) target(r *http.Request) httpsig.Target {
 }
 
 // readRequest reads (bounded) and parses the body.
-func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, bool) {
+func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, res *reqverify.Result) (*tokenRequest, bool) {
 	var body []byte
 	if r.Body != nil {
 		var err error
@@ -149,6 +149,9 @@ func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request) (*tokenReq
 			}
 			return nil, false
 		}
+	}
+	if !h.checkBody(w, r, res, body) {
+		return nil, false
 	}
 	req, err := parseTokenRequest(body)
 	if err != nil {
@@ -333,4 +336,25 @@ func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
 	hdr.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// checkBody binds a POST body to the request signature: the signature must cover
+// content-digest (unless allow_unsigned_body is set), and a covered digest must match
+// the body that was read. Without it an on-path party could swap the resource token or
+// the purpose under a valid signature.
+func (h *Handler) checkBody(w http.ResponseWriter, r *http.Request, res *reqverify.Result, body []byte) bool {
+	if res.Signature != nil && res.Signature.Covers("content-digest") {
+		field, _ := httpsig.FieldValue(r.Header, "Content-Digest")
+		if err := httpsig.CheckContentDigest(field, body); err != nil {
+			h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, err.Error(), nil)
+			return false
+		}
+		return true
+	}
+	if h.AllowUnsignedBody {
+		return true
+	}
+	required := append(append([]string(nil), httpsig.RequiredComponents...), "content-type", "content-digest")
+	h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "the signature must cover content-type and content-digest of the body", map[string]any{"required_components": required})
+	return false
 }

@@ -3,6 +3,7 @@ package authserver
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
 
@@ -535,5 +537,39 @@ func TestBodyNotReadBeforeSignature(t *testing.T) {
 	req.Body = b
 	if res := serve(t, e.h, req); res.Status != 200 || !b.read.Load() {
 		t.Fatalf("control: %d read=%v", res.Status, b.read.Load())
+	}
+}
+
+// TestBodyBoundToSignature: a token request body must be covered by content-digest and
+// match it, unless allow_unsigned_body is set.
+func TestBodyBoundToSignature(t *testing.T) {
+	e := newEnv(t)
+	sign := func(h *Handler, b string, cover bool, sent string) result {
+		req := newRequest(http.MethodPost, PathToken, b)
+		opts := httpsig.SignOptions{Created: testNow}
+		if cover {
+			opts = bodyOptions(t, req, opts)
+		}
+		if err := httpsig.Sign(req, e.agent.Signer, jwksKey(e.agent), opts); err != nil {
+			t.Fatal(err)
+		}
+		req.Body = io.NopCloser(strings.NewReader(sent))
+		req.ContentLength = int64(len(sent))
+		return serve(t, h, req)
+	}
+	good := body(e.mintRT(e.resource.Signer, e.rtClaims()))
+	other := body(e.mintRT(e.resource.Signer, e.rtClaims()))
+	if r := sign(e.h, good, false, good); r.Status != http.StatusUnauthorized || r.str("error") != "invalid_signature" {
+		t.Fatalf("uncovered body: %d %s", r.Status, r.Raw)
+	}
+	if r := sign(e.h, good, true, other); r.Status != http.StatusUnauthorized || !strings.Contains(r.str("error_description"), "Content-Digest") {
+		t.Fatalf("swapped body: %d %s", r.Status, r.Raw)
+	}
+	if r := sign(e.h, good, true, good); r.Status != http.StatusOK {
+		t.Fatalf("covered body: %d %s", r.Status, r.Raw)
+	}
+	lax := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), AllowUnsignedBody: true}, keystore.NewMemory())
+	if r := sign(lax, other, false, other); r.Status != http.StatusOK {
+		t.Fatalf("allow_unsigned_body: %d %s", r.Status, r.Raw)
 	}
 }

@@ -97,6 +97,12 @@ type Handler struct {
 	// AllowLongTokens permits a TokenLifetime above 1h (PROTOCOL.md P10).
 	AllowLongTokens bool `json:"allow_long_tokens,omitempty"`
 
+	// AllowUnsignedBody accepts token requests and clarification answers whose signature
+	// does not cover content-digest. By default the body must be covered (and the digest
+	// is recomputed), because it carries the resource token and the agent's purpose.
+	// Enable only for agents that cannot sign bodies.
+	AllowUnsignedBody bool `json:"allow_unsigned_body,omitempty"`
+
 	// SignatureWindow is the allowed difference between a token request signature's
 	// created time and now, either way. Default 60s.
 	SignatureWindow caddy.Duration `json:"signature_window,omitempty"`

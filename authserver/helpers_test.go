@@ -176,9 +176,25 @@ func newRequest(method, path, body string) *http.Request {
 
 func signWith(t testing.TB, req *http.Request, s *keys.Signer, key httpsig.SigKey, created time.Time) {
 	t.Helper()
-	if err := httpsig.Sign(req, s, key, httpsig.SignOptions{Created: created}); err != nil {
+	if err := httpsig.Sign(req, s, key, bodyOptions(t, req, httpsig.SignOptions{Created: created})); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// bodyOptions covers a POST body with content-type and content-digest, as agents must
+// for the token endpoint and clarification answers.
+func bodyOptions(t testing.TB, req *http.Request, o httpsig.SignOptions) httpsig.SignOptions {
+	t.Helper()
+	if req.Method != http.MethodPost || req.Body == nil {
+		return o
+	}
+	b, err := io.ReadAll(req.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpsig.SetContentDigest(req, b)
+	o.Extra = append(o.Extra, "content-type", "content-digest")
+	return o
 }
 
 func jwksKey(o *origin) httpsig.SigKey {

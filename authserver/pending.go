@@ -192,7 +192,7 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodPost {
-		h.clarificationResponse(w, r, rec)
+		h.clarificationResponse(w, r, res, rec)
 		return
 	}
 
@@ -347,10 +347,13 @@ func (h *Handler) terminalRace(w http.ResponseWriter, r *http.Request, err error
 
 // clarificationResponse takes the agent's signed answer to the user's question
 // (PROTOCOL.md P14, §12): 202 on success, 403 denied once the round limit is passed.
-func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, rec pendingRecord) {
+func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rec pendingRecord) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPendingPostBody))
 	if err != nil {
 		h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is too large", nil)
+		return
+	}
+	if !h.checkBody(w, r, res, body) {
 		return
 	}
 	answer, err := parseClarification(body)
