@@ -44,6 +44,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
@@ -155,9 +156,9 @@ type Handler struct {
 	maxPollWait     time.Duration
 	rememberFor     time.Duration
 
-	discoveryKey string // discoveryPool reference, released in Cleanup
-	replayKey    string // replayPool reference, released in Cleanup
-	consentKey   string // consentPool reference, released in Cleanup
+	releaseDiscovery func() error // drops the shared discovery client, in Cleanup
+	replayKey        string       // replayPool reference, released in Cleanup
+	consentKey       string       // consentPool reference, released in Cleanup
 }
 
 // CaddyModule returns the Caddy module information.
@@ -187,15 +188,15 @@ type deps struct {
 // references on the shared discovery client and replay store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	s, err := globalSettings(ctx)
+	s, err := caddyaauth.Settings(ctx)
 	if err != nil {
 		return err
 	}
-	client, key, err := loadDiscovery(s, h.logger)
+	client, release, err := caddyaauth.SharedDiscovery(s, h.logger)
 	if err != nil {
 		return err
 	}
-	h.discoveryKey = key
+	h.releaseDiscovery = release
 	return h.provision(ctx, deps{storage: ctx.Storage(), discovery: client, dev: s.Dev, logger: h.logger})
 }
 
@@ -369,11 +370,11 @@ func (h *Handler) Cleanup() error {
 		}
 		h.replayKey = ""
 	}
-	if h.discoveryKey != "" {
-		if _, err := discoveryPool.Delete(h.discoveryKey); err != nil {
+	if h.releaseDiscovery != nil {
+		if err := h.releaseDiscovery(); err != nil {
 			errs = append(errs, err)
 		}
-		h.discoveryKey = ""
+		h.releaseDiscovery = nil
 	}
 	return errors.Join(errs...)
 }

@@ -2,8 +2,10 @@ package caddyaauth
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -47,33 +49,35 @@ func (a *App) Start() error { return nil }
 // Stop implements caddy.App.
 func (a *App) Stop() error { return nil }
 
-// settings returns the app's switches, or the defaults when no app is configured.
-func settings(ctx caddy.Context) App {
+// Settings returns the global aauth app's switches, or the defaults when no app is
+// configured. Both the gateway and the auth server read them.
+func Settings(ctx caddy.Context) (App, error) {
 	v, err := ctx.AppIfConfigured("aauth")
-	if err != nil || v == nil {
-		return App{}
+	if errors.Is(err, caddy.ErrNotConfigured) || (err == nil && v == nil) {
+		return App{}, nil
 	}
-	if a, ok := v.(*App); ok {
-		return *a
+	if err != nil {
+		return App{}, fmt.Errorf("loading the aauth app: %w", err)
 	}
-	return App{}
+	a, ok := v.(*App)
+	if !ok {
+		return App{}, fmt.Errorf("the aauth app has unexpected type %T", v)
+	}
+	return *a, nil
 }
 
-// discoveryPool keeps one discovery client (and its cache) per setting across config
-// reloads, so a reload does not refetch every agent's keys.
+// discoveryPool keeps one discovery client (and its cache of metadata and JWKS) per
+// setting across config reloads, shared by gateways and auth servers alike.
 var discoveryPool = caddy.NewUsagePool()
 
 type pooledClient struct{ *discovery.Client }
 
 func (p pooledClient) Destruct() error { p.Close(); return nil }
 
-func discoveryKey(s App) string {
-	return "discovery/dev=" + strconv.FormatBool(s.Dev) + "/timeout=" + time.Duration(s.FetchTimeout).String()
-}
-
-// loadDiscovery returns the shared client for s; release it with discoveryPool.Delete(key).
-func loadDiscovery(s App, logger *zap.Logger) (*discovery.Client, string, error) {
-	key := discoveryKey(s)
+// SharedDiscovery returns the discovery client for s, kept across reloads. Call release
+// (once) in Cleanup.
+func SharedDiscovery(s App, logger *zap.Logger) (client *discovery.Client, release func() error, err error) {
+	key := "discovery/dev=" + strconv.FormatBool(s.Dev) + "/timeout=" + time.Duration(s.FetchTimeout).String()
 	v, _, err := discoveryPool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return pooledClient{discovery.New(discovery.Config{
 			Dev:     s.Dev,
@@ -82,9 +86,15 @@ func loadDiscovery(s App, logger *zap.Logger) (*discovery.Client, string, error)
 		})}, nil
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("discovery client: %w", err)
+		return nil, nil, fmt.Errorf("discovery client: %w", err)
 	}
-	return v.(pooledClient).Client, key, nil
+	var once sync.Once
+	release = func() error {
+		var err error
+		once.Do(func() { _, err = discoveryPool.Delete(key) })
+		return err
+	}
+	return v.(pooledClient).Client, release, nil
 }
 
 // Interface guards

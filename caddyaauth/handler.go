@@ -107,7 +107,7 @@ type Handler struct {
 	logger       *zap.Logger
 	signer       *keys.Signer // resource signing key (auth-token routes)
 	verifier     *reqverify.Verifier
-	discoveryKey string
+	release      func() error // drops the shared discovery client
 	authorities  []string
 	now          func() time.Time
 }
@@ -134,12 +134,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for _, a := range h.Authorities {
 		h.authorities = append(h.authorities, httpsig.Authority("https", a))
 	}
-	s := settings(ctx)
-	client, key, err := loadDiscovery(s, h.logger)
+	s, err := Settings(ctx)
 	if err != nil {
 		return err
 	}
-	h.discoveryKey = key
+	client, release, err := SharedDiscovery(s, h.logger)
+	if err != nil {
+		return err
+	}
+	h.release = release
 	h.verifier = &reqverify.Verifier{
 		Discovery: client,
 		Limits:    httpsig.DefaultLimits,
@@ -233,9 +236,8 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared discovery client.
 func (h *Handler) Cleanup() error {
-	if h.discoveryKey != "" {
-		_, err := discoveryPool.Delete(h.discoveryKey)
-		return err
+	if h.release != nil {
+		return h.release()
 	}
 	return nil
 }
