@@ -595,23 +595,10 @@ func (s *consentStore) endSession(ctx context.Context, sid string) {
 // ---- sweeping ----
 
 func (s *consentStore) sweeper(ctx context.Context) {
-	defer close(s.done)
-	t := time.NewTicker(sweepInterval)
-	defer t.Stop()
-	lastScan := time.Time{}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			s.sweep(ctx, now)
-			if now.Sub(lastScan) >= scanInterval {
-				lastScan = now
-				s.scan(ctx, now)
-				s.sweepGrants(ctx, now)
-			}
-		}
-	}
+	runSweeper(ctx, s.done, func(now time.Time) { s.sweep(ctx, now) }, func(now time.Time) {
+		s.scan(ctx, now)
+		s.sweepGrants(ctx, now)
+	})
 }
 
 // sweep drops expired records from memory and, where the storage can delete, from

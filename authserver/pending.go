@@ -263,18 +263,10 @@ func (h *Handler) waitForChange(ctx context.Context, rec pendingRecord, changed 
 // answerPoll answers a poll from the record's state; terminal answers are given once
 // (the record then becomes a tombstone and the URL answers 404).
 func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pendingRecord) {
-	ctx := r.Context()
 	now := h.now()
 	switch {
 	case rec.expired(now):
-		if _, err := h.consent.update(ctx, rec.ID, func(p *pendingRecord) error {
-			if p.Status != statusPending || !p.expired(now) {
-				return errNoLongerPending
-			}
-			p.Status = statusDone
-			return nil
-		}); err != nil {
-			h.terminalRace(w, r, err)
+		if !h.finish(w, r, rec.ID, func(p *pendingRecord) bool { return p.Status == statusPending && p.expired(now) }) {
 			return
 		}
 		h.writeError(w, r, http.StatusRequestTimeout, codeExpired, "the user did not decide in time", nil)
@@ -292,14 +284,7 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 			h.serverError(w, r, "minting auth token", err)
 			return
 		}
-		if _, err := h.consent.update(ctx, rec.ID, func(p *pendingRecord) error {
-			if p.Status != statusApproved {
-				return errNoLongerPending
-			}
-			p.Status = statusDone
-			return nil
-		}); err != nil {
-			h.terminalRace(w, r, err)
+		if !h.finish(w, r, rec.ID, func(p *pendingRecord) bool { return p.Status == statusApproved }) {
 			return
 		}
 		h.logger.Info("auth token issued after consent",
@@ -308,14 +293,7 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 			zap.String("user", rec.User), zap.Int64("expires_in", lifetime))
 		h.writeJSON(w, http.StatusOK, tokenResponse{AuthToken: raw, ExpiresIn: lifetime})
 	case rec.Status == statusDenied:
-		if _, err := h.consent.update(ctx, rec.ID, func(p *pendingRecord) error {
-			if p.Status != statusDenied {
-				return errNoLongerPending
-			}
-			p.Status = statusDone
-			return nil
-		}); err != nil {
-			h.terminalRace(w, r, err)
+		if !h.finish(w, r, rec.ID, func(p *pendingRecord) bool { return p.Status == statusDenied }) {
 			return
 		}
 		desc := "the user denied the request"
@@ -333,6 +311,23 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 		hdr.Set("Retry-After", retryAfter)
 		h.writeJSON(w, http.StatusAccepted, body)
 	}
+}
+
+// finish turns a record whose state still satisfies from into a tombstone, so the one
+// terminal answer is given once and later polls get 404. It answers the request itself
+// and returns false when another poll took the answer first or storage failed.
+func (h *Handler) finish(w http.ResponseWriter, r *http.Request, id string, from func(*pendingRecord) bool) bool {
+	if _, err := h.consent.update(r.Context(), id, func(p *pendingRecord) error {
+		if !from(p) {
+			return errNoLongerPending
+		}
+		p.Status = statusDone
+		return nil
+	}); err != nil {
+		h.terminalRace(w, r, err)
+		return false
+	}
+	return true
 }
 
 // terminalRace answers when a terminal transition lost to a concurrent one (another

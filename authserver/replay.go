@@ -166,7 +166,14 @@ func (s *replayStore) remember(name string, exp int64) {
 }
 
 func (s *replayStore) sweeper(ctx context.Context) {
-	defer close(s.done)
+	runSweeper(ctx, s.done, func(now time.Time) { s.sweep(ctx, now) }, func(now time.Time) { s.scan(ctx, now) })
+}
+
+// runSweeper calls sweep every sweepInterval and scan at most every scanInterval until
+// ctx ends, then closes done. Stores drop expired entries from memory in sweep and from
+// storage in scan.
+func runSweeper(ctx context.Context, done chan struct{}, sweep, scan func(now time.Time)) {
+	defer close(done)
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
 	lastScan := time.Time{}
@@ -175,10 +182,10 @@ func (s *replayStore) sweeper(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			s.sweep(ctx, now)
+			sweep(now)
 			if now.Sub(lastScan) >= scanInterval {
 				lastScan = now
-				s.scan(ctx, now)
+				scan(now)
 			}
 		}
 	}
