@@ -104,12 +104,12 @@ type Handler struct {
 	// sub, scope, jkt, txn, issuer); "-" drops the field. Placeholders are unaffected.
 	Headers map[string]string `json:"headers,omitempty"`
 
-	logger       *zap.Logger
-	signer       *keys.Signer // resource signing key (auth-token routes)
-	verifier     *reqverify.Verifier
-	release      func() error // drops the shared discovery client
-	authorities  []string
-	now          func() time.Time
+	logger      *zap.Logger
+	signer      *keys.Signer // resource signing key (auth-token routes)
+	verifier    *reqverify.Verifier
+	release     func() error // drops the shared discovery client
+	authorities []string
+	now         func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
