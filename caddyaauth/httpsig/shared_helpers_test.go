@@ -4,50 +4,18 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/internal/shareddata"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 )
 
-// sharedTestdata returns ../shared/testdata/<sub> relative to the directory holding
-// go.mod (found by walking up from the test's working directory). It skips the test
-// with a message naming the missing folder when the data set is not there.
-func sharedTestdata(t testing.TB, sub string) string {
-	t.Helper()
-	p, err := findSharedTestdata(sub)
-	if err != nil {
-		t.Skip(err.Error())
-	}
-	return p
-}
+func sharedTestdata(t testing.TB, sub string) string { return shareddata.Dir(t, sub) }
 
-func findSharedTestdata(sub string) (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the test directory; cannot locate ../shared/testdata/%s", sub)
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "testdata", sub)
-	if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("test data folder %s is missing (expected ../shared/testdata/%s beside the project root %s)", p, sub, dir)
-	}
-	return p, nil
-}
+func findSharedTestdata(sub string) (string, error) { return shareddata.Find(sub) }
 
 // a1Input is the Signature-Input common to the Appendix A vectors.
 const a1Input = `sig=("@method" "@authority" "@path" "signature-key");created=1774920963`

@@ -3,36 +3,13 @@ package token
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/internal/shareddata"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 )
 
-// sharedTestdata finds ../shared/testdata beside the project root (the directory holding
-// go.mod), or skips the test with a message saying what is missing.
-func sharedTestdata(t *testing.T, rel string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skipf("no go.mod above the test directory; cannot locate ../shared/testdata/%s", rel)
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "testdata", rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("test data not present: %s (the project's shared testdata folder is missing; see shared/testdata/README.md)", p)
-	}
-	return p
-}
+func sharedTestdata(t *testing.T, rel string) string { return shareddata.Dir(t, rel) }
 
 type wpJWSFile struct {
 	NumberOfTests int `json:"numberOfTests"`
