@@ -397,3 +397,48 @@ func TestTokenEndpointRejections(t *testing.T) {
 		}
 	})
 }
+
+// TestResourceTokenEndpoint: the proactive path (Part 2 §14.1): an identified agent asks
+// the resource for a resource token for named scopes, then trades it at the auth server.
+func TestResourceTokenEndpoint(t *testing.T) {
+	env := startAuthz(t)
+	id := env.identity()
+	endpoint := env.apiID + "/.well-known/aauth-resource/token"
+	post := func(cred *agent.Credential, body string) result {
+		req, _ := http.NewRequest("POST", endpoint, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if err := httpsig.Sign(req, cred.Signer, cred.SigKey(), httpsig.SignOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return do(t, plainClient(), req)
+	}
+	r := post(id, `{"scope":"data.read"}`)
+	if r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	var out struct {
+		ResourceToken string `json:"resource_token"`
+		AuthServer    string `json:"auth_server"`
+		Scope         string `json:"scope"`
+	}
+	if err := json.Unmarshal(r.body, &out); err != nil || out.AuthServer != env.authID || out.Scope != "data.read" {
+		t.Fatalf("answer %s", r.body)
+	}
+	rt, err := token.Parse(out.ResourceToken, token.TypResource)
+	if err != nil || rt.Claims.Agent != env.agentSrv.id || rt.Claims.AgentJKT != env.agentSrv.signer.Public.Thumbprint {
+		t.Fatalf("resource token %v %+v", err, rt)
+	}
+	// It is good at the auth server.
+	env.tokenRequest(t, id, map[string]string{"resource_token": out.ResourceToken}).mustStatus(t, 200)
+
+	if r := post(id, `{"scope":"data.admin"}`); r.status != 400 || r.errorCode(t) != "invalid_scope" {
+		t.Fatalf("unknown scope: %d %s", r.status, r.body)
+	}
+	cred, _ := hwkCredential(t)
+	if r := post(cred, `{"scope":"data.read"}`); r.status != 401 || r.header.Get("AAuth") != "require=identity" {
+		t.Fatalf("hwk: %d %s", r.status, r.body)
+	}
+	if r := get(t, plainClient(), endpoint); r.status != 405 {
+		t.Fatalf("GET: %d", r.status)
+	}
+}
