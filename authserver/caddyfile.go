@@ -40,9 +40,9 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //			<allow|consent|deny> [agent <id|*>...] [resource <id|*>...] [scope <scope>...]
 //			default <allow|consent|deny>            # default deny
 //		}
-//		pending_lifetime  <duration>                # consent: time to decide, default 10m
-//		max_poll_wait     <duration>                # cap of Prefer: wait=N, default 30s
-//		remember_for      <duration>                # "remember this decision", default 30d
+//		pending_lifetime  <duration>                # consent: time to decide, default 10m (10s-24h)
+//		max_poll_wait     <duration>                # cap of Prefer: wait=N, default 30s (0-5m)
+//		remember_for      <duration>                # "remember this decision", default 30d (0-366d)
 //		user      <name> <bcrypt hash>              # repeatable; from `caddy hash-password`
 //		user_from <placeholder>                     # or: the user from an auth handler,
 //		                                            # e.g. {http.auth.user.id}

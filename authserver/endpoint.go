@@ -87,7 +87,8 @@ func isJSON(ct string) bool {
 	return true
 }
 
-// verifyRequest checks the HTTP signature; the token endpoint needs an identified agent.
+// verifyRequest checks the HTTP signature; the token endpoint and pending URLs need an
+// identified agent.
 func (h *Handler) verifyRequest(w http.ResponseWriter, r *http.Request) (*reqverify.Result, bool) {
 	if !httpsig.Present(r.Header) {
 		h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "request is not signed", nil)
@@ -108,7 +109,7 @@ func (h *Handler) verifyRequest(w http.ResponseWriter, r *http.Request) (*reqver
 		return nil, false
 	}
 	if res.Level == reqverify.LevelPseudonym || res.Agent == "" {
-		h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "the token endpoint needs an identified agent (jwks_uri or an agent token)", nil)
+		h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "this endpoint needs an identified agent (jwks_uri or an agent token)", nil)
 		return nil, false
 	}
 	return res, true
