@@ -627,18 +627,7 @@ func (s *consentStore) sweep(ctx context.Context, now time.Time) {
 	}
 	s.mu.Unlock()
 	s.limiter.sweep(now)
-	del, ok := s.storage().(storageDeleter)
-	if !ok {
-		return
-	}
-	for _, k := range keys {
-		if ctx.Err() != nil {
-			return
-		}
-		if err := del.Delete(ctx, k); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.logger.Error("deleting expired consent record", zap.Error(err))
-		}
-	}
+	deleteKeys(ctx, s.storage(), keys, s.logger, "deleting expired consent record")
 }
 
 // scan deletes expired records found in storage, including ones written before this

@@ -203,16 +203,24 @@ func (s *replayStore) sweep(ctx context.Context, now time.Time) {
 		}
 	}
 	s.mu.Unlock()
-	del, ok := s.storage().(storageDeleter)
+	for i, name := range expired {
+		expired[i] = path.Join(s.prefix, name)
+	}
+	deleteKeys(ctx, s.storage(), expired, s.logger, "deleting expired jti record")
+}
+
+// deleteKeys removes keys from storage when it can delete; a key already gone is fine.
+func deleteKeys(ctx context.Context, st any, keys []string, logger *zap.Logger, msg string) {
+	del, ok := st.(storageDeleter)
 	if !ok {
 		return
 	}
-	for _, name := range expired {
+	for _, k := range keys {
 		if ctx.Err() != nil {
 			return
 		}
-		if err := del.Delete(ctx, path.Join(s.prefix, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.logger.Error("deleting expired jti record", zap.Error(err))
+		if err := del.Delete(ctx, k); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			logger.Error(msg, zap.Error(err))
 		}
 	}
 }
