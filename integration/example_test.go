@@ -6,11 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
+	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,7 +30,11 @@ import (
 // agent server with a jwks_uri identity, a delegate holding an agent token, and the
 // auth-token route (/data/*), where the CLI gets an auth token from the demo auth server
 // (with -dev only, since every identifier in the demo is http:// on loopback), for the
-// agent and for the delegate. Paths outside the demo API answer 404.
+// agent and for the delegate. Then the consent route (/write/*): the CLI prints the
+// interaction URL and waits while the user (an HTTP client with a cookie jar) signs in as
+// alice and approves; a remembered decision skips the question, is listed on the grants
+// page and by the admin API (GET /aauth/grants on localhost:2019) and is revoked there
+// (DELETE /aauth/grants/{id}). Paths outside the demo API answer 404.
 //
 // Unlike the caddytest scenarios of this package (admin 2999, http 9080, https 9443, Caddy
 // in process), this test runs separate processes on the ports Caddyfile.example and the
@@ -206,6 +215,91 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 		if e["key_thumbprint"] == "" || e["key_thumbprint"] == agentThumbprint {
 			t.Errorf("key_thumbprint %q should be the delegate key's, not the agent key's", e["key_thumbprint"])
 		}
+	})
+
+	// The consent route: /write/* needs data.write, which the demo auth server grants only
+	// with a person's consent. The CLI prints the interaction URL and waits; the user
+	// opens it, signs in as alice and approves, over plain HTTP with a cookie jar.
+	t.Run("consent route: the user approves", func(t *testing.T) {
+		cli := startCLI(t, aauthBin, work, "fetch", "-dev", "-no-qr", "-key", "agent.jwk", "-id", "http://127.0.0.1:8001", "http://localhost:8080/write/report")
+		link := cli.interactionURL(t, 30*time.Second)
+
+		user := newDemoUser(t)
+		user.approve(t, link, false)
+
+		out := cli.wait(t, 30*time.Second)
+		out.wantExit(t, 0)
+		e := out.echo(t)
+		if e["path"] != "/write/report" || e["subject"] != "alice" || e["level"] != "authorized" || e["scope"] != "data.write" ||
+			e["scheme"] != "jwt" || e["agent"] != "http://127.0.0.1:8001" || e["issuer"] != "http://localhost:8081" {
+			t.Fatalf("backend saw %v", e)
+		}
+		code := strings.TrimPrefix(link, "http://localhost:8081/interact?code=")
+		// The stderr the README shows (the QR code is off with -no-qr).
+		for _, want := range []string{
+			"Approve this request in your browser:",
+			link,
+			"Code: " + code[:4] + "-" + code[4:],
+			"Resource: http://localhost:8080",
+			"aauth: waiting for approval…",
+			"aauth: approved after ",
+		} {
+			if !strings.Contains(out.stderr, want) {
+				t.Errorf("stderr lacks %q\n%s", want, out)
+			}
+		}
+		if strings.ContainsAny(out.stderr, "█▀▄") {
+			t.Errorf("-no-qr printed a QR code:\n%s", out.stderr)
+		}
+	})
+
+	// "Remember this decision": the next request gets its token without asking; the
+	// decision shows on the user's grants page and in Caddy's admin API, where it is
+	// revoked, after which the agent is asked again.
+	t.Run("remembered decision, listed and revoked", func(t *testing.T) {
+		args := []string{"fetch", "-dev", "-no-qr", "-key", "agent.jwk", "-id", "http://127.0.0.1:8001", "http://localhost:8080/write/report"}
+		cli := startCLI(t, aauthBin, work, args...)
+		user := newDemoUser(t)
+		user.approve(t, cli.interactionURL(t, 30*time.Second), true)
+		cli.wait(t, 30*time.Second).wantExit(t, 0)
+
+		out := runCLI(t, aauthBin, work, nil, args...)
+		out.wantExit(t, 0)
+		if e := out.echo(t); e["subject"] != "alice" || e["scope"] != "data.write" {
+			t.Fatalf("backend saw %v", e)
+		}
+		if strings.Contains(out.stderr, "interact?code=") {
+			t.Errorf("a remembered decision should not ask again:\n%s", out)
+		}
+
+		if page := user.get(t, "http://localhost:8081/interact/grants"); !strings.Contains(page, "http://127.0.0.1:8001") || !strings.Contains(page, "data.write") {
+			t.Errorf("the grants page does not list the decision:\n%s", page)
+		}
+
+		grants := adminGrants(t)
+		if len(grants) != 1 {
+			t.Fatalf("GET /aauth/grants: want 1 grant, got %+v", grants)
+		}
+		g := grants[0]
+		if g.Issuer != "http://localhost:8081" || g.User != "alice" || g.Agent != "http://127.0.0.1:8001" ||
+			g.Resource != "http://localhost:8080" || strings.Join(g.Scopes, " ") != "data.write" || g.ID == "" {
+			t.Fatalf("GET /aauth/grants: %+v", g)
+		}
+		req, _ := http.NewRequest(http.MethodDelete, "http://localhost:2019/aauth/grants/"+g.ID, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("DELETE /aauth/grants/%s: status %d, want 204", g.ID, resp.StatusCode)
+		}
+		if grants := adminGrants(t); len(grants) != 0 {
+			t.Fatalf("after DELETE: %+v", grants)
+		}
+
+		again := startCLI(t, aauthBin, work, args...)
+		again.interactionURL(t, 30*time.Second) // asked again; the cleanup stops it
 	})
 
 	t.Run("other paths are not found", func(t *testing.T) {
@@ -415,4 +509,233 @@ func (p *process) stop(t *testing.T) {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+}
+
+// interactionRE finds the interaction URL the CLI prints for the demo's auth server.
+var interactionRE = regexp.MustCompile(`http://localhost:8081/interact\?code=[0-9A-Z]+`)
+
+// bgCLI is an aauth command running in the background, its stderr watched for the
+// interaction URL.
+type bgCLI struct {
+	args           []string
+	cmd            *exec.Cmd
+	stdout, stderr *lockedBuffer
+	found          chan string // the interaction URL, once
+	done           chan struct{}
+	err            error // valid after done
+}
+
+// watchWriter collects stderr and reports the first interaction URL in it.
+type watchWriter struct {
+	buf   *lockedBuffer
+	found chan string
+	sent  bool
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	n, err := w.buf.Write(p)
+	if !w.sent {
+		if m := interactionRE.FindString(w.buf.String()); m != "" {
+			w.sent = true
+			w.found <- m
+		}
+	}
+	return n, err
+}
+
+// startCLI starts an aauth command in dir; t.Cleanup kills it if it is still running.
+func startCLI(t *testing.T, bin, dir string, args ...string) *bgCLI {
+	t.Helper()
+	c := &bgCLI{args: args, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, found: make(chan string, 1), done: make(chan struct{})}
+	c.cmd = exec.Command(bin, args...)
+	c.cmd.Dir = dir
+	c.cmd.Stdout = c.stdout
+	c.cmd.Stderr = &watchWriter{buf: c.stderr, found: c.found}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("starting aauth %s: %v", strings.Join(args, " "), err)
+	}
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-c.done:
+		default:
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+	})
+	return c
+}
+
+func (c *bgCLI) String() string {
+	return fmt.Sprintf("aauth %s\nstdout: %s\nstderr: %s", strings.Join(c.args, " "), c.stdout, c.stderr)
+}
+
+// interactionURL waits for the interaction URL on stderr.
+func (c *bgCLI) interactionURL(t *testing.T, limit time.Duration) string {
+	t.Helper()
+	select {
+	case u := <-c.found:
+		return u
+	case <-c.done:
+		t.Fatalf("the CLI exited (%v) without printing an interaction URL\n%s", c.err, c)
+	case <-time.After(limit):
+		t.Fatalf("no interaction URL on stderr within %s\n%s", limit, c)
+	}
+	return ""
+}
+
+// wait waits for the command to exit and returns its output and exit status.
+func (c *bgCLI) wait(t *testing.T, limit time.Duration) cliResult {
+	t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(limit):
+		t.Fatalf("the CLI did not exit within %s\n%s", limit, c)
+	}
+	r := cliResult{args: c.args, stdout: c.stdout.String(), stderr: c.stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case c.err == nil:
+	case errors.As(c.err, &ee):
+		r.exit = ee.ExitCode()
+	default:
+		t.Fatalf("aauth %s: %v", strings.Join(c.args, " "), c.err)
+	}
+	return r
+}
+
+// demoUser is the person at the demo's consent pages: a plain HTTP client with a cookie
+// jar, following redirects as a browser does.
+type demoUser struct {
+	c *http.Client
+}
+
+func newDemoUser(t *testing.T) *demoUser {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &demoUser{c: &http.Client{Jar: jar, Timeout: 10 * time.Second}}
+}
+
+// fetch does one request and returns the final status, URL and body.
+func (u *demoUser) fetch(t *testing.T, req *http.Request) (int, *url.URL, string) {
+	t.Helper()
+	resp, err := u.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Request.URL, string(b)
+}
+
+func (u *demoUser) get(t *testing.T, link string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, link, nil)
+	status, _, body := u.fetch(t, req)
+	if status != 200 {
+		t.Fatalf("GET %s: status %d\n%s", link, status, body)
+	}
+	return body
+}
+
+var (
+	formRE   = regexp.MustCompile(`(?s)<form method="post" action="([^"]*)"[^>]*>(.*?)</form>`)
+	hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
+)
+
+// submit finds the POST form of page (at base) whose button has the value action, fills
+// its hidden fields (the CSRF token, the code) plus extra, presses the button and returns
+// the page it leads to.
+func (u *demoUser) submit(t *testing.T, base *url.URL, page, action string, extra url.Values) (int, *url.URL, string) {
+	t.Helper()
+	for _, f := range formRE.FindAllStringSubmatch(page, -1) {
+		if !strings.Contains(f[2], `name="action" value="`+action+`"`) {
+			continue
+		}
+		form := url.Values{"action": {action}}
+		for _, h := range hiddenRE.FindAllStringSubmatch(f[2], -1) {
+			form.Set(html.UnescapeString(h[1]), html.UnescapeString(h[2]))
+		}
+		if form.Get("csrf") == "" {
+			t.Fatalf("the %s form has no CSRF token:\n%s", action, f[0])
+		}
+		for k, v := range extra {
+			form[k] = v
+		}
+		target, err := base.Parse(html.UnescapeString(f[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodPost, target.String(), strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return u.fetch(t, req)
+	}
+	t.Fatalf("no form with a %q button on the page:\n%s", action, page)
+	return 0, nil, ""
+}
+
+// approve opens the interaction URL, signs in as the demo user alice and approves (with
+// "Remember this decision" ticked when remember is set).
+func (u *demoUser) approve(t *testing.T, link string, remember bool) {
+	t.Helper()
+	base, err := url.Parse(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := u.get(t, link)
+	if !strings.Contains(login, "Sign in to continue") || !strings.Contains(login, "http://127.0.0.1:8001") {
+		t.Fatalf("the interaction URL did not open the sign-in page:\n%s", login)
+	}
+	status, at, consent := u.submit(t, base, login, "login", url.Values{"username": {"alice"}, "password": {"demo-password"}})
+	if status != 200 || at.String() != link {
+		t.Fatalf("after signing in: status %d at %s\n%s", status, at, consent)
+	}
+	// No scope description: in Caddyfile.example the /data/* route answers the resource's
+	// well-known paths, and it publishes only data.read's description.
+	for _, want := range []string{"Allow access?", "Signed in as <strong>alice</strong>", "http://127.0.0.1:8001", "data.write", "Remember this decision for 30 days"} {
+		if !strings.Contains(consent, want) {
+			t.Errorf("the consent page lacks %q:\n%s", want, consent)
+		}
+	}
+	extra := url.Values{}
+	if remember {
+		extra.Set("remember", "1")
+	}
+	status, _, done := u.submit(t, at, consent, "approve", extra)
+	if status != 200 || !strings.Contains(done, "Access approved") {
+		t.Fatalf("after approving: status %d\n%s", status, done)
+	}
+}
+
+// adminGrant is one entry of GET /aauth/grants on Caddy's admin endpoint.
+type adminGrant struct {
+	ID       string   `json:"id"`
+	Issuer   string   `json:"issuer"`
+	User     string   `json:"user"`
+	Agent    string   `json:"agent"`
+	Resource string   `json:"resource"`
+	Scopes   []string `json:"scopes"`
+}
+
+func adminGrants(t *testing.T) []adminGrant {
+	t.Helper()
+	resp, err := http.Get("http://localhost:2019/aauth/grants")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var gs []adminGrant
+	if resp.StatusCode != 200 || json.Unmarshal(b, &gs) != nil {
+		t.Fatalf("GET http://localhost:2019/aauth/grants: status %d: %s", resp.StatusCode, b)
+	}
+	return gs
 }
