@@ -340,19 +340,19 @@ func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // checkBody binds a POST body to the request signature: the signature must cover
-// content-digest (unless allow_unsigned_body is set), and a covered digest must match
-// the body that was read. Without it an on-path party could swap the resource token or
+// content-type and content-digest (unless allow_unsigned_body is set), and the digest
+// must match the body that was read. Without it an on-path party could swap the resource token or
 // the purpose under a valid signature.
 func (h *Handler) checkBody(w http.ResponseWriter, r *http.Request, res *reqverify.Result, body []byte) bool {
-	if res.Signature != nil && res.Signature.Covers("content-digest") {
+	digest := res.Signature != nil && res.Signature.Covers("content-digest")
+	if digest {
 		field, _ := httpsig.FieldValue(r.Header, "Content-Digest")
 		if err := httpsig.CheckContentDigest(field, body); err != nil {
 			h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, err.Error(), nil)
 			return false
 		}
-		return true
 	}
-	if h.AllowUnsignedBody {
+	if (digest && res.Signature.Covers("content-type")) || h.AllowUnsignedBody {
 		return true
 	}
 	required := append(append([]string(nil), httpsig.RequiredComponents...), "content-type", "content-digest")

@@ -568,8 +568,22 @@ func TestBodyBoundToSignature(t *testing.T) {
 	if r := sign(e.h, good, true, good); r.Status != http.StatusOK {
 		t.Fatalf("covered body: %d %s", r.Status, r.Raw)
 	}
+	// content-digest without content-type is not enough.
+	req := newRequest(http.MethodPost, PathToken, good)
+	httpsig.SetContentDigest(req, []byte(good))
+	if err := httpsig.Sign(req, e.agent.Signer, jwksKey(e.agent), httpsig.SignOptions{Created: testNow, Extra: []string{"content-digest"}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := serve(t, e.h, req); r.Status != http.StatusUnauthorized {
+		t.Fatalf("content-type not covered: %d %s", r.Status, r.Raw)
+	}
 	lax := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), AllowUnsignedBody: true}, keystore.NewMemory())
 	if r := sign(lax, other, false, other); r.Status != http.StatusOK {
 		t.Fatalf("allow_unsigned_body: %d %s", r.Status, r.Raw)
+	}
+	// A covered digest is still checked when unsigned bodies are allowed.
+	third := body(e.mintRT(e.resource.Signer, e.rtClaims()))
+	if r := sign(lax, third, true, good); r.Status != http.StatusUnauthorized {
+		t.Fatalf("allow_unsigned_body with a wrong digest: %d %s", r.Status, r.Raw)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -152,13 +153,68 @@ type resourceMetadata struct {
 }
 
 func (h *Handler) metadata() resourceMetadata {
-	return resourceMetadata{
-		Resource:                      h.Resource,
-		JWKSURI:                       h.Resource + PathResourceJWKS,
-		ResourceTokenEndpoint:         h.Resource + PathResourceToken,
-		ScopeDescriptions:             h.ScopeDescriptions,
-		AdditionalSignatureComponents: h.RequireComponents,
+	md := resourceMetadata{
+		Resource:              h.Resource,
+		JWKSURI:               h.Resource + PathResourceJWKS,
+		ResourceTokenEndpoint: h.Resource + PathResourceToken,
 	}
+	for _, sib := range h.siblings() {
+		for sc, text := range sib.ScopeDescriptions {
+			if md.ScopeDescriptions == nil {
+				md.ScopeDescriptions = map[string]string{}
+			}
+			if _, dup := md.ScopeDescriptions[sc]; !dup || sib == h {
+				md.ScopeDescriptions[sc] = text
+			}
+		}
+		for _, c := range sib.RequireComponents {
+			if !slices.Contains(md.AdditionalSignatureComponents, c) {
+				md.AdditionalSignatureComponents = append(md.AdditionalSignatureComponents, c)
+			}
+		}
+	}
+	return md
+}
+
+// liveResources holds the provisioned auth-token handlers of each resource id, so the
+// one well-known route of a site describes every route of that resource: all their
+// scope descriptions in the metadata, all their scopes at the resource token endpoint.
+// During a config reload the old handlers stay listed until their Cleanup.
+var liveResources = struct {
+	sync.Mutex
+	m map[string]map[*Handler]struct{}
+}{m: map[string]map[*Handler]struct{}{}}
+
+func (h *Handler) register() {
+	liveResources.Lock()
+	defer liveResources.Unlock()
+	if liveResources.m[h.Resource] == nil {
+		liveResources.m[h.Resource] = map[*Handler]struct{}{}
+	}
+	liveResources.m[h.Resource][h] = struct{}{}
+}
+
+func (h *Handler) unregister() {
+	liveResources.Lock()
+	defer liveResources.Unlock()
+	delete(liveResources.m[h.Resource], h)
+	if len(liveResources.m[h.Resource]) == 0 {
+		delete(liveResources.m, h.Resource)
+	}
+}
+
+// siblings are the live handlers of h's resource, h included (even when unregistered,
+// as in tests that build a handler by hand).
+func (h *Handler) siblings() []*Handler {
+	liveResources.Lock()
+	defer liveResources.Unlock()
+	out := []*Handler{h}
+	for o := range liveResources.m[h.Resource] {
+		if o != h {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // serveResourceToken is the resource token endpoint for proactive requests (Part 2
@@ -214,11 +270,15 @@ func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) err
 }
 
 func (h *Handler) knownScope(s string) bool {
-	if slices.Contains(h.Scopes, s) {
-		return true
+	for _, sib := range h.siblings() {
+		if slices.Contains(sib.Scopes, s) {
+			return true
+		}
+		if _, ok := sib.ScopeDescriptions[s]; ok {
+			return true
+		}
 	}
-	_, ok := h.ScopeDescriptions[s]
-	return ok
+	return false
 }
 
 func writeJSONError(w http.ResponseWriter, status int, code, desc string) error {

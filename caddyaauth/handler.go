@@ -166,6 +166,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				return fmt.Errorf("resource signing key: %w", err)
 			}
 			h.signer = signer
+			h.register()
 		}
 	}
 	return nil
@@ -236,6 +237,9 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared discovery client.
 func (h *Handler) Cleanup() error {
+	if h.signer != nil {
+		h.unregister()
+	}
 	if h.release != nil {
 		return h.release()
 	}

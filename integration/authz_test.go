@@ -61,6 +61,7 @@ func authzConfig(env *authzEnv) string {
 		resource %s
 		auth_server %s
 		scope data.read data.write
+		scope_description data.write "Change your data"
 	}
 	reverse_proxy %s
 }
@@ -214,6 +215,11 @@ func TestAuthTokenFlow(t *testing.T) {
 		_ = json.Unmarshal(r.body, &md)
 		if md["resource"] != env.apiID || md["jwks_uri"] != env.apiID+"/.well-known/aauth-resource/jwks.json" {
 			t.Fatalf("metadata %s", r.body)
+		}
+		// Both routes of the resource are described, whichever route serves the document.
+		descs, _ := md["scope_descriptions"].(map[string]any)
+		if descs["data.read"] != "Read your data" || descs["data.write"] != "Change your data" {
+			t.Fatalf("scope_descriptions %v", descs)
 		}
 		get(t, plainClient(), env.apiID+"/.well-known/aauth-resource/jwks.json").mustStatus(t, 200)
 		get(t, plainClient(), env.authID+"/.well-known/aauth-issuer.json").mustStatus(t, 200)

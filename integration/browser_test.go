@@ -17,8 +17,8 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
 )
 
-// screenshotPath is where TestConsentFlowInBrowser leaves a picture of the consent page
-// (relative to this package's directory, where go test runs).
+// screenshotPath is where TestConsentFlowInBrowser writes the README's picture of the
+// consent page when run with -update (relative to this package's directory).
 const screenshotPath = "testdata/consent-page.png"
 
 const viewportW, viewportH = 1000, 900
@@ -175,13 +175,18 @@ func TestConsentFlowInBrowser(t *testing.T) {
 	if b := img.Bounds(); b.Dx() != viewportW || b.Dy() < 400 {
 		t.Errorf("screenshot is %dx%d", b.Dx(), b.Dy())
 	}
-	if err := os.MkdirAll(filepath.Dir(screenshotPath), 0o755); err != nil {
+	// The README's picture is refreshed with -update; other runs keep theirs in a temp dir.
+	shotPath := filepath.Join(t.TempDir(), "consent-page.png")
+	if *update {
+		shotPath = screenshotPath
+		if err := os.MkdirAll(filepath.Dir(shotPath), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(shotPath, shot, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(screenshotPath, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("consent page screenshot: %s (%dx%d)", screenshotPath, img.Bounds().Dx(), img.Bounds().Dy())
+	t.Logf("consent page screenshot: %s (%dx%d)", shotPath, img.Bounds().Dx(), img.Bounds().Dy())
 
 	// The same page fetched by a plain HTTP client signed in with its own cookie jar:
 	// no caching, no framing, the purpose escaped.
