@@ -167,8 +167,7 @@ type consentStore struct {
 	logger *zap.Logger
 	secret []byte // CSRF key, kept in storage
 
-	stMu sync.RWMutex
-	st   keystore.Storage
+	storageRef
 
 	stripes [64]sync.Mutex // serialise read-modify-write per pending id
 
@@ -208,12 +207,12 @@ func newConsentStore(ctx context.Context, issuer string, st keystore.Storage, lo
 		issuer:   issuer,
 		prefix:   issuerPrefix(issuer),
 		logger:   logger,
-		st:       st,
 		pending:  map[string]*pendingEntry{},
 		codes:    map[string]codeRecord{},
 		sessions: map[string]sessionRecord{},
 		limiter:  newRateLimiter(maxWrongCodes, time.Minute, maxLimiterEntries),
 	}
+	s.setStorage(st)
 	secret, err := s.loadOrCreateSecret(ctx)
 	if err != nil {
 		return nil, err
@@ -238,18 +237,6 @@ func (s *consentStore) Destruct() error {
 	s.cancel()
 	<-s.done
 	return nil
-}
-
-func (s *consentStore) setStorage(st keystore.Storage) {
-	s.stMu.Lock()
-	s.st = st
-	s.stMu.Unlock()
-}
-
-func (s *consentStore) storage() keystore.Storage {
-	s.stMu.RLock()
-	defer s.stMu.RUnlock()
-	return s.st
 }
 
 func (s *consentStore) key(parts ...string) string {

@@ -53,8 +53,7 @@ type replayStore struct {
 	prefix string
 	logger *zap.Logger
 
-	stMu sync.RWMutex
-	st   keystore.Storage
+	storageRef
 
 	stripes [64]sync.Mutex // serialise check-and-store per record
 
@@ -79,11 +78,11 @@ func newReplayStore(issuer string, st keystore.Storage, logger *zap.Logger) *rep
 	s := &replayStore{
 		prefix: replayPrefix(issuer),
 		logger: logger,
-		st:     st,
 		seen:   map[string]int64{},
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
+	s.setStorage(st)
 	go s.sweeper(ctx)
 	return s
 }
@@ -102,16 +101,23 @@ func loadReplayStore(issuer string, st keystore.Storage, logger *zap.Logger) (*r
 	return s, nil
 }
 
-func (s *replayStore) setStorage(st keystore.Storage) {
-	s.stMu.Lock()
-	s.st = st
-	s.stMu.Unlock()
+// storageRef is the storage a pooled store writes to; the handler of a new config hands
+// the shared store its storage again, which may have changed.
+type storageRef struct {
+	mu sync.RWMutex
+	st keystore.Storage
 }
 
-func (s *replayStore) storage() keystore.Storage {
-	s.stMu.RLock()
-	defer s.stMu.RUnlock()
-	return s.st
+func (r *storageRef) setStorage(st keystore.Storage) {
+	r.mu.Lock()
+	r.st = st
+	r.mu.Unlock()
+}
+
+func (r *storageRef) storage() keystore.Storage {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.st
 }
 
 // Destruct stops the sweeper (called by the pool when the last handler lets go).
