@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
@@ -119,20 +119,7 @@ func (h *Handler) verifyRequest(w http.ResponseWriter, r *http.Request) (*reqver
 // Host header), and method, path and query from the original request, before any
 // rewrite.
 func (h *Handler) target(r *http.Request) httpsig.Target {
-	orig := r
-	if o, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
-		orig = &o
-	}
-	t := httpsig.Target{Method: orig.Method, Authority: h.authority, Header: r.Header}
-	uri := orig.RequestURI
-	if strings.HasPrefix(uri, "/") {
-		t.Path, t.Query, t.HasQuery = strings.Cut(uri, "?")
-	} else if orig.URL != nil {
-		// absolute-form or no request-target recorded: use the parsed URL
-		t.Path, t.Query = orig.URL.EscapedPath(), orig.URL.RawQuery
-		t.HasQuery = orig.URL.RawQuery != "" || orig.URL.ForceQuery
-	}
-	return t
+	return caddyaauth.ReceivedTarget(r, h.authority)
 }
 
 // readRequest reads (bounded) and parses the body.

@@ -311,16 +311,9 @@ func (h *Handler) renamedHeaders() []string {
 	return out
 }
 
-// target describes the request as the agent signed it: method and path from the original
-// request (before any rewrite, uri or handle_path), the authority from configuration or
-// the Host header.
+// target describes the request as the agent signed it, with the authority from
+// configuration or the Host header.
 func (h *Handler) target(r *http.Request) httpsig.Target {
-	method, reqURI := r.Method, r.RequestURI
-	var u *url.URL = r.URL
-	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
-		method, reqURI, u = orig.Method, orig.RequestURI, orig.URL
-	}
-	path, query, hasQuery := splitRequestURI(reqURI, u)
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -329,6 +322,19 @@ func (h *Handler) target(r *http.Request) httpsig.Target {
 	if len(h.authorities) > 0 && !slices.Contains(h.authorities, authority) {
 		authority = h.authorities[0]
 	}
+	return ReceivedTarget(r, authority)
+}
+
+// ReceivedTarget describes a request for signature verification as the agent sent it:
+// method, escaped path and raw query from the original request (before any rewrite,
+// uri or handle_path), the given @authority, and the request's headers. The gateway and
+// the auth server both use it.
+func ReceivedTarget(r *http.Request, authority string) httpsig.Target {
+	method, reqURI, u := r.Method, r.RequestURI, r.URL
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
+		method, reqURI, u = orig.Method, orig.RequestURI, orig.URL
+	}
+	path, query, hasQuery := splitRequestURI(reqURI, u)
 	return httpsig.Target{Method: method, Authority: authority, Path: path, Query: query, HasQuery: hasQuery, Header: r.Header}
 }
 

@@ -12,7 +12,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -345,17 +344,4 @@ func peekTyp(raw string) string {
 	}
 	t := strings.ToLower(h.Typ)
 	return strings.TrimPrefix(t, "application/")
-}
-
-// TargetFromRequest describes a received request; callers that sit behind rewrites pass
-// the original request (see the caddyaauth handler).
-func TargetFromRequest(r *http.Request, authority string) httpsig.Target {
-	return httpsig.Target{
-		Method:    r.Method,
-		Authority: authority,
-		Path:      r.URL.EscapedPath(),
-		Query:     r.URL.RawQuery,
-		HasQuery:  r.URL.RawQuery != "" || r.URL.ForceQuery,
-		Header:    r.Header,
-	}
 }
