@@ -98,6 +98,10 @@ func (v *Verifier) Verify(ctx context.Context, t httpsig.Target) (*Result, error
 	if err := v.Policy.Check(sig, t, v.now()); err != nil {
 		return nil, err
 	}
+	// An algorithm no supported key can have is refused before any key is fetched.
+	if sig.Alg != "" && sig.Alg != keys.AlgEd25519 && sig.Alg != keys.AlgECDSAP256 {
+		return nil, fail(httpsig.CodeUnsupportedAlgorithm, "unsupported alg (use ed25519 or ecdsa-p256-sha256)")
+	}
 	base, err := httpsig.Base(sig, t)
 	if err != nil {
 		return nil, err
@@ -179,6 +183,11 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	res.TokenTyp = typ
 	now := v.now()
 	if cached, ok := v.Tokens.Get(raw, now); ok {
+		// The cache holds tokens verified by this verifier, but Self may differ per
+		// request (a gateway without a configured resource): check the audience again.
+		if typ == token.TypAgent && len(cached.Claims.Audience) > 0 && !cached.Claims.Audience.Contains(v.Self) {
+			return fail(CodeInvalidAgentToken, "token is for another audience")
+		}
 		return v.bind(sig, base, res, cached, false)
 	}
 	pre, err := token.Parse(raw, typ)
@@ -204,16 +213,9 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	switch typ {
 	case token.TypAgent:
 		opts := token.Options{Now: now, Audience: v.Self}
+		// The resolver refuses an iss that is not a valid identifier before fetching.
 		tok, err = token.VerifyAgentToken(ctx, raw, opts, v.agentKeyResolver())
-		if err == nil {
-			if e := discovery.ValidateIdentifier(tok.Claims.Issuer, v.Dev); e != nil {
-				return fail(CodeInvalidAgentToken, "agent token iss is not a valid identifier")
-			}
-		}
 	case token.TypAuth:
-		if v.AuthTokens == nil {
-			return fail(CodeInvalidAuthToken, "auth tokens are not accepted here")
-		}
 		opts := token.Options{Now: now, Audience: v.AuthTokens.Audience, Issuers: v.AuthTokens.Issuers}
 		tok, err = token.VerifyAuthToken(ctx, raw, opts, v.issuerKeyResolver())
 		if err != nil {
@@ -223,10 +225,13 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	if err != nil {
 		return tokenError(typ, err)
 	}
+	if err := checkNames(tok, typ); err != nil {
+		return err
+	}
 	v.Tokens.Put(tok)
-	// The request signature was checked against this token's cnf key above.
-	same := tok.Claims.Confirmation != nil && tok.Claims.Confirmation.Key.Equal(pre.Claims.Confirmation.Key)
-	return v.bind(sig, base, res, tok, same)
+	// The request signature was checked against this token's cnf key above (tok and pre
+	// are the same text).
+	return v.bind(sig, base, res, tok, true)
 }
 
 // staleAuthToken handles an auth token that is authentic but unusable here: expired, or
@@ -245,7 +250,7 @@ func (v *Verifier) staleAuthToken(ctx context.Context, raw string, pre *token.To
 		relaxed.Audience = pre.Claims.Audience[0]
 	}
 	tok, err := token.VerifyAuthToken(ctx, raw, relaxed, v.issuerKeyResolver())
-	if err != nil || tok.Claims.Agent == "" {
+	if err != nil || tok.Claims.Agent == "" || checkNames(tok, token.TypAuth) != nil {
 		return tokenError(token.TypAuth, cause)
 	}
 	res.Key, res.Token = tok.Claims.Confirmation.Key, tok
@@ -257,6 +262,25 @@ func (v *Verifier) staleAuthToken(ctx context.Context, raw string, pre *token.To
 // StaleAuthTokenGrace is how long after expiry an auth token still identifies its agent
 // for the purpose of issuing a new resource token.
 const StaleAuthTokenGrace = 24 * time.Hour
+
+// checkNames refuses a token whose identity claims would be unsafe to forward in
+// upstream headers: they come from agent servers and auth servers, not from us.
+func checkNames(tok *token.Token, typ string) error {
+	for _, v := range []string{tok.Claims.Issuer, tok.Claims.Subject, tok.Claims.Agent, tok.Claims.AgentDelegate, tok.Claims.Scope, tok.Claims.Txn} {
+		if len(v) > maxNameLen {
+			return fail(codeFor(typ), "token claim is too long")
+		}
+		for i := 0; i < len(v); i++ {
+			if v[i] < 0x20 || v[i] > 0x7e {
+				return fail(codeFor(typ), "token claim has characters that cannot be forwarded")
+			}
+		}
+	}
+	return nil
+}
+
+// maxNameLen bounds identity claims forwarded upstream.
+const maxNameLen = 1024
 
 // bind finishes a jwt-scheme verification with a verified token: the request must be
 // signed by the token's cnf key.

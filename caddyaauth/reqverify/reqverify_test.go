@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -201,6 +202,64 @@ func BenchmarkVerifyAuthToken(b *testing.B) {
 			if _, err := f.v.Verify(ctx, tg); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+func agentToken(t testing.TB, f *fixture, sub string, aud token.Audience, cnf *keys.PublicKey) string {
+	t.Helper()
+	now := time.Now()
+	raw, err := token.Mint(f.agent.signer, token.TypAgent, token.Claims{
+		Issuer: f.agent.id, Subject: sub, Audience: aud, ID: token.NewID(),
+		IssuedAt: now.Unix(), Expiry: now.Add(time.Hour).Unix(), Confirmation: &token.Confirmation{Key: cnf},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestVerifyHardening(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	d, _ := keys.Generate(keys.AlgEd25519, "")
+
+	t.Run("an impossible alg is refused before any fetch", func(t *testing.T) {
+		before := f.agent.hits.Load()
+		req := httptest.NewRequest("GET", "http://api.example/data", nil)
+		key := httpsig.SigKey{Scheme: httpsig.SchemeJWKSURI, Params: []httpsig.Param{{Name: "id", Value: f.agent.id + "/fresh"}, {Name: "kid", Value: "k1"}}}
+		if err := httpsig.Sign(req, f.agentKey, key, httpsig.SignOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Signature-Input", strings.Replace(req.Header.Get("Signature-Input"), ";created=", `;alg="rsa-pss-sha512";created=`, 1))
+		_, err := f.v.Verify(ctx, httpsig.TargetOf(req))
+		var e *httpsig.Error
+		if !asErr(err, &e) || e.Code != httpsig.CodeUnsupportedAlgorithm {
+			t.Fatalf("err = %v", err)
+		}
+		if f.agent.hits.Load() != before {
+			t.Fatal("a fetch was made")
+		}
+	})
+
+	t.Run("a cached agent token is still checked against this request's audience", func(t *testing.T) {
+		tg := sign(t, d, jwt(agentToken(t, f, "delegate-1", token.Audience{"https://api.example"}, d.Public)))
+		if _, err := f.v.Verify(ctx, tg); err != nil {
+			t.Fatal(err)
+		}
+		other := *f.v
+		other.Self = "https://other.example"
+		if _, err := other.Verify(ctx, tg); err == nil {
+			t.Fatal("a token for https://api.example was accepted by https://other.example from the cache")
+		}
+	})
+
+	t.Run("identity claims that cannot be forwarded are refused", func(t *testing.T) {
+		tg := sign(t, d, jwt(agentToken(t, f, "delegate\r\nX-Injected: 1", nil, d.Public)))
+		_, err := f.v.Verify(ctx, tg)
+		var e *httpsig.Error
+		if !asErr(err, &e) || e.Code != reqverify.CodeInvalidAgentToken {
+			t.Fatalf("err = %v", err)
 		}
 	})
 }
