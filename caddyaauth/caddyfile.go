@@ -21,9 +21,10 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("aauth", parseGlobal)
 }
 
-// parseDirective builds the handler's route. An auth-token route also gets a second
-// route, matched on the resource's well-known paths only, so the metadata, JWKS and
-// resource token endpoint are served on the site whatever matcher the route has.
+// parseDirective builds the handler's route, a route without a matcher that strips
+// client-sent identity headers from the site's other requests (aauth_strip), and, for an
+// auth-token route, a route matched on the resource's well-known paths only, so the
+// metadata, JWKS and resource token endpoint are served whatever matcher the route has.
 func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
 	if !h.Next() {
 		return nil, h.ArgErr()
@@ -37,6 +38,9 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 		return nil, err
 	}
 	routes := h.NewRoute(matcherSet, &handler)
+	// Every request of the site loses client-sent identity headers, not only the ones
+	// this route's matcher selects.
+	routes = append(routes, h.NewRoute(nil, Strip{Headers: handler.renamedHeaders()})...)
 	if handler.Require == RequireAuthToken {
 		wk := caddy.ModuleMap{"path": h.JSON(caddyhttp.MatchPath(WellKnownPaths))}
 		routes = append(routes, h.NewRoute(wk, &handler)...)

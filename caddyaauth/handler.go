@@ -109,6 +109,7 @@ type Handler struct {
 	verifier    *reqverify.Verifier
 	release     func() error // drops the shared discovery client
 	authorities []string
+	renamed     []string // custom upstream header names, stripped from client requests
 	now         func() time.Time
 }
 
@@ -134,6 +135,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for _, a := range h.Authorities {
 		h.authorities = append(h.authorities, httpsig.Authority("https", a))
 	}
+	h.renamed = h.renamedHeaders()
 	s, err := Settings(ctx)
 	if err != nil {
 		return err
@@ -248,7 +250,7 @@ func (h *Handler) Cleanup() error {
 
 // ServeHTTP verifies the request and either challenges it or passes it on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	stripIdentityHeaders(r.Header, h.renamedHeaders())
+	stripIdentityHeaders(r.Header, h.renamed)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
 		repl = caddy.NewReplacer()
@@ -292,6 +294,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	h.setIdentity(r, repl, res)
+	caddyhttp.SetVar(r.Context(), verifiedVar, true)
 	if c := h.logger.Check(zap.DebugLevel, "aauth request verified"); c != nil {
 		c.Write(zap.String("level", res.Level), zap.String("scheme", res.Scheme), zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint))
 	}
@@ -308,6 +311,7 @@ func (h *Handler) renamedHeaders() []string {
 			out = append(out, v)
 		}
 	}
+	slices.Sort(out) // deterministic adaptation
 	return out
 }
 

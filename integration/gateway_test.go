@@ -146,6 +146,15 @@ func TestGatewayPseudonymAndIdentity(t *testing.T) {
 		}
 	})
 
+	t.Run("forged identity headers are stripped on paths no aauth route covers", func(t *testing.T) {
+		r := get(t, plainClient(), api+"/public/page", "X-Aauth-Agent", "https://admin.example", "X_Aauth_Level", "authorized").mustStatus(t, 200)
+		for k := range r.echo.Header {
+			if lk := strings.ToLower(k); strings.HasPrefix(lk, "x-aauth") || strings.HasPrefix(lk, "x_aauth") {
+				t.Fatalf("forged %s reached the backend on an unprotected path", k)
+			}
+		}
+	})
+
 	t.Run("rewrite before the handler does not change the signed path", func(t *testing.T) {
 		tr := &agent.Transport{Identity: agent.JWKSURI(agentSrv.signer, agentSrv.id)}
 		r := get(t, agentClient(tr), api+"/old/thing").mustStatus(t, 200)
