@@ -192,7 +192,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	client, release, err := caddyaauth.SharedDiscovery(s, h.logger)
+	client, release, err := caddyaauth.SharedDiscovery(s)
 	if err != nil {
 		return err
 	}

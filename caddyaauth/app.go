@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 )
@@ -76,13 +75,14 @@ func (p pooledClient) Destruct() error { p.Close(); return nil }
 
 // SharedDiscovery returns the discovery client for s, kept across reloads. Call release
 // (once) in Cleanup.
-func SharedDiscovery(s App, logger *zap.Logger) (client *discovery.Client, release func() error, err error) {
+func SharedDiscovery(s App) (client *discovery.Client, release func() error, err error) {
 	key := "discovery/dev=" + strconv.FormatBool(s.Dev) + "/timeout=" + time.Duration(s.FetchTimeout).String()
 	v, _, err := discoveryPool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return pooledClient{discovery.New(discovery.Config{
 			Dev:     s.Dev,
 			Timeout: time.Duration(s.FetchTimeout),
-			Logger:  logger.Named("discovery"),
+			// Not the caller's logger: the client outlives the config that created it.
+			Logger: caddy.Log().Named("aauth.discovery"),
 		})}, nil
 	})
 	if err != nil {

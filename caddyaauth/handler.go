@@ -140,7 +140,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	client, release, err := SharedDiscovery(s, h.logger)
+	client, release, err := SharedDiscovery(s)
 	if err != nil {
 		return err
 	}
@@ -155,6 +155,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Tokens:    token.NewCache(10000),
 	}
 	if h.Require == RequireAuthToken {
+		// Checked here as well as in Validate: the resource id names the signing key's
+		// storage location, which must not be written for an invalid id.
+		if h.Resource != "" {
+			if err := discovery.ValidateIdentifier(h.Resource, s.Dev); err != nil {
+				return fmt.Errorf("resource: %v", err)
+			}
+		}
 		if h.ResourceTokenLifetime == 0 {
 			h.ResourceTokenLifetime = caddy.Duration(defaultResourceTokenLifetime)
 		}
