@@ -16,6 +16,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
 
 // TestConsent202: a consent outcome answers 202 with every header and member of
@@ -1007,5 +1010,40 @@ func TestConsentSweep(t *testing.T) {
 	defer s3.Destruct()
 	if s2.csrfToken("x") != s3.csrfToken("x") || s.csrfToken("x") == s2.csrfToken("x") {
 		t.Error("CSRF keys are not per issuer and stable")
+	}
+}
+
+// TestRememberedConsentIsPerDelegateAndKey: alice's remembered decision for delegate-7
+// must not hand alice's sub to another delegate (another person's instance) of the same
+// agent, nor survive the user's removal.
+func TestRememberedConsentIsPerDelegateAndKey(t *testing.T) {
+	c := newConsentEnv(t, nil)
+	ask := func(d *keys.Signer, sub string) result {
+		at := mintAgentToken(t, c.agent, d, sub)
+		claims := c.rtClaims()
+		claims.AgentJKT, claims.Scope, claims.ID = d.Public.Thumbprint, consentScope, token.NewID()
+		req := newRequest(http.MethodPost, PathToken, body(c.mintRT(c.resource.Signer, claims)))
+		signWith(t, req, d, jwtKey(at), c.now())
+		return serve(t, c.h, req)
+	}
+	d7, d8 := genSigner(t, ""), genSigner(t, "")
+	res := ask(d7, "delegate-7")
+	if res.Status != http.StatusAccepted {
+		t.Fatalf("%d %s", res.Status, res.Raw)
+	}
+	c.browser().approve(res.str("code"), "alice", "remember", "1")
+	if res := ask(d7, "delegate-7"); res.Status != http.StatusOK {
+		t.Fatalf("the remembered delegate: %d", res.Status)
+	}
+	if res := ask(d8, "delegate-8"); res.Status != http.StatusAccepted {
+		t.Fatalf("another delegate of the same agent got %d (must ask its own user)", res.Status)
+	}
+	if res := ask(d8, "delegate-7"); res.Status != http.StatusAccepted {
+		t.Fatalf("the same delegate name with another key got %d", res.Status)
+	}
+	// Without alice among the users, her grant no longer applies.
+	c.h.Users = []User{{Name: "bob", Hash: c.h.Users[0].Hash}}
+	if res := ask(d7, "delegate-7"); res.Status != http.StatusAccepted {
+		t.Fatalf("grant of a removed user applied: %d", res.Status)
 	}
 }

@@ -26,7 +26,8 @@ type grant struct {
 	ID       string   `json:"id"`
 	User     string   `json:"user"`
 	Agent    string   `json:"agent"`
-	Delegate string   `json:"delegate,omitempty"` // the delegate that asked, for the record
+	Delegate string   `json:"delegate,omitempty"` // the delegate that asked
+	KeyJKT   string   `json:"jkt"`                // thumbprint of the key that asked
 	Resource string   `json:"resource"`
 	Scopes   []string `json:"scopes"`
 	Created  int64    `json:"created"`
@@ -113,17 +114,25 @@ func (s *consentStore) storeJSON(ctx context.Context, st storageRW, key string, 
 	return st.Store(ctx, key, raw)
 }
 
-// findGrant returns the newest live grant of this agent at this resource that covers
-// every requested scope.
-func (s *consentStore) findGrant(ctx context.Context, agent, resource string, scopes []string, now time.Time) (*grant, error) {
-	gs, err := s.loadGrants(ctx, s.storage(), grantFile(agent, resource))
+// grantAsker is who asks for a token: a remembered decision applies only to the same
+// agent, delegate and signing key that the user approved (an agent server may run
+// delegates for several people; each key stands for one of them).
+type grantAsker struct {
+	Agent, Delegate, KeyJKT, Resource string
+}
+
+// findGrant returns the newest live grant for asker that covers every requested scope
+// and whose user is still allowed to consent (userOK).
+func (s *consentStore) findGrant(ctx context.Context, asker grantAsker, scopes []string, userOK func(string) bool, now time.Time) (*grant, error) {
+	gs, err := s.loadGrants(ctx, s.storage(), grantFile(asker.Agent, asker.Resource))
 	if err != nil {
 		return nil, err
 	}
 	var best *grant
 	for i := range gs {
 		g := &gs[i]
-		if g.Agent != agent || g.Resource != resource || now.Unix() >= g.Expires {
+		if g.Agent != asker.Agent || g.Resource != asker.Resource || g.Delegate != asker.Delegate ||
+			g.KeyJKT == "" || g.KeyJKT != asker.KeyJKT || now.Unix() >= g.Expires || !userOK(g.User) {
 			continue
 		}
 		covers := true
@@ -155,7 +164,7 @@ func (s *consentStore) addGrant(ctx context.Context, g grant) (grant, error) {
 		}
 		out := gs[:0]
 		for _, old := range gs {
-			if old.User == g.User && old.Expires > g.Created {
+			if old.User == g.User && old.KeyJKT == g.KeyJKT && old.Delegate == g.Delegate && old.Expires > g.Created {
 				for _, sc := range old.Scopes {
 					if !slices.Contains(g.Scopes, sc) {
 						g.Scopes = append(g.Scopes, sc)

@@ -511,7 +511,7 @@ func (it *interaction) decide(f url.Values) {
 		zap.String("resource", rec.Resource), zap.String("scope", rec.Scope), zap.Bool("remember", remember))
 	if remember {
 		g, err := h.consent.addGrant(ctx, grant{
-			User: user, Agent: rec.Agent, Delegate: rec.Delegate, Resource: rec.Resource,
+			User: user, Agent: rec.Agent, Delegate: rec.Delegate, KeyJKT: rec.KeyJKT, Resource: rec.Resource,
 			Scopes: rec.scopes(), Created: now.Unix(), Expires: now.Add(h.rememberFor).Unix(),
 		})
 		if err != nil {

@@ -61,6 +61,20 @@ type pendingResponse struct {
 
 func (h *Handler) pendingURL(id string) string { return h.Issuer + PathPending + id }
 
+// userMayConsent reports whether a remembered grant's user can still consent: a
+// configured user (with user_from the authentication handler decides, so any).
+func (h *Handler) userMayConsent(name string) bool {
+	if h.UserFrom != "" {
+		return true
+	}
+	for _, u := range h.Users {
+		if u.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // requireConsent answers a request the policy sends to the user: a remembered grant
 // that covers it issues a token at once (with the grant's user as sub); otherwise the
 // verified context is stored behind a new pending URL and the agent gets 202 with an
@@ -69,7 +83,8 @@ func (h *Handler) requireConsent(w http.ResponseWriter, r *http.Request, res *re
 	c := &rt.Claims
 	ctx := r.Context()
 	now := h.now()
-	g, err := h.consent.findGrant(ctx, res.Agent, c.Issuer, strings.Fields(c.Scope), now)
+	asker := grantAsker{Agent: res.Agent, Delegate: res.Delegate, KeyJKT: res.Key.Thumbprint, Resource: c.Issuer}
+	g, err := h.consent.findGrant(ctx, asker, strings.Fields(c.Scope), h.userMayConsent, now)
 	if err != nil {
 		h.serverError(w, r, "reading remembered grants", err)
 		return
