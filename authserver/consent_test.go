@@ -1047,3 +1047,18 @@ func TestRememberedConsentIsPerDelegateAndKey(t *testing.T) {
 		t.Fatalf("grant of a removed user applied: %d", res.Status)
 	}
 }
+
+// TestClarificationAnswerAfterDecision: an answer that races the user's approval gets
+// 409 and no token; the poll still delivers the token.
+func TestClarificationAnswerAfterDecision(t *testing.T) {
+	c := newConsentEnv(t, nil)
+	id, code := c.pending(c.chatty, "")
+	c.browser().approve(code, "alice")
+	res := c.answer(c.chatty, id, "late answer")
+	if res.Status != http.StatusConflict || res.str("auth_token") != "" {
+		t.Fatalf("answer after approval: %d %s", res.Status, res.Raw)
+	}
+	if tok := c.authToken(c.poll(c.chatty, id)); tok.Claims.Subject != "alice" {
+		t.Fatalf("poll after the late answer: %+v", tok.Claims)
+	}
+}

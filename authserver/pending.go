@@ -355,6 +355,13 @@ func (h *Handler) terminalRace(w http.ResponseWriter, r *http.Request, err error
 	h.serverError(w, r, "updating pending request", err)
 }
 
+// noLongerPending answers a clarification POST that arrives after the user decided (or
+// the request expired): 409, and the outcome, token included, stays with the GET poll,
+// so an answer racing the decision can never take the token in its reply.
+func (h *Handler) noLongerPending(w http.ResponseWriter, r *http.Request) {
+	h.writeError(w, r, http.StatusConflict, codeInvalidRequest, "no question is waiting: the request was decided or expired; poll the pending URL for the outcome", nil)
+}
+
 // clarificationResponse takes the agent's signed answer to the user's question
 // (PROTOCOL.md P14, §12): 202 on success, 403 denied once the round limit is passed.
 func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rec pendingRecord) {
@@ -373,7 +380,7 @@ func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, 
 	}
 	now := h.now()
 	if rec.Status != statusPending || rec.expired(now) {
-		h.answerPoll(w, r, rec)
+		h.noLongerPending(w, r)
 		return
 	}
 	if !rec.Clarification {
@@ -400,11 +407,7 @@ func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, 
 	})
 	switch {
 	case errors.Is(err, errNoLongerPending):
-		if cur, _, gerr := h.consent.get(r.Context(), rec.ID, 0); gerr == nil && cur.Status != statusDone {
-			h.answerPoll(w, r, cur)
-			return
-		}
-		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		h.noLongerPending(w, r)
 		return
 	case err != nil:
 		h.serverError(w, r, "storing clarification", err)

@@ -461,6 +461,10 @@ func (p *Poller) answer(ctx context.Context, loc *url.URL, text string) error {
 	case http.StatusOK, http.StatusAccepted, http.StatusNoContent:
 		p.logf("clarification answer accepted (%d)", status)
 		return nil
+	case http.StatusConflict:
+		// The user decided before the answer arrived: the next poll has the outcome.
+		p.logf("clarification answer not needed any more (409)")
+		return nil
 	}
 	return terminal(status, rb)
 }
