@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -379,10 +380,32 @@ func TestWrongCodeRateLimit(t *testing.T) {
 	// Memory stays bounded.
 	l := newRateLimiter(10, time.Minute, 100)
 	for i := range 1000 {
-		l.fail(fmt.Sprintf("10.0.%d.%d", i/256, i%256), testNow)
+		l.take(fmt.Sprintf("10.0.%d.%d", i/256, i%256), testNow)
 	}
 	if len(l.m) > 100 {
 		t.Fatalf("%d limiter entries", len(l.m))
+	}
+
+	// Parallel attempts cannot all slip past the limit: exactly 10 of 40 are let through.
+	par := newRateLimiter(10, time.Minute, 100)
+	var passed atomic.Int64
+	var wg sync.WaitGroup
+	for range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if par.take("198.51.100.1", testNow) {
+				passed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if passed.Load() != 10 {
+		t.Fatalf("%d parallel attempts passed, want 10", passed.Load())
+	}
+	par.refund("198.51.100.1", testNow)
+	if !par.take("198.51.100.1", testNow) || par.take("198.51.100.1", testNow) {
+		t.Fatal("a refunded attempt must free exactly one slot")
 	}
 }
 

@@ -276,12 +276,11 @@ func (it *interaction) showRequest(code, callback string, rec pendingRecord, err
 func (it *interaction) find(raw, callback string) (string, pendingRecord, bool) {
 	h := it.h
 	now := h.now()
-	if h.consent.limiter.blocked(it.ip, now) {
+	if !h.consent.limiter.take(it.ip, now) {
 		it.tooMany()
 		return "", pendingRecord{}, false
 	}
 	wrong := func() {
-		h.consent.limiter.fail(it.ip, now)
 		it.render(http.StatusBadRequest, "code", pageData{
 			Title: "Connect an agent", Callback: callback, Code: clipChars(raw, 20),
 			Error: "That code is not valid. Check it and try again.",
@@ -302,6 +301,7 @@ func (it *interaction) find(raw, callback string) (string, pendingRecord, bool) 
 		it.serverError("loading interaction code", err)
 		return "", pendingRecord{}, false
 	}
+	h.consent.limiter.refund(it.ip, now) // a real code, used or not, is no guess
 	if cr.Used {
 		it.errorPage(http.StatusGone, "Code already used", "This code has already been used. If the agent still needs access, ask it for a new code.")
 		return "", pendingRecord{}, false
@@ -420,7 +420,7 @@ func (it *interaction) login(f url.Values) {
 		return
 	}
 	now := h.now()
-	if h.consent.limiter.blocked(it.ip, now) {
+	if !h.consent.limiter.take(it.ip, now) {
 		it.tooMany()
 		return
 	}
@@ -429,8 +429,9 @@ func (it *interaction) login(f url.Values) {
 		callback = ""
 	}
 	name, ok := authenticate(h.Users, f.Get("username"), f.Get("password"))
-	if !ok {
-		h.consent.limiter.fail(it.ip, now)
+	if ok {
+		h.consent.limiter.refund(it.ip, now)
+	} else {
 		h.logger.Info("consent page login failed", zap.String("remote_ip", it.ip))
 		d := pageData{Title: "Sign in", Code: clipChars(code, 20), Callback: callback, Next: next, Error: "The user name or password is wrong."}
 		it.render(http.StatusUnauthorized, "login", d, "")
@@ -676,8 +677,8 @@ func clientIP(r *http.Request) string {
 	return a.String()
 }
 
-// rateLimiter counts failures per key in a fixed window and refuses a key that reached
-// the limit until its window ends. Memory is bounded by max keys.
+// rateLimiter counts wrong attempts per key in a fixed window and refuses a key that
+// reached the limit until its window ends. Memory is bounded by max keys.
 type rateLimiter struct {
 	limit  int
 	window time.Duration
@@ -696,20 +697,19 @@ func newRateLimiter(limit int, win time.Duration, maxKeys int) *rateLimiter {
 	return &rateLimiter{limit: limit, window: win, max: maxKeys, m: map[string]*window{}}
 }
 
-func (l *rateLimiter) blocked(key string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	w, ok := l.m[key]
-	return ok && now.Sub(w.start) < l.window && w.n >= l.limit
-}
-
-func (l *rateLimiter) fail(key string, now time.Time) {
+// take counts an attempt for key before any work is done, so parallel attempts cannot
+// all pass a check made before they fail; false means the key is at its limit (the
+// attempt is not counted). A successful attempt gives its count back with refund.
+func (l *rateLimiter) take(key string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	w, ok := l.m[key]
 	if ok && now.Sub(w.start) < l.window {
+		if w.n >= l.limit {
+			return false
+		}
 		w.n++
-		return
+		return true
 	}
 	if !ok && len(l.m) >= l.max {
 		l.sweepLocked(now)
@@ -721,6 +721,16 @@ func (l *rateLimiter) fail(key string, now time.Time) {
 		}
 	}
 	l.m[key] = &window{start: now, n: 1}
+	return true
+}
+
+// refund gives back the attempt of a key that turned out right.
+func (l *rateLimiter) refund(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w, ok := l.m[key]; ok && now.Sub(w.start) < l.window && w.n > 0 {
+		w.n--
+	}
 }
 
 func (l *rateLimiter) sweep(now time.Time) {
