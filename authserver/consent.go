@@ -302,11 +302,44 @@ func (s *consentStore) stripe(id string) *sync.Mutex {
 
 // ---- pending requests ----
 
+// admit checks the bounds on undecided, unexpired requests in memory.
+func (s *consentStore) admit(agent string, now int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	total, mine := 0, 0
+	for _, e := range s.pending {
+		if e.rec.Status != statusPending || now >= e.rec.Expires {
+			continue
+		}
+		total++
+		if e.rec.Agent == agent {
+			mine++
+		}
+	}
+	if mine >= maxPendingPerAgent || total >= maxPendingTotal {
+		return errTooManyPending
+	}
+	return nil
+}
+
 func (s *consentStore) pendingKey(id string) string { return s.key("pending", id+".json") }
 func (s *consentStore) codeKey(code string) string  { return s.key("codes", code) }
 
+// Bounds on undecided requests this process holds, so an agent (or many) cannot grow
+// the auth server's state without limit; past them the token endpoint answers 429.
+const (
+	maxPendingPerAgent = 64
+	maxPendingTotal    = 10000
+)
+
+// errTooManyPending refuses a new pending request over the bounds above.
+var errTooManyPending = errors.New("too many undecided requests")
+
 // create assigns a fresh id and a fresh, unused code to rec and stores both.
 func (s *consentStore) create(ctx context.Context, rec *pendingRecord) error {
+	if err := s.admit(rec.Agent, rec.Created); err != nil {
+		return err
+	}
 	st := s.storage()
 	rec.ID = newPendingID()
 	rec.Status = statusPending

@@ -1085,3 +1085,19 @@ func TestClarificationAnswerAfterDecision(t *testing.T) {
 		t.Fatalf("poll after the late answer: %+v", tok.Claims)
 	}
 }
+
+// TestPendingBoundPerAgent: one agent cannot hold more than maxPendingPerAgent undecided
+// requests; another agent is unaffected.
+func TestPendingBoundPerAgent(t *testing.T) {
+	c := newConsentEnv(t, nil)
+	for range maxPendingPerAgent {
+		c.pending(c.agent, "")
+	}
+	res := c.tokenRequest(c.agent, consentScope, "")
+	if res.Status != http.StatusTooManyRequests {
+		t.Fatalf("request over the bound: %d %s", res.Status, res.Raw)
+	}
+	if res := c.tokenRequest(c.other, consentScope, ""); res.Status != http.StatusAccepted {
+		t.Fatalf("another agent: %d", res.Status)
+	}
+}

@@ -174,6 +174,14 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "agent_jkt does not match the key that signed this request", nil)
 		return
 	}
+	// The policy outcome is the switch point of the request's fate. It is computed before
+	// the jti is spent, so a denied request writes nothing (no storage growth from
+	// agents the policy refuses anyway).
+	effect := h.Policy.Evaluate(res.Agent, c.Issuer, strings.Fields(c.Scope))
+	if effect != EffectAllow && effect != EffectConsent {
+		h.writeError(w, r, http.StatusForbidden, codeDenied, "policy denies this request", nil)
+		return
+	}
 	fresh, err := h.replay.use(r.Context(), c.Issuer, c.ID, time.Unix(c.Expiry, 0), now)
 	if err != nil {
 		h.serverError(w, r, "checking resource token jti", err)
@@ -183,15 +191,10 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token already used", nil)
 		return
 	}
-
-	// The policy outcome is the switch point of the request's fate.
-	switch h.Policy.Evaluate(res.Agent, c.Issuer, strings.Fields(c.Scope)) {
-	case EffectAllow:
+	if effect == EffectAllow {
 		h.issue(w, r, res, rt, now)
-	case EffectConsent:
+	} else {
 		h.requireConsent(w, r, res, rt, req)
-	default:
-		h.writeError(w, r, http.StatusForbidden, codeDenied, "policy denies this request", nil)
 	}
 }
 

@@ -116,6 +116,11 @@ func (h *Handler) requireConsent(w http.ResponseWriter, r *http.Request, res *re
 	}
 	h.readMetadata(ctx, rec)
 	if err := h.consent.create(ctx, rec); err != nil {
+		if errors.Is(err, errTooManyPending) {
+			w.Header().Set("Retry-After", "60")
+			h.writeError(w, r, http.StatusTooManyRequests, codeInvalidRequest, "too many requests are waiting for a decision; try again later", nil)
+			return
+		}
 		h.serverError(w, r, "creating pending request", err)
 		return
 	}
