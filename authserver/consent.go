@@ -653,50 +653,24 @@ func (s *consentStore) sweep(ctx context.Context, now time.Time) {
 // scan deletes expired records found in storage, including ones written before this
 // process started.
 func (s *consentStore) scan(ctx context.Context, now time.Time) {
-	st := s.storage()
-	lister, ok1 := st.(storageLister)
-	del, ok2 := st.(storageDeleter)
-	if !ok1 || !ok2 {
-		return
-	}
 	keep := int64(tombstoneKeep / time.Second)
 	for _, dir := range []string{"pending", "codes", "sessions"} {
-		prefix := s.key(dir)
-		names, err := lister.List(ctx, prefix, false)
-		if err != nil {
-			continue
-		}
-		for _, k := range names {
-			if ctx.Err() != nil {
-				return
-			}
-			if !strings.HasPrefix(k, prefix+"/") {
-				k = path.Join(prefix, path.Base(k))
-			}
-			raw, err := st.Load(ctx, k)
-			if err != nil {
-				continue
-			}
+		scanExpired(ctx, s.storage(), s.key(dir), now, s.logger, "consent record", func(raw []byte) (int64, bool) {
 			var exp struct {
 				Expires int64 `json:"expires"`
 				Exp     int64 `json:"exp"`
 			}
-			if json.Unmarshal(raw, &exp) == nil {
-				limit := exp.Exp
-				if dir == "pending" {
-					limit = exp.Expires
-				}
-				if dir != "sessions" {
-					limit += keep
-				}
-				if now.Unix() < limit {
-					continue
-				}
+			if json.Unmarshal(raw, &exp) != nil {
+				return 0, false
 			}
-			if err := del.Delete(ctx, k); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				s.logger.Error("deleting expired consent record", zap.Error(err))
+			switch dir {
+			case "pending":
+				return exp.Expires + keep, true
+			case "codes":
+				return exp.Exp + keep, true
 			}
-		}
+			return exp.Exp, true
+		})
 	}
 }
 

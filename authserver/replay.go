@@ -234,16 +234,31 @@ func deleteKeys(ctx context.Context, st any, keys []string, logger *zap.Logger, 
 // scan deletes expired records found in storage, including ones written before this
 // process started.
 func (s *replayStore) scan(ctx context.Context, now time.Time) {
-	st := s.storage()
+	scanExpired(ctx, s.storage(), s.prefix, now, s.logger, "jti record", func(raw []byte) (int64, bool) {
+		var rec replayRecord
+		if json.Unmarshal(raw, &rec) != nil {
+			return 0, false
+		}
+		return rec.Exp, true
+	})
+}
+
+// scanExpired deletes the records under prefix whose expiry (read from each record by
+// expiryOf) has passed, or that cannot be read as records at all. It does nothing on
+// storage that cannot list and delete.
+func scanExpired(ctx context.Context, st any, prefix string, now time.Time, logger *zap.Logger, what string, expiryOf func([]byte) (int64, bool)) {
 	lister, ok1 := st.(storageLister)
 	del, ok2 := st.(storageDeleter)
-	if !ok1 || !ok2 {
+	loader, ok3 := st.(interface {
+		Load(ctx context.Context, key string) ([]byte, error)
+	})
+	if !ok1 || !ok2 || !ok3 {
 		return
 	}
-	names, err := lister.List(ctx, s.prefix, false)
+	names, err := lister.List(ctx, prefix, false)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			s.logger.Error("listing jti records", zap.Error(err))
+			logger.Error("listing "+what+"s", zap.Error(err))
 		}
 		return
 	}
@@ -251,19 +266,18 @@ func (s *replayStore) scan(ctx context.Context, now time.Time) {
 		if ctx.Err() != nil {
 			return
 		}
-		if !strings.HasPrefix(key, s.prefix+"/") {
-			key = path.Join(s.prefix, path.Base(key))
+		if !strings.HasPrefix(key, prefix+"/") {
+			key = path.Join(prefix, path.Base(key))
 		}
-		raw, err := st.Load(ctx, key)
+		raw, err := loader.Load(ctx, key)
 		if err != nil {
 			continue
 		}
-		var rec replayRecord
-		if json.Unmarshal(raw, &rec) == nil && now.Unix() < rec.Exp {
+		if exp, ok := expiryOf(raw); ok && now.Unix() < exp {
 			continue
 		}
 		if err := del.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.logger.Error("deleting expired jti record", zap.Error(err))
+			logger.Error("deleting expired "+what, zap.Error(err))
 		}
 	}
 }
