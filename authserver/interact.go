@@ -280,6 +280,8 @@ func (it *interaction) find(raw, callback string) (string, pendingRecord, bool) 
 		it.tooMany()
 		return "", pendingRecord{}, false
 	}
+	guess := true // a wrong guess unless the code turns out to exist
+	defer func() { h.consent.limiter.done(it.ip, now, guess) }()
 	wrong := func() {
 		it.render(http.StatusBadRequest, "code", pageData{
 			Title: "Connect an agent", Callback: callback, Code: clipChars(raw, 20),
@@ -298,10 +300,11 @@ func (it *interaction) find(raw, callback string) (string, pendingRecord, bool) 
 		return "", pendingRecord{}, false
 	}
 	if err != nil {
+		guess = false // our fault, not the client's
 		it.serverError("loading interaction code", err)
 		return "", pendingRecord{}, false
 	}
-	h.consent.limiter.refund(it.ip, now) // a real code, used or not, is no guess
+	guess = false // a real code, used or not
 	if cr.Used {
 		it.errorPage(http.StatusGone, "Code already used", "This code has already been used. If the agent still needs access, ask it for a new code.")
 		return "", pendingRecord{}, false
@@ -429,9 +432,8 @@ func (it *interaction) login(f url.Values) {
 		callback = ""
 	}
 	name, ok := authenticate(h.Users, f.Get("username"), f.Get("password"))
-	if ok {
-		h.consent.limiter.refund(it.ip, now)
-	} else {
+	h.consent.limiter.done(it.ip, now, !ok)
+	if !ok {
 		h.logger.Info("consent page login failed", zap.String("remote_ip", it.ip))
 		d := pageData{Title: "Sign in", Code: clipChars(code, 20), Callback: callback, Next: next, Error: "The user name or password is wrong."}
 		it.render(http.StatusUnauthorized, "login", d, "")
@@ -678,7 +680,10 @@ func clientIP(r *http.Request) string {
 }
 
 // rateLimiter counts wrong attempts per key in a fixed window and refuses a key that
-// reached the limit until its window ends. Memory is bounded by max keys.
+// reached the limit until its window ends. Attempts in progress count too, up to a slack,
+// so parallel attempts cannot all pass a check made before any of them failed: the work
+// (bcrypt, lookups) a key can cause per window is bounded by limit+slack. Memory is
+// bounded by max keys.
 type rateLimiter struct {
 	limit  int
 	window time.Duration
@@ -689,48 +694,69 @@ type rateLimiter struct {
 }
 
 type window struct {
-	start time.Time
-	n     int
+	start    time.Time
+	n        int // wrong attempts in this window
+	inflight int // attempts taken and not yet done
 }
+
+// inflightSlack is how many attempts beyond the limit may be in progress at once (many
+// people behind one address signing in at the same moment).
+const inflightSlack = 256
 
 func newRateLimiter(limit int, win time.Duration, maxKeys int) *rateLimiter {
 	return &rateLimiter{limit: limit, window: win, max: maxKeys, m: map[string]*window{}}
 }
 
-// take counts an attempt for key before any work is done, so parallel attempts cannot
-// all pass a check made before they fail; false means the key is at its limit (the
-// attempt is not counted). A successful attempt gives its count back with refund.
+// take starts an attempt for key; false means the key is at its limit. Every true must
+// be followed by done.
 func (l *rateLimiter) take(key string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	w, ok := l.m[key]
-	if ok && now.Sub(w.start) < l.window {
-		if w.n >= l.limit {
-			return false
-		}
-		w.n++
-		return true
+	w := l.windowLocked(key, now)
+	if w.n >= l.limit || w.n+w.inflight >= l.limit+inflightSlack {
+		return false
 	}
-	if !ok && len(l.m) >= l.max {
-		l.sweepLocked(now)
-		for k := range l.m { // still full: drop an arbitrary entry
-			if len(l.m) < l.max {
-				break
-			}
-			delete(l.m, k)
-		}
-	}
-	l.m[key] = &window{start: now, n: 1}
+	w.inflight++
 	return true
 }
 
-// refund gives back the attempt of a key that turned out right.
-func (l *rateLimiter) refund(key string, now time.Time) {
+// done ends an attempt; a wrong one counts toward the limit.
+func (l *rateLimiter) done(key string, now time.Time, wrong bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if w, ok := l.m[key]; ok && now.Sub(w.start) < l.window && w.n > 0 {
-		w.n--
+	w := l.windowLocked(key, now)
+	if w.inflight > 0 {
+		w.inflight--
 	}
+	if wrong {
+		w.n++
+	}
+}
+
+// windowLocked returns key's current window, starting a new one (attempts in progress
+// carry over) when the old one ended.
+func (l *rateLimiter) windowLocked(key string, now time.Time) *window {
+	w, ok := l.m[key]
+	if ok && now.Sub(w.start) < l.window {
+		return w
+	}
+	inflight := 0
+	if ok {
+		inflight = w.inflight
+	} else if len(l.m) >= l.max {
+		l.sweepLocked(now)
+		for k, old := range l.m { // still full: drop an idle entry
+			if len(l.m) < l.max {
+				break
+			}
+			if old.inflight == 0 {
+				delete(l.m, k)
+			}
+		}
+	}
+	w = &window{start: now, inflight: inflight}
+	l.m[key] = w
+	return w
 }
 
 func (l *rateLimiter) sweep(now time.Time) {
@@ -741,7 +767,7 @@ func (l *rateLimiter) sweep(now time.Time) {
 
 func (l *rateLimiter) sweepLocked(now time.Time) {
 	for k, w := range l.m {
-		if now.Sub(w.start) >= l.window {
+		if now.Sub(w.start) >= l.window && w.inflight == 0 {
 			delete(l.m, k)
 		}
 	}
