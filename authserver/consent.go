@@ -87,7 +87,6 @@ type pendingRecord struct {
 
 	// Clarification exchange (PROTOCOL.md P14).
 	Exchange []exchange `json:"exchange,omitempty"`
-	Rounds   int        `json:"rounds,omitempty"`
 
 	// Decision.
 	User       string `json:"user,omitempty"`

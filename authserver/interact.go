@@ -355,7 +355,7 @@ func (h *Handler) consentView(rec pendingRecord) *consentView {
 	}
 	if rec.Clarification {
 		v.QuestionsLeft = MaxClarificationRounds - rec.questionsAsked()
-		v.CanAsk = v.QuestionsLeft > 0 && rec.waitingQuestion() == "" && rec.Rounds < MaxClarificationRounds
+		v.CanAsk = v.QuestionsLeft > 0 && rec.waitingQuestion() == ""
 	}
 	return v
 }

@@ -29,8 +29,8 @@ const (
 	// retryAfter is the Retry-After of every 202, in seconds.
 	retryAfter = "2"
 
-	// MaxClarificationRounds bounds the agent's clarification answers per request; the
-	// next one denies the request (PROTOCOL.md P14).
+	// MaxClarificationRounds bounds the user's questions per request, and so the agent's
+	// answers: an answer is taken only for a waiting question (PROTOCOL.md P14).
 	MaxClarificationRounds = 5
 	maxAnswerChars         = 2000
 	maxQuestionChars       = 500
@@ -392,35 +392,30 @@ func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, 
 		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "clarification is not enabled for this agent (clarification_supported)", nil)
 		return
 	}
-	limited := false
+	unasked := false
 	rec, err = h.consent.update(r.Context(), rec.ID, func(p *pendingRecord) error {
 		if p.Status != statusPending || p.expired(now) {
 			return errNoLongerPending
 		}
-		if p.Rounds >= MaxClarificationRounds {
-			limited = true
-			p.Status, p.DenyReason, p.Decided = statusDone, "clarification round limit exceeded", now.Unix()
-			return nil
+		if p.waitingQuestion() == "" {
+			// Only the user's questions are answered: unprompted agent text would show on
+			// the consent page and use up the user's rounds.
+			unasked = true
+			return errNoLongerPending
 		}
-		p.Rounds++
-		if n := len(p.Exchange); n > 0 && p.Exchange[n-1].Question != "" && p.Exchange[n-1].Answered == 0 {
-			p.Exchange[n-1].Answer, p.Exchange[n-1].Answered = answer, now.Unix()
-		} else {
-			p.Exchange = append(p.Exchange, exchange{Answer: answer, Answered: now.Unix()})
-		}
+		n := len(p.Exchange)
+		p.Exchange[n-1].Answer, p.Exchange[n-1].Answered = answer, now.Unix()
 		return nil
 	})
 	switch {
+	case unasked:
+		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "no question is waiting for an answer", nil)
+		return
 	case errors.Is(err, errNoLongerPending):
 		h.noLongerPending(w, r)
 		return
 	case err != nil:
 		h.serverError(w, r, "storing clarification", err)
-		return
-	}
-	if limited {
-		h.logger.Info("consent denied: clarification round limit", zap.String("agent", rec.Agent))
-		h.writeError(w, r, http.StatusForbidden, codeDenied, "clarification round limit exceeded", nil)
 		return
 	}
 	h.answerPoll(w, r, rec)
