@@ -229,7 +229,7 @@ func TestConsentFlowInBrowser(t *testing.T) {
 		r.echo.Path != "/data/report" {
 		t.Fatalf("backend saw %s %v", r.echo.Path, r.echo.Header)
 	}
-	ct, ok := ag.cache.Get(env.apiID)
+	ct, ok := ag.cache.Get(env.apiID, ag.cred.Signer.Public.Thumbprint)
 	if !ok {
 		t.Fatal("no auth token in the agent's cache")
 	}

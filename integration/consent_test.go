@@ -665,7 +665,7 @@ func TestFiftyConcurrentConsents(t *testing.T) {
 		if o.res.echo.Path != fmt.Sprintf("/data/%02d", i) {
 			t.Errorf("agent %d: backend got path %s", i, o.res.echo.Path)
 		}
-		ct, ok := agents[i].cache.Get(env.apiID)
+		ct, ok := agents[i].cache.Get(env.apiID, agents[i].cred.Signer.Public.Thumbprint)
 		if !ok || tokenSubject(t, ct.Token) != approver[i] {
 			t.Errorf("agent %d: cached token missing or for the wrong user", i)
 		}

@@ -117,7 +117,7 @@ func TestRestartKeepsKeysAndTokens(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("before restart: status %d", resp.StatusCode)
 	}
-	cached, ok := cache.Get(e.apiID)
+	cached, ok := cache.Get(e.apiID, agentSrv.signer.Public.Thumbprint)
 	if !ok {
 		t.Fatal("no auth token cached")
 	}

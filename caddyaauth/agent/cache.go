@@ -16,6 +16,7 @@ const TokenExpiryMargin = 30 * time.Second
 // CachedToken is an auth token the agent obtained and checked (PROTOCOL.md §9.4).
 type CachedToken struct {
 	Resource string    // the resource identifier (the token's aud)
+	KeyJKT   string    // the thumbprint of the key the token is bound to (its cnf.jwk)
 	Issuer   string    // the auth server that issued it
 	Scope    string    // the granted scope, space-separated
 	Expiry   time.Time // the token's exp (or the shorter expires_in)
@@ -29,8 +30,10 @@ func (c *CachedToken) usable(now time.Time) bool {
 	return now.Before(c.Expiry.Add(-TokenExpiryMargin))
 }
 
-// TokenCache holds auth tokens per resource identifier (and scope), so a second request
-// to a resource is signed with the token straight away and costs one round trip. It is
+// TokenCache holds auth tokens per resource identifier and key thumbprint (and scope), so
+// a second request to a resource is signed with the token straight away and costs one
+// round trip. A cache may be shared by Transports with different keys: a token is only
+// ever handed to a caller asking with the thumbprint of the key it is bound to. It is
 // bounded (the entry that was stored longest ago goes first) and safe for concurrent use.
 // The zero value is ready to use.
 type TokenCache struct {
@@ -40,14 +43,19 @@ type TokenCache struct {
 	Now func() time.Time
 
 	mu  sync.Mutex
-	m   map[string]map[string]*tokenEntry // resource → scope → entry
+	m   map[string]map[tokenKey]*tokenEntry // resource → (key thumbprint, scope) → entry
 	n   int
 	seq uint64
 }
 
+// tokenKey identifies a token among those of one resource.
+type tokenKey struct {
+	jkt, scope string
+}
+
 type tokenEntry struct {
 	tok CachedToken
-	seq uint64 // store order: the newest token of a resource is the one Get returns
+	seq uint64 // store order: the newest token of a resource and key is the one Get returns
 }
 
 // NewTokenCache returns a cache holding at most max tokens (DefaultTokenCacheSize when
@@ -70,16 +78,20 @@ func (c *TokenCache) max() int {
 	return DefaultTokenCacheSize
 }
 
-// Get returns the most recently stored token for the resource that is still usable
-// (more than TokenExpiryMargin before its expiry). Tokens past that point are dropped.
-func (c *TokenCache) Get(resourceID string) (CachedToken, bool) {
+// Get returns the most recently stored token for the resource, bound to the key whose
+// thumbprint is jkt, that is still usable (more than TokenExpiryMargin before its
+// expiry). Tokens past that point are dropped. An empty jkt matches nothing.
+func (c *TokenCache) Get(resourceID, jkt string) (CachedToken, bool) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var best *tokenEntry
-	for scope, e := range c.m[resourceID] {
+	for k, e := range c.m[resourceID] {
 		if !e.tok.usable(now) {
-			c.remove(resourceID, scope)
+			c.remove(resourceID, k)
+			continue
+		}
+		if k.jkt != jkt || jkt == "" {
 			continue
 		}
 		if best == nil || e.seq > best.seq {
@@ -92,41 +104,43 @@ func (c *TokenCache) Get(resourceID string) (CachedToken, bool) {
 	return best.tok, true
 }
 
-// Put stores t under its resource and scope, replacing a token stored there before. A
-// token without resource or text, or one no longer usable, is not stored.
+// Put stores t under its resource, key thumbprint and scope, replacing a token stored
+// there before. A token without resource, key thumbprint or text, or one no longer
+// usable, is not stored.
 func (c *TokenCache) Put(t CachedToken) {
-	if t.Resource == "" || t.Token == "" || !t.usable(c.now()) {
+	if t.Resource == "" || t.KeyJKT == "" || t.Token == "" || !t.usable(c.now()) {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[string]map[string]*tokenEntry{}
+		c.m = map[string]map[tokenKey]*tokenEntry{}
 	}
-	byScope := c.m[t.Resource]
-	if byScope == nil {
-		byScope = map[string]*tokenEntry{}
-		c.m[t.Resource] = byScope
+	byKey := c.m[t.Resource]
+	if byKey == nil {
+		byKey = map[tokenKey]*tokenEntry{}
+		c.m[t.Resource] = byKey
 	}
 	c.seq++
-	if _, ok := byScope[t.Scope]; !ok {
+	k := tokenKey{jkt: t.KeyJKT, scope: t.Scope}
+	if _, ok := byKey[k]; !ok {
 		c.n++
 	}
-	byScope[t.Scope] = &tokenEntry{tok: t, seq: c.seq}
+	byKey[k] = &tokenEntry{tok: t, seq: c.seq}
 	for c.n > c.max() {
 		c.evict()
 	}
 }
 
 // Delete drops the resource's token whose text is authToken, or all of the resource's
-// tokens when authToken is empty. Naming the token means a caller that saw one token
-// refused cannot throw away a fresher one another request has just stored.
+// tokens (for every key) when authToken is empty. Naming the token means a caller that
+// saw one token refused cannot throw away a fresher one another request has just stored.
 func (c *TokenCache) Delete(resourceID, authToken string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for scope, e := range c.m[resourceID] {
+	for k, e := range c.m[resourceID] {
 		if authToken == "" || e.tok.Token == authToken {
-			c.remove(resourceID, scope)
+			c.remove(resourceID, k)
 		}
 	}
 }
@@ -139,14 +153,14 @@ func (c *TokenCache) Len() int {
 }
 
 // remove deletes one entry; c.mu is held.
-func (c *TokenCache) remove(resource, scope string) {
-	byScope := c.m[resource]
-	if _, ok := byScope[scope]; !ok {
+func (c *TokenCache) remove(resource string, k tokenKey) {
+	byKey := c.m[resource]
+	if _, ok := byKey[k]; !ok {
 		return
 	}
-	delete(byScope, scope)
+	delete(byKey, k)
 	c.n--
-	if len(byScope) == 0 {
+	if len(byKey) == 0 {
 		delete(c.m, resource)
 	}
 }
@@ -155,20 +169,21 @@ func (c *TokenCache) remove(resource, scope string) {
 // A linear scan is fine for a cache of a few hundred tokens. c.mu is held.
 func (c *TokenCache) evict() {
 	now := c.now()
-	var oldRes, oldScope string
+	var oldRes string
+	var oldKey tokenKey
 	var oldest uint64
-	for res, byScope := range c.m {
-		for scope, e := range byScope {
+	for res, byKey := range c.m {
+		for k, e := range byKey {
 			if !e.tok.usable(now) {
-				c.remove(res, scope)
+				c.remove(res, k)
 				return
 			}
 			if oldest == 0 || e.seq < oldest {
-				oldRes, oldScope, oldest = res, scope, e.seq
+				oldRes, oldKey, oldest = res, k, e.seq
 			}
 		}
 	}
 	if oldest != 0 {
-		c.remove(oldRes, oldScope)
+		c.remove(oldRes, oldKey)
 	}
 }

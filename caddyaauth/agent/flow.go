@@ -123,6 +123,15 @@ func (t *Transport) cache() *TokenCache {
 	return t.tokens
 }
 
+func (t *Transport) flights() *flightGroup {
+	lazyMu.Lock()
+	defer lazyMu.Unlock()
+	if t.inflight == nil {
+		t.inflight = &flightGroup{}
+	}
+	return t.inflight
+}
+
 func (t *Transport) now() time.Time {
 	if t.Now != nil {
 		return t.Now()
@@ -180,7 +189,7 @@ func agentID(c *Credential) (string, error) {
 // authTokenFlow answers challenge c (received for req, signed with Identity): it obtains
 // an auth token and retries req once with it. A 401 to the retry is returned as it is.
 func (t *Transport) authTokenFlow(req *http.Request, body []byte, c Challenge) (*http.Response, error) {
-	ct, err := t.obtainAuthToken(req.Context(), req.URL, c)
+	ct, err := t.sharedAuthToken(req.Context(), req.URL, c)
 	if err != nil {
 		return nil, err
 	}
@@ -194,6 +203,96 @@ func (t *Transport) authTokenFlow(req *http.Request, body []byte, c Challenge) (
 		t.logf("the resource refused the new auth token; not retrying again")
 	}
 	return resp, nil
+}
+
+// sharedAuthToken obtains an auth token for challenge c received from the resource at u,
+// running the flow once for all the requests that are challenged for the same resource,
+// signing key and scope at the same time: a request challenged while a flow is in
+// progress waits for it and gets its token or its error (one token request, one consent
+// prompt). The flow runs under a context detached from any single request (it keeps the
+// values of the request that started it, not its cancellation), so a request whose
+// context ends returns that context's error without cancelling the flow for the others;
+// only when every request waiting for it has gone is the flow cancelled.
+func (t *Transport) sharedAuthToken(ctx context.Context, u *url.URL, c Challenge) (CachedToken, error) {
+	resID := t.resourceID(u)
+	// The scope is read without verification, only to keep apart requests that need
+	// different grants; the flow checks the resource token before relying on it.
+	var scope string
+	if rt, err := token.Parse(c.ResourceToken, token.TypResource); err == nil {
+		scope = rt.Claims.Scope
+	}
+	key := resID + "\x00" + t.Identity.Signer.Public.Thumbprint + "\x00" + scope
+	return t.flights().do(ctx, key,
+		func(ctx context.Context) (CachedToken, error) { return t.obtainAuthToken(ctx, u, c) },
+		func() { t.logf("an auth-token flow for %s is already in progress; waiting for it", resID) })
+}
+
+// flightGroup runs at most one auth-token flow per key at a time (a keyed single-flight).
+type flightGroup struct {
+	mu sync.Mutex
+	m  map[string]*flight
+}
+
+// flight is one flow in progress. tok and err are set before done is closed.
+type flight struct {
+	done   chan struct{}
+	tok    CachedToken
+	err    error
+	refs   int                // callers waiting for it; guarded by flightGroup.mu
+	cancel context.CancelFunc // cancels the flow's context
+}
+
+// do returns the result of fn for key, starting fn (in its own goroutine, under a
+// context detached from ctx) unless a call for key is already in progress, in which
+// case joined is called and that call's result is awaited. When ctx ends first, do
+// returns ctx.Err(); the last caller to leave that way cancels the flow.
+func (g *flightGroup) do(ctx context.Context, key string, fn func(context.Context) (CachedToken, error), joined func()) (CachedToken, error) {
+	g.mu.Lock()
+	f, inProgress := g.m[key]
+	if !inProgress {
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &flight{done: make(chan struct{}), cancel: cancel}
+		if g.m == nil {
+			g.m = map[string]*flight{}
+		}
+		g.m[key] = f
+		go func() {
+			defer cancel()
+			f.tok, f.err = fn(fctx)
+			g.mu.Lock()
+			if g.m[key] == f {
+				delete(g.m, key)
+			}
+			g.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	f.refs++
+	g.mu.Unlock()
+	if inProgress && joined != nil {
+		joined()
+	}
+	select {
+	case <-f.done:
+		return f.tok, f.err
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-f.done: // finished meanwhile: its result is as good as the error
+		return f.tok, f.err
+	default:
+	}
+	if f.refs--; f.refs == 0 {
+		// Nobody is waiting any more: stop the flow, and let the next caller start a
+		// fresh one rather than join this cancelled one.
+		f.cancel()
+		if g.m[key] == f {
+			delete(g.m, key)
+		}
+	}
+	return CachedToken{}, ctx.Err()
 }
 
 // obtainAuthToken runs steps a–d of the flow for challenge c received from the resource
@@ -255,7 +354,7 @@ func (t *Transport) obtainAuthToken(ctx context.Context, u *url.URL, c Challenge
 			exp = e
 		}
 	}
-	ct := CachedToken{Resource: resID, Issuer: as, Scope: tok.Claims.Scope, Expiry: exp, Token: raw}
+	ct := CachedToken{Resource: resID, KeyJKT: tok.Claims.Confirmation.Key.Thumbprint, Issuer: as, Scope: tok.Claims.Scope, Expiry: exp, Token: raw}
 	t.cache().Put(ct)
 	t.logf("auth token received: typ %s, iss %s, scope %q, expires %s",
 		tok.Header.Typ, tok.Claims.Issuer, tok.Claims.Scope, unixTime(tok.Claims.Expiry))

@@ -330,12 +330,105 @@ func TestAuthTokenFlowFailures(t *testing.T) {
 
 // A second request after a failed flow starts from scratch (nothing was cached), and a
 // Transport shared by concurrent requests stays consistent.
+// gatedTokenEndpoint is a Transport.Base that holds every token request until gate is
+// closed (or the request's context ends), so a test can line requests up behind a flow
+// in progress.
+type gatedTokenEndpoint struct {
+	gate      chan struct{}
+	once      sync.Once
+	entered   chan struct{} // one value per token request that reached the gate
+	cancelled atomic.Int32  // token requests whose context ended at the gate
+}
+
+// newGate returns a closed gate; it is opened at the end of the test at the latest.
+func newGate(t *testing.T) *gatedTokenEndpoint {
+	g := &gatedTokenEndpoint{gate: make(chan struct{}), entered: make(chan struct{}, 64)}
+	t.Cleanup(g.open)
+	return g
+}
+
+func (g *gatedTokenEndpoint) open() { g.once.Do(func() { close(g.gate) }) }
+
+func (g *gatedTokenEndpoint) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Path == agenttest.PathToken {
+		g.entered <- struct{}{}
+		select {
+		case <-g.gate:
+		case <-r.Context().Done():
+			g.cancelled.Add(1)
+			return nil, r.Context().Err()
+		}
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func (l *logSink) count(substr string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if strings.Contains(line, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+const joinedLog = "already in progress; waiting for it"
+
+type roundTripResult struct {
+	status int
+	err    error
+}
+
+// goRoundTrip sends GET path through tr in a goroutine.
+func goRoundTrip(ctx context.Context, tr *Transport, url string) <-chan roundTripResult {
+	ch := make(chan roundTripResult, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			ch <- roundTripResult{err: err}
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		ch <- roundTripResult{status: resp.StatusCode}
+	}()
+	return ch
+}
+
+func receive(t *testing.T, what string, ch <-chan roundTripResult) roundTripResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not return", what)
+	}
+	return roundTripResult{}
+}
+
+// Concurrent requests challenged for the same resource and key share one flow: one token
+// request, and every request is retried with its token.
 func TestAuthTokenFlowConcurrent(t *testing.T) {
+	const n = 8
 	w := newFlowWorld(t)
-	tr := w.transport(httpsig.SchemeJWKSURI, nil)
-	doRequest(t, tr, "GET", w.gw.ID+"/warm", "", nil)
+	logs := &logSink{}
+	tr := w.transport(httpsig.SchemeJWKSURI, logs)
+	g := newGate(t)
+	tr.Base = g
 	var wg sync.WaitGroup
-	for i := range 8 {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -352,9 +445,155 @@ func TestAuthTokenFlowConcurrent(t *testing.T) {
 			}
 		}()
 	}
+	// Hold the token request until all the other requests have been challenged and
+	// are waiting for the flow in progress.
+	waitFor(t, "the other requests to join the flow", func() bool { return logs.count(joinedLog) == n-1 })
+	g.open()
 	wg.Wait()
 	if h := w.as.Hits(); h != 1 {
 		t.Errorf("token endpoint hit %d times, want 1", h)
+	}
+	if e := len(g.entered); e != 1 {
+		t.Errorf("%d token requests sent, want 1", e)
+	}
+	if p := w.as.Purposes(); len(p) != 1 {
+		t.Errorf("purposes %q, want one token request", p)
+	}
+	retried := 0
+	for _, s := range w.gw.Seen() {
+		if s == "jwt:auth+jwt" {
+			retried++
+		} else if s != "jwks_uri" {
+			t.Errorf("gateway saw %q", s)
+		}
+	}
+	if retried != n {
+		t.Errorf("%d requests retried with the auth token, want %d", retried, n)
+	}
+	if tr.cache().Len() != 1 {
+		t.Errorf("cache holds %d tokens, want 1", tr.cache().Len())
+	}
+}
+
+// The request that started a shared flow gives up: it returns at once with its context's
+// error, and the flow goes on for the requests still waiting.
+func TestAuthTokenFlowConcurrentWaiterCancelled(t *testing.T) {
+	w := newFlowWorld(t)
+	logs := &logSink{}
+	tr := w.transport(httpsig.SchemeJWKSURI, logs)
+	g := newGate(t)
+	tr.Base = g
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	quitter := goRoundTrip(ctx, tr, w.gw.ID+"/quitter")
+	select {
+	case <-g.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the token request was not sent")
+	}
+	others := []<-chan roundTripResult{
+		goRoundTrip(context.Background(), tr, w.gw.ID+"/a"),
+		goRoundTrip(context.Background(), tr, w.gw.ID+"/b"),
+	}
+	waitFor(t, "the others to join the flow", func() bool { return logs.count(joinedLog) == len(others) })
+
+	cancel()
+	if r := receive(t, "the cancelled request", quitter); !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("cancelled request: %+v, want context.Canceled", r)
+	}
+	for i, ch := range others {
+		select {
+		case r := <-ch:
+			t.Fatalf("waiter %d returned before the flow ended: %+v", i, r)
+		default:
+		}
+	}
+	if c := g.cancelled.Load(); c != 0 {
+		t.Fatalf("the shared token request was cancelled (%d)", c)
+	}
+
+	g.open()
+	for i, ch := range others {
+		if r := receive(t, "a waiter", ch); r.err != nil || r.status != 200 {
+			t.Errorf("waiter %d: %+v", i, r)
+		}
+	}
+	if h := w.as.Hits(); h != 1 {
+		t.Errorf("token endpoint hit %d times, want 1", h)
+	}
+}
+
+// When every request waiting for a flow has given up, the flow is cancelled, and the
+// next request starts a new one instead of joining the abandoned one.
+func TestAuthTokenFlowAbandoned(t *testing.T) {
+	w := newFlowWorld(t)
+	tr := w.transport(httpsig.SchemeJWKSURI, nil)
+	g := newGate(t)
+	tr.Base = g
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := goRoundTrip(ctx, tr, w.gw.ID+"/a")
+	select {
+	case <-g.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the token request was not sent")
+	}
+	cancel()
+	if r := receive(t, "the cancelled request", ch); !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("cancelled request: %+v, want context.Canceled", r)
+	}
+	waitFor(t, "the abandoned token request to be cancelled", func() bool { return g.cancelled.Load() == 1 })
+	g.open()
+	if resp, body := doRequest(t, tr, "GET", w.gw.ID+"/b", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("after the abandoned flow: status %d %s", resp.StatusCode, body)
+	}
+	if h := w.as.Hits(); h != 1 {
+		t.Errorf("token endpoint hit %d times, want 1", h)
+	}
+}
+
+// A TokenCache shared by Transports with different keys gives each only the tokens bound
+// to its own key: the second runs its own flow instead of sending the first's token.
+func TestAuthTokenFlowSharedCacheKeys(t *testing.T) {
+	w := newFlowWorld(t)
+	cache := NewTokenCache(10)
+	tr1 := w.transport(httpsig.SchemeJWKSURI, nil) // signs with the agent key
+	tr2 := w.transport(httpsig.SchemeJWT, nil)     // signs with the delegate key
+	tr1.TokenCache, tr2.TokenCache = cache, cache
+	jkt1, jkt2 := w.agentKey.Public.Thumbprint, w.delegateKey.Public.Thumbprint
+
+	if resp, body := doRequest(t, tr1, "GET", w.gw.ID+"/one", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("first transport: status %d %s", resp.StatusCode, body)
+	}
+	w.gw.Seen()
+	if resp, body := doRequest(t, tr2, "GET", w.gw.ID+"/two", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("second transport: status %d %s", resp.StatusCode, body)
+	}
+	if got, want := w.gw.Seen(), []string{"jwt:agent+jwt", "jwt:auth+jwt"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("second transport: gateway saw %v, want %v (its own flow, not the first's token)", got, want)
+	}
+	if h := w.as.Hits(); h != 2 {
+		t.Errorf("token endpoint hit %d times, want 2", h)
+	}
+	ct1, ok1 := cache.Get(w.gw.ID, jkt1)
+	ct2, ok2 := cache.Get(w.gw.ID, jkt2)
+	if !ok1 || !ok2 || cache.Len() != 2 {
+		t.Fatalf("cache: %v %v, len %d; want a token for each key", ok1, ok2, cache.Len())
+	}
+	if ct1.KeyJKT != jkt1 || ct2.KeyJKT != jkt2 || ct1.Token == ct2.Token {
+		t.Errorf("cached tokens mixed up: %s / %s", ct1.KeyJKT, ct2.KeyJKT)
+	}
+
+	// Later requests each use their own cached token straight away.
+	for _, tr := range []*Transport{tr1, tr2, tr1} {
+		if resp, body := doRequest(t, tr, "GET", w.gw.ID+"/again", "", nil); resp.StatusCode != 200 {
+			t.Fatalf("again: status %d %s", resp.StatusCode, body)
+		}
+	}
+	if got, want := w.gw.Seen(), []string{"jwt:auth+jwt", "jwt:auth+jwt", "jwt:auth+jwt"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("cached requests: gateway saw %v, want %v", got, want)
+	}
+	if h := w.as.Hits(); h != 2 {
+		t.Errorf("token endpoint hit %d times, want 2", h)
 	}
 }
 
@@ -372,7 +611,7 @@ func TestAuthTokenFlowResourceIDs(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("with a mapping: status %d %s", resp.StatusCode, body)
 	}
-	if _, ok := tr.cache().Get(w.gw.ID); !ok {
+	if ct, ok := tr.cache().Get(w.gw.ID, w.agentKey.Public.Thumbprint); !ok || ct.KeyJKT != w.agentKey.Public.Thumbprint {
 		t.Error("the token should be cached under the resource identifier")
 	}
 }
@@ -430,21 +669,21 @@ func TestTokenCache(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	clock := func() time.Time { return now }
 	tok := func(res, scope, text string, ttl time.Duration) CachedToken {
-		return CachedToken{Resource: res, Scope: scope, Token: text, Expiry: now.Add(ttl)}
+		return CachedToken{Resource: res, KeyJKT: "k1", Scope: scope, Token: text, Expiry: now.Add(ttl)}
 	}
 	t.Run("zero value, newest wins, margin", func(t *testing.T) {
 		var c TokenCache
 		c.Now = clock
-		if _, ok := c.Get("https://r.example"); ok {
+		if _, ok := c.Get("https://r.example", "k1"); ok {
 			t.Fatal("empty cache hit")
 		}
 		c.Put(tok("https://r.example", "a", "t1", time.Hour))
 		c.Put(tok("https://r.example", "b", "t2", 31*time.Second))
-		if got, ok := c.Get("https://r.example"); !ok || got.Token != "t2" {
+		if got, ok := c.Get("https://r.example", "k1"); !ok || got.Token != "t2" {
 			t.Fatalf("got %+v %v, want t2", got, ok)
 		}
 		now = now.Add(2 * time.Second) // t2 is now within the 30 s margin
-		if got, ok := c.Get("https://r.example"); !ok || got.Token != "t1" {
+		if got, ok := c.Get("https://r.example", "k1"); !ok || got.Token != "t1" {
 			t.Fatalf("got %+v %v, want t1", got, ok)
 		}
 		if c.Len() != 1 {
@@ -456,7 +695,10 @@ func TestTokenCache(t *testing.T) {
 		}
 		c.Put(tok("", "a", "t4", time.Hour))
 		c.Put(tok("https://r.example", "a", "", time.Hour))
-		if got, _ := c.Get("https://r.example"); got.Token != "t1" || c.Len() != 1 {
+		noKey := tok("https://r.example", "a", "t5", time.Hour)
+		noKey.KeyJKT = ""
+		c.Put(noKey)
+		if got, _ := c.Get("https://r.example", "k1"); got.Token != "t1" || c.Len() != 1 {
 			t.Errorf("invalid entries stored: %+v %d", got, c.Len())
 		}
 	})
@@ -470,12 +712,33 @@ func TestTokenCache(t *testing.T) {
 			t.Fatal("deleted a token that was not named")
 		}
 		c.Delete("https://r.example", "t2")
-		if got, _ := c.Get("https://r.example"); got.Token != "t1" || c.Len() != 2 {
+		if got, _ := c.Get("https://r.example", "k1"); got.Token != "t1" || c.Len() != 2 {
 			t.Fatalf("after delete: %+v %d", got, c.Len())
 		}
 		c.Delete("https://r.example", "")
-		if _, ok := c.Get("https://r.example"); ok || c.Len() != 1 {
+		if _, ok := c.Get("https://r.example", "k1"); ok || c.Len() != 1 {
 			t.Fatal("delete all")
+		}
+	})
+	t.Run("per key", func(t *testing.T) {
+		c := &TokenCache{Now: clock}
+		c.Put(tok("https://r.example", "a", "t1", time.Hour))
+		other := tok("https://r.example", "a", "t2", time.Hour) // same resource and scope
+		other.KeyJKT = "k2"
+		c.Put(other)
+		if c.Len() != 2 {
+			t.Fatalf("len %d: a token for another key replaced the first", c.Len())
+		}
+		if got, ok := c.Get("https://r.example", "k1"); !ok || got.Token != "t1" || got.KeyJKT != "k1" {
+			t.Errorf("k1 got %+v %v", got, ok)
+		}
+		if got, ok := c.Get("https://r.example", "k2"); !ok || got.Token != "t2" || got.KeyJKT != "k2" {
+			t.Errorf("k2 got %+v %v", got, ok)
+		}
+		for _, jkt := range []string{"k3", ""} {
+			if got, ok := c.Get("https://r.example", jkt); ok {
+				t.Errorf("%q got %+v", jkt, got)
+			}
 		}
 	})
 	t.Run("bounded", func(t *testing.T) {
@@ -488,7 +751,7 @@ func TestTokenCache(t *testing.T) {
 			t.Fatalf("len %d", c.Len())
 		}
 		for i, want := range []bool{false, false, true, true, true} {
-			if _, ok := c.Get(fmt.Sprintf("https://r%d.example", i)); ok != want {
+			if _, ok := c.Get(fmt.Sprintf("https://r%d.example", i), "k1"); ok != want {
 				t.Errorf("r%d present %v, want %v", i, ok, want)
 			}
 		}
@@ -505,8 +768,8 @@ func TestTokenCache(t *testing.T) {
 				defer wg.Done()
 				for i := range 200 {
 					res := fmt.Sprintf("https://r%d.example", (g+i)%12)
-					c.Put(CachedToken{Resource: res, Scope: "s", Token: fmt.Sprint(i), Expiry: time.Now().Add(time.Hour)})
-					c.Get(res)
+					c.Put(CachedToken{Resource: res, KeyJKT: "k1", Scope: "s", Token: fmt.Sprint(i), Expiry: time.Now().Add(time.Hour)})
+					c.Get(res, "k1")
 					if i%7 == 0 {
 						c.Delete(res, "")
 					}

@@ -105,6 +105,8 @@ func ParseChallenge(h http.Header) (Challenge, bool) {
 //     request is retried once signed with it (scheme jwt). Later requests to that
 //     resource are signed with the cached token straight away; if the resource refuses it
 //     with a new auth-token challenge, the token is dropped and the flow runs once more.
+//     Requests challenged for the same resource, key and scope while a flow is in
+//     progress wait for that flow and use its token (one token request, one consent).
 //
 // It never loops: each kind of retry happens at most once per request, and a 401 to the
 // last retry is returned to the caller. A failed flow is an error from RoundTrip
@@ -148,6 +150,8 @@ type Transport struct {
 	// to the user at consent.
 	Purpose string
 	// TokenCache holds the auth tokens obtained; nil means one private to this Transport.
+	// It may be shared with Transports using other keys: tokens are looked up by the
+	// thumbprint of Identity's key as well as by resource.
 	TokenCache *TokenCache
 	// ResourceIDs maps a request origin (scheme://host[:port], lowercase, no default
 	// port) to the resource identifier the resource there uses as iss, for resources
@@ -163,8 +167,9 @@ type Transport struct {
 	// (*Poller).Await does this. nil means the flow stops with the *PendingError.
 	AwaitToken func(ctx context.Context, p *PendingError) (authToken string, err error)
 
-	disc   *discovery.Client // lazily created when Discovery is nil; guarded by lazyMu
-	tokens *TokenCache       // lazily created when TokenCache is nil; guarded by lazyMu
+	disc     *discovery.Client // lazily created when Discovery is nil; guarded by lazyMu
+	tokens   *TokenCache       // lazily created when TokenCache is nil; guarded by lazyMu
+	inflight *flightGroup      // auth-token flows in progress; lazily created, guarded by lazyMu
 }
 
 func (t *Transport) logf(format string, a ...any) {
@@ -299,7 +304,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // other than an auth-token challenge: the caller then starts over without the token.
 func (t *Transport) tryCachedToken(req *http.Request, body []byte) (*http.Response, bool, error) {
 	resID := t.resourceID(req.URL)
-	ct, ok := t.cache().Get(resID)
+	ct, ok := t.cache().Get(resID, t.Identity.Signer.Public.Thumbprint)
 	if !ok {
 		return nil, false, nil
 	}
