@@ -4,13 +4,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 )
 
 func init() {
@@ -27,6 +32,17 @@ type App struct {
 
 	// FetchTimeout bounds each metadata or JWKS fetch (default 5s).
 	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+
+	// What this config's handlers registered while they were provisioned: the guard in
+	// front of each HTTP server that has aauth handlers, and the auth-token handlers of
+	// each resource identifier (so one resource's routes are described together).
+	reg *registry
+}
+
+type registry struct {
+	mu        sync.Mutex
+	guards    map[*caddyhttp.Server]*serverGuard
+	resources map[string][]*Handler
 }
 
 // CaddyModule returns the Caddy module information.
@@ -36,6 +52,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 // Provision warns loudly when dev mode is on.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.reg = &registry{guards: map[*caddyhttp.Server]*serverGuard{}, resources: map[string][]*Handler{}}
 	if a.Dev {
 		ctx.Logger().Warn("aauth dev mode is ON: http:// and loopback/private identifiers are accepted; do not use in production")
 	}
@@ -47,6 +64,60 @@ func (a *App) Start() error { return nil }
 
 // Stop implements caddy.App.
 func (a *App) Stop() error { return nil }
+
+// appFor returns this config's aauth app, creating it with the defaults when the config
+// has none, so handlers can register with it.
+func appFor(ctx caddy.Context) (*App, error) {
+	v, err := ctx.App("aauth")
+	if err != nil {
+		return nil, fmt.Errorf("loading the aauth app: %w", err)
+	}
+	a, ok := v.(*App)
+	if !ok {
+		return nil, fmt.Errorf("the aauth app has unexpected type %T", v)
+	}
+	return a, nil
+}
+
+// registerResource lists h among the auth-token handlers of its resource.
+func (a *App) registerResource(h *Handler) {
+	a.reg.mu.Lock()
+	defer a.reg.mu.Unlock()
+	a.reg.resources[h.Resource] = append(a.reg.resources[h.Resource], h)
+}
+
+// resourceHandlers returns the auth-token handlers of resource in this config.
+func (a *App) resourceHandlers(resource string) []*Handler {
+	a.reg.mu.Lock()
+	defer a.reg.mu.Unlock()
+	return slices.Clone(a.reg.resources[resource])
+}
+
+// wellKnownHandler picks, among the resources a server protects, the one whose
+// identifier's authority (or a configured authority of its routes) is the request's, and
+// returns its first handler; nil when none is.
+func (a *App) wellKnownHandler(resources []string, r *http.Request) *Handler {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	got := httpsig.Authority(scheme, r.Host)
+	for _, id := range resources {
+		hs := a.resourceHandlers(id)
+		if len(hs) == 0 {
+			continue
+		}
+		if u, err := url.Parse(id); err == nil && httpsig.Authority(u.Scheme, u.Host) == got {
+			return hs[0]
+		}
+		for _, h := range hs {
+			if slices.Contains(h.authorities, got) {
+				return hs[0]
+			}
+		}
+	}
+	return nil
+}
 
 // Settings returns the global aauth app's switches, or the defaults when no app is
 // configured. Both the gateway and the auth server read them.
@@ -62,7 +133,7 @@ func Settings(ctx caddy.Context) (App, error) {
 	if !ok {
 		return App{}, fmt.Errorf("the aauth app has unexpected type %T", v)
 	}
-	return *a, nil
+	return App{Dev: a.Dev, FetchTimeout: a.FetchTimeout}, nil
 }
 
 // discoveryPool keeps one discovery client (and its cache of metadata and JWKS) per

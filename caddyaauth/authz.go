@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -176,40 +175,15 @@ func (h *Handler) metadata() resourceMetadata {
 	return md
 }
 
-// liveResources holds the provisioned auth-token handlers of each resource id, so the
-// one well-known route of a site describes every route of that resource: all their
-// scope descriptions in the metadata, all their scopes at the resource token endpoint.
-// During a config reload the old handlers stay listed until their Cleanup.
-var liveResources = struct {
-	sync.Mutex
-	m map[string]map[*Handler]struct{}
-}{m: map[string]map[*Handler]struct{}{}}
-
-func (h *Handler) register() {
-	liveResources.Lock()
-	defer liveResources.Unlock()
-	if liveResources.m[h.Resource] == nil {
-		liveResources.m[h.Resource] = map[*Handler]struct{}{}
-	}
-	liveResources.m[h.Resource][h] = struct{}{}
-}
-
-func (h *Handler) unregister() {
-	liveResources.Lock()
-	defer liveResources.Unlock()
-	delete(liveResources.m[h.Resource], h)
-	if len(liveResources.m[h.Resource]) == 0 {
-		delete(liveResources.m, h.Resource)
-	}
-}
-
-// siblings are the live handlers of h's resource, h included (even when unregistered,
-// as in tests that build a handler by hand).
+// siblings are the auth-token handlers of h's resource in this config, h first, so the
+// well-known documents describe every route of the resource: all their scope
+// descriptions in the metadata, all their scopes at the resource token endpoint.
 func (h *Handler) siblings() []*Handler {
-	liveResources.Lock()
-	defer liveResources.Unlock()
 	out := []*Handler{h}
-	for o := range liveResources.m[h.Resource] {
+	if h.app == nil { // built by hand, as in unit tests
+		return out
+	}
+	for _, o := range h.app.resourceHandlers(h.Resource) {
 		if o != h {
 			out = append(out, o)
 		}

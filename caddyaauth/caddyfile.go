@@ -3,6 +3,7 @@ package caddyaauth
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,12 +20,29 @@ func init() {
 	// request_header after us.
 	httpcaddyfile.RegisterDirectiveOrder("aauth", httpcaddyfile.After, "basic_auth")
 	httpcaddyfile.RegisterGlobalOption("aauth", parseGlobal)
+	httpcaddyfile.RegisterHandlerDirective("aauth_strip", parseStrip)
+	httpcaddyfile.RegisterDirectiveOrder("aauth_strip", httpcaddyfile.After, "basic_auth")
 }
 
-// parseDirective builds the handler's route, a route without a matcher that strips
-// client-sent identity headers from the site's other requests (aauth_strip), and, for an
-// auth-token route, a route matched on the resource's well-known paths only, so the
-// metadata, JWKS and resource token endpoint are served whatever matcher the route has.
+// parseStrip reads `aauth_strip [<header>...]`: needed only where aauth handlers sit in
+// named routes or handle_errors alone; the headers are further names to remove.
+func parseStrip(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	h.Next()
+	s := &Strip{Headers: h.RemainingArgs()}
+	if h.NextBlock(0) {
+		return nil, h.Err("aauth_strip takes no block")
+	}
+	for _, name := range s.Headers {
+		if !strings.HasPrefix(strings.ToLower(name), "x-") {
+			return nil, h.Errf("aauth_strip: header names must start with X- (got %q)", name)
+		}
+	}
+	return s, nil
+}
+
+// parseDirective builds the handler's route. Stripping forged identity headers on the
+// server's other paths and serving the well-known documents need no further routes: the
+// handler puts a guard in front of its server's routes when it is provisioned.
 func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
 	if !h.Next() {
 		return nil, h.ArgErr()
@@ -37,15 +55,7 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
-	routes := h.NewRoute(matcherSet, &handler)
-	// Every request of the site loses client-sent identity headers, not only the ones
-	// this route's matcher selects.
-	routes = append(routes, h.NewRoute(nil, Strip{Headers: handler.renamedHeaders()})...)
-	if handler.Require == RequireAuthToken {
-		wk := caddy.ModuleMap{"path": h.JSON(caddyhttp.MatchPath(WellKnownPaths))}
-		routes = append(routes, h.NewRoute(wk, &handler)...)
-	}
-	return routes, nil
+	return h.NewRoute(matcherSet, &handler), nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -64,6 +74,7 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //		require_components content-type|content-digest...
 //		max_body          <size>
 //		header            <field> <X-Header-Name|->
+//		keep_signature_headers
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name (the matcher, if any, was consumed by the caller)
@@ -183,6 +194,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_body: invalid size %q", v)
 			}
 			h.MaxBody = int64(n)
+		case "keep_signature_headers":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.KeepSignatureHeaders = true
 		case "header":
 			var field, name string
 			if !d.AllArgs(&field, &name) {

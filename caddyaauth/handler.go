@@ -104,7 +104,14 @@ type Handler struct {
 	// sub, scope, jkt, txn, issuer); "-" drops the field. Placeholders are unaffected.
 	Headers map[string]string `json:"headers,omitempty"`
 
+	// KeepSignatureHeaders forwards Signature, Signature-Input and Signature-Key to the
+	// upstream after verification, for backends that verify signatures themselves. By
+	// default they are removed: with scheme=jwt, Signature-Key carries the agent's auth
+	// token, which the backend has no use for.
+	KeepSignatureHeaders bool `json:"keep_signature_headers,omitempty"`
+
 	logger      *zap.Logger
+	app         *App         // this config's aauth app: resource registry and server guards
 	signer      *keys.Signer // resource signing key (auth-token routes)
 	verifier    *reqverify.Verifier
 	release     func() error // drops the shared discovery client
@@ -139,6 +146,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	s, err := Settings(ctx)
 	if err != nil {
 		return err
+	}
+	if h.app, err = appFor(ctx); err != nil {
+		return err
+	}
+	guard, guarded, err := guardServer(ctx, h.app)
+	if err != nil {
+		return err
+	}
+	if guarded {
+		guard.protect(h.renamed)
 	}
 	client, release, err := SharedDiscovery(s)
 	if err != nil {
@@ -175,7 +192,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				return fmt.Errorf("resource signing key: %w", err)
 			}
 			h.signer = signer
-			h.register()
+			h.app.registerResource(h)
+			if guarded {
+				guard.serveResource(h.Resource)
+			}
 		}
 	}
 	return nil
@@ -246,9 +266,6 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared discovery client.
 func (h *Handler) Cleanup() error {
-	if h.signer != nil {
-		h.unregister()
-	}
 	if h.release != nil {
 		return h.release()
 	}
@@ -301,6 +318,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	h.setIdentity(r, repl, res)
+	if !h.KeepSignatureHeaders {
+		r.Header.Del("Signature")
+		r.Header.Del("Signature-Input")
+		r.Header.Del("Signature-Key")
+	}
 	caddyhttp.SetVar(r.Context(), verifiedVar, true)
 	if c := h.logger.Check(zap.DebugLevel, "aauth request verified"); c != nil {
 		c.Write(zap.String("level", res.Level), zap.String("scheme", res.Scheme), zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint))

@@ -32,12 +32,31 @@ func isIdentityField(key string) bool {
 	return false
 }
 
+// isIdentityHeaderName reports whether name is a field stripIdentityHeaders removes.
+func isIdentityHeaderName(name string, renamed []string) bool {
+	n := strings.ToLower(name)
+	if hasIdentityPrefix(n) {
+		return true
+	}
+	for _, r := range renamed {
+		if strings.EqualFold(n, r) || strings.EqualFold(n, strings.ReplaceAll(r, "-", "_")) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasIdentityPrefix reports whether the lowercased name is X-Aauth-*, in either the dash
+// or the underscore spelling (CGI backends treat them alike).
+func hasIdentityPrefix(n string) bool {
+	return strings.HasPrefix(n, "x-aauth-") || strings.HasPrefix(n, "x_aauth_") || strings.HasPrefix(n, "x-aauth_") || strings.HasPrefix(n, "x_aauth-")
+}
+
 // stripIdentityHeaders removes every client-sent X-Aauth-* header, in either the dash or
 // the underscore spelling (CGI backends treat them alike), plus any renamed field.
 func stripIdentityHeaders(h http.Header, renamed []string) {
 	for name := range h {
-		n := strings.ToLower(name)
-		if strings.HasPrefix(n, "x-aauth-") || strings.HasPrefix(n, "x_aauth_") || strings.HasPrefix(n, "x-aauth_") || strings.HasPrefix(n, "x_aauth-") {
+		if hasIdentityPrefix(strings.ToLower(name)) {
 			delete(h, name)
 		}
 	}

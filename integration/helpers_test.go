@@ -29,10 +29,11 @@ type echoBackend struct {
 }
 
 type echoed struct {
-	Method string              `json:"method"`
-	Path   string              `json:"path"`
-	Header map[string][]string `json:"header"`
-	Body   string              `json:"body"`
+	Method  string              `json:"method"`
+	Path    string              `json:"path"`
+	Header  map[string][]string `json:"header"`
+	Trailer map[string][]string `json:"trailer,omitempty"`
+	Body    string              `json:"body"`
 }
 
 func newEchoBackend(t *testing.T) *echoBackend {
@@ -44,7 +45,7 @@ func newEchoBackend(t *testing.T) *echoBackend {
 		b.last = r.Header.Clone()
 		b.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(echoed{Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header, Body: string(body)})
+		_ = json.NewEncoder(w).Encode(echoed{Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header, Trailer: r.Trailer, Body: string(body)})
 	}))
 	t.Cleanup(b.Close)
 	return b
