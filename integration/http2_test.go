@@ -3,7 +3,9 @@ package integration
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,10 +32,15 @@ func TestSameVerdictOverHTTP1AndHTTP2(t *testing.T) {
 }
 
 https://api.localhost:9443 {
-	aauth {
-		require pseudonym
+	handle /data* {
+		aauth {
+			require pseudonym
+		}
+		reverse_proxy %[2]s
 	}
-	reverse_proxy %s
+	handle {
+		reverse_proxy %[2]s
+	}
 }
 `, storageDir(t), backend.addr())
 	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
@@ -84,10 +91,18 @@ https://api.localhost:9443 {
 			if err := httpsig.Sign(bad, s, agent.HWK(s).SigKey(), httpsig.SignOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			bad.URL.Path = "/other"
+			bad.URL.Path = "/data/other"
 			if r := do(t, &http.Client{Transport: c.tr, Timeout: 10 * time.Second}, bad); r.status != 401 {
 				t.Fatalf("tampered request over %s: %d", c.proto, r.status)
 			}
+			// Forged identity fields and trailers never reach the unprotected catch-all.
+			forged, _ := http.NewRequest(http.MethodPost, "https://api.localhost:9443/other", io.NopCloser(strings.NewReader("body")))
+			forged.ContentLength = -1
+			forged.Header.Set("X-Aauth-Level", "authorized")
+			forged.Header.Set("X_Aauth_Agent", "https://admin.example")
+			forged.Trailer = http.Header{"X-Aauth-Subject": {"admin"}}
+			r = do(t, &http.Client{Transport: c.tr, Timeout: 10 * time.Second}, forged).mustStatus(t, 200)
+			assertNoForged(t, c.proto, r.echo)
 		})
 	}
 }
