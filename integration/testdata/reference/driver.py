@@ -37,6 +37,7 @@ import json
 import os
 import socket
 import sys
+import threading
 
 
 def reference_dir():
@@ -69,10 +70,19 @@ def listener():
     return s, "http://127.0.0.1:%d" % s.getsockname()[1]
 
 
-async def serve(app, sock):
+def new_server(app):
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     server.install_signal_handlers = lambda: None
-    await server.serve(sockets=[sock])
+    return server
+
+
+def serve_in_thread(app, sock):
+    # Each participant gets its own thread and event loop: the reference's auth server
+    # fetches JWKS with blocking calls from its request handlers, which would stall a
+    # resource sharing its loop.
+    server = new_server(app)
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    return server
 
 
 async def read_command(loop):
@@ -123,8 +133,7 @@ async def agent_mode():
         return bool(cmd) and cmd.get("op") == "continue"
 
     user_simulator.UserSimulator.complete_interaction = person
-    server = asyncio.ensure_future(serve(agent.app, sock))
-    await asyncio.sleep(0)
+    server = serve_in_thread(agent.app, sock)
     emit({"event": "ready", "agent": agent_id})
 
     while True:
@@ -152,7 +161,7 @@ async def agent_mode():
             })
         except Exception as e:  # reported to the test, which fails with it
             emit({"event": "error", "error": "%s: %s" % (type(e).__name__, e)})
-    server.cancel()
+    server.should_exit = True
 
 
 async def servers_mode():
@@ -160,7 +169,7 @@ async def servers_mode():
     from participants.resource import Resource
 
     loop = asyncio.get_running_loop()
-    tasks, resources, auth_servers, servers = [], {}, {}, {}
+    running, resources, auth_servers, servers = [], {}, {}, {}
     setups = {
         "direct": dict(require_user_consent=False),
         "consent": dict(require_user_consent=True),
@@ -171,10 +180,9 @@ async def servers_mode():
         rs_sock, rs_id = listener()
         auth = AuthServer(as_id, port=0, **opts)
         res = Resource(rs_id, port=0, auth_server=as_id)
-        tasks.append(asyncio.ensure_future(serve(auth.app, as_sock)))
-        tasks.append(asyncio.ensure_future(serve(res.app, rs_sock)))
+        running.append(serve_in_thread(auth.app, as_sock))
+        running.append(serve_in_thread(res.app, rs_sock))
         resources[name], auth_servers[name], servers[name] = rs_id, as_id, auth
-    await asyncio.sleep(0)
     emit({"event": "ready", "resources": resources, "auth_servers": auth_servers})
     while True:
         cmd = await read_command(loop)
@@ -185,8 +193,8 @@ async def servers_mode():
             answers = [h.get("response") for p in list(servers[cmd["name"]].pending_requests.values())
                        for h in p.get("clarification_history", [])]
             emit({"event": "clarifications", "answers": answers})
-    for t in tasks:
-        t.cancel()
+    for server in running:
+        server.should_exit = True
 
 
 def main():
