@@ -9,6 +9,10 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 func TestUnmarshalCaddyfile(t *testing.T) {
@@ -272,3 +276,29 @@ const (
 	testHash1 = "$2a$10$Bwb/nkovWTGf9ojsSjzfSuw9sm6FNuLOi55PPR7h58bdnBXmWWwNC"
 	testHash2 = "$2a$10$BxQHoJl7Zsv05hU8uG0.WOEVaE6YeeiWZia4yVTDacM5mysDVpija"
 )
+
+// TestAllowUnsignedBodyDeprecated: the deprecated option still provisions, logs a
+// warning, and publishes nothing.
+func TestAllowUnsignedBodyDeprecated(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	h := Handler{Issuer: "https://auth.example", AllowUnsignedBody: true}
+	if err := h.provision(t.Context(), deps{storage: keystore.NewMemory(), logger: zap.New(core)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	if logs.FilterMessageSnippet("allow_unsigned_body is deprecated").Len() != 1 {
+		t.Fatalf("warnings %v", logs.All())
+	}
+	if strings.Contains(string(h.metadata), "additional_signature_components") {
+		t.Fatalf("metadata %s", h.metadata)
+	}
+	quiet, logs2 := observer.New(zap.WarnLevel)
+	h2 := Handler{Issuer: "https://auth2.example"}
+	if err := h2.provision(t.Context(), deps{storage: keystore.NewMemory(), logger: zap.New(quiet)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h2.Cleanup() })
+	if logs2.Len() != 0 {
+		t.Fatalf("default config warned: %v", logs2.All())
+	}
+}
