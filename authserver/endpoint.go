@@ -329,12 +329,14 @@ func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(b)
 }
 
-// checkBody binds a POST body to the request signature (PROTOCOL.md P4): a covered
-// Content-Digest is always recomputed over the body that was read (RFC 9530), so a body
-// swapped under a signature that covers its digest is refused; with require_signed_body
-// the signature must also cover content-type and content-digest, since the body carries
-// the resource token, the purpose and clarification answers. Without it an uncovered
-// body is accepted, as the seed's agents never sign bodies.
+// checkBody binds a POST body to the request signature. The AAuth draft
+// (draft-hardt-aauth) makes only @method, @authority, @path and signature-key (and @query
+// with a query string) mandatory; body components are demanded only where configured. A
+// covered Content-Digest is always recomputed over the body that was read (RFC 9530), so
+// a body swapped under a signature that covers its digest is refused. With
+// require_signed_body the signature must also cover content-type and content-digest,
+// since the body carries the resource token, the purpose and clarification answers;
+// without it an uncovered body is accepted, as the reference agents never sign bodies.
 func (h *Handler) checkBody(w http.ResponseWriter, r *http.Request, res *reqverify.Result, body []byte) bool {
 	digest := res.Signature != nil && res.Signature.Covers("content-digest")
 	if digest {

@@ -558,7 +558,7 @@ func (e *env) signBody(h *Handler, b string, cover bool, sent string) result {
 	return serve(e.t, h, req)
 }
 
-// TestBodyDefaultUnsigned: by default (PROTOCOL.md P4) a token request whose signature
+// TestBodyDefaultUnsigned: by default a token request whose signature
 // covers only @method @authority @path signature-key, as the seed's agents send, is
 // accepted; a covered Content-Digest is still recomputed, so a swapped body is refused.
 func TestBodyDefaultUnsigned(t *testing.T) {

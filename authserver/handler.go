@@ -101,7 +101,8 @@ type Handler struct {
 	// RequireSignedBody demands that the signatures of token requests (POST /token) and
 	// clarification answers (POST /pending/<id>) cover content-type and content-digest,
 	// and publishes them as additional_signature_components in the metadata. By default
-	// (PROTOCOL.md P4) the body need not be covered, as the seed's agents never sign it;
+	// the body need not be covered (AAuth makes only @method, @authority, @path and
+	// signature-key mandatory, and the reference agents never sign the body);
 	// a Content-Digest the signature does cover is always recomputed and checked.
 	RequireSignedBody bool `json:"require_signed_body,omitempty"`
 

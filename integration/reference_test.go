@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// Interop with the seed's Python reference implementation (christian-posta/
-// aauth-python-library, kept beside the checkout in ../shared/reference): its agent
+// Interop with the Python reference implementation of AAuth
+// (github.com/christian-posta/aauth-python-library at commit 6ac7a05, which the tests look
+// for beside the checkout, see referencePython): its agent
 // against our gateway and auth server, and our CLI against its resource and auth server.
 // The participants run under Debian's python3 through integration/testdata/reference/
 // driver.py, which speaks JSON lines with the test.
