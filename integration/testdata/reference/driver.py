@@ -1,7 +1,8 @@
 """Interop driver for integration/reference_test.go.
 
-Runs participants of the seed's Python reference implementation (imported from
-../shared/reference/aauth-python-library beside the checkout, or from $AAUTH_REFERENCE_DIR)
+Runs participants of the Python reference implementation of AAuth
+(github.com/christian-posta/aauth-python-library, commit 6ac7a05; imported from
+../shared/reference/aauth-python-library beside the checkout, or $AAUTH_REFERENCE_DIR)
 on loopback ports chosen by the OS, and talks to the Go test as JSON lines: one object
 per line on stdout (events), one per line on stdin (commands). Everything else the
 reference prints goes to stderr.
@@ -28,8 +29,11 @@ Modes:
         {"event": "clarifications", "answers": ["..."]}: the clarification answers that
         auth server holds for requests still pending. Runs until stdin is closed.
 
-Only the participants' public constructors and methods are used; the person at the
-reference's consent page is driven over HTTP by the Go test, not by this script.
+Besides the participants' constructors and Agent.request_resource, the driver replaces
+the reference agent's user simulator (the person is the Go test), clears the agent's
+stored auth token between flows, records the HTTP exchanges the agent makes, and reads an
+auth server's pending requests to report clarification answers. The person at the
+reference's own consent pages is played by the Go test over HTTP.
 """
 
 import asyncio
