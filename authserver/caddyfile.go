@@ -33,7 +33,7 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		issuer            <https identifier>        # required
 //		token_lifetime    <duration>                # default 1h
 //		allow_long_tokens [true|false]              # permit token_lifetime over 1h
-//		allow_unsigned_body [true|false]            # accept bodies not covered by content-digest
+//		require_signed_body [true|false]            # POST bodies must be covered by content-digest
 //		signature_window  <duration>                # default 60s
 //		trust_issuer      <https identifier>...     # repeatable
 //		policy {
@@ -96,18 +96,37 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-		case "allow_unsigned_body":
-			h.AllowUnsignedBody = true
+		case "require_signed_body":
+			h.RequireSignedBody = true
 			if d.NextArg() {
 				v, err := strconv.ParseBool(d.Val())
 				if err != nil {
-					return d.Errf("allow_unsigned_body: %q is not true or false", d.Val())
+					return d.Errf("require_signed_body: %q is not true or false", d.Val())
 				}
-				h.AllowUnsignedBody = v
+				h.RequireSignedBody = v
 			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "allow_unsigned_body":
+			// Deprecated: an uncovered body is accepted by default now. The bare or true
+			// form is what the default does, so it still loads (with a warning at
+			// provision); false asked for what require_signed_body now does, and silently
+			// dropping it would weaken the config.
+			v := true
+			if d.NextArg() {
+				var err error
+				if v, err = strconv.ParseBool(d.Val()); err != nil {
+					return d.Errf("allow_unsigned_body: %q is not true or false", d.Val())
+				}
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if !v {
+				return d.Err("allow_unsigned_body is deprecated: uncovered bodies are accepted by default; use require_signed_body to demand a signed body")
+			}
+			h.AllowUnsignedBody = true
 		case "signature_window":
 			dur, err := parseDuration(d)
 			if err != nil {
@@ -181,6 +200,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if h.Issuer == "" {
 		return d.Err("aauth_server: issuer is required")
+	}
+	if h.RequireSignedBody && h.AllowUnsignedBody {
+		return d.Err("aauth_server: require_signed_body conflicts with the deprecated allow_unsigned_body; remove allow_unsigned_body")
 	}
 	if lt := time.Duration(h.TokenLifetime); lt > MaxShortTokenLifetime && !h.AllowLongTokens {
 		return d.Errf("token_lifetime %s is over %s; add allow_long_tokens to permit it", lt, MaxShortTokenLifetime)

@@ -9,6 +9,10 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 func TestUnmarshalCaddyfile(t *testing.T) {
@@ -89,6 +93,18 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			issuer https://auth.example.com
 			user_from {http.auth.user.id}
 		}`, Handler{Issuer: "https://auth.example.com", UserFrom: "{http.auth.user.id}"}},
+		{"require_signed_body", `aauth_server {
+			issuer https://auth.example.com
+			require_signed_body
+		}`, Handler{Issuer: "https://auth.example.com", RequireSignedBody: true}},
+		{"require_signed_body false", `aauth_server {
+			issuer https://auth.example.com
+			require_signed_body false
+		}`, Handler{Issuer: "https://auth.example.com"}},
+		{"deprecated allow_unsigned_body", `aauth_server {
+			issuer https://auth.example.com
+			allow_unsigned_body true
+		}`, Handler{Issuer: "https://auth.example.com", AllowUnsignedBody: true}},
 		{"dev identifier shape", `aauth_server {
 			issuer http://127.0.0.1:9443
 		}`, Handler{Issuer: "http://127.0.0.1:9443"}},
@@ -168,6 +184,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"pending_lifetime bad", "aauth_server {\n" + iss + "pending_lifetime soon\n}", "pending_lifetime: invalid duration"},
 		{"max_poll_wait zero", "aauth_server {\n" + iss + "max_poll_wait 0s\n}", "max_poll_wait must be positive"},
 		{"remember_for two args", "aauth_server {\n" + iss + "remember_for 1d 2d\n}", "wrong argument count"},
+		{"require_signed_body bad", "aauth_server {\n" + iss + "require_signed_body maybe\n}", "not true or false"},
+		{"require_signed_body twice", "aauth_server {\n" + iss + "require_signed_body\nrequire_signed_body\n}", "specified more than once"},
+		{"allow_unsigned_body false", "aauth_server {\n" + iss + "allow_unsigned_body false\n}", "use require_signed_body"},
+		{"allow_unsigned_body and require_signed_body", "aauth_server {\n" + iss + "allow_unsigned_body\nrequire_signed_body\n}", "conflicts"},
 		{"duplicate default", "aauth_server {\n" + iss + "policy {\ndefault allow\ndefault deny\n}\n}", "policy default specified more than once"},
 	}
 	for _, tc := range cases {
@@ -204,6 +224,9 @@ func TestValidate(t *testing.T) {
 		{"bad trust issuer", Handler{Issuer: iss, TrustIssuers: []string{"p.example"}}, "trust_issuers"},
 		{"duplicate trust issuer", Handler{Issuer: iss, TrustIssuers: []string{"https://p.example", "https://p.example"}}, "more than once"},
 		{"bad policy", Handler{Issuer: iss, Policy: &Policy{Default: "yes"}}, "policy default"},
+		{"require_signed_body", Handler{Issuer: iss, RequireSignedBody: true}, ""},
+		{"deprecated allow_unsigned_body", Handler{Issuer: iss, AllowUnsignedBody: true}, ""},
+		{"both body options", Handler{Issuer: iss, RequireSignedBody: true, AllowUnsignedBody: true}, "conflicts"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -253,3 +276,29 @@ const (
 	testHash1 = "$2a$10$Bwb/nkovWTGf9ojsSjzfSuw9sm6FNuLOi55PPR7h58bdnBXmWWwNC"
 	testHash2 = "$2a$10$BxQHoJl7Zsv05hU8uG0.WOEVaE6YeeiWZia4yVTDacM5mysDVpija"
 )
+
+// TestAllowUnsignedBodyDeprecated: the deprecated option still provisions, logs a
+// warning, and publishes nothing.
+func TestAllowUnsignedBodyDeprecated(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	h := Handler{Issuer: "https://auth.example", AllowUnsignedBody: true}
+	if err := h.provision(t.Context(), deps{storage: keystore.NewMemory(), logger: zap.New(core)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	if logs.FilterMessageSnippet("allow_unsigned_body is deprecated").Len() != 1 {
+		t.Fatalf("warnings %v", logs.All())
+	}
+	if strings.Contains(string(h.metadata), "additional_signature_components") {
+		t.Fatalf("metadata %s", h.metadata)
+	}
+	quiet, logs2 := observer.New(zap.WarnLevel)
+	h2 := Handler{Issuer: "https://auth2.example"}
+	if err := h2.provision(t.Context(), deps{storage: keystore.NewMemory(), logger: zap.New(quiet)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h2.Cleanup() })
+	if logs2.Len() != 0 {
+		t.Fatalf("default config warned: %v", logs2.All())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
@@ -1113,5 +1115,53 @@ func TestPendingBoundPerAgent(t *testing.T) {
 	}
 	if res := c.tokenRequest(c.other, consentScope, ""); res.Status != http.StatusAccepted {
 		t.Fatalf("another agent: %d", res.Status)
+	}
+}
+
+// TestClarificationBody: clarification answers follow the token endpoint's body rule. By
+// default an answer whose signature does not cover the body is taken, but a covered
+// Content-Digest must match; with require_signed_body the body must be covered.
+func TestClarificationBody(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		t.Run(fmt.Sprintf("require_signed_body=%v", strict), func(t *testing.T) {
+			c := newConsentEnv(t, &Handler{Issuer: testIssuer, Policy: testPolicy(), RequireSignedBody: strict})
+			id, code := c.pending(c.chatty, "")
+			b := c.browser()
+			consent := b.login(code, "alice")
+			if p := b.post(PathInteract, url.Values{"action": {"ask"}, "csrf": {consent.csrf()}, "code": {code}, "question": {"Which calendar?"}}); p.Status != http.StatusSeeOther {
+				t.Fatalf("ask: %d %s", p.Status, p.Body)
+			}
+			send := func(cover bool, signed, sent string) result {
+				req := httptest.NewRequest(http.MethodPost, testIssuer+PathPending+id, strings.NewReader(signed))
+				req.Header.Set("Content-Type", "application/json")
+				opts := httpsig.SignOptions{Created: c.now()}
+				if cover {
+					opts = bodyOptions(t, req, opts)
+				}
+				if err := httpsig.Sign(req, c.chatty.Signer, jwksKey(c.chatty), opts); err != nil {
+					t.Fatal(err)
+				}
+				req.Body = io.NopCloser(strings.NewReader(sent))
+				req.ContentLength = int64(len(sent))
+				return serve(t, c.h, req)
+			}
+			work, home := `{"clarification_response":"work"}`, `{"clarification_response":"home"}`
+			if r := send(true, work, home); r.Status != http.StatusUnauthorized || !strings.Contains(r.str("error_description"), "Content-Digest") {
+				t.Fatalf("swapped answer under a covered digest: %d %s", r.Status, r.Raw)
+			}
+			r := send(false, work, work)
+			if strict {
+				if r.Status != http.StatusUnauthorized || r.str("error") != "invalid_signature" {
+					t.Fatalf("uncovered answer with require_signed_body: %d %s", r.Status, r.Raw)
+				}
+				r = send(true, work, work)
+			}
+			if r.Status != http.StatusAccepted {
+				t.Fatalf("answer: %d %s", r.Status, r.Raw)
+			}
+			if page := b.get("/interact?code=" + code); !strings.Contains(page.Body, "work") || strings.Contains(page.Body, "home") {
+				t.Fatalf("consent page: %s", page.Body)
+			}
+		})
 	}
 }

@@ -329,10 +329,14 @@ func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(b)
 }
 
-// checkBody binds a POST body to the request signature: the signature must cover
-// content-type and content-digest (unless allow_unsigned_body is set), and the digest
-// must match the body that was read. Without it an on-path party could swap the resource token or
-// the purpose under a valid signature.
+// checkBody binds a POST body to the request signature. The AAuth draft
+// (draft-hardt-aauth) makes only @method, @authority, @path and signature-key (and @query
+// with a query string) mandatory; body components are demanded only where configured. A
+// covered Content-Digest is always recomputed over the body that was read (RFC 9530), so
+// a body swapped under a signature that covers its digest is refused. With
+// require_signed_body the signature must also cover content-type and content-digest,
+// since the body carries the resource token, the purpose and clarification answers;
+// without it an uncovered body is accepted, as the reference agents never sign bodies.
 func (h *Handler) checkBody(w http.ResponseWriter, r *http.Request, res *reqverify.Result, body []byte) bool {
 	digest := res.Signature != nil && res.Signature.Covers("content-digest")
 	if digest {
@@ -342,10 +346,10 @@ func (h *Handler) checkBody(w http.ResponseWriter, r *http.Request, res *reqveri
 			return false
 		}
 	}
-	if (digest && res.Signature.Covers("content-type")) || h.AllowUnsignedBody {
+	if !h.RequireSignedBody || (digest && res.Signature.Covers("content-type")) {
 		return true
 	}
-	required := append(append([]string(nil), httpsig.RequiredComponents...), "content-type", "content-digest")
+	required := append(append([]string(nil), httpsig.RequiredComponents...), bodyComponents...)
 	h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "the signature must cover content-type and content-digest of the body", map[string]any{"required_components": required})
 	return false
 }

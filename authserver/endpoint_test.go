@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -540,50 +541,123 @@ func TestBodyNotReadBeforeSignature(t *testing.T) {
 	}
 }
 
-// TestBodyBoundToSignature: a token request body must be covered by content-digest and
-// match it, unless allow_unsigned_body is set.
-func TestBodyBoundToSignature(t *testing.T) {
+// signBody signs a POST /token carrying b (covering content-type and content-digest when
+// cover is set) and then sends sent as the body.
+func (e *env) signBody(h *Handler, b string, cover bool, sent string) result {
+	e.t.Helper()
+	req := newRequest(http.MethodPost, PathToken, b)
+	opts := httpsig.SignOptions{Created: testNow}
+	if cover {
+		opts = bodyOptions(e.t, req, opts)
+	}
+	if err := httpsig.Sign(req, e.agent.Signer, jwksKey(e.agent), opts); err != nil {
+		e.t.Fatal(err)
+	}
+	req.Body = io.NopCloser(strings.NewReader(sent))
+	req.ContentLength = int64(len(sent))
+	return serve(e.t, h, req)
+}
+
+// TestBodyDefaultUnsigned: by default a token request whose signature
+// covers only @method @authority @path signature-key, as the seed's agents send, is
+// accepted; a covered Content-Digest is still recomputed, so a swapped body is refused.
+func TestBodyDefaultUnsigned(t *testing.T) {
 	e := newEnv(t)
-	sign := func(h *Handler, b string, cover bool, sent string) result {
-		req := newRequest(http.MethodPost, PathToken, b)
-		opts := httpsig.SignOptions{Created: testNow}
-		if cover {
-			opts = bodyOptions(t, req, opts)
-		}
-		if err := httpsig.Sign(req, e.agent.Signer, jwksKey(e.agent), opts); err != nil {
+	good := body(e.mintRT(e.resource.Signer, e.rtClaims()))
+	if r := e.signBody(e.h, good, false, good); r.Status != http.StatusOK {
+		t.Fatalf("uncovered body refused by default: %d %s", r.Status, r.Raw)
+	}
+	// Covered digest, body swapped after signing: refused even by default.
+	signed := body(e.mintRT(e.resource.Signer, e.rtClaims()))
+	swapped := body(e.mintRT(e.resource.Signer, e.rtClaims()))
+	if r := e.signBody(e.h, signed, true, swapped); r.Status != http.StatusUnauthorized || r.str("error") != "invalid_signature" || !strings.Contains(r.str("error_description"), "Content-Digest") {
+		t.Fatalf("swapped body under a covered digest: %d %s", r.Status, r.Raw)
+	}
+	// Covered digest alone (no content-type) is checked too, and accepted when it matches.
+	third := body(e.mintRT(e.resource.Signer, e.rtClaims()))
+	for _, sent := range []string{swapped, third} {
+		req := newRequest(http.MethodPost, PathToken, third)
+		httpsig.SetContentDigest(req, []byte(third))
+		if err := httpsig.Sign(req, e.agent.Signer, jwksKey(e.agent), httpsig.SignOptions{Created: testNow, Extra: []string{"content-digest"}}); err != nil {
 			t.Fatal(err)
 		}
 		req.Body = io.NopCloser(strings.NewReader(sent))
 		req.ContentLength = int64(len(sent))
-		return serve(t, h, req)
+		want := http.StatusOK
+		if sent != third {
+			want = http.StatusUnauthorized
+		}
+		if r := serve(t, e.h, req); r.Status != want {
+			t.Fatalf("digest-only coverage, body same=%v: %d %s", sent == third, r.Status, r.Raw)
+		}
 	}
+	// An uncovered Content-Digest header is not trusted for anything, but a wrong one
+	// does not make an otherwise valid request fail either.
+	req := newRequest(http.MethodPost, PathToken, swapped)
+	req.Header.Set("Content-Digest", httpsig.ContentDigest([]byte("something else")))
+	if err := httpsig.Sign(req, e.agent.Signer, jwksKey(e.agent), httpsig.SignOptions{Created: testNow}); err != nil {
+		t.Fatal(err)
+	}
+	if r := serve(t, e.h, req); r.Status != http.StatusOK {
+		t.Fatalf("uncovered Content-Digest: %d %s", r.Status, r.Raw)
+	}
+}
+
+// TestRequireSignedBody: with require_signed_body the body must be covered by
+// content-type and content-digest, and the digest must match it.
+func TestRequireSignedBody(t *testing.T) {
+	e := newEnv(t)
+	strict := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), RequireSignedBody: true}, keystore.NewMemory())
 	good := body(e.mintRT(e.resource.Signer, e.rtClaims()))
 	other := body(e.mintRT(e.resource.Signer, e.rtClaims()))
-	if r := sign(e.h, good, false, good); r.Status != http.StatusUnauthorized || r.str("error") != "invalid_signature" {
+	r := e.signBody(strict, good, false, good)
+	if r.Status != http.StatusUnauthorized || r.str("error") != "invalid_signature" {
 		t.Fatalf("uncovered body: %d %s", r.Status, r.Raw)
 	}
-	if r := sign(e.h, good, true, other); r.Status != http.StatusUnauthorized || !strings.Contains(r.str("error_description"), "Content-Digest") {
+	want := []any{"@method", "@authority", "@path", "signature-key", "content-type", "content-digest"}
+	if got, _ := r.Body["required_components"].([]any); !reflect.DeepEqual(got, want) {
+		t.Errorf("required_components %v", r.Body["required_components"])
+	}
+	if r := e.signBody(strict, good, true, other); r.Status != http.StatusUnauthorized || !strings.Contains(r.str("error_description"), "Content-Digest") {
 		t.Fatalf("swapped body: %d %s", r.Status, r.Raw)
 	}
-	if r := sign(e.h, good, true, good); r.Status != http.StatusOK {
+	if r := e.signBody(strict, good, true, good); r.Status != http.StatusOK {
 		t.Fatalf("covered body: %d %s", r.Status, r.Raw)
 	}
 	// content-digest without content-type is not enough.
-	req := newRequest(http.MethodPost, PathToken, good)
-	httpsig.SetContentDigest(req, []byte(good))
+	third := body(e.mintRT(e.resource.Signer, e.rtClaims()))
+	req := newRequest(http.MethodPost, PathToken, third)
+	httpsig.SetContentDigest(req, []byte(third))
 	if err := httpsig.Sign(req, e.agent.Signer, jwksKey(e.agent), httpsig.SignOptions{Created: testNow, Extra: []string{"content-digest"}}); err != nil {
 		t.Fatal(err)
 	}
-	if r := serve(t, e.h, req); r.Status != http.StatusUnauthorized {
+	if r := serve(t, strict, req); r.Status != http.StatusUnauthorized {
 		t.Fatalf("content-type not covered: %d %s", r.Status, r.Raw)
 	}
+	// The deprecated allow_unsigned_body is a no-op: the default behaviour, with a
+	// covered digest still checked.
 	lax := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), AllowUnsignedBody: true}, keystore.NewMemory())
-	if r := sign(lax, other, false, other); r.Status != http.StatusOK {
+	if r := e.signBody(lax, other, false, other); r.Status != http.StatusOK {
 		t.Fatalf("allow_unsigned_body: %d %s", r.Status, r.Raw)
 	}
-	// A covered digest is still checked when unsigned bodies are allowed.
-	third := body(e.mintRT(e.resource.Signer, e.rtClaims()))
-	if r := sign(lax, third, true, good); r.Status != http.StatusUnauthorized {
+	fourth := body(e.mintRT(e.resource.Signer, e.rtClaims()))
+	if r := e.signBody(lax, fourth, true, good); r.Status != http.StatusUnauthorized {
 		t.Fatalf("allow_unsigned_body with a wrong digest: %d %s", r.Status, r.Raw)
+	}
+}
+
+// TestMetadataSignatureComponents: additional_signature_components is published only
+// when require_signed_body demands them.
+func TestMetadataSignatureComponents(t *testing.T) {
+	e := newEnv(t)
+	if res := serve(t, e.h, newRequest(http.MethodGet, PathMetadata, "")); res.Body["additional_signature_components"] != nil || strings.Contains(string(res.Raw), "additional_signature_components") {
+		t.Fatalf("default metadata lists components: %s", res.Raw)
+	}
+	strict := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), RequireSignedBody: true}, keystore.NewMemory())
+	for _, p := range []string{PathMetadata, PathMetadataBare} {
+		res := serve(t, strict, newRequest(http.MethodGet, p, ""))
+		if got := res.Body["additional_signature_components"]; !reflect.DeepEqual(got, []any{"content-type", "content-digest"}) {
+			t.Fatalf("%s: additional_signature_components %v in %s", p, got, res.Raw)
+		}
 	}
 }

@@ -98,10 +98,17 @@ type Handler struct {
 	// AllowLongTokens permits a TokenLifetime above 1h (PROTOCOL.md P10).
 	AllowLongTokens bool `json:"allow_long_tokens,omitempty"`
 
-	// AllowUnsignedBody accepts token requests and clarification answers whose signature
-	// does not cover content-digest. By default the body must be covered (and the digest
-	// is recomputed), because it carries the resource token and the agent's purpose.
-	// Enable only for agents that cannot sign bodies.
+	// RequireSignedBody demands that the signatures of token requests (POST /token) and
+	// clarification answers (POST /pending/<id>) cover content-type and content-digest,
+	// and publishes them as additional_signature_components in the metadata. By default
+	// the body need not be covered (AAuth makes only @method, @authority, @path and
+	// signature-key mandatory, and the reference agents never sign the body);
+	// a Content-Digest the signature does cover is always recomputed and checked.
+	RequireSignedBody bool `json:"require_signed_body,omitempty"`
+
+	// AllowUnsignedBody is deprecated and has no effect: accepting uncovered bodies is now
+	// the default (see RequireSignedBody). It is still accepted so that old configs load,
+	// with a warning; it conflicts with RequireSignedBody.
 	AllowUnsignedBody bool `json:"allow_unsigned_body,omitempty"`
 
 	// SignatureWindow is the allowed difference between a token request signature's
@@ -172,7 +179,14 @@ type Metadata struct {
 	TokenEndpoint       string `json:"token_endpoint"`
 	InteractionEndpoint string `json:"interaction_endpoint"`
 	JWKSURI             string `json:"jwks_uri"`
+
+	// AdditionalSignatureComponents lists the components the token endpoint and pending
+	// URLs demand on top of the mandatory ones; present only with require_signed_body.
+	AdditionalSignatureComponents []string `json:"additional_signature_components,omitempty"`
 }
+
+// bodyComponents are the covered components require_signed_body demands.
+var bodyComponents = []string{"content-type", "content-digest"}
 
 // deps is what provisioning needs from its environment; Provision takes it from Caddy,
 // tests build it directly.
@@ -269,12 +283,19 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 		Tokens:    token.NewCache(10000),
 	}
 
-	md, err := json.Marshal(Metadata{
+	if h.AllowUnsignedBody {
+		h.logger.Warn("allow_unsigned_body is deprecated and has no effect: token requests and clarification answers need not cover the body unless require_signed_body is set; remove the option")
+	}
+	meta := Metadata{
 		Issuer:              h.Issuer,
 		TokenEndpoint:       h.Issuer + PathToken,
 		InteractionEndpoint: h.Issuer + PathInteract,
 		JWKSURI:             h.Issuer + PathJWKS,
-	})
+	}
+	if h.RequireSignedBody {
+		meta.AdditionalSignatureComponents = bodyComponents
+	}
+	md, err := json.Marshal(meta)
 	if err != nil {
 		return err
 	}
@@ -304,6 +325,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.SignatureWindow < 0 {
 		return errors.New("signature_window must not be negative")
+	}
+	if h.RequireSignedBody && h.AllowUnsignedBody {
+		return errors.New("require_signed_body conflicts with the deprecated allow_unsigned_body; remove allow_unsigned_body")
 	}
 	seen := map[string]bool{}
 	for _, iss := range h.TrustIssuers {

@@ -528,6 +528,7 @@ type bgCLI struct {
 // watchWriter collects stderr and reports the first interaction URL in it.
 type watchWriter struct {
 	buf   *lockedBuffer
+	re    *regexp.Regexp
 	found chan string
 	sent  bool
 }
@@ -535,7 +536,7 @@ type watchWriter struct {
 func (w *watchWriter) Write(p []byte) (int, error) {
 	n, err := w.buf.Write(p)
 	if !w.sent {
-		if m := interactionRE.FindString(w.buf.String()); m != "" {
+		if m := w.re.FindString(w.buf.String()); m != "" {
 			w.sent = true
 			w.found <- m
 		}
@@ -546,11 +547,17 @@ func (w *watchWriter) Write(p []byte) (int, error) {
 // startCLI starts an aauth command in dir; t.Cleanup kills it if it is still running.
 func startCLI(t *testing.T, bin, dir string, args ...string) *bgCLI {
 	t.Helper()
+	return startCLIWatching(t, interactionRE, bin, dir, args...)
+}
+
+// startCLIWatching is startCLI watching stderr for the interaction URL re matches.
+func startCLIWatching(t *testing.T, re *regexp.Regexp, bin, dir string, args ...string) *bgCLI {
+	t.Helper()
 	c := &bgCLI{args: args, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, found: make(chan string, 1), done: make(chan struct{})}
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Dir = dir
 	c.cmd.Stdout = c.stdout
-	c.cmd.Stderr = &watchWriter{buf: c.stderr, found: c.found}
+	c.cmd.Stderr = &watchWriter{buf: c.stderr, re: re, found: c.found}
 	if err := c.cmd.Start(); err != nil {
 		t.Fatalf("starting aauth %s: %v", strings.Join(args, " "), err)
 	}
