@@ -339,6 +339,9 @@ func (s *consentStore) create(ctx context.Context, rec *pendingRecord) (err erro
 			s.release(rec.ID)
 		}
 	}()
+	if rec.ID == "" {
+		rec.ID = newPendingID()
+	}
 	st := s.storage()
 	rec.Status = statusPending
 	rec.Version = 1
