@@ -58,6 +58,7 @@ type admission struct {
 // admissions counts undecided requests by agent, agent domain and resource.
 type admissions struct {
 	mu       sync.Mutex
+	nextExp  int64 // no place expires before this (0: none held)
 	byID     map[string]admission
 	agent    map[string]int
 	domain   map[string]int
@@ -127,6 +128,9 @@ func (a *admissions) fitsLocked(ad admission) bool {
 }
 
 func (a *admissions) addLocked(id string, ad admission) {
+	if a.nextExp == 0 || ad.exp < a.nextExp {
+		a.nextExp = ad.exp
+	}
 	a.byID[id] = ad
 	a.agent[ad.agent]++
 	a.domain[ad.domain]++
@@ -166,10 +170,18 @@ func (a *admissions) prune(now int64) {
 	a.mu.Unlock()
 }
 
+// pruneLocked scans only when a place may have expired, so a refused request costs O(1)
+// while the pool is full of live requests.
 func (a *admissions) pruneLocked(now int64) {
+	if a.nextExp == 0 || now < a.nextExp {
+		return
+	}
+	a.nextExp = 0
 	for id, ad := range a.byID {
 		if now >= ad.exp {
 			a.releaseLocked(id)
+		} else if a.nextExp == 0 || ad.exp < a.nextExp {
+			a.nextExp = ad.exp
 		}
 	}
 }
