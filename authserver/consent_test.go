@@ -568,8 +568,8 @@ func TestCallbackRedirect(t *testing.T) {
 		{c.chatty.ID + "/callback/step2?state=xyz", true},
 		{"http://127.0.0.1:9999/callback", true},
 		{"http://localhost:9999/callback", true},
-		{"http://127.0.0.1/callback", false},                 // no port
-		{"http://127.0.0.1:9999/done", false},                // loopback, but not the declared path
+		{"http://127.0.0.1/callback", false},                  // no port
+		{"http://127.0.0.1:9999/done", false},                 // loopback, but not the declared path
 		{"http://127.0.0.1:9999/callback?next=/admin", false}, // loopback callbacks carry no query
 		{"http://127.0.0.1:9999/callbackx", false},
 		{c.chatty.ID + "/other", false},
