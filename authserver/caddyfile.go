@@ -216,7 +216,10 @@ func parseDuration(d *caddyfile.Dispenser) (time.Duration, error) {
 func parseRateLimit(d *caddyfile.Dispenser) (*RateLimit, error) {
 	opt := d.Val()
 	args := d.RemainingArgs()
-	if len(args) == 1 && args[0] == "off" {
+	if len(args) > 0 && args[0] == "off" {
+		if len(args) != 1 {
+			return nil, d.Errf("%s: off takes no other arguments", opt)
+		}
 		return &RateLimit{Off: true}, nil
 	}
 	if len(args) != 2 {
