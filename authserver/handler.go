@@ -74,7 +74,10 @@ const (
 	DefaultSignatureWindow = 60 * time.Second
 
 	// maxResourceTokenLifetime bounds exp - iat of an accepted resource token, and so
-	// how long a jti record must be kept.
+	// how long a jti record must be kept (the AAuth draft's resource token section sets
+	// no maximum; its examples live minutes). An hour is the longest resource_token_lifetime the gateway
+	// of this module accepts (default 5m), so an agent that runs its own "resource"
+	// cannot make the server keep a record for longer.
 	maxResourceTokenLifetime = time.Hour
 )
 
