@@ -27,6 +27,13 @@
 // write_timeout (if set) must be longer than MaxPollWait. An approval can be remembered
 // (RememberFor); remembered grants are listed and revoked through the admin API
 // (admin.api.aauth_grants) or by the user at /interact/grants.
+//
+// Trust at the edges: each signed message is accepted once on a pending URL (a captured
+// poll cannot be replayed to take the token); undecided requests are bounded per agent,
+// per agent domain, per resource and in all (admissions.go); each agent's token requests
+// are rate limited (TokenRateLimit); a resource token's jti is recorded only for a
+// request that then succeeds; and the browser is sent back only to the agent's declared
+// callback, and only after an approval.
 package authserver
 
 import (
