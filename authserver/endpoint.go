@@ -160,7 +160,6 @@ func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, res *reqve
 
 // resourceAccess handles {"resource_token": …} (PROTOCOL.md §6.3, §7.1).
 func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *reqverify.Result, req *tokenRequest) {
-	var ok bool
 	if req.ResourceToken == "" {
 		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "resource_token is empty", nil)
 		return
@@ -194,8 +193,8 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 		return
 	}
 	var (
-		grant   *grant
-		pending *pendingRecord
+		remembered *grant         // consent: a remembered decision covers the request
+		pending    *pendingRecord // consent: otherwise, the admitted pending request
 	)
 	if effect == EffectAllow {
 		if c.Scope == "" {
@@ -204,8 +203,8 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 			return
 		}
 	} else {
-		grant, pending, ok = h.prepareConsent(w, r, res, rt, req, now)
-		if !ok {
+		var ok bool
+		if remembered, pending, ok = h.prepareConsent(w, r, res, rt, req, now); !ok {
 			return
 		}
 	}
@@ -227,13 +226,13 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 			Agent: res.Agent, Delegate: res.Delegate, Key: res.Key, Resource: c.Issuer,
 			Scope: c.Scope, Txn: c.Txn,
 		}, now)
-	case grant != nil:
+	case remembered != nil:
 		h.logger.Info("remembered consent applies",
 			zap.String("agent", res.Agent), zap.String("resource", c.Issuer),
-			zap.String("user", grant.User), zap.String("grant", grant.ID))
+			zap.String("user", remembered.User), zap.String("grant", remembered.ID))
 		h.issueToken(w, r, authGrant{
 			Agent: res.Agent, Delegate: res.Delegate, Key: res.Key, Resource: c.Issuer,
-			Scope: c.Scope, Txn: c.Txn, Subject: grant.User,
+			Scope: c.Scope, Txn: c.Txn, Subject: remembered.User,
 		}, now)
 	default:
 		h.createPending(w, r, pending)
