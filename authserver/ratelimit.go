@@ -43,6 +43,7 @@ type tokenLimiter struct {
 	window   time.Duration
 	max      int
 	tat      map[string]time.Time
+	swept    time.Time // last sweep made because the map was full
 }
 
 func newTokenLimiter(maxKeys int) *tokenLimiter {
@@ -83,9 +84,14 @@ func (l *tokenLimiter) allow(key string, now time.Time) (ok bool, retry time.Dur
 		return false, allowAt.Sub(now)
 	}
 	if !seen && len(l.tat) >= l.max {
-		l.sweepLocked(now)
+		// Full: drop idle keys, at most once a second (a flood of new agents must not
+		// make every request scan the map).
+		if now.Sub(l.swept) >= time.Second || now.Before(l.swept) {
+			l.swept = now
+			l.sweepLocked(now)
+		}
 		if len(l.tat) >= l.max {
-			return false, l.interval
+			return false, max(l.interval, time.Second)
 		}
 	}
 	l.tat[key] = tat.Add(l.interval)
