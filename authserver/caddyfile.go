@@ -46,6 +46,7 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		user      <name> <bcrypt hash>              # repeatable; from `caddy hash-password`
 //		user_from <placeholder>                     # or: the user from an auth handler,
 //		                                            # e.g. {http.auth.user.id}
+//		token_rate_limit <requests> <window> | off  # per agent, default 60 1m
 //	}
 //
 // A policy that can answer consent needs users: either built-in users (user) or
@@ -191,6 +192,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !strings.Contains(h.UserFrom, "{") {
 				return d.Errf("user_from %q is not a placeholder (e.g. {http.auth.user.id})", h.UserFrom)
 			}
+		case "token_rate_limit":
+			rl, err := parseRateLimit(d)
+			if err != nil {
+				return err
+			}
+			h.TokenRateLimit = rl
 		default:
 			return d.Errf("unrecognized aauth_server option %q", opt)
 		}
@@ -225,6 +232,33 @@ func parseDuration(d *caddyfile.Dispenser) (time.Duration, error) {
 		return 0, d.Errf("%s must be positive", opt)
 	}
 	return dur, nil
+}
+
+// parseRateLimit reads `<requests> <window>` or `off`.
+func parseRateLimit(d *caddyfile.Dispenser) (*RateLimit, error) {
+	opt := d.Val()
+	args := d.RemainingArgs()
+	if len(args) > 0 && args[0] == "off" {
+		if len(args) != 1 {
+			return nil, d.Errf("%s: off takes no other arguments", opt)
+		}
+		return &RateLimit{Off: true}, nil
+	}
+	if len(args) != 2 {
+		return nil, d.Errf("%s: want <requests> <window> (e.g. 60 1m) or off", opt)
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 || n > maxTokenRateRequests {
+		return nil, d.Errf("%s: requests must be a whole number from 1 to %d, got %q", opt, maxTokenRateRequests, args[0])
+	}
+	win, err := caddy.ParseDuration(args[1])
+	if err != nil {
+		return nil, d.Errf("%s: invalid window %q", opt, args[1])
+	}
+	if win < minTokenRateWindow || win > maxTokenRateWindow {
+		return nil, d.Errf("%s: window must be between %s and %s, got %s", opt, minTokenRateWindow, maxTokenRateWindow, args[1])
+	}
+	return &RateLimit{Requests: n, Window: caddy.Duration(win)}, nil
 }
 
 // parsePolicy reads a policy block (the dispenser is on the `policy` token).

@@ -105,6 +105,14 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			issuer https://auth.example.com
 			allow_unsigned_body true
 		}`, Handler{Issuer: "https://auth.example.com", AllowUnsignedBody: true}},
+		{"token_rate_limit", `aauth_server {
+			issuer https://auth.example.com
+			token_rate_limit 120 2m
+		}`, Handler{Issuer: "https://auth.example.com", TokenRateLimit: &RateLimit{Requests: 120, Window: caddy.Duration(2 * time.Minute)}}},
+		{"token_rate_limit off", `aauth_server {
+			issuer https://auth.example.com
+			token_rate_limit off
+		}`, Handler{Issuer: "https://auth.example.com", TokenRateLimit: &RateLimit{Off: true}}},
 		{"dev identifier shape", `aauth_server {
 			issuer http://127.0.0.1:9443
 		}`, Handler{Issuer: "http://127.0.0.1:9443"}},
@@ -148,6 +156,18 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"token_lifetime zero", "aauth_server {\n" + iss + "token_lifetime 0s\n}", "token_lifetime must be positive"},
 		{"token_lifetime negative", "aauth_server {\n" + iss + "token_lifetime -1h\n}", "token_lifetime must be positive"},
 		{"token_lifetime over 1h", "aauth_server {\n" + iss + "token_lifetime 61m\n}", "allow_long_tokens"},
+		{"token_rate_limit no args", "aauth_server {\n" + iss + "token_rate_limit\n}", "want <requests> <window> (e.g. 60 1m) or off"},
+		{"token_rate_limit one number", "aauth_server {\n" + iss + "token_rate_limit 60\n}", "want <requests> <window>"},
+		{"token_rate_limit three args", "aauth_server {\n" + iss + "token_rate_limit 60 1m 2\n}", "want <requests> <window>"},
+		{"token_rate_limit off extra", "aauth_server {\n" + iss + "token_rate_limit off 1m\n}", "off takes no other arguments"},
+		{"token_rate_limit zero", "aauth_server {\n" + iss + "token_rate_limit 0 1m\n}", "requests must be a whole number from 1 to 100000"},
+		{"token_rate_limit negative", "aauth_server {\n" + iss + "token_rate_limit -5 1m\n}", "requests must be a whole number"},
+		{"token_rate_limit huge", "aauth_server {\n" + iss + "token_rate_limit 100001 1m\n}", "requests must be a whole number"},
+		{"token_rate_limit not a number", "aauth_server {\n" + iss + "token_rate_limit many 1m\n}", "requests must be a whole number"},
+		{"token_rate_limit bad window", "aauth_server {\n" + iss + "token_rate_limit 60 soon\n}", `invalid window "soon"`},
+		{"token_rate_limit short window", "aauth_server {\n" + iss + "token_rate_limit 60 500ms\n}", "window must be between 1s and 24h"},
+		{"token_rate_limit long window", "aauth_server {\n" + iss + "token_rate_limit 60 25h\n}", "window must be between 1s and 24h"},
+		{"token_rate_limit twice", "aauth_server {\n" + iss + "token_rate_limit 60 1m\ntoken_rate_limit off\n}", "token_rate_limit specified more than once"},
 		{"token_lifetime over 1h, allow false", "aauth_server {\n" + iss + "token_lifetime 2h\nallow_long_tokens false\n}", "allow_long_tokens"},
 		{"duplicate token_lifetime", "aauth_server {\n" + iss + "token_lifetime 1h\ntoken_lifetime 1h\n}", "token_lifetime specified more than once"},
 		{"allow_long_tokens bad", "aauth_server {\n" + iss + "allow_long_tokens maybe\n}", "not true or false"},
@@ -227,6 +247,13 @@ func TestValidate(t *testing.T) {
 		{"require_signed_body", Handler{Issuer: iss, RequireSignedBody: true}, ""},
 		{"deprecated allow_unsigned_body", Handler{Issuer: iss, AllowUnsignedBody: true}, ""},
 		{"both body options", Handler{Issuer: iss, RequireSignedBody: true, AllowUnsignedBody: true}, "conflicts"},
+		{"rate limit", Handler{Issuer: iss, TokenRateLimit: &RateLimit{Requests: 10, Window: caddy.Duration(time.Second)}}, ""},
+		{"rate limit off", Handler{Issuer: iss, TokenRateLimit: &RateLimit{Off: true}}, ""},
+		{"rate limit off with values", Handler{Issuer: iss, TokenRateLimit: &RateLimit{Off: true, Requests: 5}}, "off cannot have"},
+		{"rate limit negative", Handler{Issuer: iss, TokenRateLimit: &RateLimit{Requests: -1}}, "token_rate_limit: requests"},
+		{"rate limit huge", Handler{Issuer: iss, TokenRateLimit: &RateLimit{Requests: maxTokenRateRequests + 1}}, "token_rate_limit: requests"},
+		{"rate limit short window", Handler{Issuer: iss, TokenRateLimit: &RateLimit{Requests: 5, Window: caddy.Duration(time.Millisecond)}}, "token_rate_limit: window"},
+		{"rate limit negative window", Handler{Issuer: iss, TokenRateLimit: &RateLimit{Requests: 5, Window: -1}}, "token_rate_limit: window"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -88,6 +88,10 @@ type pendingRecord struct {
 	// Clarification exchange (PROTOCOL.md P14).
 	Exchange []exchange `json:"exchange,omitempty"`
 
+	// Signatures already used on the pending URL (hashes of their signature bases),
+	// until they fall out of the signature window (see useSignature).
+	UsedSigs []usedSig `json:"used_sigs,omitempty"`
+
 	// Decision.
 	User       string `json:"user,omitempty"`
 	Remember   bool   `json:"remember,omitempty"`
@@ -104,9 +108,17 @@ type exchange struct {
 	Answered int64  `json:"answered,omitempty"`
 }
 
+// usedSig is a signature the pending URL has accepted, kept until Exp (unix seconds),
+// when the signature window would refuse it anyway.
+type usedSig struct {
+	Hash string `json:"h"`
+	Exp  int64  `json:"exp"`
+}
+
 func (p *pendingRecord) clone() pendingRecord {
 	c := *p
 	c.Exchange = slices.Clone(p.Exchange)
+	c.UsedSigs = slices.Clone(p.UsedSigs)
 	return c
 }
 
@@ -177,7 +189,9 @@ type consentStore struct {
 
 	grantsMu sync.Mutex // serialises grant list updates within the process
 
-	limiter *rateLimiter
+	limiter  *rateLimiter
+	admitted *admissions // places of undecided requests (fair shares)
+	tokens   *tokenLimiter
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -210,6 +224,8 @@ func newConsentStore(ctx context.Context, issuer string, st keystore.Storage, lo
 		codes:    map[string]codeRecord{},
 		sessions: map[string]sessionRecord{},
 		limiter:  newRateLimiter(maxWrongCodes, time.Minute, maxLimiterEntries),
+		admitted: newAdmissions(),
+		tokens:   newTokenLimiter(maxTokenLimiterKeys),
 	}
 	s.setStorage(st)
 	secret, err := s.loadOrCreateSecret(ctx)
@@ -217,6 +233,7 @@ func newConsentStore(ctx context.Context, issuer string, st keystore.Storage, lo
 		return nil, err
 	}
 	s.secret = secret
+	s.rebuildAdmissions(ctx, time.Now().Unix())
 	sctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
 	go s.sweeper(sctx)
@@ -301,46 +318,31 @@ func (s *consentStore) stripe(id string) *sync.Mutex {
 
 // ---- pending requests ----
 
-// admit checks the bounds on undecided, unexpired requests in memory.
-func (s *consentStore) admit(agent string, now int64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	total, mine := 0, 0
-	for _, e := range s.pending {
-		if e.rec.Status != statusPending || now >= e.rec.Expires {
-			continue
-		}
-		total++
-		if e.rec.Agent == agent {
-			mine++
-		}
-	}
-	if mine >= maxPendingPerAgent || total >= maxPendingTotal {
-		return errTooManyPending
-	}
-	return nil
+// admit takes rec's place among the undecided requests (see admissions); rec needs its
+// ID (newPendingID), Agent, Resource and Expires. Give it back with release if the
+// request is not created after all.
+func (s *consentStore) admit(rec *pendingRecord, now int64) error {
+	return s.admitted.admit(rec.ID, rec.Agent, rec.Resource, rec.Expires, now)
 }
+
+// release gives back the place of a request that was admitted but not created.
+func (s *consentStore) release(id string) { s.admitted.release(id) }
 
 func (s *consentStore) pendingKey(id string) string { return s.key("pending", id+".json") }
 func (s *consentStore) codeKey(code string) string  { return s.key("codes", code) }
 
-// Bounds on undecided requests this process holds, so an agent (or many) cannot grow
-// the auth server's state without limit; past them the token endpoint answers 429.
-const (
-	maxPendingPerAgent = 64
-	maxPendingTotal    = 10000
-)
-
-// errTooManyPending refuses a new pending request over the bounds above.
-var errTooManyPending = errors.New("too many undecided requests")
-
-// create assigns a fresh id and a fresh, unused code to rec and stores both.
-func (s *consentStore) create(ctx context.Context, rec *pendingRecord) error {
-	if err := s.admit(rec.Agent, rec.Created); err != nil {
-		return err
+// create assigns a fresh, unused code to rec (admitted, with its ID) and stores both.
+// On failure the request's place is given back.
+func (s *consentStore) create(ctx context.Context, rec *pendingRecord) (err error) {
+	defer func() {
+		if err != nil {
+			s.release(rec.ID)
+		}
+	}()
+	if rec.ID == "" {
+		rec.ID = newPendingID()
 	}
 	st := s.storage()
-	rec.ID = newPendingID()
 	rec.Status = statusPending
 	rec.Version = 1
 	for i := 0; ; i++ {
@@ -446,6 +448,9 @@ func (s *consentStore) sync(ctx context.Context, id string) (pendingRecord, <-ch
 		close(e.changed)
 		e.changed = make(chan struct{})
 	}
+	if rec.Status != statusPending {
+		s.admitted.release(id) // decided elsewhere
+	}
 	e.synced = time.Now()
 	return e.rec.clone(), e.changed, nil
 }
@@ -496,7 +501,88 @@ func (s *consentStore) update(ctx context.Context, id string, fn func(*pendingRe
 	close(e.changed)
 	e.changed = make(chan struct{})
 	s.mu.Unlock()
+	if rec.Status != statusPending {
+		s.admitted.release(id) // decided: the place is free again
+	}
 	return rec, nil
+}
+
+// Signatures on the pending URL are single use.
+var (
+	errSignatureUsed = errors.New("signature already used")
+	errTooManySigs   = errors.New("too many signatures in the window")
+)
+
+// maxUsedSigs bounds the signatures remembered per pending request: an agent polling
+// once a second within a 60 s window needs about 60. Past it, the agent must wait until
+// older ones leave the window.
+const maxUsedSigs = 128
+
+// useSignature records that a signature (hash: of its signature base) was used on
+// pending request id until exp, and refuses one that was used before (RFC 9421 §7.2.2:
+// replay is for the application to prevent; a captured poll replayed after the decision
+// would otherwise take the one-time answer). The list lives in the pending record, read
+// from storage first, so a restart or another instance on the same storage refuses the
+// replay too; as with every record, storage has no compare-and-swap, so two instances
+// racing on the very same signature can both accept it. The write does not bump the
+// record's version (nothing the waiters care about changed). It returns the freshest
+// record and its change channel.
+func (s *consentStore) useSignature(ctx context.Context, id, hash string, exp, now int64) (pendingRecord, <-chan struct{}, error) {
+	mu := s.stripe(id)
+	mu.Lock()
+	defer mu.Unlock()
+	rec, err := s.readPending(ctx, id)
+	s.mu.Lock()
+	e, inMem := s.pending[id]
+	if err != nil && inMem && errors.Is(err, errNotFound) {
+		rec, err = e.rec.clone(), nil
+	}
+	if err == nil && inMem {
+		if e.rec.Version > rec.Version {
+			rec = e.rec.clone()
+		}
+		// What this process saw counts even if a write from elsewhere dropped it.
+		for _, u := range e.rec.UsedSigs {
+			if !slices.Contains(rec.UsedSigs, u) {
+				rec.UsedSigs = append(rec.UsedSigs, u)
+			}
+		}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return pendingRecord{}, nil, err
+	}
+	rec.UsedSigs = slices.DeleteFunc(rec.UsedSigs, func(u usedSig) bool { return now >= u.Exp })
+	if slices.ContainsFunc(rec.UsedSigs, func(u usedSig) bool { return u.Hash == hash }) {
+		return pendingRecord{}, nil, errSignatureUsed
+	}
+	if len(rec.UsedSigs) >= maxUsedSigs {
+		return pendingRecord{}, nil, errTooManySigs
+	}
+	rec.UsedSigs = append(rec.UsedSigs, usedSig{Hash: hash, Exp: exp})
+	raw, err := json.Marshal(&rec)
+	if err != nil {
+		return pendingRecord{}, nil, err
+	}
+	if err := s.storage().Store(ctx, s.pendingKey(id), raw); err != nil {
+		return pendingRecord{}, nil, fmt.Errorf("storing pending request: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, inMem = s.pending[id]
+	switch {
+	case !inMem:
+		e = &pendingEntry{rec: rec.clone(), changed: make(chan struct{})}
+		s.pending[id] = e
+	case rec.Version > e.rec.Version:
+		e.rec = rec.clone()
+		close(e.changed)
+		e.changed = make(chan struct{})
+	default:
+		e.rec.UsedSigs = slices.Clone(rec.UsedSigs)
+	}
+	e.synced = time.Now()
+	return e.rec.clone(), e.changed, nil
 }
 
 // ---- interaction codes ----
@@ -646,6 +732,8 @@ func (s *consentStore) sweep(ctx context.Context, now time.Time) {
 	}
 	s.mu.Unlock()
 	s.limiter.sweep(now)
+	s.admitted.prune(now.Unix())
+	s.tokens.sweep(now)
 	deleteKeys(ctx, s.storage(), keys, s.logger, "deleting expired consent record")
 }
 

@@ -10,8 +10,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,12 +149,27 @@ func (c *consentEnv) pending(a *origin, purpose string) (id, code string) {
 	return strings.TrimPrefix(loc, testIssuer+PathPending), res.str("code")
 }
 
-// pollRequest is a signed GET of the pending URL by agent a.
+// pollRequest is a signed GET of the pending URL by agent a. Every poll is a distinct
+// signed message (the pending URL accepts a signature once, and the test clock stands
+// still): it covers an X-Test-Nonce header with a fresh value.
 func (c *consentEnv) pollRequest(a *origin, id string, hdr ...string) *http.Request {
 	req := httptest.NewRequest(http.MethodGet, testIssuer+PathPending+id, nil)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
+	req.Header.Set("X-Test-Nonce", strconv.FormatInt(pollNonce.Add(1), 10))
+	if err := httpsig.Sign(req, a.Signer, jwksKey(a), httpsig.SignOptions{Created: c.now(), Extra: []string{"x-test-nonce"}}); err != nil {
+		c.t.Fatal(err)
+	}
+	return req
+}
+
+var pollNonce atomic.Int64
+
+// replayPollRequest is a signed GET of the pending URL by agent a without a nonce: two
+// made at the same second are the same signed message.
+func (c *consentEnv) replayPollRequest(a *origin, id string) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, testIssuer+PathPending+id, nil)
 	signWith(c.t, req, a.Signer, jwksKey(a), c.now())
 	return req
 }

@@ -567,9 +567,16 @@ func TestCallbackRedirect(t *testing.T) {
 		want bool
 	}{
 		{c.chatty.ID + "/callback?state=xyz", true},
-		{"http://127.0.0.1:9999/done", true},
-		{"http://localhost:9999/done", true},
-		{"http://127.0.0.1/done", false}, // no port
+		{c.chatty.ID + "/callback/step2?state=xyz", true},
+		{"http://127.0.0.1:9999/callback", true},
+		{"http://localhost:9999/callback", true},
+		{"http://127.0.0.1/callback", false},                  // no port
+		{"http://127.0.0.1:9999/done", false},                 // loopback, but not the declared path
+		{"http://127.0.0.1:9999/callback?next=/admin", false}, // loopback callbacks carry no query
+		{"http://127.0.0.1:9999/callbackx", false},
+		{c.chatty.ID + "/other", false},
+		{c.chatty.ID + "/callback/../admin", false},
+		{c.chatty.ID + "/callbackevil", false},
 		{"https://evil.example/callback", false},
 		{"javascript:alert(1)", false},
 		{"//evil.example/x", false},
@@ -1105,7 +1112,7 @@ func TestClarificationAnswerAfterDecision(t *testing.T) {
 // TestPendingBoundPerAgent: one agent cannot hold more than maxPendingPerAgent undecided
 // requests; another agent is unaffected.
 func TestPendingBoundPerAgent(t *testing.T) {
-	c := newConsentEnv(t, nil)
+	c := newConsentEnv(t, &Handler{Issuer: testIssuer, Policy: testPolicy(), TokenRateLimit: &RateLimit{Off: true}})
 	for range maxPendingPerAgent {
 		c.pending(c.agent, "")
 	}

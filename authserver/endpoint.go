@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ const (
 	codeInvalidResourceToken = "invalid_resource_token"
 	codeDenied               = "denied"
 	codeServerError          = "server_error"
+	codeRateLimited          = "rate_limited"
 )
 
 // tokenResponse is the 200 answer of the token endpoint (PROTOCOL.md §7.2).
@@ -37,8 +39,8 @@ type tokenResponse struct {
 
 // serveToken is the token endpoint. Order: method, Content-Type and Content-Length (no
 // body read), the request signature (the body is read only after it verified, so an
-// unauthenticated client never gets 100 Continue), the body, the resource token, its
-// jti, the policy, and finally the auth token.
+// unauthenticated client never gets 100 Continue), the agent's rate limit, the body, the
+// resource token, the policy and bounds, its jti, and finally the auth token.
 func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		h.methodNotAllowed(w, r, http.MethodPost)
@@ -55,6 +57,13 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 
 	res, ok := h.verifyRequest(w, r)
 	if !ok {
+		return
+	}
+	// Per agent, after the signature (an unverified agent id would let anyone spend
+	// another agent's budget) and before the body, the resource token and the jti record.
+	if ok, retry := h.consent.tokens.allow(res.Agent, h.now()); !ok {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((retry+time.Second-1)/time.Second), 10))
+		h.writeError(w, r, http.StatusTooManyRequests, codeRateLimited, "too many token requests from this agent; retry later", nil)
 		return
 	}
 
@@ -174,27 +183,59 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "agent_jkt does not match the key that signed this request", nil)
 		return
 	}
-	// The policy outcome is the switch point of the request's fate. It is computed before
-	// the jti is spent, so a denied request writes nothing (no storage growth from
-	// agents the policy refuses anyway).
+	// The policy outcome is the switch point of the request's fate. Everything that can
+	// still refuse the request (policy, a direct grant without scope, the bounds on
+	// undecided requests) is decided before the jti is spent, so only a request that then
+	// succeeds writes a jti record: refused requests cause no storage growth.
 	effect := h.Policy.Evaluate(res.Agent, c.Issuer, strings.Fields(c.Scope))
 	if effect != EffectAllow && effect != EffectConsent {
 		h.writeError(w, r, http.StatusForbidden, codeDenied, "policy denies this request", nil)
 		return
 	}
-	fresh, err := h.replay.use(r.Context(), c.Issuer, c.ID, time.Unix(c.Expiry, 0), now)
-	if err != nil {
-		h.serverError(w, r, "checking resource token jti", err)
-		return
-	}
-	if !fresh {
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token already used", nil)
-		return
-	}
+	var (
+		remembered *grant         // consent: a remembered decision covers the request
+		pending    *pendingRecord // consent: otherwise, the admitted pending request
+	)
 	if effect == EffectAllow {
-		h.issue(w, r, res, rt, now)
+		if c.Scope == "" {
+			// Without a user (sub), scope is what makes an auth token valid at the resource.
+			h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token has no scope, which a direct grant needs", nil)
+			return
+		}
 	} else {
-		h.requireConsent(w, r, res, rt, req)
+		var ok bool
+		if remembered, pending, ok = h.prepareConsent(w, r, res, rt, req, now); !ok {
+			return
+		}
+	}
+	fresh, err := h.replay.use(r.Context(), c.Issuer, c.ID, time.Unix(c.Expiry, 0), now)
+	if err != nil || !fresh {
+		if pending != nil {
+			h.consent.release(pending.ID)
+		}
+		if err != nil {
+			h.serverError(w, r, "checking resource token jti", err)
+		} else {
+			h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token already used", nil)
+		}
+		return
+	}
+	switch {
+	case effect == EffectAllow:
+		h.issueToken(w, r, authGrant{
+			Agent: res.Agent, Delegate: res.Delegate, Key: res.Key, Resource: c.Issuer,
+			Scope: c.Scope, Txn: c.Txn,
+		}, now)
+	case remembered != nil:
+		h.logger.Info("remembered consent applies",
+			zap.String("agent", res.Agent), zap.String("resource", c.Issuer),
+			zap.String("user", remembered.User), zap.String("grant", remembered.ID))
+		h.issueToken(w, r, authGrant{
+			Agent: res.Agent, Delegate: res.Delegate, Key: res.Key, Resource: c.Issuer,
+			Scope: c.Scope, Txn: c.Txn, Subject: remembered.User,
+		}, now)
+	default:
+		h.createPending(w, r, pending)
 	}
 }
 
@@ -206,21 +247,6 @@ type authGrant struct {
 	Resource        string
 	Scope, Txn      string
 	Subject         string
-}
-
-// issue mints the auth token of a direct grant and answers 200 (PROTOCOL.md P10, §7.2,
-// §9.1).
-func (h *Handler) issue(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rt *token.Token, now time.Time) {
-	c := &rt.Claims
-	if c.Scope == "" {
-		// Without a user (sub), scope is what makes an auth token valid at the resource.
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token has no scope, which a direct grant needs", nil)
-		return
-	}
-	h.issueToken(w, r, authGrant{
-		Agent: res.Agent, Delegate: res.Delegate, Key: res.Key, Resource: c.Issuer,
-		Scope: c.Scope, Txn: c.Txn,
-	}, now)
 }
 
 // issueToken mints a token for g and answers 200.

@@ -27,6 +27,13 @@
 // write_timeout (if set) must be longer than MaxPollWait. An approval can be remembered
 // (RememberFor); remembered grants are listed and revoked through the admin API
 // (admin.api.aauth_grants) or by the user at /interact/grants.
+//
+// Trust at the edges: each signed message is accepted once on a pending URL (a captured
+// poll cannot be replayed to take the token); undecided requests are bounded per agent,
+// per agent domain, per resource and in all (admissions.go); each agent's token requests
+// are rate limited (TokenRateLimit); a resource token's jti is recorded only for a
+// request that then succeeds; and the browser is sent back only to the agent's declared
+// callback, and only after an approval.
 package authserver
 
 import (
@@ -74,7 +81,10 @@ const (
 	DefaultSignatureWindow = 60 * time.Second
 
 	// maxResourceTokenLifetime bounds exp - iat of an accepted resource token, and so
-	// how long a jti record must be kept.
+	// how long a jti record must be kept (the AAuth draft's resource token section sets
+	// no maximum; its examples live minutes). An hour is the longest resource_token_lifetime the gateway
+	// of this module accepts (default 5m), so an agent that runs its own "resource"
+	// cannot make the server keep a record for longer.
 	maxResourceTokenLifetime = time.Hour
 )
 
@@ -146,11 +156,18 @@ type Handler struct {
 	// login form. Mutually exclusive with Users.
 	UserFrom string `json:"user_from,omitempty"`
 
+	// TokenRateLimit bounds the signed token requests each agent (by identifier) may make
+	// to the token endpoint: Requests per Window, default 60 per minute; past it the
+	// endpoint answers 429 with Retry-After before reading the body. Counted per process,
+	// kept across config reloads. {"off": true} disables it.
+	TokenRateLimit *RateLimit `json:"token_rate_limit,omitempty"`
+
 	logger    *zap.Logger
 	now       func() time.Time
 	dev       bool
 	authority string // @authority agents sign: the issuer's host[:port]
 	lifetime  time.Duration
+	window    time.Duration // signature window
 	signer    *keys.Signer
 	verifier  *reqverify.Verifier
 	discovery *discovery.Client
@@ -235,6 +252,7 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	if window == 0 {
 		window = DefaultSignatureWindow
 	}
+	h.window = window
 
 	// The issuer names the storage keys: check it before touching storage.
 	if h.Issuer == "" {
@@ -272,6 +290,7 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	h.pendingLifetime = durationOr(h.PendingLifetime, DefaultPendingLifetime)
 	h.maxPollWait = durationOr(h.MaxPollWait, DefaultMaxPollWait)
 	h.rememberFor = durationOr(h.RememberFor, DefaultRememberFor)
+	h.consent.tokens.configure(h.tokenRate())
 
 	h.verifier = &reqverify.Verifier{
 		Discovery: h.discovery,
@@ -342,6 +361,9 @@ func (h *Handler) Validate() error {
 	if err := h.validateConsent(); err != nil {
 		return err
 	}
+	if err := h.validateRateLimit(); err != nil {
+		return err
+	}
 	return h.Policy.validate(h.dev)
 }
 
@@ -367,6 +389,43 @@ func (h *Handler) validateConsent() error {
 	}
 	if h.Policy.canConsent() && len(h.Users) == 0 && h.UserFrom == "" {
 		return errors.New("consent needs users: user or user_from")
+	}
+	return nil
+}
+
+// tokenRate is the configured token endpoint rate (requests 0: off).
+func (h *Handler) tokenRate() (int, time.Duration) {
+	rl := h.TokenRateLimit
+	switch {
+	case rl == nil:
+		return DefaultTokenRateRequests, DefaultTokenRateWindow
+	case rl.Off:
+		return 0, 0
+	}
+	n := rl.Requests
+	if n == 0 {
+		n = DefaultTokenRateRequests
+	}
+	return n, durationOr(rl.Window, DefaultTokenRateWindow)
+}
+
+// validateRateLimit checks token_rate_limit.
+func (h *Handler) validateRateLimit() error {
+	rl := h.TokenRateLimit
+	if rl == nil {
+		return nil
+	}
+	if rl.Off {
+		if rl.Requests != 0 || rl.Window != 0 {
+			return errors.New("token_rate_limit: off cannot have requests or window")
+		}
+		return nil
+	}
+	if rl.Requests < 0 || rl.Requests > maxTokenRateRequests {
+		return fmt.Errorf("token_rate_limit: requests must be from 1 to %d", maxTokenRateRequests)
+	}
+	if w := time.Duration(rl.Window); w != 0 && (w < minTokenRateWindow || w > maxTokenRateWindow) {
+		return fmt.Errorf("token_rate_limit: window must be between %s and %s", minTokenRateWindow, maxTokenRateWindow)
 	}
 	return nil
 }

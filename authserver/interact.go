@@ -523,15 +523,22 @@ func (it *interaction) decide(f url.Values) {
 			h.logger.Info("consent remembered", zap.String("grant", g.ID), zap.String("user", user))
 		}
 	}
-	if cb, ok := validCallback(callback, &rec); ok {
-		it.redirect(cb)
+	cb, hasCallback := validCallback(callback, &rec)
+	if action == "approve" {
+		if hasCallback {
+			it.redirect(cb)
+			return
+		}
+		it.render(http.StatusOK, "done", pageData{Title: "Access approved", Message: "The agent can now continue."}, "")
 		return
 	}
-	if action == "approve" {
-		it.render(http.StatusOK, "done", pageData{Title: "Access approved", Message: "The agent can now continue."}, "")
-	} else {
-		it.render(http.StatusOK, "done", pageData{Title: "Request denied", Message: "The agent was told that you said no."}, "")
+	// After a denial the browser is never sent on by itself: the person sees that the
+	// request was denied, and may follow the agent's callback as a link.
+	d := pageData{Title: "Request denied", Message: "The agent was told that you said no."}
+	if hasCallback {
+		d.Link, d.LinkText = cb, "Return to the application"
 	}
+	it.render(http.StatusOK, "done", d, "")
 }
 
 // ask posts the user's clarification question (PROTOCOL.md P14).
@@ -620,31 +627,77 @@ func (it *interaction) revokeOwn(id string) {
 
 // ---- callbacks ----
 
-// validCallback accepts a callback URL on the origin of the agent's declared
-// callback_endpoint, or an http loopback URL with a port when the agent allows
-// localhost callbacks (PROTOCOL.md P13). The callback is UX only: nothing secret
-// passes through it.
+// validCallback accepts a callback URL only where the agent declared one (PROTOCOL.md
+// P13, agent metadata callback_endpoint; absent means no callbacks): an https URL on the
+// declared endpoint's origin whose path is the declared path or below it (the agent may
+// add path and query at run time), or, when the agent also sets
+// localhost_callback_allowed, an http URL on a loopback host with a port and exactly the
+// declared path, without a query (AAuth draft §5.2 on localhost callbacks). So an agent
+// can only send the person's browser back to itself, never to an arbitrary loopback
+// service. The callback is UX only: nothing secret passes through it.
 func validCallback(raw string, rec *pendingRecord) (string, bool) {
-	if raw == "" || len(raw) > maxCallbackLen {
+	if raw == "" || len(raw) > maxCallbackLen || rec.CallbackEndpoint == "" || strings.ContainsAny(raw, "\\\x00") {
+		return "", false
+	}
+	cu, err := url.Parse(rec.CallbackEndpoint)
+	if err != nil {
 		return "", false
 	}
 	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.User != nil || u.Host == "" || u.Opaque != "" {
+	if err != nil || !u.IsAbs() || u.User != nil || u.Host == "" || u.Opaque != "" || hasDotSegment(u.Path) {
 		return "", false
 	}
 	u.Fragment, u.RawFragment = "", ""
-	if rec.CallbackEndpoint != "" {
-		if cu, err := url.Parse(rec.CallbackEndpoint); err == nil && strings.EqualFold(cu.Scheme, u.Scheme) && strings.EqualFold(cu.Host, u.Host) {
-			return u.String(), true
-		}
+	declared := cu.EscapedPath()
+	if strings.EqualFold(cu.Scheme, u.Scheme) && strings.EqualFold(cu.Host, u.Host) && pathUnder(u.EscapedPath(), declared) {
+		return u.String(), true
 	}
-	if rec.LocalhostCallback && u.Scheme == "http" && u.Port() != "" {
-		switch strings.ToLower(u.Hostname()) {
-		case "127.0.0.1", "::1", "localhost":
-			return u.String(), true
-		}
+	if rec.LocalhostCallback && u.Scheme == "http" && u.Port() != "" && isLoopbackHost(u.Hostname()) &&
+		u.RawQuery == "" && !u.ForceQuery && samePath(u.EscapedPath(), declared) {
+		return u.String(), true
 	}
 	return "", false
+}
+
+// pathUnder reports whether p is base or a path below it.
+func pathUnder(p, base string) bool {
+	if samePath(p, base) {
+		return true
+	}
+	if !strings.HasSuffix(base, "/") {
+		base += "/"
+	}
+	return strings.HasPrefix(p, base)
+}
+
+// samePath compares paths, an empty path being "/".
+func samePath(a, b string) bool {
+	if a == "" {
+		a = "/"
+	}
+	if b == "" {
+		b = "/"
+	}
+	return a == b
+}
+
+// hasDotSegment reports a "." or ".." segment, which a browser would resolve away
+// (escaping the declared path).
+func hasDotSegment(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+func isLoopbackHost(h string) bool {
+	switch strings.ToLower(h) {
+	case "127.0.0.1", "::1", "localhost":
+		return true
+	}
+	return false
 }
 
 func originOf(raw string) string {

@@ -3,6 +3,8 @@ package authserver
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
@@ -75,32 +78,24 @@ func (h *Handler) userMayConsent(name string) bool {
 	return false
 }
 
-// requireConsent answers a request the policy sends to the user: a remembered grant
-// that covers it issues a token at once (with the grant's user as sub); otherwise the
-// verified context is stored behind a new pending URL and the agent gets 202 with an
-// interaction code (PROTOCOL.md P11, §7.3).
-func (h *Handler) requireConsent(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rt *token.Token, req *tokenRequest) {
+// prepareConsent decides, before the resource token's jti is spent, how a request the
+// policy sends to the user will end: a remembered grant that covers it (the caller issues
+// a token at once, with the grant's user as sub), or a new pending request that has
+// already taken its place among the undecided ones (PROTOCOL.md P11, §7.3). ok false
+// means the request was answered (429 over a bound, 500).
+func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rt *token.Token, req *tokenRequest, now time.Time) (g *grant, rec *pendingRecord, ok bool) {
 	c := &rt.Claims
-	ctx := r.Context()
-	now := h.now()
 	asker := grantAsker{Agent: res.Agent, Delegate: res.Delegate, KeyJKT: res.Key.Thumbprint, Resource: c.Issuer}
-	g, err := h.consent.findGrant(ctx, asker, strings.Fields(c.Scope), h.userMayConsent, now)
+	g, err := h.consent.findGrant(r.Context(), asker, strings.Fields(c.Scope), h.userMayConsent, now)
 	if err != nil {
 		h.serverError(w, r, "reading remembered grants", err)
-		return
+		return nil, nil, false
 	}
 	if g != nil {
-		h.logger.Info("remembered consent applies",
-			zap.String("agent", res.Agent), zap.String("resource", c.Issuer),
-			zap.String("user", g.User), zap.String("grant", g.ID))
-		h.issueToken(w, r, authGrant{
-			Agent: res.Agent, Delegate: res.Delegate, Key: res.Key, Resource: c.Issuer,
-			Scope: c.Scope, Txn: c.Txn, Subject: g.User,
-		}, now)
-		return
+		return g, nil, true
 	}
-
-	rec := &pendingRecord{
+	rec = &pendingRecord{
+		ID:       newPendingID(),
 		Created:  now.Unix(),
 		Expires:  now.Add(h.pendingLifetime).Unix(),
 		Agent:    res.Agent,
@@ -114,13 +109,19 @@ func (h *Handler) requireConsent(w http.ResponseWriter, r *http.Request, res *re
 		RTJTI:    c.ID,
 		Purpose:  req.Purpose,
 	}
-	h.readMetadata(ctx, rec)
-	if err := h.consent.create(ctx, rec); err != nil {
-		if errors.Is(err, errTooManyPending) {
-			w.Header().Set("Retry-After", "60")
-			h.writeError(w, r, http.StatusTooManyRequests, codeInvalidRequest, "too many requests are waiting for a decision; try again later", nil)
-			return
-		}
+	if err := h.consent.admit(rec, now.Unix()); err != nil {
+		w.Header().Set("Retry-After", "60")
+		h.writeError(w, r, http.StatusTooManyRequests, codeRateLimited, "too many requests are waiting for a decision; try again later", nil)
+		return nil, nil, false
+	}
+	return nil, rec, true
+}
+
+// createPending stores an admitted request behind a new pending URL and answers 202 with
+// an interaction code (PROTOCOL.md P11, §7.3).
+func (h *Handler) createPending(w http.ResponseWriter, r *http.Request, rec *pendingRecord) {
+	h.readMetadata(r.Context(), rec)
+	if err := h.consent.create(r.Context(), rec); err != nil {
 		h.serverError(w, r, "creating pending request", err)
 		return
 	}
@@ -211,8 +212,41 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, http.StatusForbidden, codeKeyBindingFailed, "the pending request belongs to another key", nil)
 		return
 	}
+	// A clarification answer's body is bound to the signature before the signature is
+	// spent, so a copy with a swapped body cannot use up the agent's own request.
+	var body []byte
 	if r.Method == http.MethodPost {
-		h.clarificationResponse(w, r, res, rec)
+		if body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxPendingPostBody)); err != nil {
+			h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is too large", nil)
+			return
+		}
+		if !h.checkBody(w, r, res, body) {
+			return
+		}
+	}
+	// Each signature is used once on the pending URL, so a captured poll cannot be
+	// replayed later to take the decision's one-time answer (the token) from the agent.
+	rec, changed, err = h.useSignature(r, res, id)
+	switch {
+	case errors.Is(err, errSignatureUsed):
+		h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "this signature was already used; sign every request to the pending URL afresh", nil)
+		return
+	case errors.Is(err, errTooManySigs):
+		w.Header().Set("Retry-After", retryAfter)
+		h.writeError(w, r, http.StatusTooManyRequests, codeRateLimited, "too many requests to this pending URL; poll more slowly", nil)
+		return
+	case errors.Is(err, errNotFound):
+		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		return
+	case err != nil:
+		h.serverError(w, r, "recording the signature", err)
+		return
+	case rec.Status == statusDone:
+		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		return
+	}
+	if r.Method == http.MethodPost {
+		h.clarificationResponse(w, r, rec, body)
 		return
 	}
 
@@ -238,6 +272,28 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(applied/time.Second)))
 	}
 	h.answerPoll(w, r, rec)
+}
+
+// useSignature marks the request's signature used on pending request id, keyed by a
+// hash of its signature base (not of the signature bytes: an ECDSA signature has a second
+// valid encoding, (r, n-s), that a replayer could compute), for as long as the signature
+// window would accept it.
+func (h *Handler) useSignature(r *http.Request, res *reqverify.Result, id string) (pendingRecord, <-chan struct{}, error) {
+	if res.Signature == nil {
+		return pendingRecord{}, nil, errors.New("no signature")
+	}
+	base, err := httpsig.Base(res.Signature, h.target(r))
+	if err != nil {
+		return pendingRecord{}, nil, err
+	}
+	sum := sha256.Sum256(append([]byte("aauth pending signature\n"), base...))
+	hash := base64.RawURLEncoding.EncodeToString(sum[:16])
+	sig := res.Signature
+	exp := sig.Created + int64(h.window/time.Second) + 1
+	if sig.Expires != 0 && sig.Expires < exp {
+		exp = sig.Expires
+	}
+	return h.consent.useSignature(r.Context(), id, hash, exp, h.now().Unix())
 }
 
 // shouldWait reports whether a long poll has anything to wait for.
@@ -369,15 +425,7 @@ func (h *Handler) noLongerPending(w http.ResponseWriter, r *http.Request) {
 
 // clarificationResponse takes the agent's signed answer to the user's question
 // (PROTOCOL.md P14, §12): 202 on success, 403 denied once the round limit is passed.
-func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rec pendingRecord) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPendingPostBody))
-	if err != nil {
-		h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is too large", nil)
-		return
-	}
-	if !h.checkBody(w, r, res, body) {
-		return
-	}
+func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, rec pendingRecord, body []byte) {
 	answer, err := parseClarification(body)
 	if err != nil {
 		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, err.Error(), nil)

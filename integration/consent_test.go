@@ -22,6 +22,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
 
@@ -555,10 +556,20 @@ func TestConsentSurvivesRestart(t *testing.T) {
 	id := agent.JWKSURI(agentSrv.signer, agentSrv.id)
 	pe := newConsentAgent(id, "restart test", nil).pendingOf(t, e.apiID+"/data")
 	signedWith(t, id, pe.Location).mustStatus(t, 202)
+	// A poll captured before the restart: each signed message is accepted once on the
+	// pending URL, and the used ones are kept in storage with the pending record.
+	captured, _ := http.NewRequest("GET", pe.Location, nil)
+	if err := httpsig.Sign(captured, id.Signer, id.SigKey(), httpsig.SignOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	do(t, plainClient(), captured).mustStatus(t, 202)
 
 	e.proc.stop(t)
 	e.start(t)
 
+	if r := do(t, plainClient(), captured).mustStatus(t, 401); r.errorCode(t) != "invalid_signature" {
+		t.Fatalf("replayed poll after the restart: %s", r.body)
+	}
 	signedWith(t, id, pe.Location).mustStatus(t, 202)
 	u := newWebUser(e.authID)
 	p, err := u.login(pe.Code, "alice", alicePassword)
