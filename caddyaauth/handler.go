@@ -6,11 +6,9 @@
 package caddyaauth
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -291,14 +289,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.authTokenChallenge(w, r, target, res, code, desc)
 		}
 	}
-	if slices.Contains(h.RequireComponents, "content-digest") {
-		if err := h.checkBody(r); err != nil {
-			var ve *httpsig.Error
-			if errors.As(err, &ve) {
-				return h.challenge(w, r, ve.Code, ve.Msg, nil)
-			}
-			return err
+	// A covered digest is recomputed on every route (RFC 9421 §7.2.8), not only where
+	// require_components demands it.
+	if err := h.checkBody(r, res); err != nil {
+		var ve *httpsig.Error
+		if errors.As(err, &ve) {
+			return h.challenge(w, r, ve.Code, ve.Msg, nil)
 		}
+		return err
 	}
 	h.setIdentity(r, repl, res)
 	caddyhttp.SetVar(r.Context(), verifiedVar, true)
@@ -364,38 +362,24 @@ func splitRequestURI(reqURI string, u *url.URL) (path, query string, hasQuery bo
 	return reqURI, "", false
 }
 
-// checkBody reads the body (bounded), verifies Content-Digest, and puts the bytes back so
-// the upstream receives exactly what was verified.
-func (h *Handler) checkBody(r *http.Request) error {
-	field, ok := httpsig.FieldValue(r.Header, "Content-Digest")
-	if !ok {
-		return &httpsig.Error{Code: httpsig.CodeInvalidSignature, Msg: "Content-Digest header is missing"}
+// checkBody applies reqverify's body rule to a verified request: when the signature covers
+// content-digest (or the route demands it) the body is read within MaxBody, its digest
+// recomputed, and the bytes put back so the upstream receives exactly what was verified.
+// It returns an *httpsig.Error for a 401, or a caddyhttp error (413, 400).
+func (h *Handler) checkBody(r *http.Request, res *reqverify.Result) error {
+	if !reqverify.BodyCheckNeeded(res.Signature, h.RequireComponents) {
+		return nil
 	}
-	if r.ContentLength > h.MaxBody {
-		return caddyhttp.Error(http.StatusRequestEntityTooLarge, errors.New("request body too large"))
-	}
-	var body []byte
-	if r.Body != nil {
-		b, err := io.ReadAll(io.LimitReader(r.Body, h.MaxBody+1))
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
-			}
-			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
-		}
-		if int64(len(b)) > h.MaxBody {
-			return caddyhttp.Error(http.StatusRequestEntityTooLarge, errors.New("request body too large"))
-		}
-		_ = r.Body.Close()
-		body = b
-	}
-	if err := httpsig.CheckContentDigest(field, body); err != nil {
+	err := reqverify.CheckBody(r, h.MaxBody)
+	var ve *httpsig.Error
+	switch {
+	case err == nil || errors.As(err, &ve):
 		return err
+	case errors.Is(err, reqverify.ErrBodyTooLarge):
+		return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+	default:
+		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	return nil
 }
 
 // challenge answers 401 with the route's AAuth requirement and a JSON error body
