@@ -27,6 +27,15 @@ type App struct {
 
 	// FetchTimeout bounds each metadata or JWKS fetch (default 5s).
 	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+
+	// MaxTokenLifetime is the default bound on agent and auth token lifetimes for every
+	// aauth handler that sets none (exp - iat and exp - now). Default 24h.
+	MaxTokenLifetime caddy.Duration `json:"max_token_lifetime,omitempty"`
+
+	// ReplayCapacity bounds the replay store shared by the aauth handlers, in entries
+	// (default 1048576, about 70 MB when full). A full store refuses requests that
+	// need it with 503 until entries expire; it never forgets a live entry.
+	ReplayCapacity int `json:"replay_capacity,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -36,6 +45,12 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 // Provision warns loudly when dev mode is on.
 func (a *App) Provision(ctx caddy.Context) error {
+	if a.MaxTokenLifetime < 0 {
+		return errors.New("max_token_lifetime must not be negative")
+	}
+	if a.ReplayCapacity < 0 {
+		return errors.New("replay_capacity must not be negative")
+	}
 	if a.Dev {
 		ctx.Logger().Warn("aauth dev mode is ON: http:// and loopback/private identifiers are accepted; do not use in production")
 	}

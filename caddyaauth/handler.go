@@ -23,6 +23,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/replay"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
@@ -102,13 +103,30 @@ type Handler struct {
 	// sub, scope, jkt, txn, issuer); "-" drops the field. Placeholders are unaffected.
 	Headers map[string]string `json:"headers,omitempty"`
 
-	logger      *zap.Logger
-	signer      *keys.Signer // resource signing key (auth-token routes)
-	verifier    *reqverify.Verifier
-	release     func() error // drops the shared discovery client
-	authorities []string
-	renamed     []string // custom upstream header names, stripped from client requests
-	now         func() time.Time
+	// Replay is the replay policy: "off" (a signed request is accepted as often as it
+	// arrives within its signature window), "unsafe" (each signed request is accepted
+	// once when its method is not GET, HEAD, OPTIONS or TRACE) or "all" (each signed
+	// request is accepted once). Default "unsafe" on require auth-token routes, "off"
+	// elsewhere. A request is identified by its RFC 9421 signature base, so a client
+	// that sends the same request twice within one second must vary it (a nonce
+	// signature parameter, or a covered body that differs).
+	Replay string `json:"replay,omitempty"`
+
+	// MaxTokenLifetime bounds the agent and auth tokens this route accepts: exp - iat
+	// and exp - now must not exceed it. Default: the aauth app's max_token_lifetime,
+	// else 24h.
+	MaxTokenLifetime caddy.Duration `json:"max_token_lifetime,omitempty"`
+
+	logger        *zap.Logger
+	signer        *keys.Signer // resource signing key (auth-token routes)
+	verifier      *reqverify.Verifier
+	release       func() error  // drops the shared discovery client
+	replay        *replay.Store // nil when the replay policy is off
+	replayMode    string
+	releaseReplay func() error
+	authorities   []string
+	renamed       []string // custom upstream header names, stripped from client requests
+	now           func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -151,6 +169,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Dev:       s.Dev,
 		Self:      h.Resource,
 		Tokens:    token.NewCache(10000),
+	}
+	h.verifier.MaxTokenLifetime = time.Duration(h.MaxTokenLifetime)
+	if h.verifier.MaxTokenLifetime == 0 {
+		h.verifier.MaxTokenLifetime = time.Duration(s.MaxTokenLifetime) // 0: reqverify's 24h
+	}
+	h.replayMode = h.Replay
+	if h.replayMode == "" {
+		h.replayMode = h.defaultReplay()
+	}
+	if h.replayMode != ReplayOff {
+		if h.replay, h.releaseReplay, err = sharedReplayStore(s.ReplayCapacity); err != nil {
+			return err
+		}
 	}
 	if h.Require == RequireAuthToken {
 		// Checked here as well as in Validate: the resource id names the signing key's
@@ -216,6 +247,14 @@ func (h *Handler) Validate() error {
 	if h.MaxBody < 0 {
 		return errors.New("max_body must not be negative")
 	}
+	switch h.Replay {
+	case "", ReplayOff, ReplayUnsafe, ReplayAll:
+	default:
+		return fmt.Errorf("replay: unknown policy %q (want off, unsafe or all)", h.Replay)
+	}
+	if h.MaxTokenLifetime < 0 {
+		return errors.New("max_token_lifetime must not be negative")
+	}
 	for _, c := range h.RequireComponents {
 		if c != "content-type" && c != "content-digest" {
 			return fmt.Errorf("require_components: unsupported component %q (want content-type or content-digest)", c)
@@ -246,6 +285,9 @@ func (h *Handler) Validate() error {
 func (h *Handler) Cleanup() error {
 	if h.signer != nil {
 		h.unregister()
+	}
+	if h.releaseReplay != nil {
+		_ = h.releaseReplay()
 	}
 	if h.release != nil {
 		return h.release()
@@ -292,6 +334,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// A covered digest is recomputed on every route (RFC 9421 §7.2.8), not only where
 	// require_components demands it.
 	if err := h.checkBody(r, res); err != nil {
+		var ve *httpsig.Error
+		if errors.As(err, &ve) {
+			return h.challenge(w, r, ve.Code, ve.Msg, nil)
+		}
+		return err
+	}
+	// Last: only a request that is about to reach the upstream uses up its signature.
+	if err := h.checkReplay(w, target.Method, res); err != nil {
 		var ve *httpsig.Error
 		if errors.As(err, &ve) {
 			return h.challenge(w, r, ve.Code, ve.Msg, nil)
