@@ -117,16 +117,17 @@ type Handler struct {
 	// else 24h.
 	MaxTokenLifetime caddy.Duration `json:"max_token_lifetime,omitempty"`
 
-	logger        *zap.Logger
-	signer        *keys.Signer // resource signing key (auth-token routes)
-	verifier      *reqverify.Verifier
-	release       func() error  // drops the shared discovery client
+	logger      *zap.Logger
+	signer      *keys.Signer // resource signing key (auth-token routes)
+	verifier    *reqverify.Verifier
+	release     func() error // drops the shared discovery client
+	authorities []string
+	renamed     []string // custom upstream header names, stripped from client requests
+	now         func() time.Time
+
 	replay        *replay.Store // nil when the replay policy is off
 	replayMode    string
-	releaseReplay func() error
-	authorities   []string
-	renamed       []string // custom upstream header names, stripped from client requests
-	now           func() time.Time
+	releaseReplay func() error // drops the shared replay store
 }
 
 // CaddyModule returns the Caddy module information.
@@ -281,13 +282,13 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases the shared discovery client.
+// Cleanup releases the shared discovery client and replay store.
 func (h *Handler) Cleanup() error {
-	if h.signer != nil {
-		h.unregister()
-	}
 	if h.releaseReplay != nil {
 		_ = h.releaseReplay()
+	}
+	if h.signer != nil {
+		h.unregister()
 	}
 	if h.release != nil {
 		return h.release()
