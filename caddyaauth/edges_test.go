@@ -3,7 +3,10 @@ package caddyaauth
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"encoding/base64"
 	"fmt"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -254,5 +257,42 @@ func BenchmarkEd25519Verify(b *testing.B) {
 		if !ed25519.Verify(pub, msg, sig) {
 			b.Fatal("bad")
 		}
+	}
+}
+
+// An ECDSA signature (r, s) has a twin (r, n-s) that verifies too. The replay store keys
+// on the signature base, so resending a P-256 request with the twin signature is still a
+// replay (a store keyed on the Signature bytes would let it through).
+func TestReplayECDSATwinSignature(t *testing.T) {
+	h := benchHandler(t)
+	h.replayMode, h.replay = ReplayAll, replay.New(0)
+	s, _ := keys.Generate(keys.AlgECDSAP256, "")
+	req := httptest.NewRequest("POST", "http://api.example/data", nil)
+	key := httpsig.SigKey{Scheme: httpsig.SchemeHWK}
+	for _, k := range []string{"kty", "crv", "x", "y"} {
+		key.Params = append(key.Params, httpsig.Param{Name: k, Value: s.Public.Members()[k].(string)})
+	}
+	if err := httpsig.Sign(req, s, key, httpsig.SignOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), httptest.NewRecorder(), nil)
+	if st, ok := serve(h, req.Clone(t.Context())); !ok {
+		t.Fatalf("first: %d", st)
+	}
+	sig, err := httpsig.Parse(req.Header, httpsig.DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := elliptic.P256().Params().N
+	sv := new(big.Int).SetBytes(sig.Value[32:])
+	twin := append(append([]byte{}, sig.Value[:32]...), new(big.Int).Sub(n, sv).FillBytes(make([]byte, 32))...)
+	replayed := req.Clone(t.Context())
+	replayed.Header.Set("Signature", "sig=:"+base64.StdEncoding.EncodeToString(twin)+":")
+	off := benchHandler(t) // the twin is a valid signature in its own right
+	if st, ok := serve(off, replayed.Clone(t.Context())); !ok {
+		t.Fatalf("twin signature does not verify (%d): test premise broken", st)
+	}
+	if _, ok := serve(h, replayed); ok {
+		t.Fatal("replay with the twin ECDSA signature passed")
 	}
 }
