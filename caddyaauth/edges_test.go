@@ -296,3 +296,31 @@ func TestReplayECDSATwinSignature(t *testing.T) {
 		t.Fatal("replay with the twin ECDSA signature passed")
 	}
 }
+
+// C6 at the handler: a full replay store refuses with 503 and Retry-After (fails closed)
+// rather than forgetting live entries, and nothing reaches the upstream.
+func TestReplayStoreFullFailsClosed(t *testing.T) {
+	as, _ := keys.Generate(keys.AlgEd25519, "as-1")
+	ag, _ := keys.Generate(keys.AlgEd25519, "")
+	tok := mintAuthToken(t, as, ag.Public, time.Now(), time.Hour)
+	h := authTokenHandler(t, ReplayUnsafe, as, tok, time.Now)
+	h.replay = replay.New(16) // one entry per shard
+	full := false
+	for i := 0; i < 200 && !full; i++ {
+		req := jwtRequest(t, ag, tok, "POST", fmt.Sprintf("http://api.example/data/%d", i), time.Now())
+		w := httptest.NewRecorder()
+		var reached bool
+		err := h.ServeHTTP(w, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { reached = true; return nil }))
+		if he, ok := err.(caddyhttp.HandlerError); ok && he.StatusCode == http.StatusServiceUnavailable {
+			if reached || w.Header().Get("Retry-After") == "" {
+				t.Fatalf("503 but reached=%v Retry-After=%q", reached, w.Header().Get("Retry-After"))
+			}
+			full = true
+		} else if err != nil || !reached {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if !full || h.replay.Len() > 16 {
+		t.Fatalf("full=%v len=%d", full, h.replay.Len())
+	}
+}
