@@ -33,6 +33,15 @@ type App struct {
 	// FetchTimeout bounds each metadata or JWKS fetch (default 5s).
 	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
 
+	// MaxTokenLifetime is the default bound on agent and auth token lifetimes for every
+	// aauth handler that sets none (exp - iat and exp - now). Default 24h.
+	MaxTokenLifetime caddy.Duration `json:"max_token_lifetime,omitempty"`
+
+	// ReplayCapacity bounds the replay store shared by the aauth handlers, in entries
+	// (default 1048576, about 70 MB when full). A full store refuses requests that
+	// need it with 503 until entries expire; it never forgets a live entry.
+	ReplayCapacity int `json:"replay_capacity,omitempty"`
+
 	// What this config's handlers registered while they were provisioned: the guard in
 	// front of each HTTP server that has aauth handlers, and the auth-token handlers of
 	// each resource identifier (so one resource's routes are described together).
@@ -53,6 +62,12 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision warns loudly when dev mode is on.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.reg = &registry{guards: map[*caddyhttp.Server]*serverGuard{}, resources: map[string][]*Handler{}}
+	if a.MaxTokenLifetime < 0 {
+		return errors.New("max_token_lifetime must not be negative")
+	}
+	if a.ReplayCapacity < 0 {
+		return errors.New("replay_capacity must not be negative")
+	}
 	if a.Dev {
 		ctx.Logger().Warn("aauth dev mode is ON: http:// and loopback/private identifiers are accepted; do not use in production")
 	}
@@ -133,7 +148,7 @@ func Settings(ctx caddy.Context) (App, error) {
 	if !ok {
 		return App{}, fmt.Errorf("the aauth app has unexpected type %T", v)
 	}
-	return App{Dev: a.Dev, FetchTimeout: a.FetchTimeout}, nil
+	return *a, nil
 }
 
 // discoveryPool keeps one discovery client (and its cache of metadata and JWKS) per

@@ -210,14 +210,12 @@ func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) err
 	}
 	// The body is read only after the signature verified; a covered (or demanded)
 	// digest is recomputed.
-	if res.Signature.Covers("content-digest") || slices.Contains(h.RequireComponents, "content-digest") {
-		if err := h.checkBody(r); err != nil {
-			var ve *httpsig.Error
-			if errors.As(err, &ve) {
-				return h.challenge(w, r, ve.Code, ve.Msg, nil)
-			}
-			return err
+	if err := h.checkBody(r, res); err != nil {
+		var ve *httpsig.Error
+		if errors.As(err, &ve) {
+			return h.challenge(w, r, ve.Code, ve.Msg, nil)
 		}
+		return err
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
 		return writeJSONError(w, http.StatusBadRequest, "invalid_request", "Content-Type must be application/json")

@@ -75,6 +75,8 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //		max_body          <size>
 //		header            <field> <X-Header-Name|->
 //		keep_signature_headers
+//		replay            off|unsafe|all              # default unsafe on auth-token routes, else off
+//		max_token_lifetime <duration>                 # agent and auth tokens; default 24h
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name (the matcher, if any, was consumed by the caller)
@@ -214,6 +216,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("header %s specified more than once", field)
 			}
 			h.Headers[field] = name
+		case "replay":
+			if !d.AllArgs(&h.Replay) {
+				return d.ArgErr()
+			}
+			if h.Replay != ReplayOff && h.Replay != ReplayUnsafe && h.Replay != ReplayAll {
+				return d.Errf("replay: unknown policy %q (want off, unsafe or all)", h.Replay)
+			}
+		case "max_token_lifetime":
+			dur, err := parseLifetime(d)
+			if err != nil {
+				return err
+			}
+			h.MaxTokenLifetime = dur
 		default:
 			return d.Errf("unrecognized aauth option %q", opt)
 		}
@@ -227,6 +242,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		aauth {
 //			dev
 //			fetch_timeout <duration>
+//			max_token_lifetime <duration>   # default for every aauth route; default 24h
+//			replay_capacity <entries>       # replay store bound; default 1048576
 //		}
 //	}
 //
@@ -267,11 +284,41 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.Errf("fetch_timeout: invalid duration %q", v)
 			}
 			app.FetchTimeout = caddy.Duration(dur)
+		case "max_token_lifetime":
+			dur, err := parseLifetime(d)
+			if err != nil {
+				return nil, err
+			}
+			app.MaxTokenLifetime = dur
+		case "replay_capacity":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1024 {
+				return nil, d.Errf("replay_capacity: want a whole number of entries of at least 1024, got %q", v)
+			}
+			app.ReplayCapacity = n
 		default:
 			return nil, d.Errf("unrecognized aauth global option %q", d.Val())
 		}
 	}
 	return httpcaddyfile.App{Name: "aauth", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// parseLifetime reads the one argument of max_token_lifetime: a duration of at least
+// one second.
+func parseLifetime(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur < time.Second {
+		return 0, d.Errf("max_token_lifetime: want a duration of at least 1s, got %q", v)
+	}
+	return caddy.Duration(dur), nil
 }
 
 // Options that may appear more than once in a block.

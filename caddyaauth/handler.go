@@ -6,11 +6,9 @@
 package caddyaauth
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -25,6 +23,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/replay"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
@@ -110,6 +109,20 @@ type Handler struct {
 	// token, which the backend has no use for.
 	KeepSignatureHeaders bool `json:"keep_signature_headers,omitempty"`
 
+	// Replay is the replay policy: "off" (a signed request is accepted as often as it
+	// arrives within its signature window), "unsafe" (each signed request is accepted
+	// once when its method is not GET, HEAD, OPTIONS or TRACE) or "all" (each signed
+	// request is accepted once). Default "unsafe" on require auth-token routes, "off"
+	// elsewhere. A request is identified by its RFC 9421 signature base, so a client
+	// that sends the same request twice within one second must vary it (a nonce
+	// signature parameter, or a covered body that differs).
+	Replay string `json:"replay,omitempty"`
+
+	// MaxTokenLifetime bounds the agent and auth tokens this route accepts: exp - iat
+	// and exp - now must not exceed it. Default: the aauth app's max_token_lifetime,
+	// else 24h.
+	MaxTokenLifetime caddy.Duration `json:"max_token_lifetime,omitempty"`
+
 	logger      *zap.Logger
 	app         *App         // this config's aauth app: resource registry and server guards
 	signer      *keys.Signer // resource signing key (auth-token routes)
@@ -118,6 +131,10 @@ type Handler struct {
 	authorities []string
 	renamed     []string // custom upstream header names, stripped from client requests
 	now         func() time.Time
+
+	replay        *replay.Store // nil when the replay policy is off
+	replayMode    string
+	releaseReplay func() error // drops the shared replay store
 }
 
 // CaddyModule returns the Caddy module information.
@@ -170,6 +187,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Dev:       s.Dev,
 		Self:      h.Resource,
 		Tokens:    token.NewCache(10000),
+	}
+	h.verifier.MaxTokenLifetime = time.Duration(h.MaxTokenLifetime)
+	if h.verifier.MaxTokenLifetime == 0 {
+		h.verifier.MaxTokenLifetime = time.Duration(s.MaxTokenLifetime) // 0: reqverify's 24h
+	}
+	h.replayMode = h.Replay
+	if h.replayMode == "" {
+		h.replayMode = h.defaultReplay()
+	}
+	if h.replayMode != ReplayOff {
+		if h.replay, h.releaseReplay, err = sharedReplayStore(s.ReplayCapacity); err != nil {
+			return err
+		}
 	}
 	if h.Require == RequireAuthToken {
 		// Checked here as well as in Validate: the resource id names the signing key's
@@ -238,6 +268,14 @@ func (h *Handler) Validate() error {
 	if h.MaxBody < 0 {
 		return errors.New("max_body must not be negative")
 	}
+	switch h.Replay {
+	case "", ReplayOff, ReplayUnsafe, ReplayAll:
+	default:
+		return fmt.Errorf("replay: unknown policy %q (want off, unsafe or all)", h.Replay)
+	}
+	if h.MaxTokenLifetime < 0 {
+		return errors.New("max_token_lifetime must not be negative")
+	}
 	for _, c := range h.RequireComponents {
 		if c != "content-type" && c != "content-digest" {
 			return fmt.Errorf("require_components: unsupported component %q (want content-type or content-digest)", c)
@@ -264,8 +302,11 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases the shared discovery client.
+// Cleanup releases the shared discovery client and replay store.
 func (h *Handler) Cleanup() error {
+	if h.releaseReplay != nil {
+		_ = h.releaseReplay()
+	}
 	if h.release != nil {
 		return h.release()
 	}
@@ -308,14 +349,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.authTokenChallenge(w, r, target, res, code, desc)
 		}
 	}
-	if slices.Contains(h.RequireComponents, "content-digest") {
-		if err := h.checkBody(r); err != nil {
-			var ve *httpsig.Error
-			if errors.As(err, &ve) {
-				return h.challenge(w, r, ve.Code, ve.Msg, nil)
-			}
-			return err
+	// A covered digest is recomputed on every route (RFC 9421 §7.2.8), not only where
+	// require_components demands it.
+	if err := h.checkBody(r, res); err != nil {
+		var ve *httpsig.Error
+		if errors.As(err, &ve) {
+			return h.challenge(w, r, ve.Code, ve.Msg, nil)
 		}
+		return err
+	}
+	// Last: only a request that is about to reach the upstream uses up its signature.
+	if err := h.checkReplay(w, target.Method, res); err != nil {
+		var ve *httpsig.Error
+		if errors.As(err, &ve) {
+			return h.challenge(w, r, ve.Code, ve.Msg, nil)
+		}
+		return err
 	}
 	h.setIdentity(r, repl, res)
 	if !h.KeepSignatureHeaders {
@@ -386,38 +435,24 @@ func splitRequestURI(reqURI string, u *url.URL) (path, query string, hasQuery bo
 	return reqURI, "", false
 }
 
-// checkBody reads the body (bounded), verifies Content-Digest, and puts the bytes back so
-// the upstream receives exactly what was verified.
-func (h *Handler) checkBody(r *http.Request) error {
-	field, ok := httpsig.FieldValue(r.Header, "Content-Digest")
-	if !ok {
-		return &httpsig.Error{Code: httpsig.CodeInvalidSignature, Msg: "Content-Digest header is missing"}
+// checkBody applies reqverify's body rule to a verified request: when the signature covers
+// content-digest (or the route demands it) the body is read within MaxBody, its digest
+// recomputed, and the bytes put back so the upstream receives exactly what was verified.
+// It returns an *httpsig.Error for a 401, or a caddyhttp error (413, 400).
+func (h *Handler) checkBody(r *http.Request, res *reqverify.Result) error {
+	if !reqverify.BodyCheckNeeded(res.Signature, h.RequireComponents) {
+		return nil
 	}
-	if r.ContentLength > h.MaxBody {
-		return caddyhttp.Error(http.StatusRequestEntityTooLarge, errors.New("request body too large"))
-	}
-	var body []byte
-	if r.Body != nil {
-		b, err := io.ReadAll(io.LimitReader(r.Body, h.MaxBody+1))
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
-			}
-			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
-		}
-		if int64(len(b)) > h.MaxBody {
-			return caddyhttp.Error(http.StatusRequestEntityTooLarge, errors.New("request body too large"))
-		}
-		_ = r.Body.Close()
-		body = b
-	}
-	if err := httpsig.CheckContentDigest(field, body); err != nil {
+	err := reqverify.CheckBody(r, h.MaxBody)
+	var ve *httpsig.Error
+	switch {
+	case err == nil || errors.As(err, &ve):
 		return err
+	case errors.Is(err, reqverify.ErrBodyTooLarge):
+		return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+	default:
+		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	return nil
 }
 
 // challenge answers 401 with the route's AAuth requirement and a JSON error body

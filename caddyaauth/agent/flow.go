@@ -447,7 +447,7 @@ func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourc
 	r.Header.Set("Accept", "application/json")
 	httpsig.SetContentDigest(r, body)
 	opts := httpsig.SignOptions{Dictionary: t.Dictionary, StdBase64: t.StdBase64, Created: t.now(),
-		Extra: []string{"content-type", "content-digest"}}
+		Extra: []string{"content-type", "content-digest"}, Nonce: httpsig.NewNonce()}
 	if err := httpsig.Sign(r, t.Identity.Signer, t.Identity.SigKey(), opts); err != nil {
 		return "", 0, flowErr(step, "signing: %w", err)
 	}

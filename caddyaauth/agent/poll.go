@@ -471,7 +471,9 @@ func (p *Poller) answer(ctx context.Context, loc *url.URL, text string) error {
 
 // do signs r with Credential (covering extra), sends it and reads the bounded answer.
 func (p *Poller) do(r *http.Request, extra []string) (int, http.Header, []byte, error) {
-	opts := httpsig.SignOptions{Dictionary: p.Dictionary, StdBase64: p.StdBase64, Created: p.now(), Extra: extra}
+	// Every signature is accepted once on the pending URL: the nonce keeps polls in the
+	// same second distinct.
+	opts := httpsig.SignOptions{Dictionary: p.Dictionary, StdBase64: p.StdBase64, Created: p.now(), Extra: extra, Nonce: httpsig.NewNonce()}
 	if err := httpsig.Sign(r, p.Credential.Signer, p.Credential.SigKey(), opts); err != nil {
 		return 0, nil, nil, fmt.Errorf("agent: signing the poll: %w", err)
 	}

@@ -359,6 +359,24 @@ func TestSignOptions(t *testing.T) {
 	if _, stage, err := verifyRequest(req.Header, TargetOf(req), Policy{}, created, signer.Public); stage != "" {
 		t.Fatal(err)
 	}
+	// A nonce is a signed parameter: two otherwise identical requests differ, and both verify.
+	var inputs []string
+	for range 2 {
+		r, _ := http.NewRequest("POST", "https://resource.example/data", nil)
+		if err := Sign(r, signer, hwkKey(signer), SignOptions{Created: created, Nonce: NewNonce()}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(r.Header.Get(HeaderSignatureInput), `;nonce="`) {
+			t.Fatalf("no nonce: %s", r.Header.Get(HeaderSignatureInput))
+		}
+		if _, stage, err := verifyRequest(r.Header, TargetOf(r), Policy{}, created, signer.Public); stage != "" {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, r.Header.Get(HeaderSignature))
+	}
+	if inputs[0] == inputs[1] {
+		t.Fatal("two nonces gave the same signature")
+	}
 	// Default Created is now.
 	req3, _ := http.NewRequest("GET", "https://resource.example/data", nil)
 	_ = Sign(req3, signer, hwkKey(signer), SignOptions{})

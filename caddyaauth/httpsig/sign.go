@@ -2,6 +2,7 @@ package httpsig
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/subtle"
@@ -25,6 +26,14 @@ type SignOptions struct {
 	Extra      []string  // extra covered components, e.g. "content-type", "content-digest"
 	Dictionary bool      // emit Signature-Key in the RFC 8941 dictionary form (default: the seed's form)
 	StdBase64  bool      // emit the signature in standard base64 (default: base64url without padding)
+	Nonce      string    // optional nonce parameter (RFC 9421 §2.3), so two identical requests differ
+}
+
+// NewNonce returns a random nonce for SignOptions.Nonce: 128 bits, base64url.
+func NewNonce() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // Authority is the RFC 9421 @authority of a URL host: lowercase, default port removed.
@@ -93,6 +102,9 @@ func Sign(req *http.Request, s *keys.Signer, key SigKey, opts SignOptions) error
 	il.Params.Add("created", opts.Created.Unix())
 	if !opts.Expires.IsZero() {
 		il.Params.Add("expires", opts.Expires.Unix())
+	}
+	if opts.Nonce != "" {
+		il.Params.Add("nonce", opts.Nonce)
 	}
 	params, err := httpsfv.Marshal(httpsfv.List{il})
 	if err != nil {

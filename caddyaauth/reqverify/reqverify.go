@@ -60,18 +60,38 @@ type Verifier struct {
 	// AuthTokens, when set, lets scheme=jwt carry an auth+jwt token. Without it such a
 	// request is refused.
 	AuthTokens *AuthTokenPolicy
+	// MaxTokenLifetime bounds the agent and auth tokens carried in scheme=jwt: both
+	// exp - iat and exp - now must be at most this long (RFC 8725 §3.10 advice on short
+	// lifetimes; the AAuth draft keeps tokens short because there is no revocation).
+	// Zero means DefaultMaxTokenLifetime; there is no way to switch the bound off.
+	MaxTokenLifetime time.Duration
+}
+
+// DefaultMaxTokenLifetime is the longest agent or auth token lifetime accepted when
+// Verifier.MaxTokenLifetime is zero.
+const DefaultMaxTokenLifetime = 24 * time.Hour
+
+func (v *Verifier) maxTokenLifetime() time.Duration {
+	if v.MaxTokenLifetime > 0 {
+		return v.MaxTokenLifetime
+	}
+	return DefaultMaxTokenLifetime
 }
 
 // Result is a verified request.
 type Result struct {
 	Signature *httpsig.Signature
-	Scheme    string
-	Key       *keys.PublicKey // the key that signed the request
-	Level     string
-	Agent     string // jwks_uri id, agent token iss, or auth token agent
-	Delegate  string // agent token sub, or auth token agent_delegate
-	Token     *token.Token
-	TokenTyp  string // agent+jwt or auth+jwt when Scheme is jwt
+	// Base is the RFC 9421 §2.5 signature base the signature was verified over. It
+	// covers @signature-params (created, nonce, …) and the Signature-Key value, so two
+	// requests with the same base are the same signed message (a replay).
+	Base     []byte
+	Scheme   string
+	Key      *keys.PublicKey // the key that signed the request
+	Level    string
+	Agent    string // jwks_uri id, agent token iss, or auth token agent
+	Delegate string // agent token sub, or auth token agent_delegate
+	Token    *token.Token
+	TokenTyp string // agent+jwt or auth+jwt when Scheme is jwt
 	// AuthTokenProblem is set when an auth token was authentic but not usable here
 	// (expired, or for another audience). The request is then only identified: Level is
 	// LevelIdentity and Agent comes from the token.
@@ -106,7 +126,7 @@ func (v *Verifier) Verify(ctx context.Context, t httpsig.Target) (*Result, error
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Signature: sig, Scheme: sig.Key.Scheme}
+	res := &Result{Signature: sig, Base: base, Scheme: sig.Key.Scheme}
 	switch sig.Key.Scheme {
 	case httpsig.SchemeHWK:
 		err = v.hwk(sig, base, res)
@@ -197,6 +217,11 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	if pre.Claims.Confirmation == nil || pre.Claims.Confirmation.Key == nil {
 		return fail(codeFor(typ), "token has no cnf.jwk")
 	}
+	// A lifetime over the bound is refused before any signature check or fetch (the
+	// token package checks it again with the same bound).
+	if err := checkLifetime(pre, now, v.maxTokenLifetime()); err != nil {
+		return fail(codeFor(typ), err.Error())
+	}
 	if typ == token.TypAuth {
 		// The cheapest refusal first: an issuer this route does not trust.
 		if v.AuthTokens == nil {
@@ -212,11 +237,11 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	var tok *token.Token
 	switch typ {
 	case token.TypAgent:
-		opts := token.Options{Now: now, Audience: v.Self}
+		opts := token.Options{Now: now, Audience: v.Self, MaxLifetime: v.maxTokenLifetime()}
 		// The resolver refuses an iss that is not a valid identifier before fetching.
 		tok, err = token.VerifyAgentToken(ctx, raw, opts, v.agentKeyResolver())
 	case token.TypAuth:
-		opts := token.Options{Now: now, Audience: v.AuthTokens.Audience, Issuers: v.AuthTokens.Issuers}
+		opts := token.Options{Now: now, Audience: v.AuthTokens.Audience, Issuers: v.AuthTokens.Issuers, MaxLifetime: v.maxTokenLifetime()}
 		tok, err = token.VerifyAuthToken(ctx, raw, opts, v.issuerKeyResolver())
 		if err != nil {
 			return v.staleAuthToken(ctx, raw, pre, opts, err, res)
@@ -256,6 +281,19 @@ func (v *Verifier) staleAuthToken(ctx context.Context, raw string, pre *token.To
 	res.Key, res.Token = tok.Claims.Confirmation.Key, tok
 	res.Level, res.Agent, res.Delegate = LevelIdentity, tok.Claims.Agent, tok.Claims.AgentDelegate
 	res.AuthTokenProblem = tokenError(token.TypAuth, cause).(*Error)
+	return nil
+}
+
+// checkLifetime refuses a token valid for longer than max: exp - iat, or exp - now (a
+// token whose iat is missing or in the past would otherwise escape the bound).
+func checkLifetime(t *token.Token, now time.Time, max time.Duration) error {
+	c := &t.Claims
+	if c.IssuedAt != 0 && c.Expiry-c.IssuedAt > int64(max/time.Second) {
+		return errors.New("token lifetime exceeds the maximum of " + max.String())
+	}
+	if c.Expiry-now.Unix() > int64(max/time.Second) {
+		return errors.New("token expiry is further away than the maximum lifetime of " + max.String())
+	}
 	return nil
 }
 

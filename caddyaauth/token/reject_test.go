@@ -244,6 +244,8 @@ func TestRejections(t *testing.T) {
 		{name: "E8 exp before iat", pl: pl.set("iat", num(nowUnix+30)).set("exp", num(nowUnix+20)), code: CodeInvalidToken},
 		{name: "E8 lifetime over MaxLifetime", pl: pl.set("exp", num(nowUnix-60+3601)), code: CodeInvalidToken},
 		{name: "E8 lifetime equal to MaxLifetime passes", pl: pl.set("exp", num(nowUnix-60+3600))},
+		{name: "E8 exp - now over MaxLifetime (iat in the future within skew)", pl: pl.set("iat", num(nowUnix+60)).set("exp", num(nowUnix+60+3600)), code: CodeInvalidToken},
+		{name: "E8 exp - now equal to MaxLifetime passes", pl: pl.set("iat", num(nowUnix)).set("exp", num(nowUnix+3600))},
 		{name: "E8 far-future exp with no MaxLifetime passes", pl: pl.set("exp", num(nowUnix+100*86400)), opts: func(o *Options) { o.MaxLifetime = 0 }},
 		{name: "E8 iat missing", pl: pl.del("iat"), code: CodeInvalidToken},
 		{name: "E8 iat float", pl: pl.set("iat", num(nowUnix)+".5"), code: CodeInvalidToken},

@@ -32,7 +32,7 @@ type Options struct {
 	// Issuers is the allow-list of iss values (exact strings). When non-empty, iss must be
 	// on it before the KeyResolver is called.
 	Issuers []string
-	// MaxLifetime, when > 0, bounds exp - iat.
+	// MaxLifetime, when > 0, bounds exp - iat and exp - Now.
 	MaxLifetime time.Duration
 	// ExpiredGrace, when > 0, accepts a token whose exp passed less than ExpiredGrace ago
 	// (the refresh request of PROTOCOL.md P16 only; the caller must check
@@ -141,8 +141,14 @@ func verify(ctx context.Context, raw string, o Options, resolve KeyResolver, r *
 	if c.Expiry <= c.IssuedAt {
 		return nil, invalid("%s exp is not after iat", r.name)
 	}
-	if o.MaxLifetime > 0 && time.Duration(c.Expiry-c.IssuedAt)*time.Second > o.MaxLifetime {
-		return nil, invalid("%s lifetime exceeds %s", r.name, o.MaxLifetime)
+	if o.MaxLifetime > 0 {
+		max := int64(o.MaxLifetime / time.Second)
+		if c.Expiry-c.IssuedAt > max {
+			return nil, invalid("%s lifetime exceeds %s", r.name, o.MaxLifetime)
+		}
+		if c.Expiry-o.Now.Unix() > max {
+			return nil, invalid("%s exp is more than %s away", r.name, o.MaxLifetime)
+		}
 	}
 
 	// 4. Audience.

@@ -1,0 +1,110 @@
+package caddyaauth
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/replay"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+)
+
+// Replay policies of the aauth handler.
+const (
+	// ReplayOff accepts a signed request as often as it arrives within its signature
+	// window (the created window bounds replays; RFC 9421 §7.2.2).
+	ReplayOff = "off"
+	// ReplayUnsafe accepts each signed request once when its method is not safe (RFC
+	// 9110 §9.2.1: anything but GET, HEAD, OPTIONS and TRACE).
+	ReplayUnsafe = "unsafe"
+	// ReplayAll accepts each signed request once, whatever its method.
+	ReplayAll = "all"
+)
+
+// defaultReplay is the policy when none is configured: unsafe methods are single-use on
+// auth-token routes, where a request acts under a user's grant; off elsewhere.
+func (h *Handler) defaultReplay() string {
+	if h.Require == RequireAuthToken {
+		return ReplayUnsafe
+	}
+	return ReplayOff
+}
+
+// safeMethod reports whether m is a safe method (RFC 9110 §9.2.1).
+func safeMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// replayPool keeps one replay store per capacity across config reloads, shared by every
+// aauth handler that uses one: a request accepted before a reload is still refused
+// after it. The store is keyed by the signature base, which names the authority, path
+// and method, so one store for all routes and sites is exact.
+var replayPool = caddy.NewUsagePool()
+
+type pooledReplay struct{ *replay.Store }
+
+func (pooledReplay) Destruct() error { return nil }
+
+// sharedReplayStore returns the replay store for capacity, kept across reloads. Call
+// release (once) in Cleanup.
+func sharedReplayStore(capacity int) (*replay.Store, func() error, error) {
+	if capacity <= 0 {
+		capacity = replay.DefaultCapacity
+	}
+	key := "replay/capacity=" + strconv.Itoa(capacity)
+	v, _, err := replayPool.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return pooledReplay{replay.New(capacity)}, nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("replay store: %w", err)
+	}
+	var once sync.Once
+	release := func() error {
+		var err error
+		once.Do(func() { _, err = replayPool.Delete(key) })
+		return err
+	}
+	return v.(pooledReplay).Store, release, nil
+}
+
+// checkReplay refuses a verified request whose signature base was already accepted
+// within its window, when the route's policy covers the method. Call it last, after
+// every other check passed, so that only requests that reach the upstream use up their
+// signature. It returns an *httpsig.Error for a 401, or a 503 when the store is full.
+func (h *Handler) checkReplay(w http.ResponseWriter, method string, res *reqverify.Result) error {
+	if h.replay == nil || (h.replayMode == ReplayUnsafe && safeMethod(method)) {
+		return nil
+	}
+	window := time.Duration(h.SignatureWindow)
+	if window <= 0 {
+		window = 60 * time.Second // httpsig.Policy's default
+	}
+	// The signature is acceptable until created + window (RFC 9421 §3.2.1 created,
+	// with the route's window); the entry outlives that by a second.
+	expires := time.Unix(res.Signature.Created, 0).Add(window + time.Second)
+	err := h.replay.Use(replay.KeyOf(res.Base), expires, h.now())
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, replay.ErrReplay):
+		return &httpsig.Error{Code: httpsig.CodeInvalidSignature, Msg: "this signed request was already used; sign every request anew"}
+	default:
+		if c := h.logger.Check(zap.WarnLevel, "aauth replay store is full; refusing requests until entries expire"); c != nil {
+			c.Write(zap.Int("entries", h.replay.Len()))
+		}
+		w.Header().Set("Retry-After", "1")
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
+}
