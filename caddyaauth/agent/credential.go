@@ -1,13 +1,3 @@
-// Package agent is the AAuth agent side: an http.RoundTripper that signs outgoing requests
-// (PROTOCOL.md §3) and answers the resource's 401 challenges (§5), stepping up from a
-// pseudonymous hwk signature to an identified one and, on require=auth-token, obtaining
-// an auth token from the named auth server (§6.4, §7.1–7.2, §9.4) and caching it; a
-// Poller that waits for the user's consent when the auth server defers (§7.3–7.5, §12;
-// plugged in as Transport.AwaitToken); and a small agent server that publishes the
-// agent's metadata and JWKS (§4.1) and issues demo agent tokens to delegates (§10.2). Package agenttest has fake resources and auth
-// servers for testing agents.
-// Any Go program becomes an AAuth agent by using Transport in its http.Client. The package
-// has no Caddy imports so it can be linked into plain command-line tools.
 package agent
 
 import (
