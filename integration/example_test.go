@@ -23,7 +23,7 @@ import (
 	"time"
 )
 
-// TestExampleCaddyfileWithCLI does what a new user following the README does, with the
+// TestExampleCaddyfileWithCLI does what a new user following the README and the walkthrough (cmd/aauth/README.md) does, with the
 // built binaries: it builds ./cmd/caddy and ./cmd/aauth, runs Caddyfile.example from the
 // repository root (state isolated in temporary XDG folders), and drives the walkthrough
 // with the aauth CLI: a pseudonymous fetch, an identity route refusing a pseudonym, an
@@ -166,7 +166,7 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 		if e["key_thumbprint"] != agentThumbprint {
 			t.Errorf("key_thumbprint %q, want the keygen thumbprint %q (the auth token is bound to the agent key)", e["key_thumbprint"], agentThumbprint)
 		}
-		// The -v steps the README shows.
+		// The -v steps the walkthrough shows (cmd/aauth/README.md, step 5).
 		for _, step := range []string{
 			"challenge: require=auth-token, auth-server=http://localhost:8081, resource-token of typ resource+jwt",
 			"resource token checked: typ resource+jwt, iss http://localhost:8080, scope \"data.read\"",
@@ -235,7 +235,7 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 			t.Fatalf("backend saw %v", e)
 		}
 		code := strings.TrimPrefix(link, "http://localhost:8081/interact?code=")
-		// The stderr the README shows (the QR code is off with -no-qr).
+		// The stderr the walkthrough shows (cmd/aauth/README.md, step 6; the QR code is off with -no-qr).
 		for _, want := range []string{
 			"Approve this request in your browser:",
 			link,
