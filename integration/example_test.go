@@ -23,7 +23,8 @@ import (
 	"time"
 )
 
-// TestExampleCaddyfileWithCLI does what a new user following the README and the walkthrough (cmd/aauth/README.md) does, with the
+// TestExampleCaddyfileWithCLI does what a new user following the walkthrough
+// (README.md, cmd/aauth/README.md) does, with the
 // built binaries: it builds ./cmd/caddy and ./cmd/aauth, runs Caddyfile.example from the
 // repository root (state isolated in temporary XDG folders), and drives the walkthrough
 // with the aauth CLI: a pseudonymous fetch, an identity route refusing a pseudonym, an
