@@ -23,7 +23,8 @@ const screenshotPath = "testdata/consent-page.png"
 
 const viewportW, viewportH = 1000, 900
 
-// chromiumPath finds Debian's chromium, or skips the test saying why.
+// chromiumPath finds Debian's chromium, or fails the test saying why (skips it under
+// -short): a missing browser must not pass silently in CI.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
 	if fi, err := os.Stat("/usr/bin/chromium"); err == nil && !fi.IsDir() {
@@ -32,8 +33,12 @@ func chromiumPath(t *testing.T) string {
 	if p, err := exec.LookPath("chromium"); err == nil {
 		return p
 	}
-	t.Skip("skipping the browser test: Chromium was not found at /usr/bin/chromium or as `chromium` on PATH " +
-		"(install the Debian package chromium to run it)")
+	msg := "the browser test needs Chromium, found neither at /usr/bin/chromium nor as `chromium` on PATH " +
+		"(install the Debian package chromium, or run .ci/run)"
+	if testing.Short() {
+		t.Skip(msg)
+	}
+	t.Fatal(msg)
 	return ""
 }
 

@@ -36,7 +36,7 @@ func loadWycheproof(t *testing.T, name string) *wycheproofFile {
 	dir := sharedTestdata(t, "wycheproof")
 	b, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
-		t.Skipf("Wycheproof file %s is missing from %s: %v", name, dir, err)
+		t.Fatalf("Wycheproof file %s is missing from %s: %v", name, dir, err)
 	}
 	var f wycheproofFile
 	if err := json.Unmarshal(b, &f); err != nil {

@@ -1,6 +1,7 @@
 // Package shareddata locates the third-party test data sets (structured-field tests,
 // Wycheproof) that CI provides at ../shared/testdata beside the project root. Tests that
-// use them skip, with a message naming the missing folder, where the folder is absent.
+// use them fail, with a message naming the missing folder, where the folder is absent
+// (a missing dependency must not pass silently); -short skips them.
 package shareddata
 
 import (
@@ -34,12 +35,16 @@ func Find(sub string) (string, error) {
 	return p, nil
 }
 
-// Dir is Find for tests: it skips t with the reason when the data is absent.
+// Dir is Find for tests: it fails t with the reason when the data is absent (skips it
+// under -short).
 func Dir(t testing.TB, sub string) string {
 	t.Helper()
 	p, err := Find(sub)
 	if err != nil {
-		t.Skip(err.Error())
+		if testing.Short() {
+			t.Skip(err.Error())
+		}
+		t.Fatal(err.Error())
 	}
 	return p
 }
