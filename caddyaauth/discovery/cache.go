@@ -57,16 +57,17 @@ func (c *Client) get(ctx context.Context, k *kind, u string, force bool, check f
 	c.mu.Lock()
 	if e := c.entries[key]; e != nil {
 		c.lru.MoveToFront(e.elem)
-		if e.val != nil && !force && now.Before(e.expires) {
+		// e is only read under c.mu: a concurrent fetch rewrites it.
+		if val := e.val; val != nil && !force && now.Before(e.expires) {
 			c.mu.Unlock()
 			c.hits.Add(1)
-			return e.val, nil
+			return val, nil
 		}
 		if now.Before(e.retryAt) {
-			if e.val != nil && now.Before(e.staleUntil) {
+			if val := e.val; val != nil && now.Before(e.staleUntil) {
 				c.mu.Unlock()
 				c.staleServed.Add(1)
-				return e.val, nil
+				return val, nil
 			}
 			err := e.err
 			c.mu.Unlock()
