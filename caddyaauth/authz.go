@@ -18,6 +18,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Well-known paths a resource serves (PROTOCOL.md P17, P18; Part 2 §14.1).
@@ -59,15 +60,15 @@ func validScope(s string) bool {
 // route; a non-empty code means it must be challenged for a new one.
 func (h *Handler) authorize(res *reqverify.Result) (code, desc string) {
 	if p := res.AuthTokenProblem; p != nil {
-		return codeInvalidAuthToken, p.Msg
+		return wire.CodeInvalidAuthToken, p.Msg
 	}
 	if res.Level != reqverify.LevelAuthorized || res.Token == nil {
-		return codeAuthTokenRequired, "this route needs an auth token from " + h.AuthServer
+		return wire.CodeAuthTokenRequired, "this route needs an auth token from " + h.AuthServer
 	}
 	granted := strings.Fields(res.Token.Claims.Scope)
 	for _, want := range h.Scopes {
 		if !slices.Contains(granted, want) {
-			return codeInsufficientScope, fmt.Sprintf("the auth token does not grant scope %q", want)
+			return wire.CodeInsufficientScope, fmt.Sprintf("the auth token does not grant scope %q", want)
 		}
 	}
 	return "", ""
@@ -105,8 +106,8 @@ func (h *Handler) authTokenChallenge(w http.ResponseWriter, r *http.Request, _ h
 	if c := h.logger.Check(zap.DebugLevel, "aauth auth-token challenge"); c != nil {
 		c.Write(zap.String("error", code), zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint), zap.String("remote_ip", r.RemoteAddr))
 	}
-	v := fmt.Sprintf("require=auth-token; resource-token=%q; auth-server=%q", rt, h.AuthServer)
-	return writeChallenge(w, v, code, desc, nil)
+	c := wire.Challenge{Require: wire.RequireAuthToken, ResourceToken: rt, AuthServer: h.AuthServer}
+	return writeChallenge(w, c, wire.Error{Code: code, Description: desc})
 }
 
 func (h *Handler) isWellKnown(r *http.Request) bool {
@@ -119,13 +120,13 @@ func (h *Handler) serveWellKnown(w http.ResponseWriter, r *http.Request) error {
 	case PathResourceToken:
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
-			return writeJSONError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST")
+			return writeJSONError(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "use POST")
 		}
 		return h.serveResourceToken(w, r)
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		return writeJSONError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET")
+		return writeJSONError(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "use GET")
 	}
 	var body []byte
 	if r.URL.Path == PathResourceJWKS {
@@ -142,17 +143,9 @@ func (h *Handler) serveWellKnown(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// resourceMetadata is the resource's well-known document (P18).
-type resourceMetadata struct {
-	Resource                      string            `json:"resource"`
-	JWKSURI                       string            `json:"jwks_uri"`
-	ResourceTokenEndpoint         string            `json:"resource_token_endpoint"`
-	ScopeDescriptions             map[string]string `json:"scope_descriptions,omitempty"`
-	AdditionalSignatureComponents []string          `json:"additional_signature_components,omitempty"`
-}
-
-func (h *Handler) metadata() resourceMetadata {
-	md := resourceMetadata{
+// metadata is the resource's well-known document (P18).
+func (h *Handler) metadata() wire.ResourceMetadata {
+	md := wire.ResourceMetadata{
 		Resource:              h.Resource,
 		JWKSURI:               h.Resource + PathResourceJWKS,
 		ResourceTokenEndpoint: h.Resource + PathResourceToken,
@@ -206,7 +199,7 @@ func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) err
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	if res.Level == reqverify.LevelPseudonym {
-		return h.challenge(w, r, "identity_required", "the resource token endpoint needs an identified agent", nil)
+		return h.challenge(w, r, wire.CodeIdentityRequired, "the resource token endpoint needs an identified agent", nil)
 	}
 	// The body is read only after the signature verified; a covered (or demanded)
 	// digest is recomputed.
@@ -234,7 +227,7 @@ func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) err
 	}
 	for _, s := range scopes {
 		if !h.knownScope(s) {
-			return writeJSONError(w, http.StatusBadRequest, "invalid_scope", "unknown scope: "+s)
+			return writeJSONError(w, http.StatusBadRequest, wire.CodeInvalidScope, "unknown scope: "+s)
 		}
 	}
 	rt, err := h.mintResourceToken(res, scopes)
@@ -243,11 +236,11 @@ func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) err
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	return json.NewEncoder(w).Encode(map[string]any{
-		"resource_token": rt,
-		"auth_server":    h.AuthServer,
-		"scope":          strings.Join(scopes, " "),
-		"expires_in":     int(time.Duration(h.ResourceTokenLifetime).Seconds()),
+	return json.NewEncoder(w).Encode(wire.ResourceTokenResponse{
+		ResourceToken: rt,
+		AuthServer:    h.AuthServer,
+		Scope:         strings.Join(scopes, " "),
+		ExpiresIn:     int(time.Duration(h.ResourceTokenLifetime).Seconds()),
 	})
 }
 
@@ -264,10 +257,6 @@ func (h *Handler) knownScope(s string) bool {
 }
 
 func writeJSONError(w http.ResponseWriter, status int, code, desc string) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	b, _ := json.Marshal(map[string]string{"error": code, "error_description": desc})
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	wire.WriteError(w, status, wire.Error{Code: code, Description: desc})
 	return nil
 }

@@ -6,7 +6,6 @@
 package caddyaauth
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -26,17 +25,18 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/replay"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Levels a route can require.
+// Levels a route can require: the challenge's require values (package wire).
 const (
-	RequirePseudonym = "pseudonym"
-	RequireIdentity  = "identity"
-	RequireAuthToken = "auth-token"
+	RequirePseudonym = wire.RequirePseudonym
+	RequireIdentity  = wire.RequireIdentity
+	RequireAuthToken = wire.RequireAuthToken
 )
 
 // Handler verifies AAuth request signatures. Upstream headers and placeholders it sets on
@@ -252,7 +252,7 @@ func (h *Handler) Validate() error {
 			}
 		}
 		for _, sc := range h.Scopes {
-			if !validScope(sc) {
+			if !wire.ValidScope(sc) {
 				return fmt.Errorf("scope %q is not a valid scope token", sc)
 			}
 		}
@@ -342,7 +342,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	if h.Require != RequirePseudonym && res.Level == reqverify.LevelPseudonym {
-		return h.challenge(w, r, "identity_required", "this route needs an identified agent (jwks_uri or an agent token)", nil)
+		return h.challenge(w, r, wire.CodeIdentityRequired, "this route needs an identified agent (jwks_uri or an agent token)", nil)
 	}
 	if h.Require == RequireAuthToken {
 		if code, desc := h.authorize(res); code != "" {
@@ -467,23 +467,17 @@ func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc s
 		// Without a verified identity there is nothing to mint a resource token for.
 		require = RequireIdentity
 	}
-	return writeChallenge(w, "require="+require, code, desc, required)
+	return writeChallenge(w, wire.Challenge{Require: require}, wire.Error{Code: code, Description: desc, RequiredComponents: required})
 }
 
-// writeChallenge writes a 401 with the AAuth header value and a JSON error body.
-func writeChallenge(w http.ResponseWriter, aauth, code, desc string, required []string) error {
-	hdr := w.Header()
-	hdr["AAuth"] = []string{aauth} // exact spelling on HTTP/1.1
-	hdr.Set("WWW-Authenticate", "AAuth")
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("Content-Type", "application/json")
-	body := map[string]any{"error": code, "error_description": desc}
-	if len(required) > 0 {
-		body["required_components"] = required
+// writeChallenge answers 401 with the challenge header, WWW-Authenticate: AAuth and the
+// JSON error body.
+func writeChallenge(w http.ResponseWriter, c wire.Challenge, e wire.Error) error {
+	if err := wire.Seed.SetChallenge(w.Header(), c); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	b, _ := json.Marshal(body)
-	w.WriteHeader(http.StatusUnauthorized)
-	_, _ = w.Write(b)
+	w.Header().Set("WWW-Authenticate", "AAuth")
+	wire.WriteError(w, http.StatusUnauthorized, e)
 	return nil
 }
 
