@@ -114,15 +114,9 @@ func (h *Handler) createPending(w http.ResponseWriter, r *http.Request, rec *pen
 		zap.String("agent", rec.Agent), zap.String("delegate", rec.Delegate),
 		zap.String("resource", rec.Resource), zap.String("scope", rec.Scope),
 		zap.String("purpose", clip(rec.Purpose)))
-	loc := h.pendingURL(rec.ID)
-	hdr := w.Header()
-	hdr.Set("Location", loc)
-	hdr.Set("Retry-After", retryAfter)
-	if err := wire.Seed.SetChallenge(hdr, wire.Challenge{Require: wire.RequireInteraction, Code: rec.Code}); err != nil {
+	if err := wire.Seed.WriteInteraction(w, h.pendingURL(rec.ID), rec.Code, retryAfter); err != nil {
 		h.serverError(w, r, "writing the interaction challenge", err)
-		return
 	}
-	h.writeJSON(w, http.StatusAccepted, wire.PendingResponse{Status: wire.StatusPending, Location: loc, Require: wire.RequireInteraction, Code: rec.Code})
 }
 
 // readMetadata copies what the consent flow needs from the agent's and the resource's

@@ -1,6 +1,9 @@
 package wire
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"net/http"
+)
 
 // TokenResponse is the 200 answer of the auth server's token endpoint and of a pending
 // URL once the user approved (the draft's token response).
@@ -83,4 +86,28 @@ func ReadDocument(obj map[string]any, dst any) {
 		return
 	}
 	_ = json.Unmarshal(b, dst) // a type mismatch skips only that member
+}
+
+// TokenRequest is the body of a token request carrying a resource token (the draft's
+// token request; the auth server reads it member by member, see authserver).
+//
+// The members are in the order this module has always written them.
+type TokenRequest struct {
+	Purpose       string `json:"purpose,omitempty"`
+	ResourceToken string `json:"resource_token"`
+}
+
+// WriteInteraction answers 202: the request waits for the user at location, who enters
+// code at the auth server's interaction endpoint (the draft's deferred response). The
+// challenge header, Location and Retry-After (seconds) go with a PendingResponse body.
+func (w *Wire) WriteInteraction(rw http.ResponseWriter, location, code, retryAfter string) error {
+	hdr := rw.Header()
+	if err := w.SetChallenge(hdr, Challenge{Require: RequireInteraction, Code: code}); err != nil {
+		return err
+	}
+	hdr.Set("Location", location)
+	hdr.Set("Retry-After", retryAfter)
+	b, _ := json.Marshal(PendingResponse{Status: StatusPending, Location: location, Require: RequireInteraction, Code: code})
+	WriteJSON(rw, http.StatusAccepted, b)
+	return nil
 }
