@@ -218,7 +218,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.logf("401 without a usable AAuth challenge; not retrying")
 		return resp, nil
 	}
-	t.logf("challenge: %s", describeChallenge(c))
+	t.logf("challenge: %s", c.Summary(false))
 	var next *Credential
 	if t.wantsFlow(c) {
 		if cred == t.Identity {
@@ -244,7 +244,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	if c, ok := ParseChallenge(resp.Header); ok && t.wantsFlow(c) {
-		t.logf("challenge: %s", describeChallenge(c))
+		t.logf("challenge: %s", c.Summary(false))
 		discard(resp)
 		return t.authTokenFlow(req, body, c)
 	}
@@ -272,7 +272,7 @@ func (t *Transport) tryCachedToken(req *http.Request, body []byte) (*http.Respon
 	c, ok := ParseChallenge(resp.Header)
 	discard(resp)
 	if ok && t.wantsFlow(c) {
-		t.logf("the cached auth token was refused; challenge: %s", describeChallenge(c))
+		t.logf("the cached auth token was refused; challenge: %s", c.Summary(false))
 		resp, err := t.authTokenFlow(req, body, c)
 		return resp, true, err
 	}
@@ -284,25 +284,6 @@ func (t *Transport) tryCachedToken(req *http.Request, body []byte) (*http.Respon
 func discard(resp *http.Response) {
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	_ = resp.Body.Close()
-}
-
-// describeChallenge summarises a challenge for the log without the resource token.
-func describeChallenge(c Challenge) string {
-	s := "require=" + c.Require
-	if c.AuthServer != "" {
-		s += ", auth-server=" + c.AuthServer
-	}
-	if c.ResourceToken != "" {
-		typ := TokenType(c.ResourceToken)
-		if typ == "" {
-			typ = "unknown"
-		}
-		s += ", resource-token of typ " + typ
-	}
-	if c.Code != "" {
-		s += ", code=" + c.Code
-	}
-	return s
 }
 
 // readBody buffers the request body (closing the caller's body, as the RoundTripper

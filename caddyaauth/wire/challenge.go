@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/dunglas/httpsfv"
@@ -120,4 +121,27 @@ func ParseChallengeValues(vs []string) (Challenge, bool) {
 		*p.dst = s
 	}
 	return c, true
+}
+
+// Summary describes c for logs without printing the resource token: only its typ (and,
+// with tokenLength, its length in bytes) is shown.
+func (c Challenge) Summary(tokenLength bool) string {
+	s := "require=" + c.Require
+	if c.AuthServer != "" {
+		s += ", auth-server=" + c.AuthServer
+	}
+	if c.ResourceToken != "" {
+		typ := TokenType(c.ResourceToken)
+		if typ == "" {
+			typ = "unknown"
+		}
+		s += ", resource-token of typ " + typ
+		if tokenLength {
+			s += " (" + strconv.Itoa(len(c.ResourceToken)) + " bytes)"
+		}
+	}
+	if c.Code != "" {
+		s += ", code=" + c.Code
+	}
+	return s
 }
