@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"slices"
 	"strings"
@@ -203,23 +201,17 @@ func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) err
 	}
 	// The body is read only after the signature verified; a covered (or demanded)
 	// digest is recomputed.
-	if err := h.checkBody(r, res); err != nil {
-		var ve *httpsig.Error
-		if errors.As(err, &ve) {
-			return h.challenge(w, r, ve.Code, ve.Msg, nil)
-		}
-		return err
+	body, err := reqverify.ReadSignedBody(r, res.Signature, reqverify.BodyPolicy{Max: h.MaxBody, Demanded: h.RequireComponents})
+	if err != nil {
+		return h.refuse(w, r, err)
 	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-		return writeJSONError(w, http.StatusBadRequest, "invalid_request", "Content-Type must be application/json")
+	var req wire.ResourceTokenRequest
+	err = reqverify.ErrNotJSON
+	if reqverify.IsJSON(r.Header.Get("Content-Type")) {
+		err = reqverify.DecodeJSON(body, &req, "body must be a JSON object with a scope string")
 	}
-	var req struct {
-		Scope string `json:"scope"`
-	}
-	dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return writeJSONError(w, http.StatusBadRequest, "invalid_request", "body must be a JSON object with a scope string")
+	if err != nil {
+		return h.refuse(w, r, err)
 	}
 	scopes := strings.Fields(req.Scope)
 	if len(scopes) == 0 {

@@ -352,11 +352,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// A covered digest is recomputed on every route (RFC 9421 §7.2.8), not only where
 	// require_components demands it.
 	if err := h.checkBody(r, res); err != nil {
-		var ve *httpsig.Error
-		if errors.As(err, &ve) {
-			return h.challenge(w, r, ve.Code, ve.Msg, nil)
-		}
-		return err
+		return h.refuse(w, r, err)
 	}
 	// Last: only a request that is about to reach the upstream uses up its signature.
 	if err := h.checkReplay(w, target.Method, res); err != nil {
@@ -438,21 +434,27 @@ func splitRequestURI(reqURI string, u *url.URL) (path, query string, hasQuery bo
 // checkBody applies reqverify's body rule to a verified request: when the signature covers
 // content-digest (or the route demands it) the body is read within MaxBody, its digest
 // recomputed, and the bytes put back so the upstream receives exactly what was verified.
-// It returns an *httpsig.Error for a 401, or a caddyhttp error (413, 400).
 func (h *Handler) checkBody(r *http.Request, res *reqverify.Result) error {
 	if !reqverify.BodyCheckNeeded(res.Signature, h.RequireComponents) {
 		return nil
 	}
-	err := reqverify.CheckBody(r, h.MaxBody)
-	var ve *httpsig.Error
+	return reqverify.CheckBody(r, h.MaxBody)
+}
+
+// refuse answers a request refused by verification or by its body (reqverify.Refusal):
+// a 401 challenge, a 413 or a 400 error body; any other error is a caddyhttp 400.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
+	status, e, ok := reqverify.Refusal(err)
 	switch {
-	case err == nil || errors.As(err, &ve):
-		return err
-	case errors.Is(err, reqverify.ErrBodyTooLarge):
-		return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
-	default:
+	case !ok:
 		return caddyhttp.Error(http.StatusBadRequest, err)
+	case status == http.StatusUnauthorized:
+		return h.challenge(w, r, e.Code, e.Description, e.RequiredComponents)
+	case status == http.StatusRequestEntityTooLarge:
+		return caddyhttp.Error(status, err)
 	}
+	wire.WriteError(w, status, e)
+	return nil
 }
 
 // challenge answers 401 with the route's AAuth requirement and a JSON error body
