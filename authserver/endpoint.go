@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,7 +29,7 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		h.methodNotAllowed(w, r, http.MethodPost)
 		return
 	}
-	if !isJSON(r.Header.Get("Content-Type")) {
+	if !reqverify.IsJSON(r.Header.Get("Content-Type")) {
 		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "Content-Type must be application/json", nil)
 		return
 	}
@@ -69,18 +67,6 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// isJSON reports whether a Content-Type is application/json (charset, if any, utf-8).
-func isJSON(ct string) bool {
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "application/json" {
-		return false
-	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return false
-	}
-	return true
-}
-
 // verifyRequest checks the HTTP signature; the token endpoint and pending URLs need an
 // identified agent.
 func (h *Handler) verifyRequest(w http.ResponseWriter, r *http.Request) (*reqverify.Result, bool) {
@@ -112,23 +98,10 @@ func (h *Handler) target(r *http.Request) httpsig.Target {
 	return caddyaauth.ReceivedTarget(r, h.authority)
 }
 
-// readRequest reads (bounded) and parses the body.
+// readRequest reads (bounded, bound to the signature) and parses the body.
 func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, res *reqverify.Result) (*tokenRequest, bool) {
-	var body []byte
-	if r.Body != nil {
-		var err error
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxTokenRequestBody))
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				h.writeError(w, r, http.StatusRequestEntityTooLarge, wire.CodeInvalidRequest, "request body is larger than 64 KiB", nil)
-			} else {
-				h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "the request body could not be read", nil)
-			}
-			return nil, false
-		}
-	}
-	if !h.checkBody(w, r, res, body) {
+	body, ok := h.readSignedBody(w, r, res, maxTokenRequestBody, "request body is larger than 64 KiB")
+	if !ok {
 		return nil, false
 	}
 	req, err := parseTokenRequest(body)
@@ -327,27 +300,28 @@ func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
 	wire.WriteJSON(w, status, b)
 }
 
-// checkBody binds a POST body to the request signature. The AAuth draft
-// (draft-hardt-aauth) makes only @method, @authority, @path and signature-key (and @query
-// with a query string) mandatory; body components are demanded only where configured. A
-// covered Content-Digest is always recomputed over the body that was read (RFC 9530), so
-// a body swapped under a signature that covers its digest is refused. With
-// require_signed_body the signature must also cover content-type and content-digest,
-// since the body carries the resource token, the purpose and clarification answers;
-// without it an uncovered body is accepted, as the reference agents never sign bodies.
-func (h *Handler) checkBody(w http.ResponseWriter, r *http.Request, res *reqverify.Result, body []byte) bool {
-	digest := res.Signature != nil && res.Signature.Covers("content-digest")
-	if digest {
-		field, _ := httpsig.FieldValue(r.Header, "Content-Digest")
-		if err := httpsig.CheckContentDigest(field, body); err != nil {
-			h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, err.Error(), nil)
-			return false
-		}
+// readSignedBody reads a POST body bound to the request signature
+// (reqverify.ReadSignedBody) and answers the refusal itself; tooLarge is the text of a
+// 413. The AAuth draft (draft-hardt-aauth) makes only @method, @authority, @path and
+// signature-key (and @query with a query string) mandatory; body components are
+// demanded only where configured. A covered Content-Digest is always recomputed over the
+// body that was read (RFC 9530), so a body swapped under a signature that covers its
+// digest is refused. With require_signed_body the signature must also cover
+// content-type and content-digest, since the body carries the resource token, the
+// purpose and clarification answers; without it an uncovered body is accepted, as the
+// reference agents never sign bodies.
+func (h *Handler) readSignedBody(w http.ResponseWriter, r *http.Request, res *reqverify.Result, max int64, tooLarge string) ([]byte, bool) {
+	body, err := reqverify.ReadSignedBody(r, res.Signature, reqverify.BodyPolicy{Max: max, RequireSigned: h.RequireSignedBody})
+	if err == nil {
+		return body, true
 	}
-	if !h.RequireSignedBody || (digest && res.Signature.Covers("content-type")) {
-		return true
+	status, e, ok := reqverify.Refusal(err)
+	switch {
+	case !ok:
+		status, e = http.StatusBadRequest, wire.Error{Code: wire.CodeInvalidRequest, Description: "the request body could not be read"}
+	case status == http.StatusRequestEntityTooLarge:
+		e.Description = tooLarge
 	}
-	required := append(append([]string(nil), httpsig.RequiredComponents...), bodyComponents...)
-	h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, "the signature must cover content-type and content-digest of the body", required)
-	return false
+	h.writeError(w, r, status, e.Code, e.Description, e.RequiredComponents)
+	return nil, false
 }

@@ -1,13 +1,10 @@
 package authserver
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -164,7 +161,7 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
 	case http.MethodPost:
-		if !isJSON(r.Header.Get("Content-Type")) {
+		if !reqverify.IsJSON(r.Header.Get("Content-Type")) {
 			h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "Content-Type must be application/json", nil)
 			return
 		}
@@ -202,11 +199,7 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	// spent, so a copy with a swapped body cannot use up the agent's own request.
 	var body []byte
 	if r.Method == http.MethodPost {
-		if body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxPendingPostBody)); err != nil {
-			h.writeError(w, r, http.StatusRequestEntityTooLarge, wire.CodeInvalidRequest, "request body is too large", nil)
-			return
-		}
-		if !h.checkBody(w, r, res, body) {
+		if body, ok = h.readSignedBody(w, r, res, maxPendingPostBody, "request body is too large"); !ok {
 			return
 		}
 	}
@@ -455,21 +448,14 @@ func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, 
 	h.answerPoll(w, r, rec)
 }
 
-// parseClarification reads {"clarification_response": "…"} strictly.
+// parseClarification reads {"clarification_response": "…"} strictly (reqverify.DecodeJSON).
 func parseClarification(body []byte) (string, error) {
-	if !utf8.Valid(body) {
-		return "", errors.New("request body is not valid UTF-8")
+	var v wire.ClarificationAnswer
+	if err := reqverify.DecodeJSON(body, &v, `request body must be {"clarification_response": "<text>"}`); err != nil {
+		return "", err
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	var v struct {
-		Response *string `json:"clarification_response"`
-	}
-	if err := dec.Decode(&v); err != nil || v.Response == nil {
+	if v.Response == nil {
 		return "", errors.New(`request body must be {"clarification_response": "<text>"}`)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return "", errors.New("unexpected data after the JSON object")
 	}
 	a := strings.TrimSpace(*v.Response)
 	if a == "" {
