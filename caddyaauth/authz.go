@@ -33,27 +33,6 @@ var WellKnownPaths = []string{PathResourceMetadata, PathResourceMetadataBare, Pa
 
 const defaultResourceTokenLifetime = 5 * time.Minute
 
-// Error codes of auth-token challenges.
-const (
-	codeAuthTokenRequired = "auth_token_required"
-	codeInvalidAuthToken  = reqverify.CodeInvalidAuthToken
-	codeInsufficientScope = "insufficient_scope"
-)
-
-// validScope reports whether s is an RFC 6749 scope token.
-func validScope(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= 0x20 || c == '"' || c == '\\' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // authorize decides whether a verified request carries an auth token good for this
 // route; a non-empty code means it must be challenged for a new one.
 func (h *Handler) authorize(res *reqverify.Result) (code, desc string) {
