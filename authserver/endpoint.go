@@ -29,12 +29,8 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		h.methodNotAllowed(w, r, http.MethodPost)
 		return
 	}
-	if !reqverify.IsJSON(r.Header.Get("Content-Type")) {
-		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "Content-Type must be application/json", nil)
-		return
-	}
-	if r.ContentLength > maxTokenRequestBody {
-		h.writeError(w, r, http.StatusRequestEntityTooLarge, wire.CodeInvalidRequest, "request body is larger than 64 KiB", nil)
+	if err := reqverify.PrecheckJSONBody(r, maxTokenRequestBody); err != nil {
+		h.refuseBody(w, r, err, tokenBodyTooLarge)
 		return
 	}
 
@@ -76,9 +72,8 @@ func (h *Handler) verifyRequest(w http.ResponseWriter, r *http.Request) (*reqver
 	}
 	res, err := h.verifier.Verify(r.Context(), h.target(r))
 	if err != nil {
-		var ve *httpsig.Error
-		if errors.As(err, &ve) {
-			h.writeError(w, r, http.StatusUnauthorized, ve.Code, ve.Msg, ve.RequiredComponents)
+		if status, e, ok := reqverify.Refusal(err); ok {
+			h.writeError(w, r, status, e.Code, e.Description, e.RequiredComponents)
 			return nil, false
 		}
 		h.serverError(w, r, "verifying request signature", err)
@@ -100,7 +95,7 @@ func (h *Handler) target(r *http.Request) httpsig.Target {
 
 // readRequest reads (bounded, bound to the signature) and parses the body.
 func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, res *reqverify.Result) (*tokenRequest, bool) {
-	body, ok := h.readSignedBody(w, r, res, maxTokenRequestBody, "request body is larger than 64 KiB")
+	body, ok := h.readSignedBody(w, r, res, maxTokenRequestBody, tokenBodyTooLarge)
 	if !ok {
 		return nil, false
 	}
@@ -312,9 +307,19 @@ func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
 // reference agents never sign bodies.
 func (h *Handler) readSignedBody(w http.ResponseWriter, r *http.Request, res *reqverify.Result, max int64, tooLarge string) ([]byte, bool) {
 	body, err := reqverify.ReadSignedBody(r, res.Signature, reqverify.BodyPolicy{Max: max, RequireSigned: h.RequireSignedBody})
-	if err == nil {
-		return body, true
+	if err != nil {
+		h.refuseBody(w, r, err, tooLarge)
+		return nil, false
 	}
+	return body, true
+}
+
+// tokenBodyTooLarge is the text of a 413 from the token endpoint.
+const tokenBodyTooLarge = "request body is larger than 64 KiB"
+
+// refuseBody answers a body refused by reqverify (PrecheckJSONBody, ReadSignedBody);
+// tooLarge is the text of a 413.
+func (h *Handler) refuseBody(w http.ResponseWriter, r *http.Request, err error, tooLarge string) {
 	status, e, ok := reqverify.Refusal(err)
 	switch {
 	case !ok:
@@ -323,5 +328,4 @@ func (h *Handler) readSignedBody(w http.ResponseWriter, r *http.Request, res *re
 		e.Description = tooLarge
 	}
 	h.writeError(w, r, status, e.Code, e.Description, e.RequiredComponents)
-	return nil, false
 }

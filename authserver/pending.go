@@ -36,6 +36,7 @@ const (
 	maxAnswerChars         = 2000
 	maxQuestionChars       = 500
 	maxPendingPostBody     = 16 << 10
+	pendingBodyTooLarge    = "request body is too large" // the text of a 413
 
 	// storageRecheck is how often a waiting poll re-reads storage, to see decisions
 	// taken by another instance sharing the storage.
@@ -161,12 +162,8 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
 	case http.MethodPost:
-		if !reqverify.IsJSON(r.Header.Get("Content-Type")) {
-			h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "Content-Type must be application/json", nil)
-			return
-		}
-		if r.ContentLength > maxPendingPostBody {
-			h.writeError(w, r, http.StatusRequestEntityTooLarge, wire.CodeInvalidRequest, "request body is too large", nil)
+		if err := reqverify.PrecheckJSONBody(r, maxPendingPostBody); err != nil {
+			h.refuseBody(w, r, err, pendingBodyTooLarge)
 			return
 		}
 	default:
@@ -199,7 +196,7 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	// spent, so a copy with a swapped body cannot use up the agent's own request.
 	var body []byte
 	if r.Method == http.MethodPost {
-		if body, ok = h.readSignedBody(w, r, res, maxPendingPostBody, "request body is too large"); !ok {
+		if body, ok = h.readSignedBody(w, r, res, maxPendingPostBody, pendingBodyTooLarge); !ok {
 			return
 		}
 	}

@@ -164,16 +164,9 @@ func (h *Handler) siblings() []*Handler {
 // serveResourceToken is the resource token endpoint for proactive requests (Part 2
 // §14.1): a signed POST {"scope": "..."} from an identified agent gets a resource token.
 func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) error {
-	if !httpsig.Present(r.Header) {
-		return h.challenge(w, r, httpsig.CodeInvalidRequest, "request is not signed", nil)
-	}
-	res, err := h.verifier.Verify(r.Context(), h.target(r))
-	if err != nil {
-		var ve *httpsig.Error
-		if errors.As(err, &ve) {
-			return h.challenge(w, r, ve.Code, ve.Msg, ve.RequiredComponents)
-		}
-		return caddyhttp.Error(http.StatusInternalServerError, err)
+	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
+	if !ok {
+		return err
 	}
 	if res.Level == reqverify.LevelPseudonym {
 		return h.challenge(w, r, wire.CodeIdentityRequired, "the resource token endpoint needs an identified agent", nil)

@@ -323,9 +323,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.Require == RequireAuthToken && h.isWellKnown(r) {
 		return h.serveWellKnown(w, r)
 	}
-	if !httpsig.Present(r.Header) {
-		return h.challenge(w, r, httpsig.CodeInvalidRequest, "request is not signed", nil)
-	}
 	target := h.target(r)
 	verifier := h.verifier
 	if h.Resource == "" {
@@ -333,13 +330,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		v.Self = "https://" + target.Authority
 		verifier = &v
 	}
-	res, err := verifier.Verify(r.Context(), target)
-	if err != nil {
-		var ve *httpsig.Error
-		if errors.As(err, &ve) {
-			return h.challenge(w, r, ve.Code, ve.Msg, ve.RequiredComponents)
-		}
-		return caddyhttp.Error(http.StatusInternalServerError, err)
+	res, ok, err := h.verify(w, r, verifier, target)
+	if !ok {
+		return err
 	}
 	if h.Require != RequirePseudonym && res.Level == reqverify.LevelPseudonym {
 		return h.challenge(w, r, wire.CodeIdentityRequired, "this route needs an identified agent (jwks_uri or an agent token)", nil)
@@ -439,6 +432,22 @@ func (h *Handler) checkBody(r *http.Request, res *reqverify.Result) error {
 		return nil
 	}
 	return reqverify.CheckBody(r, h.MaxBody)
+}
+
+// verify checks the request's signature with v. ok false means the request was answered
+// (a challenge for an unsigned or refused request; err is a server fault otherwise) and
+// err is what the handler returns.
+func (h *Handler) verify(w http.ResponseWriter, r *http.Request, v *reqverify.Verifier, target httpsig.Target) (res *reqverify.Result, ok bool, err error) {
+	if !httpsig.Present(r.Header) {
+		return nil, false, h.challenge(w, r, httpsig.CodeInvalidRequest, "request is not signed", nil)
+	}
+	if res, err = v.Verify(r.Context(), target); err != nil {
+		if _, _, refused := reqverify.Refusal(err); refused {
+			return nil, false, h.refuse(w, r, err)
+		}
+		return nil, false, caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	return res, true, nil
 }
 
 // refuse answers a request refused by verification or by its body (reqverify.Refusal):

@@ -98,6 +98,19 @@ func IsJSON(contentType string) bool {
 	return true
 }
 
+// PrecheckJSONBody is what an endpoint that takes a JSON body checks before the
+// signature is verified, without reading the body: the Content-Type (ErrNotJSON) and the
+// announced Content-Length (ErrBodyTooLarge). Refusal maps both.
+func PrecheckJSONBody(r *http.Request, max int64) error {
+	if !IsJSON(r.Header.Get("Content-Type")) {
+		return ErrNotJSON
+	}
+	if r.ContentLength > max {
+		return ErrBodyTooLarge
+	}
+	return nil
+}
+
 // ErrNotJSON is the BodyError for a Content-Type that IsJSON refuses.
 var ErrNotJSON = &BodyError{Msg: "Content-Type must be application/json"}
 
