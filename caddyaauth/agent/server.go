@@ -131,7 +131,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case PathDelegate:
 		s.serveDelegate(w, r)
 	default:
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint")
 	}
 }
 
@@ -159,7 +159,7 @@ func (s *Server) secretOK(r *http.Request) bool {
 
 func (s *Server) serveDelegate(w http.ResponseWriter, r *http.Request) {
 	if s.DelegateSecret == "" {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint")
 		return
 	}
 	if r.Method != http.MethodPost {

@@ -370,13 +370,13 @@ func tokenError(typ string, err error) error {
 	msg := "token verification failed"
 	if errors.As(err, &te) {
 		switch te.Code {
-		case "expired":
+		case token.CodeExpired:
 			msg = "token has expired"
-		case "invalid_audience":
+		case token.CodeInvalidAudience:
 			msg = "token is for another audience"
-		case "untrusted_issuer":
+		case token.CodeUntrustedIssuer:
 			msg = "token issuer is not trusted here"
-		case "unknown_key":
+		case token.CodeUnknownKey:
 			msg = "token signing key could not be found"
 		default:
 			msg = "token is invalid: " + te.Msg
