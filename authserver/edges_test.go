@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // ---- poll replay ----
@@ -32,7 +33,7 @@ func TestPollReplayAfterApproval(t *testing.T) {
 	c.browser().approve(code, "alice")
 
 	res := serve(t, c.h, replay)
-	if res.Status != http.StatusUnauthorized || res.str("error") != codeInvalidSignature || res.Header.Get("Cache-Control") != "no-store" {
+	if res.Status != http.StatusUnauthorized || res.str("error") != wire.CodeInvalidSignature || res.Header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("replayed poll: %d %s", res.Status, res.Raw)
 	}
 	if _, ok := res.Body["auth_token"]; ok {
@@ -179,7 +180,7 @@ func TestClarificationAnswerReplay(t *testing.T) {
 	}
 	replay = newRequest(http.MethodPost, PathPending+id, b)
 	replay.Header = req.Header.Clone()
-	if res := serve(t, c.h, replay); res.Status != http.StatusUnauthorized || res.str("error") != codeInvalidSignature {
+	if res := serve(t, c.h, replay); res.Status != http.StatusUnauthorized || res.str("error") != wire.CodeInvalidSignature {
 		t.Fatalf("replayed answer: %d %s", res.Status, res.Raw)
 	}
 }
@@ -435,7 +436,7 @@ func TestJTIWrittenOnlyOnSuccess(t *testing.T) {
 	if res, _ := send(func(e *tokenClaimsEdit) { e.scope = "" }); res.Status != http.StatusForbidden && res.Status != http.StatusBadRequest {
 		t.Fatalf("no scope: %d %s", res.Status, res.Raw)
 	}
-	if res, _ := send(func(e *tokenClaimsEdit) { e.lifetime = maxResourceTokenLifetime + time.Second }); res.Status != http.StatusBadRequest || res.str("error") != codeInvalidResourceToken {
+	if res, _ := send(func(e *tokenClaimsEdit) { e.lifetime = maxResourceTokenLifetime + time.Second }); res.Status != http.StatusBadRequest || res.str("error") != wire.CodeInvalidResourceToken {
 		t.Fatalf("resource token living over %s: %d %s", maxResourceTokenLifetime, res.Status, res.Raw)
 	}
 	if n := jtis(); n != 0 {
@@ -500,7 +501,7 @@ func TestTokenRateLimit(t *testing.T) {
 		}
 	}
 	res := direct(c.agent)
-	if res.Status != http.StatusTooManyRequests || res.str("error") != codeRateLimited || res.Header.Get("Retry-After") != "1" {
+	if res.Status != http.StatusTooManyRequests || res.str("error") != wire.CodeRateLimited || res.Header.Get("Retry-After") != "1" {
 		t.Fatalf("over the limit: %d %s %v", res.Status, res.Raw, res.Header)
 	}
 	if res := direct(c.other); res.Status != http.StatusOK {

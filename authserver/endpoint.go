@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,23 +17,8 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
-
-// Error codes of the token endpoint (PROTOCOL.md Part 2 §5.4).
-const (
-	codeInvalidRequest       = "invalid_request"
-	codeInvalidSignature     = "invalid_signature"
-	codeInvalidResourceToken = "invalid_resource_token"
-	codeDenied               = "denied"
-	codeServerError          = "server_error"
-	codeRateLimited          = "rate_limited"
-)
-
-// tokenResponse is the 200 answer of the token endpoint (PROTOCOL.md §7.2).
-type tokenResponse struct {
-	AuthToken string `json:"auth_token"`
-	ExpiresIn int64  `json:"expires_in"`
-}
 
 // serveToken is the token endpoint. Order: method, Content-Type and Content-Length (no
 // body read), the request signature (the body is read only after it verified, so an
@@ -46,12 +29,8 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		h.methodNotAllowed(w, r, http.MethodPost)
 		return
 	}
-	if !isJSON(r.Header.Get("Content-Type")) {
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "Content-Type must be application/json", nil)
-		return
-	}
-	if r.ContentLength > maxTokenRequestBody {
-		h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is larger than 64 KiB", nil)
+	if err := reqverify.PrecheckJSONBody(r, maxTokenRequestBody); err != nil {
+		h.refuseBody(w, r, err, tokenBodyTooLarge)
 		return
 	}
 
@@ -63,7 +42,7 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	// another agent's budget) and before the body, the resource token and the jti record.
 	if ok, retry := h.consent.tokens.allow(res.Agent, h.now()); !ok {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((retry+time.Second-1)/time.Second), 10))
-		h.writeError(w, r, http.StatusTooManyRequests, codeRateLimited, "too many token requests from this agent; retry later", nil)
+		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many token requests from this agent; retry later", nil)
 		return
 	}
 
@@ -74,51 +53,34 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 
 	switch {
 	case req.has("auth_token"):
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "refresh (auth_token) is not supported yet", nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "refresh (auth_token) is not supported yet", nil)
 	case req.has("upstream_token"):
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "token exchange (upstream_token) is not supported yet", nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "token exchange (upstream_token) is not supported yet", nil)
 	case req.has("resource_token"):
 		h.resourceAccess(w, r, res, req)
 	default:
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "unsupported request", nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "unsupported request", nil)
 	}
-}
-
-// isJSON reports whether a Content-Type is application/json (charset, if any, utf-8).
-func isJSON(ct string) bool {
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "application/json" {
-		return false
-	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return false
-	}
-	return true
 }
 
 // verifyRequest checks the HTTP signature; the token endpoint and pending URLs need an
 // identified agent.
 func (h *Handler) verifyRequest(w http.ResponseWriter, r *http.Request) (*reqverify.Result, bool) {
 	if !httpsig.Present(r.Header) {
-		h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "request is not signed", nil)
+		h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, "request is not signed", nil)
 		return nil, false
 	}
 	res, err := h.verifier.Verify(r.Context(), h.target(r))
 	if err != nil {
-		var ve *httpsig.Error
-		if errors.As(err, &ve) {
-			var extra map[string]any
-			if len(ve.RequiredComponents) > 0 {
-				extra = map[string]any{"required_components": ve.RequiredComponents}
-			}
-			h.writeError(w, r, http.StatusUnauthorized, ve.Code, ve.Msg, extra)
+		if status, e, ok := reqverify.Refusal(err); ok {
+			h.writeError(w, r, status, e.Code, e.Description, e.RequiredComponents)
 			return nil, false
 		}
 		h.serverError(w, r, "verifying request signature", err)
 		return nil, false
 	}
 	if res.Level == reqverify.LevelPseudonym || res.Agent == "" {
-		h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "this endpoint needs an identified agent (jwks_uri or an agent token)", nil)
+		h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, "this endpoint needs an identified agent (jwks_uri or an agent token)", nil)
 		return nil, false
 	}
 	return res, true
@@ -131,28 +93,15 @@ func (h *Handler) target(r *http.Request) httpsig.Target {
 	return caddyaauth.ReceivedTarget(r, h.authority)
 }
 
-// readRequest reads (bounded) and parses the body.
+// readRequest reads (bounded, bound to the signature) and parses the body.
 func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, res *reqverify.Result) (*tokenRequest, bool) {
-	var body []byte
-	if r.Body != nil {
-		var err error
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxTokenRequestBody))
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is larger than 64 KiB", nil)
-			} else {
-				h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "the request body could not be read", nil)
-			}
-			return nil, false
-		}
-	}
-	if !h.checkBody(w, r, res, body) {
+	body, ok := h.readSignedBody(w, r, res, maxTokenRequestBody, tokenBodyTooLarge)
+	if !ok {
 		return nil, false
 	}
 	req, err := parseTokenRequest(body)
 	if err != nil {
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, err.Error(), nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, err.Error(), nil)
 		return nil, false
 	}
 	return req, true
@@ -161,7 +110,7 @@ func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, res *reqve
 // resourceAccess handles {"resource_token": …} (PROTOCOL.md §6.3, §7.1).
 func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *reqverify.Result, req *tokenRequest) {
 	if req.ResourceToken == "" {
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "resource_token is empty", nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "resource_token is empty", nil)
 		return
 	}
 	now := h.now()
@@ -171,16 +120,16 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 		MaxLifetime: maxResourceTokenLifetime,
 	}, h.resourceKey)
 	if err != nil {
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, resourceTokenMessage(err), nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, resourceTokenMessage(err), nil)
 		return
 	}
 	c := &rt.Claims
 	if c.Agent != res.Agent {
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token was issued to another agent", nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, "resource token was issued to another agent", nil)
 		return
 	}
 	if c.AgentJKT != res.Key.Thumbprint {
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "agent_jkt does not match the key that signed this request", nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, "agent_jkt does not match the key that signed this request", nil)
 		return
 	}
 	// The policy outcome is the switch point of the request's fate. Everything that can
@@ -189,7 +138,7 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 	// succeeds writes a jti record: refused requests cause no storage growth.
 	effect := h.Policy.Evaluate(res.Agent, c.Issuer, strings.Fields(c.Scope))
 	if effect != EffectAllow && effect != EffectConsent {
-		h.writeError(w, r, http.StatusForbidden, codeDenied, "policy denies this request", nil)
+		h.writeError(w, r, http.StatusForbidden, wire.CodeDenied, "policy denies this request", nil)
 		return
 	}
 	var (
@@ -199,7 +148,7 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 	if effect == EffectAllow {
 		if c.Scope == "" {
 			// Without a user (sub), scope is what makes an auth token valid at the resource.
-			h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token has no scope, which a direct grant needs", nil)
+			h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, "resource token has no scope, which a direct grant needs", nil)
 			return
 		}
 	} else {
@@ -216,7 +165,7 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 		if err != nil {
 			h.serverError(w, r, "checking resource token jti", err)
 		} else {
-			h.writeError(w, r, http.StatusBadRequest, codeInvalidResourceToken, "resource token already used", nil)
+			h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, "resource token already used", nil)
 		}
 		return
 	}
@@ -263,7 +212,7 @@ func (h *Handler) issueToken(w http.ResponseWriter, r *http.Request, g authGrant
 		zap.String("scope", g.Scope),
 		zap.String("user", g.Subject),
 		zap.Int64("expires_in", lifetime))
-	h.writeJSON(w, http.StatusOK, tokenResponse{AuthToken: raw, ExpiresIn: lifetime})
+	h.writeJSON(w, http.StatusOK, wire.TokenResponse{AuthToken: raw, ExpiresIn: lifetime})
 }
 
 // mintAuthToken signs an auth+jwt for g: iss, aud = the resource, a fresh jti, iat/exp,
@@ -322,25 +271,20 @@ func resourceTokenMessage(err error) string {
 	return "resource token is invalid"
 }
 
-// writeError answers a refused request with the protocol's JSON error body.
-func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, status int, code, desc string, extra map[string]any) {
+// writeError answers a refused request with the protocol's JSON error body;
+// required lists the components a signature must cover, when that is the refusal.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, status int, code, desc string, required []string) {
 	if c := h.logger.Check(zap.DebugLevel, "token endpoint refused request"); c != nil {
 		c.Write(zap.Int("status", status), zap.String("error", code), zap.String("reason", desc),
 			zap.String("path", r.URL.Path), zap.String("remote_ip", r.RemoteAddr))
 	}
-	body := map[string]any{"error": code, "error_description": desc}
-	for k, v := range extra {
-		body[k] = v
-	}
-	h.writeJSON(w, status, body)
+	wire.WriteError(w, status, wire.Error{Code: code, Description: desc, RequiredComponents: required})
 }
 
 // serverError logs a server fault and answers 500 without details.
 func (h *Handler) serverError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	h.logger.Error(what, zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
-	h.writeJSON(w, http.StatusInternalServerError, map[string]string{
-		"error": codeServerError, "error_description": "internal error",
-	})
+	wire.WriteError(w, http.StatusInternalServerError, wire.Error{Code: wire.CodeServerError, Description: "internal error"})
 }
 
 func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
@@ -348,34 +292,40 @@ func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":"server_error"}`)
 	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	wire.WriteJSON(w, status, b)
 }
 
-// checkBody binds a POST body to the request signature. The AAuth draft
-// (draft-hardt-aauth) makes only @method, @authority, @path and signature-key (and @query
-// with a query string) mandatory; body components are demanded only where configured. A
-// covered Content-Digest is always recomputed over the body that was read (RFC 9530), so
-// a body swapped under a signature that covers its digest is refused. With
-// require_signed_body the signature must also cover content-type and content-digest,
-// since the body carries the resource token, the purpose and clarification answers;
-// without it an uncovered body is accepted, as the reference agents never sign bodies.
-func (h *Handler) checkBody(w http.ResponseWriter, r *http.Request, res *reqverify.Result, body []byte) bool {
-	digest := res.Signature != nil && res.Signature.Covers("content-digest")
-	if digest {
-		field, _ := httpsig.FieldValue(r.Header, "Content-Digest")
-		if err := httpsig.CheckContentDigest(field, body); err != nil {
-			h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, err.Error(), nil)
-			return false
-		}
+// readSignedBody reads a POST body bound to the request signature
+// (reqverify.ReadSignedBody) and answers the refusal itself; tooLarge is the text of a
+// 413. The AAuth draft (draft-hardt-aauth) makes only @method, @authority, @path and
+// signature-key (and @query with a query string) mandatory; body components are
+// demanded only where configured. A covered Content-Digest is always recomputed over the
+// body that was read (RFC 9530), so a body swapped under a signature that covers its
+// digest is refused. With require_signed_body the signature must also cover
+// content-type and content-digest, since the body carries the resource token, the
+// purpose and clarification answers; without it an uncovered body is accepted, as the
+// reference agents never sign bodies.
+func (h *Handler) readSignedBody(w http.ResponseWriter, r *http.Request, res *reqverify.Result, max int64, tooLarge string) ([]byte, bool) {
+	body, err := reqverify.ReadSignedBody(r, res.Signature, reqverify.BodyPolicy{Max: max, RequireSigned: h.RequireSignedBody})
+	if err != nil {
+		h.refuseBody(w, r, err, tooLarge)
+		return nil, false
 	}
-	if !h.RequireSignedBody || (digest && res.Signature.Covers("content-type")) {
-		return true
+	return body, true
+}
+
+// tokenBodyTooLarge is the text of a 413 from the token endpoint.
+const tokenBodyTooLarge = "request body is larger than 64 KiB"
+
+// refuseBody answers a body refused by reqverify (PrecheckJSONBody, ReadSignedBody);
+// tooLarge is the text of a 413.
+func (h *Handler) refuseBody(w http.ResponseWriter, r *http.Request, err error, tooLarge string) {
+	status, e, ok := reqverify.Refusal(err)
+	switch {
+	case !ok:
+		status, e = http.StatusBadRequest, wire.Error{Code: wire.CodeInvalidRequest, Description: "the request body could not be read"}
+	case status == http.StatusRequestEntityTooLarge:
+		e.Description = tooLarge
 	}
-	required := append(append([]string(nil), httpsig.RequiredComponents...), bodyComponents...)
-	h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "the signature must cover content-type and content-digest of the body", map[string]any{"required_components": required})
-	return false
+	h.writeError(w, r, status, e.Code, e.Description, e.RequiredComponents)
 }

@@ -58,6 +58,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 func init() {
@@ -190,17 +191,8 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.aauth_server", New: func() caddy.Module { return new(Handler) }}
 }
 
-// Metadata is the auth server metadata document (PROTOCOL.md §4.2, P18).
-type Metadata struct {
-	Issuer              string `json:"issuer"`
-	TokenEndpoint       string `json:"token_endpoint"`
-	InteractionEndpoint string `json:"interaction_endpoint"`
-	JWKSURI             string `json:"jwks_uri"`
-
-	// AdditionalSignatureComponents lists the components the token endpoint and pending
-	// URLs demand on top of the mandatory ones; present only with require_signed_body.
-	AdditionalSignatureComponents []string `json:"additional_signature_components,omitempty"`
-}
+// Metadata is the auth server metadata document (package wire).
+type Metadata = wire.AuthServerMetadata
 
 // bodyComponents are the covered components require_signed_body demands.
 var bodyComponents = []string{"content-type", "content-digest"}
@@ -503,7 +495,7 @@ func (h *Handler) serveDocument(w http.ResponseWriter, r *http.Request, doc []by
 
 func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
 	w.Header().Set("Allow", allow)
-	h.writeError(w, r, http.StatusMethodNotAllowed, codeInvalidRequest, "method not allowed", nil)
+	h.writeError(w, r, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "method not allowed", nil)
 }
 
 // Interface guards

@@ -1,13 +1,10 @@
 package authserver
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -21,6 +18,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Consent flow defaults and limits.
@@ -38,29 +36,14 @@ const (
 	maxAnswerChars         = 2000
 	maxQuestionChars       = 500
 	maxPendingPostBody     = 16 << 10
+	pendingBodyTooLarge    = "request body is too large" // the text of a 413
 
 	// storageRecheck is how often a waiting poll re-reads storage, to see decisions
 	// taken by another instance sharing the storage.
 	storageRecheck = time.Second
 )
 
-// Error codes of the pending URL.
-const (
-	codeNotFound         = "not_found"
-	codeExpired          = "expired"
-	codeKeyBindingFailed = reqverify.CodeKeyBindingFailed
-)
-
 var errNoLongerPending = errors.New("no longer pending")
-
-// pendingResponse is the body of every 202 (PROTOCOL.md §7.3, §7.5).
-type pendingResponse struct {
-	Status        string `json:"status"`
-	Location      string `json:"location"`
-	Require       string `json:"require,omitempty"`
-	Code          string `json:"code,omitempty"`
-	Clarification string `json:"clarification,omitempty"`
-}
 
 func (h *Handler) pendingURL(id string) string { return h.Issuer + PathPending + id }
 
@@ -111,7 +94,7 @@ func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, res *re
 	}
 	if err := h.consent.admit(rec, now.Unix()); err != nil {
 		w.Header().Set("Retry-After", "60")
-		h.writeError(w, r, http.StatusTooManyRequests, codeRateLimited, "too many requests are waiting for a decision; try again later", nil)
+		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests are waiting for a decision; try again later", nil)
 		return nil, nil, false
 	}
 	return nil, rec, true
@@ -129,36 +112,37 @@ func (h *Handler) createPending(w http.ResponseWriter, r *http.Request, rec *pen
 		zap.String("agent", rec.Agent), zap.String("delegate", rec.Delegate),
 		zap.String("resource", rec.Resource), zap.String("scope", rec.Scope),
 		zap.String("purpose", clip(rec.Purpose)))
-	loc := h.pendingURL(rec.ID)
-	hdr := w.Header()
-	hdr.Set("Location", loc)
-	hdr.Set("Retry-After", retryAfter)
-	hdr["AAuth"] = []string{`require=interaction; code="` + rec.Code + `"`}
-	h.writeJSON(w, http.StatusAccepted, pendingResponse{Status: "pending", Location: loc, Require: "interaction", Code: rec.Code})
+	if err := wire.Seed.WriteInteraction(w, h.pendingURL(rec.ID), rec.Code, retryAfter); err != nil {
+		h.serverError(w, r, "writing the interaction challenge", err)
+	}
 }
 
 // readMetadata copies what the consent flow needs from the agent's and the resource's
 // metadata (already cached by the verification that just ran). A document that cannot
 // be read only turns the optional features off.
 func (h *Handler) readMetadata(ctx context.Context, rec *pendingRecord) {
-	if md, err := h.discovery.Metadata(ctx, rec.Agent, discovery.DocAgent); err == nil {
-		rec.Clarification, _ = md["clarification_supported"].(bool)
-		rec.LocalhostCallback, _ = md["localhost_callback_allowed"].(bool)
-		if cb, _ := md["callback_endpoint"].(string); cb != "" {
+	if obj, err := h.discovery.Metadata(ctx, rec.Agent, discovery.DocAgent); err == nil {
+		var md wire.AgentMetadata
+		wire.ReadDocument(obj, &md)
+		rec.Clarification = md.ClarificationSupported
+		rec.LocalhostCallback = md.LocalhostCallbackAllowed
+		if cb := md.CallbackEndpoint; cb != "" {
 			if _, err := discovery.ValidateEndpointURL(cb, h.dev); err == nil {
 				rec.CallbackEndpoint = cb
 			}
 		}
-		if name, _ := md["client_name"].(string); name != "" {
+		if name := md.ClientName; name != "" {
 			rec.ClientName = clipChars(name, 100)
 		}
 	} else if c := h.logger.Check(zap.DebugLevel, "agent metadata unavailable for consent"); c != nil {
 		c.Write(zap.String("agent", rec.Agent), zap.Error(err))
 	}
-	if md, err := h.discovery.Metadata(ctx, rec.Resource, discovery.DocResource); err == nil {
-		if descs, ok := md["scope_descriptions"].(map[string]any); ok {
+	if obj, err := h.discovery.Metadata(ctx, rec.Resource, discovery.DocResource); err == nil {
+		var md wire.ResourceMetadata
+		wire.ReadDocument(obj, &md)
+		if descs := md.ScopeDescriptions; descs != nil {
 			for _, sc := range rec.scopes() {
-				if d, ok := descs[sc].(string); ok && d != "" {
+				if d := descs[sc]; d != "" {
 					if rec.ScopeDescriptions == nil {
 						rec.ScopeDescriptions = map[string]string{}
 					}
@@ -178,12 +162,8 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
 	case http.MethodPost:
-		if !isJSON(r.Header.Get("Content-Type")) {
-			h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "Content-Type must be application/json", nil)
-			return
-		}
-		if r.ContentLength > maxPendingPostBody {
-			h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is too large", nil)
+		if err := reqverify.PrecheckJSONBody(r, maxPendingPostBody); err != nil {
+			h.refuseBody(w, r, err, pendingBodyTooLarge)
 			return
 		}
 	default:
@@ -195,13 +175,13 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !validRandomID(id, pendingIDBytes) {
-		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
 		return
 	}
 	ctx := r.Context()
 	rec, changed, err := h.consent.get(ctx, id, storageRecheck)
 	if errors.Is(err, errNotFound) || (err == nil && rec.Status == statusDone) {
-		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
 		return
 	}
 	if err != nil {
@@ -209,18 +189,14 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rec.KeyJKT != res.Key.Thumbprint || rec.Agent != res.Agent {
-		h.writeError(w, r, http.StatusForbidden, codeKeyBindingFailed, "the pending request belongs to another key", nil)
+		h.writeError(w, r, http.StatusForbidden, wire.CodeKeyBindingFailed, "the pending request belongs to another key", nil)
 		return
 	}
 	// A clarification answer's body is bound to the signature before the signature is
 	// spent, so a copy with a swapped body cannot use up the agent's own request.
 	var body []byte
 	if r.Method == http.MethodPost {
-		if body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxPendingPostBody)); err != nil {
-			h.writeError(w, r, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body is too large", nil)
-			return
-		}
-		if !h.checkBody(w, r, res, body) {
+		if body, ok = h.readSignedBody(w, r, res, maxPendingPostBody, pendingBodyTooLarge); !ok {
 			return
 		}
 	}
@@ -229,20 +205,20 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	rec, changed, err = h.useSignature(r, res, id)
 	switch {
 	case errors.Is(err, errSignatureUsed):
-		h.writeError(w, r, http.StatusUnauthorized, codeInvalidSignature, "this signature was already used; sign every request to the pending URL afresh", nil)
+		h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, "this signature was already used; sign every request to the pending URL afresh", nil)
 		return
 	case errors.Is(err, errTooManySigs):
 		w.Header().Set("Retry-After", retryAfter)
-		h.writeError(w, r, http.StatusTooManyRequests, codeRateLimited, "too many requests to this pending URL; poll more slowly", nil)
+		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests to this pending URL; poll more slowly", nil)
 		return
 	case errors.Is(err, errNotFound):
-		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
 		return
 	case err != nil:
 		h.serverError(w, r, "recording the signature", err)
 		return
 	case rec.Status == statusDone:
-		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
 		return
 	}
 	if r.Method == http.MethodPost {
@@ -260,7 +236,7 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 			return // the agent went away
 		}
 		if errors.Is(err, errNotFound) || (err == nil && rec.Status == statusDone) {
-			h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+			h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
 			return
 		}
 		if err != nil {
@@ -345,7 +321,7 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 		if !h.finish(w, r, rec.ID, func(p *pendingRecord) bool { return p.Status == statusPending && p.expired(now) }) {
 			return
 		}
-		h.writeError(w, r, http.StatusRequestTimeout, codeExpired, "the user did not decide in time", nil)
+		h.writeError(w, r, http.StatusRequestTimeout, wire.CodeExpired, "the user did not decide in time", nil)
 	case rec.Status == statusApproved:
 		key, err := keys.FromAny(rec.Key)
 		if err != nil {
@@ -367,7 +343,7 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 			zap.String("agent", rec.Agent), zap.String("delegate", rec.Delegate),
 			zap.String("resource", rec.Resource), zap.String("scope", rec.Scope),
 			zap.String("user", rec.User), zap.Int64("expires_in", lifetime))
-		h.writeJSON(w, http.StatusOK, tokenResponse{AuthToken: raw, ExpiresIn: lifetime})
+		h.writeJSON(w, http.StatusOK, wire.TokenResponse{AuthToken: raw, ExpiresIn: lifetime})
 	case rec.Status == statusDenied:
 		if !h.finish(w, r, rec.ID, func(p *pendingRecord) bool { return p.Status == statusDenied }) {
 			return
@@ -376,9 +352,9 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 		if rec.DenyReason != "" {
 			desc = rec.DenyReason
 		}
-		h.writeError(w, r, http.StatusForbidden, codeDenied, desc, nil)
+		h.writeError(w, r, http.StatusForbidden, wire.CodeDenied, desc, nil)
 	default:
-		body := pendingResponse{Status: "pending", Location: h.pendingURL(rec.ID)}
+		body := wire.PendingResponse{Status: wire.StatusPending, Location: h.pendingURL(rec.ID)}
 		if rec.Clarification {
 			body.Clarification = rec.waitingQuestion()
 		}
@@ -410,7 +386,7 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, id string, from
 // poll already took the answer: 404) or could not be stored (500).
 func (h *Handler) terminalRace(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, errNoLongerPending) || errors.Is(err, errNotFound) {
-		h.writeError(w, r, http.StatusNotFound, codeNotFound, "no such pending request", nil)
+		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
 		return
 	}
 	h.serverError(w, r, "updating pending request", err)
@@ -420,7 +396,7 @@ func (h *Handler) terminalRace(w http.ResponseWriter, r *http.Request, err error
 // the request expired): 409, and the outcome, token included, stays with the GET poll,
 // so an answer racing the decision can never take the token in its reply.
 func (h *Handler) noLongerPending(w http.ResponseWriter, r *http.Request) {
-	h.writeError(w, r, http.StatusConflict, codeInvalidRequest, "no question is waiting: the request was decided or expired; poll the pending URL for the outcome", nil)
+	h.writeError(w, r, http.StatusConflict, wire.CodeInvalidRequest, "no question is waiting: the request was decided or expired; poll the pending URL for the outcome", nil)
 }
 
 // clarificationResponse takes the agent's signed answer to the user's question
@@ -428,7 +404,7 @@ func (h *Handler) noLongerPending(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, rec pendingRecord, body []byte) {
 	answer, err := parseClarification(body)
 	if err != nil {
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, err.Error(), nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, err.Error(), nil)
 		return
 	}
 	now := h.now()
@@ -437,7 +413,7 @@ func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	if !rec.Clarification {
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "clarification is not enabled for this agent (clarification_supported)", nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "clarification is not enabled for this agent (clarification_supported)", nil)
 		return
 	}
 	unasked := false
@@ -457,7 +433,7 @@ func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, 
 	})
 	switch {
 	case unasked:
-		h.writeError(w, r, http.StatusBadRequest, codeInvalidRequest, "no question is waiting for an answer", nil)
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "no question is waiting for an answer", nil)
 		return
 	case errors.Is(err, errNoLongerPending):
 		h.noLongerPending(w, r)
@@ -469,21 +445,14 @@ func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, 
 	h.answerPoll(w, r, rec)
 }
 
-// parseClarification reads {"clarification_response": "…"} strictly.
+// parseClarification reads {"clarification_response": "…"} strictly (reqverify.DecodeJSON).
 func parseClarification(body []byte) (string, error) {
-	if !utf8.Valid(body) {
-		return "", errors.New("request body is not valid UTF-8")
+	var v wire.ClarificationAnswer
+	if err := reqverify.DecodeJSON(body, &v, `request body must be {"clarification_response": "<text>"}`); err != nil {
+		return "", err
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	var v struct {
-		Response *string `json:"clarification_response"`
-	}
-	if err := dec.Decode(&v); err != nil || v.Response == nil {
+	if v.Response == nil {
 		return "", errors.New(`request body must be {"clarification_response": "<text>"}`)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return "", errors.New("unexpected data after the JSON object")
 	}
 	a := strings.TrimSpace(*v.Response)
 	if a == "" {

@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Policy outcomes (rule effects and the default).
@@ -196,8 +196,8 @@ func checkScopes(scopes []string) error {
 			return errors.New("empty scope")
 		case s == Wildcard:
 			return errors.New(`"*" is not a scope; leave the scope condition out to match any scopes`)
-		case strings.ContainsAny(s, " \t\r\n\"\\"):
-			return fmt.Errorf("scope %q contains a space, quote or backslash", s)
+		case !wire.ValidScope(s):
+			return fmt.Errorf("scope %q is not an RFC 6749 scope token (printable ASCII without space, quote or backslash)", s)
 		}
 	}
 	return nil

@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"unicode/utf8"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 )
 
 // maxTokenRequestBody caps the token request body (checked on Content-Length before the
@@ -101,8 +102,8 @@ func parseTokenRequest(body []byte) (*tokenRequest, error) {
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
 		return nil, bad
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("unexpected data after the JSON object")
+	if err := reqverify.EndOfJSON(dec); err != nil {
+		return nil, err
 	}
 	if utf8.RuneCountInString(req.Purpose) > maxPurposeChars {
 		return nil, fmt.Errorf("purpose is longer than %d characters", maxPurposeChars)

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"slices"
 	"strings"
@@ -18,6 +16,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Well-known paths a resource serves (PROTOCOL.md P17, P18; Part 2 §14.1).
@@ -34,40 +33,19 @@ var WellKnownPaths = []string{PathResourceMetadata, PathResourceMetadataBare, Pa
 
 const defaultResourceTokenLifetime = 5 * time.Minute
 
-// Error codes of auth-token challenges.
-const (
-	codeAuthTokenRequired = "auth_token_required"
-	codeInvalidAuthToken  = reqverify.CodeInvalidAuthToken
-	codeInsufficientScope = "insufficient_scope"
-)
-
-// validScope reports whether s is an RFC 6749 scope token.
-func validScope(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= 0x20 || c == '"' || c == '\\' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // authorize decides whether a verified request carries an auth token good for this
 // route; a non-empty code means it must be challenged for a new one.
 func (h *Handler) authorize(res *reqverify.Result) (code, desc string) {
 	if p := res.AuthTokenProblem; p != nil {
-		return codeInvalidAuthToken, p.Msg
+		return wire.CodeInvalidAuthToken, p.Msg
 	}
 	if res.Level != reqverify.LevelAuthorized || res.Token == nil {
-		return codeAuthTokenRequired, "this route needs an auth token from " + h.AuthServer
+		return wire.CodeAuthTokenRequired, "this route needs an auth token from " + h.AuthServer
 	}
 	granted := strings.Fields(res.Token.Claims.Scope)
 	for _, want := range h.Scopes {
 		if !slices.Contains(granted, want) {
-			return codeInsufficientScope, fmt.Sprintf("the auth token does not grant scope %q", want)
+			return wire.CodeInsufficientScope, fmt.Sprintf("the auth token does not grant scope %q", want)
 		}
 	}
 	return "", ""
@@ -105,8 +83,8 @@ func (h *Handler) authTokenChallenge(w http.ResponseWriter, r *http.Request, _ h
 	if c := h.logger.Check(zap.DebugLevel, "aauth auth-token challenge"); c != nil {
 		c.Write(zap.String("error", code), zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint), zap.String("remote_ip", r.RemoteAddr))
 	}
-	v := fmt.Sprintf("require=auth-token; resource-token=%q; auth-server=%q", rt, h.AuthServer)
-	return writeChallenge(w, v, code, desc, nil)
+	c := wire.Challenge{Require: wire.RequireAuthToken, ResourceToken: rt, AuthServer: h.AuthServer}
+	return writeChallenge(w, c, wire.Error{Code: code, Description: desc})
 }
 
 func (h *Handler) isWellKnown(r *http.Request) bool {
@@ -119,13 +97,13 @@ func (h *Handler) serveWellKnown(w http.ResponseWriter, r *http.Request) error {
 	case PathResourceToken:
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
-			return writeJSONError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST")
+			return writeJSONError(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "use POST")
 		}
 		return h.serveResourceToken(w, r)
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		return writeJSONError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET")
+		return writeJSONError(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "use GET")
 	}
 	var body []byte
 	if r.URL.Path == PathResourceJWKS {
@@ -142,17 +120,9 @@ func (h *Handler) serveWellKnown(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// resourceMetadata is the resource's well-known document (P18).
-type resourceMetadata struct {
-	Resource                      string            `json:"resource"`
-	JWKSURI                       string            `json:"jwks_uri"`
-	ResourceTokenEndpoint         string            `json:"resource_token_endpoint"`
-	ScopeDescriptions             map[string]string `json:"scope_descriptions,omitempty"`
-	AdditionalSignatureComponents []string          `json:"additional_signature_components,omitempty"`
-}
-
-func (h *Handler) metadata() resourceMetadata {
-	md := resourceMetadata{
+// metadata is the resource's well-known document (P18).
+func (h *Handler) metadata() wire.ResourceMetadata {
+	md := wire.ResourceMetadata{
 		Resource:              h.Resource,
 		JWKSURI:               h.Resource + PathResourceJWKS,
 		ResourceTokenEndpoint: h.Resource + PathResourceToken,
@@ -194,39 +164,26 @@ func (h *Handler) siblings() []*Handler {
 // serveResourceToken is the resource token endpoint for proactive requests (Part 2
 // §14.1): a signed POST {"scope": "..."} from an identified agent gets a resource token.
 func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) error {
-	if !httpsig.Present(r.Header) {
-		return h.challenge(w, r, httpsig.CodeInvalidRequest, "request is not signed", nil)
-	}
-	res, err := h.verifier.Verify(r.Context(), h.target(r))
-	if err != nil {
-		var ve *httpsig.Error
-		if errors.As(err, &ve) {
-			return h.challenge(w, r, ve.Code, ve.Msg, ve.RequiredComponents)
-		}
-		return caddyhttp.Error(http.StatusInternalServerError, err)
+	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
+	if !ok {
+		return err
 	}
 	if res.Level == reqverify.LevelPseudonym {
-		return h.challenge(w, r, "identity_required", "the resource token endpoint needs an identified agent", nil)
+		return h.challenge(w, r, wire.CodeIdentityRequired, "the resource token endpoint needs an identified agent", nil)
 	}
 	// The body is read only after the signature verified; a covered (or demanded)
 	// digest is recomputed.
-	if err := h.checkBody(r, res); err != nil {
-		var ve *httpsig.Error
-		if errors.As(err, &ve) {
-			return h.challenge(w, r, ve.Code, ve.Msg, nil)
-		}
-		return err
+	body, err := reqverify.ReadSignedBody(r, res.Signature, reqverify.BodyPolicy{Max: h.MaxBody, Demanded: h.RequireComponents})
+	if err != nil {
+		return h.refuse(w, r, err)
 	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-		return writeJSONError(w, http.StatusBadRequest, "invalid_request", "Content-Type must be application/json")
+	var req wire.ResourceTokenRequest
+	err = reqverify.ErrNotJSON
+	if reqverify.IsJSON(r.Header.Get("Content-Type")) {
+		err = reqverify.DecodeJSON(body, &req, "body must be a JSON object with a scope string")
 	}
-	var req struct {
-		Scope string `json:"scope"`
-	}
-	dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return writeJSONError(w, http.StatusBadRequest, "invalid_request", "body must be a JSON object with a scope string")
+	if err != nil {
+		return h.refuse(w, r, err)
 	}
 	scopes := strings.Fields(req.Scope)
 	if len(scopes) == 0 {
@@ -234,7 +191,7 @@ func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) err
 	}
 	for _, s := range scopes {
 		if !h.knownScope(s) {
-			return writeJSONError(w, http.StatusBadRequest, "invalid_scope", "unknown scope: "+s)
+			return writeJSONError(w, http.StatusBadRequest, wire.CodeInvalidScope, "unknown scope: "+s)
 		}
 	}
 	rt, err := h.mintResourceToken(res, scopes)
@@ -243,11 +200,11 @@ func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) err
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	return json.NewEncoder(w).Encode(map[string]any{
-		"resource_token": rt,
-		"auth_server":    h.AuthServer,
-		"scope":          strings.Join(scopes, " "),
-		"expires_in":     int(time.Duration(h.ResourceTokenLifetime).Seconds()),
+	return json.NewEncoder(w).Encode(wire.ResourceTokenResponse{
+		ResourceToken: rt,
+		AuthServer:    h.AuthServer,
+		Scope:         strings.Join(scopes, " "),
+		ExpiresIn:     int(time.Duration(h.ResourceTokenLifetime).Seconds()),
 	})
 }
 
@@ -264,10 +221,6 @@ func (h *Handler) knownScope(s string) bool {
 }
 
 func writeJSONError(w http.ResponseWriter, status int, code, desc string) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	b, _ := json.Marshal(map[string]string{"error": code, "error_description": desc})
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	wire.WriteError(w, status, wire.Error{Code: code, Description: desc})
 	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 func init() {
@@ -114,7 +116,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for _, sc := range args {
-				if !validScope(sc) {
+				if !wire.ValidScope(sc) {
 					return d.Errf("scope: %q is not a valid scope token", sc)
 				}
 				if slices.Contains(h.Scopes, sc) {
@@ -127,7 +129,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&sc, &text) {
 				return d.ArgErr()
 			}
-			if !validScope(sc) {
+			if !wire.ValidScope(sc) {
 				return d.Errf("scope_description: %q is not a valid scope token", sc)
 			}
 			if h.ScopeDescriptions == nil {

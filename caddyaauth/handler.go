@@ -6,7 +6,6 @@
 package caddyaauth
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -26,17 +25,18 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/replay"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Levels a route can require.
+// Levels a route can require: the challenge's require values (package wire).
 const (
-	RequirePseudonym = "pseudonym"
-	RequireIdentity  = "identity"
-	RequireAuthToken = "auth-token"
+	RequirePseudonym = wire.RequirePseudonym
+	RequireIdentity  = wire.RequireIdentity
+	RequireAuthToken = wire.RequireAuthToken
 )
 
 // Handler verifies AAuth request signatures. Upstream headers and placeholders it sets on
@@ -252,7 +252,7 @@ func (h *Handler) Validate() error {
 			}
 		}
 		for _, sc := range h.Scopes {
-			if !validScope(sc) {
+			if !wire.ValidScope(sc) {
 				return fmt.Errorf("scope %q is not a valid scope token", sc)
 			}
 		}
@@ -323,9 +323,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.Require == RequireAuthToken && h.isWellKnown(r) {
 		return h.serveWellKnown(w, r)
 	}
-	if !httpsig.Present(r.Header) {
-		return h.challenge(w, r, httpsig.CodeInvalidRequest, "request is not signed", nil)
-	}
 	target := h.target(r)
 	verifier := h.verifier
 	if h.Resource == "" {
@@ -333,16 +330,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		v.Self = "https://" + target.Authority
 		verifier = &v
 	}
-	res, err := verifier.Verify(r.Context(), target)
-	if err != nil {
-		var ve *httpsig.Error
-		if errors.As(err, &ve) {
-			return h.challenge(w, r, ve.Code, ve.Msg, ve.RequiredComponents)
-		}
-		return caddyhttp.Error(http.StatusInternalServerError, err)
+	res, ok, err := h.verify(w, r, verifier, target)
+	if !ok {
+		return err
 	}
 	if h.Require != RequirePseudonym && res.Level == reqverify.LevelPseudonym {
-		return h.challenge(w, r, "identity_required", "this route needs an identified agent (jwks_uri or an agent token)", nil)
+		return h.challenge(w, r, wire.CodeIdentityRequired, "this route needs an identified agent (jwks_uri or an agent token)", nil)
 	}
 	if h.Require == RequireAuthToken {
 		if code, desc := h.authorize(res); code != "" {
@@ -352,11 +345,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// A covered digest is recomputed on every route (RFC 9421 §7.2.8), not only where
 	// require_components demands it.
 	if err := h.checkBody(r, res); err != nil {
-		var ve *httpsig.Error
-		if errors.As(err, &ve) {
-			return h.challenge(w, r, ve.Code, ve.Msg, nil)
-		}
-		return err
+		return h.refuse(w, r, err)
 	}
 	// Last: only a request that is about to reach the upstream uses up its signature.
 	if err := h.checkReplay(w, target.Method, res); err != nil {
@@ -438,21 +427,43 @@ func splitRequestURI(reqURI string, u *url.URL) (path, query string, hasQuery bo
 // checkBody applies reqverify's body rule to a verified request: when the signature covers
 // content-digest (or the route demands it) the body is read within MaxBody, its digest
 // recomputed, and the bytes put back so the upstream receives exactly what was verified.
-// It returns an *httpsig.Error for a 401, or a caddyhttp error (413, 400).
 func (h *Handler) checkBody(r *http.Request, res *reqverify.Result) error {
 	if !reqverify.BodyCheckNeeded(res.Signature, h.RequireComponents) {
 		return nil
 	}
-	err := reqverify.CheckBody(r, h.MaxBody)
-	var ve *httpsig.Error
-	switch {
-	case err == nil || errors.As(err, &ve):
-		return err
-	case errors.Is(err, reqverify.ErrBodyTooLarge):
-		return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
-	default:
-		return caddyhttp.Error(http.StatusBadRequest, err)
+	return reqverify.CheckBody(r, h.MaxBody)
+}
+
+// verify checks the request's signature with v. ok false means the request was answered
+// (a challenge for an unsigned or refused request; err is a server fault otherwise) and
+// err is what the handler returns.
+func (h *Handler) verify(w http.ResponseWriter, r *http.Request, v *reqverify.Verifier, target httpsig.Target) (res *reqverify.Result, ok bool, err error) {
+	if !httpsig.Present(r.Header) {
+		return nil, false, h.challenge(w, r, httpsig.CodeInvalidRequest, "request is not signed", nil)
 	}
+	if res, err = v.Verify(r.Context(), target); err != nil {
+		if _, _, refused := reqverify.Refusal(err); refused {
+			return nil, false, h.refuse(w, r, err)
+		}
+		return nil, false, caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	return res, true, nil
+}
+
+// refuse answers a request refused by verification or by its body (reqverify.Refusal):
+// a 401 challenge, a 413 or a 400 error body; any other error is a caddyhttp 400.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
+	status, e, ok := reqverify.Refusal(err)
+	switch {
+	case !ok:
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	case status == http.StatusUnauthorized:
+		return h.challenge(w, r, e.Code, e.Description, e.RequiredComponents)
+	case status == http.StatusRequestEntityTooLarge:
+		return caddyhttp.Error(status, err)
+	}
+	wire.WriteError(w, status, e)
+	return nil
 }
 
 // challenge answers 401 with the route's AAuth requirement and a JSON error body
@@ -467,23 +478,17 @@ func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc s
 		// Without a verified identity there is nothing to mint a resource token for.
 		require = RequireIdentity
 	}
-	return writeChallenge(w, "require="+require, code, desc, required)
+	return writeChallenge(w, wire.Challenge{Require: require}, wire.Error{Code: code, Description: desc, RequiredComponents: required})
 }
 
-// writeChallenge writes a 401 with the AAuth header value and a JSON error body.
-func writeChallenge(w http.ResponseWriter, aauth, code, desc string, required []string) error {
-	hdr := w.Header()
-	hdr["AAuth"] = []string{aauth} // exact spelling on HTTP/1.1
-	hdr.Set("WWW-Authenticate", "AAuth")
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("Content-Type", "application/json")
-	body := map[string]any{"error": code, "error_description": desc}
-	if len(required) > 0 {
-		body["required_components"] = required
+// writeChallenge answers 401 with the challenge header, WWW-Authenticate: AAuth and the
+// JSON error body.
+func writeChallenge(w http.ResponseWriter, c wire.Challenge, e wire.Error) error {
+	if err := wire.Seed.SetChallenge(w.Header(), c); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	b, _ := json.Marshal(body)
-	w.WriteHeader(http.StatusUnauthorized)
-	_, _ = w.Write(b)
+	w.Header().Set("WWW-Authenticate", "AAuth")
+	wire.WriteError(w, http.StatusUnauthorized, e)
 	return nil
 }
 

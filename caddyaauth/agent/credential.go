@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Credential says how a request is signed: which key, and what the Signature-Key header
@@ -147,7 +145,7 @@ func (c *Credential) String() string {
 		if typ == "" {
 			typ = "unknown"
 		}
-		if typ == "auth+jwt" {
+		if typ == wire.TypAuth {
 			return fmt.Sprintf("jwt (token typ %s, key thumbprint %s)", typ, tp)
 		}
 		return fmt.Sprintf("jwt (token typ %s, delegate key thumbprint %s)", typ, tp)
@@ -156,22 +154,6 @@ func (c *Credential) String() string {
 }
 
 // TokenType returns the typ header of a compact JWT without verifying anything, or ""
-// when it cannot be read. It exists so logs can name a token's kind without
-// printing the token.
-func TokenType(raw string) string {
-	hdr, _, ok := strings.Cut(raw, ".")
-	if !ok {
-		return ""
-	}
-	b, err := base64.RawURLEncoding.DecodeString(hdr)
-	if err != nil {
-		return ""
-	}
-	var h struct {
-		Typ string `json:"typ"`
-	}
-	if json.Unmarshal(b, &h) != nil {
-		return ""
-	}
-	return h.Typ
-}
+// when it cannot be read (wire.TokenType). It exists so logs can name a token's kind
+// without printing the token.
+func TokenType(raw string) string { return wire.TokenType(raw) }

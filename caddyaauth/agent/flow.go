@@ -19,6 +19,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Steps of the auth-token flow, as reported in FlowError.Step.
@@ -431,11 +432,7 @@ func (t *Transport) tokenEndpoint(ctx context.Context, as string) (*url.URL, str
 // covering the body, and returns the auth token and expires_in of a 200 answer.
 func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourceToken, resID, as, interact string) (string, int64, error) {
 	step := StepTokenRequest
-	payload := map[string]string{"resource_token": resourceToken}
-	if t.Purpose != "" {
-		payload["purpose"] = t.Purpose
-	}
-	body, err := json.Marshal(payload)
+	body, err := json.Marshal(wire.TokenRequest{ResourceToken: resourceToken, Purpose: t.Purpose})
 	if err != nil {
 		return "", 0, &FlowError{Step: step, Err: err}
 	}
@@ -482,12 +479,8 @@ func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourc
 	case resp.StatusCode == http.StatusAccepted:
 		return "", 0, t.pending(resp, rb, endpoint, as, interact, resID)
 	case resp.StatusCode >= 400:
-		var e struct {
-			Error       string `json:"error"`
-			Description string `json:"error_description"`
-		}
-		_ = json.Unmarshal(rb, &e)
-		return "", 0, &TokenError{Status: resp.StatusCode, Code: clean(e.Error, 64), Description: clean(e.Description, 300)}
+		e := wire.DecodeError(rb)
+		return "", 0, &TokenError{Status: resp.StatusCode, Code: clean(e.Code, 64), Description: clean(e.Description, 300)}
 	}
 	return "", 0, flowErr(step, "unexpected answer %s", resp.Status)
 }
@@ -495,11 +488,7 @@ func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourc
 // pending builds the PendingError of a 202 answer. Location must be on the auth server's
 // origin (relative locations are resolved against the token endpoint).
 func (t *Transport) pending(resp *http.Response, body []byte, endpoint *url.URL, as, interact, resID string) error {
-	var b struct {
-		Location string `json:"location"`
-		Require  string `json:"require"`
-		Code     string `json:"code"`
-	}
+	var b wire.PendingResponse
 	_ = json.Unmarshal(body, &b)
 	loc := resp.Header.Get("Location")
 	if loc == "" {

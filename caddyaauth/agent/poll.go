@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Errors of the wait for consent (PROTOCOL.md §7.5). Poller.Await wraps them with the
@@ -416,18 +417,14 @@ func (p *Poller) poll(ctx context.Context, loc *url.URL, wait time.Duration) (po
 	a.applied = strings.Contains(strings.ToLower(hdr.Get("Preference-Applied")), "wait")
 	switch status {
 	case http.StatusOK:
-		var ok struct {
-			AuthToken string `json:"auth_token"`
-		}
+		var ok wire.TokenResponse
 		if json.Unmarshal(body, &ok) != nil || ok.AuthToken == "" {
 			return pollAnswer{}, flowErr(StepAuthToken, "the 200 answer to the poll carries no auth_token")
 		}
 		a.token = ok.AuthToken
 		return a, nil
 	case http.StatusAccepted:
-		var pend struct {
-			Clarification string `json:"clarification"`
-		}
+		var pend wire.PendingResponse
 		_ = json.Unmarshal(body, &pend)
 		a.clarification = clean(pend.Clarification, 1000)
 		return a, nil
@@ -440,7 +437,7 @@ func (p *Poller) poll(ctx context.Context, loc *url.URL, wait time.Duration) (po
 
 // answer POSTs a clarification answer to the pending URL, signed over its body.
 func (p *Poller) answer(ctx context.Context, loc *url.URL, text string) error {
-	body, err := json.Marshal(map[string]string{"clarification_response": text})
+	body, err := json.Marshal(wire.ClarificationAnswer{Response: &text})
 	if err != nil {
 		return err
 	}
@@ -495,12 +492,8 @@ func (p *Poller) do(r *http.Request, extra []string) (int, http.Header, []byte, 
 
 // terminal maps a final answer of the pending URL to an error.
 func terminal(status int, body []byte) error {
-	var e struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-	}
-	_ = json.Unmarshal(body, &e)
-	code, desc := clean(e.Error, 64), clean(e.Description, 300)
+	e := wire.DecodeError(body)
+	code, desc := clean(e.Code, 64), clean(e.Description, 300)
 	wrap := func(sentinel error) error {
 		if desc == "" {
 			return sentinel
@@ -508,7 +501,7 @@ func terminal(status int, body []byte) error {
 		return fmt.Errorf("%w: %s", sentinel, desc)
 	}
 	switch {
-	case status == http.StatusForbidden && (code == "denied" || code == "abandoned" || code == ""):
+	case status == http.StatusForbidden && (code == wire.CodeDenied || code == wire.CodeAbandoned || code == ""):
 		return wrap(ErrConsentDenied)
 	case status == http.StatusRequestTimeout:
 		return wrap(ErrConsentExpired)

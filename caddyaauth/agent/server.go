@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Paths served by Server (PROTOCOL.md §2.3).
@@ -61,13 +62,8 @@ type Server struct {
 	Now func() time.Time
 }
 
-// Metadata is the agent metadata document (PROTOCOL.md §4.1, P18).
-type Metadata struct {
-	Agent                  string `json:"agent"`
-	JWKSURI                string `json:"jwks_uri"`
-	ClientName             string `json:"client_name,omitempty"`
-	ClarificationSupported bool   `json:"clarification_supported,omitempty"`
-}
+// Metadata is the agent metadata document (package wire).
+type Metadata = wire.AgentMetadata
 
 // DelegateRequest is the body of POST /delegate/token.
 type DelegateRequest struct {
@@ -127,7 +123,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if s.Signer == nil || s.Signer.Public == nil {
-			writeError(w, http.StatusInternalServerError, "server_error", "no agent key configured")
+			writeError(w, http.StatusInternalServerError, wire.CodeServerError, "no agent key configured")
 			return
 		}
 		w.Header().Set("Cache-Control", "max-age=300")
@@ -135,7 +131,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case PathDelegate:
 		s.serveDelegate(w, r)
 	default:
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint")
 	}
 }
 
@@ -144,7 +140,7 @@ func allowGet(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	w.Header().Set("Allow", "GET, HEAD")
-	writeError(w, http.StatusMethodNotAllowed, "invalid_request", "method not allowed")
+	writeError(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "method not allowed")
 	return false
 }
 
@@ -163,66 +159,66 @@ func (s *Server) secretOK(r *http.Request) bool {
 
 func (s *Server) serveDelegate(w http.ResponseWriter, r *http.Request) {
 	if s.DelegateSecret == "" {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint")
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
-		writeError(w, http.StatusMethodNotAllowed, "invalid_request", "method not allowed")
+		writeError(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "method not allowed")
 		return
 	}
 	// Authenticate before reading the body: nothing an unauthenticated caller sends is
 	// parsed.
 	if !s.secretOK(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="aauth-agent"`)
-		writeError(w, http.StatusUnauthorized, "invalid_token", "missing or wrong delegate secret")
+		writeError(w, http.StatusUnauthorized, wire.CodeInvalidToken, "missing or wrong delegate secret")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxDelegateBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("request body exceeds %d bytes", maxDelegateBody))
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, fmt.Sprintf("request body exceeds %d bytes", maxDelegateBody))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "invalid_request", "could not read the request body")
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "could not read the request body")
 		return
 	}
 	var req DelegateRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request",
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest,
 			"body must be a JSON object with sub (string), cnf_jwk (object) and optional aud (string or array)")
 		return
 	}
 	if err := dec.Decode(&struct{}{}); err != io.EOF {
-		writeError(w, http.StatusBadRequest, "invalid_request", "unexpected data after the JSON object")
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "unexpected data after the JSON object")
 		return
 	}
 	if req.Sub == "" {
-		writeError(w, http.StatusBadRequest, "invalid_request", "sub is required")
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "sub is required")
 		return
 	}
 	if len(req.Sub) > maxSubLen {
-		writeError(w, http.StatusBadRequest, "invalid_request", "sub is too long")
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "sub is too long")
 		return
 	}
 	if req.CnfJWK == nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", "cnf_jwk is required")
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "cnf_jwk is required")
 		return
 	}
 	pub, err := keys.FromAny(req.CnfJWK)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", "cnf_jwk: "+err.Error())
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "cnf_jwk: "+err.Error())
 		return
 	}
 	aud, err := parseAudience(req.Aud)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, err.Error())
 		return
 	}
 	if s.Signer == nil || s.Signer.Public == nil || s.Signer.Public.KID == "" {
-		writeError(w, http.StatusInternalServerError, "server_error", "no agent key configured")
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "no agent key configured")
 		return
 	}
 	lifetime := s.TokenLifetime
@@ -241,7 +237,7 @@ func (s *Server) serveDelegate(w http.ResponseWriter, r *http.Request) {
 		Confirmation: &token.Confirmation{Key: pub},
 	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "server_error", "could not mint the agent token")
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "could not mint the agent token")
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -292,7 +288,7 @@ func writeError(w http.ResponseWriter, status int, code, desc string) {
 	if status >= 400 {
 		w.Header().Set("Cache-Control", "no-store")
 	}
-	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+	writeJSON(w, status, wire.Error{Code: code, Description: desc})
 }
 
 // maxDelegateResponse caps what RequestDelegateToken reads from the agent server.
@@ -348,15 +344,11 @@ func RequestDelegateToken(ctx context.Context, client *http.Client, serverURL, s
 		return "", 0, errors.New("agent: delegate token response is too large")
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error       string `json:"error"`
-			Description string `json:"error_description"`
-		}
-		if json.Unmarshal(rb, &e) == nil && e.Error != "" {
+		if e := wire.DecodeError(rb); e.Code != "" {
 			if e.Description != "" {
-				return "", 0, fmt.Errorf("agent: delegate token request failed: %s: %s: %s", resp.Status, e.Error, e.Description)
+				return "", 0, fmt.Errorf("agent: delegate token request failed: %s: %s: %s", resp.Status, e.Code, e.Description)
 			}
-			return "", 0, fmt.Errorf("agent: delegate token request failed: %s: %s", resp.Status, e.Error)
+			return "", 0, fmt.Errorf("agent: delegate token request failed: %s: %s", resp.Status, e.Code)
 		}
 		return "", 0, fmt.Errorf("agent: delegate token request failed: %s", resp.Status)
 	}

@@ -8,22 +8,21 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/dunglas/httpsfv"
-
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
-// HeaderAAuth is the response header carrying the resource's challenge (PROTOCOL.md §5.1).
-const HeaderAAuth = "AAuth"
+// HeaderAAuth is the response header carrying the resource's challenge (package wire).
+const HeaderAAuth = wire.HeaderAAuth
 
-// Values of the require member of the AAuth header (PROTOCOL.md §5.2).
+// Values of the require member of the AAuth header (package wire).
 const (
-	RequirePseudonym   = "pseudonym"
-	RequireIdentity    = "identity"
-	RequireAuthToken   = "auth-token"
-	RequireInteraction = "interaction"
-	RequireApproval    = "approval"
+	RequirePseudonym   = wire.RequirePseudonym
+	RequireIdentity    = wire.RequireIdentity
+	RequireAuthToken   = wire.RequireAuthToken
+	RequireInteraction = wire.RequireInteraction
+	RequireApproval    = wire.RequireApproval
 )
 
 // DefaultMaxBody bounds how much of a request body Transport buffers. The body has to be
@@ -36,60 +35,13 @@ const DefaultMaxBody = 10 << 20
 const maxDrain = 64 << 10
 
 // Challenge is a parsed AAuth response header.
-type Challenge struct {
-	Require       string // pseudonym, identity, auth-token, interaction, approval, …
-	ResourceToken string // require=auth-token: the resource token to present to the AS
-	AuthServer    string // require=auth-token: the AS that issues the auth token
-	Code          string // require=interaction: the interaction code
-}
+type Challenge = wire.Challenge
 
-// ParseChallenge reads the AAuth header of a response as an RFC 8941 Dictionary whose
-// require member is a Token, its parameters riding on that member. ok is false when the
-// header is absent or malformed, so callers treat such a response as a plain 401 instead
-// of acting on half-understood input.
+// ParseChallenge reads the AAuth header of a response (wire.Wire.ParseChallenge): ok is
+// false when the header is absent or malformed, so callers treat such a response as a
+// plain 401 instead of acting on half-understood input.
 func ParseChallenge(h http.Header) (Challenge, bool) {
-	// Resources assign the exact spelling "AAuth" into the header map (Go would
-	// canonicalise it to "Aauth"); responses read off the wire arrive canonicalised.
-	// Accept both so a hand-built header (a test recorder, a proxy) is read too.
-	// Build a new slice: appending to h.Values would write into the header map's array.
-	var vs []string
-	vs = append(vs, h.Values(HeaderAAuth)...)
-	vs = append(vs, h[HeaderAAuth]...)
-	if len(vs) == 0 {
-		return Challenge{}, false
-	}
-	d, err := httpsfv.UnmarshalDictionary(vs)
-	if err != nil {
-		return Challenge{}, false
-	}
-	m, ok := d.Get("require")
-	if !ok {
-		return Challenge{}, false
-	}
-	item, ok := m.(httpsfv.Item)
-	if !ok {
-		return Challenge{}, false
-	}
-	tok, ok := item.Value.(httpsfv.Token)
-	if !ok || tok == "" {
-		return Challenge{}, false
-	}
-	c := Challenge{Require: string(tok)}
-	for _, p := range []struct {
-		name string
-		dst  *string
-	}{{"resource-token", &c.ResourceToken}, {"auth-server", &c.AuthServer}, {"code", &c.Code}} {
-		v, present := item.Params.Get(p.name)
-		if !present {
-			continue
-		}
-		s, isString := v.(string)
-		if !isString {
-			return Challenge{}, false
-		}
-		*p.dst = s
-	}
-	return c, true
+	return wire.Seed.ParseChallenge(h)
 }
 
 // Transport is an http.RoundTripper that signs every request with an AAuth credential and
@@ -266,7 +218,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.logf("401 without a usable AAuth challenge; not retrying")
 		return resp, nil
 	}
-	t.logf("challenge: %s", describeChallenge(c))
+	t.logf("challenge: %s", c.Summary(false))
 	var next *Credential
 	if t.wantsFlow(c) {
 		if cred == t.Identity {
@@ -292,7 +244,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	if c, ok := ParseChallenge(resp.Header); ok && t.wantsFlow(c) {
-		t.logf("challenge: %s", describeChallenge(c))
+		t.logf("challenge: %s", c.Summary(false))
 		discard(resp)
 		return t.authTokenFlow(req, body, c)
 	}
@@ -320,7 +272,7 @@ func (t *Transport) tryCachedToken(req *http.Request, body []byte) (*http.Respon
 	c, ok := ParseChallenge(resp.Header)
 	discard(resp)
 	if ok && t.wantsFlow(c) {
-		t.logf("the cached auth token was refused; challenge: %s", describeChallenge(c))
+		t.logf("the cached auth token was refused; challenge: %s", c.Summary(false))
 		resp, err := t.authTokenFlow(req, body, c)
 		return resp, true, err
 	}
@@ -332,25 +284,6 @@ func (t *Transport) tryCachedToken(req *http.Request, body []byte) (*http.Respon
 func discard(resp *http.Response) {
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	_ = resp.Body.Close()
-}
-
-// describeChallenge summarises a challenge for the log without the resource token.
-func describeChallenge(c Challenge) string {
-	s := "require=" + c.Require
-	if c.AuthServer != "" {
-		s += ", auth-server=" + c.AuthServer
-	}
-	if c.ResourceToken != "" {
-		typ := TokenType(c.ResourceToken)
-		if typ == "" {
-			typ = "unknown"
-		}
-		s += ", resource-token of typ " + typ
-	}
-	if c.Code != "" {
-		s += ", code=" + c.Code
-	}
-	return s
 }
 
 // readBody buffers the request body (closing the caller's body, as the RoundTripper

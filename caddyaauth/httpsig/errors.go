@@ -1,13 +1,17 @@
 package httpsig
 
-import "fmt"
+import (
+	"fmt"
 
-// Error codes carried in 401 JSON bodies (PROTOCOL.md Part 2 §5.4).
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
+)
+
+// Error codes carried in 401 JSON bodies; defined in package wire.
 const (
-	CodeInvalidRequest       = "invalid_request"
-	CodeInvalidSignature     = "invalid_signature"
-	CodeInvalidKey           = "invalid_key"
-	CodeUnsupportedAlgorithm = "unsupported_algorithm"
+	CodeInvalidRequest       = wire.CodeInvalidRequest
+	CodeInvalidSignature     = wire.CodeInvalidSignature
+	CodeInvalidKey           = wire.CodeInvalidKey
+	CodeUnsupportedAlgorithm = wire.CodeUnsupportedAlgorithm
 )
 
 // Error is a signature failure with a protocol error code. Its text never contains key

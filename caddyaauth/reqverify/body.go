@@ -36,30 +36,45 @@ func CheckBody(r *http.Request, max int64) error {
 	if !ok {
 		return &httpsig.Error{Code: httpsig.CodeInvalidSignature, Msg: "Content-Digest header is missing"}
 	}
-	if max <= 0 || r.ContentLength > max {
-		return ErrBodyTooLarge
-	}
-	var body []byte
-	if r.Body != nil && r.Body != http.NoBody {
-		b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
-		_ = r.Body.Close()
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return ErrBodyTooLarge
-			}
-			return fmt.Errorf("reading request body: %w", err)
-		}
-		if int64(len(b)) > max {
-			return ErrBodyTooLarge
-		}
-		body = b
+	body, err := readBody(r, max)
+	if err != nil {
+		return err
 	}
 	if err := httpsig.CheckContentDigest(field, body); err != nil {
 		return err
 	}
+	putBack(r, body)
+	return nil
+}
+
+// readBody reads the whole body, at most max bytes (ErrBodyTooLarge beyond, also for an
+// outer http.MaxBytesReader).
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	if max <= 0 || r.ContentLength > max {
+		return nil, ErrBodyTooLarge
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	_ = r.Body.Close()
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, ErrBodyTooLarge
+		}
+		return nil, fmt.Errorf("reading request body: %w", err)
+	}
+	if int64(len(b)) > max {
+		return nil, ErrBodyTooLarge
+	}
+	return b, nil
+}
+
+// putBack makes body the request's body again, with a matching ContentLength and
+// GetBody, so that what is forwarded is exactly what was verified.
+func putBack(r *http.Request, body []byte) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	return nil
 }

@@ -9,17 +9,15 @@ package reqverify
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Levels of assurance a verified request reaches (DESIGN.md §4).
@@ -29,12 +27,12 @@ const (
 	LevelAuthorized = "authorized"
 )
 
-// Error codes beyond the httpsig ones.
+// Error codes beyond the httpsig ones; defined in package wire.
 const (
-	CodeInvalidAgentToken = "invalid_agent_token"
-	CodeInvalidAuthToken  = "invalid_auth_token"
-	CodeKeyBindingFailed  = "key_binding_failed"
-	CodeUnknownKey        = "unknown_key"
+	CodeInvalidAgentToken = wire.CodeInvalidAgentToken
+	CodeInvalidAuthToken  = wire.CodeInvalidAuthToken
+	CodeKeyBindingFailed  = wire.CodeKeyBindingFailed
+	CodeUnknownKey        = wire.CodeUnknownKey
 )
 
 // Error is a verification failure with a protocol error code; its text is safe to show.
@@ -194,7 +192,7 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	}
 	// Structure and claims first, then the request signature with the token's cnf key,
 	// and only then the token's own signature, which may need a fetch.
-	typ := peekTyp(raw)
+	typ := wire.TokenType(raw)
 	switch typ {
 	case token.TypAgent, token.TypAuth:
 	default:
@@ -372,38 +370,17 @@ func tokenError(typ string, err error) error {
 	msg := "token verification failed"
 	if errors.As(err, &te) {
 		switch te.Code {
-		case "expired":
+		case token.CodeExpired:
 			msg = "token has expired"
-		case "invalid_audience":
+		case token.CodeInvalidAudience:
 			msg = "token is for another audience"
-		case "untrusted_issuer":
+		case token.CodeUntrustedIssuer:
 			msg = "token issuer is not trusted here"
-		case "unknown_key":
+		case token.CodeUnknownKey:
 			msg = "token signing key could not be found"
 		default:
 			msg = "token is invalid: " + te.Msg
 		}
 	}
 	return fail(codeFor(typ), msg)
-}
-
-// peekTyp reads a compact JWT's protected-header typ without trusting it, to pick the
-// verification path; the strict parse happens in the token package.
-func peekTyp(raw string) string {
-	dot := strings.IndexByte(raw, '.')
-	if dot <= 0 || dot > 1024 {
-		return ""
-	}
-	hdr, err := base64.RawURLEncoding.DecodeString(raw[:dot])
-	if err != nil {
-		return ""
-	}
-	var h struct {
-		Typ string `json:"typ"`
-	}
-	if json.Unmarshal(hdr, &h) != nil {
-		return ""
-	}
-	t := strings.ToLower(h.Typ)
-	return strings.TrimPrefix(t, "application/")
 }

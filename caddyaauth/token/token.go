@@ -35,15 +35,16 @@ import (
 	"fmt"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
-// JOSE "typ" values of the three AAuth token kinds.
+// JOSE "typ" values of the three AAuth token kinds (the seed wire's; package wire).
 const (
-	TypAgent    = "agent+jwt"
-	TypResource = "resource+jwt"
-	TypAuth     = "auth+jwt"
+	TypAgent    = wire.TypAgent
+	TypResource = wire.TypResource
+	TypAuth     = wire.TypAuth
 )
 
 // MaxTokenBytes caps the length of a compact token accepted by Parse (and stored by Cache).

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 const delegateUsage = `usage: aauth delegate -server URL -key delegate.jwk [-sub delegate-1] [-secret S]
@@ -67,6 +68,6 @@ func cmdDelegate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return failf(stderr, "delegate", "%v", err)
 	}
 	fmt.Fprintf(stderr, "aauth delegate: wrote an agent token (typ %s, sub %s, expires in %d s) to %s\n",
-		agent.TokenType(tok), *sub, expiresIn, *out)
+		wire.TokenType(tok), *sub, expiresIn, *out)
 	return exitOK
 }

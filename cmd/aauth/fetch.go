@@ -19,6 +19,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 const fetchUsage = `usage: aauth fetch [-key agent.jwk] [-id AGENT_ID | -agent-token FILE] [-pseudonym]
@@ -232,7 +233,7 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	defer resp.Body.Close()
 	vlog("response: %s %s", resp.Proto, resp.Status)
-	if c, ok := agent.ParseChallenge(resp.Header); ok {
+	if c, ok := wire.Seed.ParseChallenge(resp.Header); ok {
 		vlog("challenge in the final response: %s", describeChallenge(c))
 		if resp.StatusCode == http.StatusUnauthorized {
 			hint(stderr, c, tr)
@@ -300,32 +301,16 @@ func checkAgentToken(raw string, delegate *keys.Signer, vlog func(string, ...any
 }
 
 // describeChallenge summarises an AAuth challenge without printing the resource token.
-func describeChallenge(c agent.Challenge) string {
-	s := "require=" + c.Require
-	if c.AuthServer != "" {
-		s += ", auth-server=" + c.AuthServer
-	}
-	if c.ResourceToken != "" {
-		typ := agent.TokenType(c.ResourceToken)
-		if typ == "" {
-			typ = "unknown"
-		}
-		s += fmt.Sprintf(", resource-token of typ %s (%d bytes)", typ, len(c.ResourceToken))
-	}
-	if c.Code != "" {
-		s += ", code=" + c.Code
-	}
-	return s
-}
+func describeChallenge(c wire.Challenge) string { return c.Summary(true) }
 
 // hint tells the user in one line what the resource still wants.
-func hint(stderr io.Writer, c agent.Challenge, tr *agent.Transport) {
+func hint(stderr io.Writer, c wire.Challenge, tr *agent.Transport) {
 	switch c.Require {
-	case agent.RequireIdentity:
+	case wire.RequireIdentity:
 		if tr.Identity == nil {
 			fmt.Fprintln(stderr, "aauth fetch: the resource requires an agent identity; pass -key with -id or -agent-token")
 		}
-	case agent.RequireAuthToken:
+	case wire.RequireAuthToken:
 		if tr.Identity == nil {
 			fmt.Fprintf(stderr, "aauth fetch: the resource requires an auth token from %s; pass -key with -id or -agent-token\n", c.AuthServer)
 		} else {

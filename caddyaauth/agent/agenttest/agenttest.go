@@ -26,6 +26,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Paths the fakes serve.
@@ -89,7 +90,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, code, desc string) {
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+	writeJSON(w, status, wire.Error{Code: code, Description: desc})
 }
 
 func jwks(k *keys.PublicKey) map[string]any {
@@ -170,10 +171,10 @@ func (g *Gateway) record(s string) { g.mu.Lock(); g.seen = append(g.seen, s); g.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case PathResourceMetadata, "/.well-known/aauth-resource":
-		writeJSON(w, http.StatusOK, map[string]any{
-			"resource":                g.ID,
-			"jwks_uri":                g.ID + PathResourceJWKS,
-			"resource_token_endpoint": g.ID + "/.well-known/aauth-resource/token",
+		writeJSON(w, http.StatusOK, wire.ResourceMetadata{
+			Resource:              g.ID,
+			JWKSURI:               g.ID + PathResourceJWKS,
+			ResourceTokenEndpoint: g.ID + "/.well-known/aauth-resource/token",
 		})
 	case PathResourceJWKS:
 		writeJSON(w, http.StatusOK, jwks(g.Key.Public))
@@ -182,8 +183,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (g *Gateway) challenge(w http.ResponseWriter, value, code, desc string) {
-	w.Header()["AAuth"] = []string{value}
+func (g *Gateway) challenge(w http.ResponseWriter, c wire.Challenge, code, desc string) {
+	if err := wire.Seed.SetChallenge(w.Header(), c); err != nil {
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, err.Error())
+		return
+	}
 	writeError(w, http.StatusUnauthorized, code, desc)
 }
 
@@ -191,7 +195,7 @@ func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody))
 	if !httpsig.Present(r.Header) {
 		g.record("unsigned")
-		g.challenge(w, "require=identity", "invalid_signature", "missing signature")
+		g.challenge(w, wire.Challenge{Require: wire.RequireIdentity}, wire.CodeInvalidSignature, "missing signature")
 		return
 	}
 	res, err := g.verifier.Verify(r.Context(), target(r))
@@ -200,7 +204,7 @@ func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		g.record("invalid")
-		g.challenge(w, "require=identity", "invalid_signature", err.Error())
+		g.challenge(w, wire.Challenge{Require: wire.RequireIdentity}, wire.CodeInvalidSignature, err.Error())
 		return
 	}
 	kind := res.Scheme
@@ -209,7 +213,7 @@ func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	if res.Level == reqverify.LevelPseudonym {
 		g.record(kind)
-		g.challenge(w, "require=identity", "invalid_signature", "an agent identity is required")
+		g.challenge(w, wire.Challenge{Require: wire.RequireIdentity}, wire.CodeInvalidSignature, "an agent identity is required")
 		return
 	}
 	g.mu.Lock()
@@ -239,11 +243,11 @@ func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	rt, as, err := g.mint(res, scopes)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "server_error", err.Error())
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, err.Error())
 		return
 	}
-	g.challenge(w, fmt.Sprintf("require=auth-token; resource-token=%q; auth-server=%q", rt, as),
-		"auth_token_required", "this route needs an auth token")
+	g.challenge(w, wire.Challenge{Require: wire.RequireAuthToken, ResourceToken: rt, AuthServer: as},
+		wire.CodeAuthTokenRequired, "this route needs an auth token")
 }
 
 func (g *Gateway) mint(res *reqverify.Result, scopes []string) (string, string, error) {
@@ -355,14 +359,9 @@ func Deny(status int, code, desc string) func(http.ResponseWriter) bool {
 // Pending is a SetAnswer function deferring the request (202) with an interaction code.
 func Pending(location, code string, retryAfter int) func(http.ResponseWriter) bool {
 	return func(w http.ResponseWriter) bool {
-		h := w.Header()
-		h.Set("Location", location)
-		h.Set("Retry-After", fmt.Sprint(retryAfter))
-		h.Set("Cache-Control", "no-store")
-		h["AAuth"] = []string{fmt.Sprintf("require=interaction; code=%q", code)}
-		writeJSON(w, http.StatusAccepted, map[string]string{
-			"status": "pending", "location": location, "require": "interaction", "code": code,
-		})
+		if err := wire.Seed.WriteInteraction(w, location, code, fmt.Sprint(retryAfter)); err != nil {
+			writeError(w, http.StatusInternalServerError, wire.CodeServerError, err.Error())
+		}
 		return true
 	}
 }
@@ -373,9 +372,9 @@ func (a *AuthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		te := a.tokenEndpoint
 		a.mu.Unlock()
-		writeJSON(w, http.StatusOK, map[string]string{
-			"issuer": a.ID, "token_endpoint": te,
-			"interaction_endpoint": a.ID + PathInteract, "jwks_uri": a.ID + PathIssuerJWKS,
+		writeJSON(w, http.StatusOK, wire.AuthServerMetadata{
+			Issuer: a.ID, TokenEndpoint: te,
+			InteractionEndpoint: a.ID + PathInteract, JWKSURI: a.ID + PathIssuerJWKS,
 		})
 	case PathIssuerJWKS:
 		writeJSON(w, http.StatusOK, jwks(a.Key.Public))
@@ -389,7 +388,7 @@ func (a *AuthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			a.servePending(w, r)
 			return
 		}
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint")
 	}
 }
 
@@ -402,7 +401,7 @@ func (a *AuthServer) fail(w http.ResponseWriter, status int, code, desc string) 
 
 func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		a.fail(w, http.StatusMethodNotAllowed, "invalid_request", "use POST")
+		a.fail(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "use POST")
 		return
 	}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody))
@@ -411,23 +410,20 @@ func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 		err = httpsig.CheckContentDigest(r.Header.Get("Content-Digest"), body)
 	}
 	if err != nil {
-		a.fail(w, http.StatusUnauthorized, "invalid_signature", err.Error())
+		a.fail(w, http.StatusUnauthorized, wire.CodeInvalidSignature, err.Error())
 		return
 	}
 	if res.Level != reqverify.LevelIdentity || res.Agent == "" {
-		a.fail(w, http.StatusUnauthorized, "invalid_signature", "an agent identity is required")
+		a.fail(w, http.StatusUnauthorized, wire.CodeInvalidSignature, "an agent identity is required")
 		return
 	}
 	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		a.fail(w, http.StatusBadRequest, "invalid_request", "the body must be JSON")
+		a.fail(w, http.StatusBadRequest, wire.CodeInvalidRequest, "the body must be JSON")
 		return
 	}
-	var req struct {
-		ResourceToken string `json:"resource_token"`
-		Purpose       string `json:"purpose"`
-	}
+	var req wire.TokenRequest
 	if err := json.Unmarshal(body, &req); err != nil || req.ResourceToken == "" {
-		a.fail(w, http.StatusBadRequest, "invalid_request", "resource_token is required")
+		a.fail(w, http.StatusBadRequest, wire.CodeInvalidRequest, "resource_token is required")
 		return
 	}
 	now := time.Now()
@@ -439,11 +435,11 @@ func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 			return a.disc.Key(ctx, iss, discovery.DocResource, kid)
 		})
 	if err != nil {
-		a.fail(w, http.StatusBadRequest, "invalid_resource_token", err.Error())
+		a.fail(w, http.StatusBadRequest, wire.CodeInvalidResourceToken, err.Error())
 		return
 	}
 	if rt.Claims.Agent != res.Agent || rt.Claims.AgentJKT != res.Key.Thumbprint {
-		a.fail(w, http.StatusBadRequest, "invalid_resource_token", "the resource token is for another agent or key")
+		a.fail(w, http.StatusBadRequest, wire.CodeInvalidResourceToken, "the resource token is for another agent or key")
 		return
 	}
 	a.mu.Lock()
@@ -471,9 +467,9 @@ func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	at, err := token.Mint(a.Key, token.TypAuth, c)
 	if err != nil {
-		a.fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		a.fail(w, http.StatusInternalServerError, wire.CodeServerError, err.Error())
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]any{"auth_token": at, "expires_in": 3600})
+	writeJSON(w, http.StatusOK, wire.TokenResponse{AuthToken: at, ExpiresIn: 3600})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // ConsentOptions shape the consent mode of the fake auth server.
@@ -261,15 +262,9 @@ func (a *AuthServer) deferRequest(w http.ResponseWriter, res *reqverify.Result, 
 	retry := cs.opts.RetryAfter
 	a.mu.Unlock()
 
-	loc := a.ID + PathPending + rec.id
-	h := w.Header()
-	h.Set("Location", loc)
-	h.Set("Retry-After", strconv.Itoa(retry))
-	h.Set("Cache-Control", "no-store")
-	h["AAuth"] = []string{fmt.Sprintf("require=interaction; code=%q", rec.code)}
-	writeJSON(w, http.StatusAccepted, map[string]string{
-		"status": "pending", "location": loc, "require": "interaction", "code": rec.code,
-	})
+	if err := wire.Seed.WriteInteraction(w, a.ID+PathPending+rec.id, rec.code, strconv.Itoa(retry)); err != nil {
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, err.Error())
+	}
 }
 
 // recorder captures the status and the Preference-Applied of an answer for Polls.
@@ -298,7 +293,7 @@ func (a *AuthServer) servePending(w http.ResponseWriter, r *http.Request) {
 	cs := a.consent
 	a.mu.Unlock()
 	if cs == nil {
-		writeError(w, http.StatusNotFound, "not_found", "no such pending request")
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
 		return
 	}
 	id := strings.TrimPrefix(r.URL.Path, PathPending)
@@ -319,7 +314,7 @@ func (a *AuthServer) servePending(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		v = a.verifier // covers content-type and content-digest
 	} else if r.Method != http.MethodGet {
-		writeError(rw, http.StatusMethodNotAllowed, "invalid_request", "use GET or POST")
+		writeError(rw, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "use GET or POST")
 		return
 	}
 	res, err := v.Verify(r.Context(), target(r))
@@ -330,7 +325,7 @@ func (a *AuthServer) servePending(w http.ResponseWriter, r *http.Request) {
 		err = errors.New("an agent identity is required")
 	}
 	if err != nil {
-		a.fail(rw, http.StatusUnauthorized, "invalid_signature", err.Error())
+		a.fail(rw, http.StatusUnauthorized, wire.CodeInvalidSignature, err.Error())
 		return
 	}
 	entry.KeyThumbprint = res.Key.Thumbprint
@@ -339,12 +334,12 @@ func (a *AuthServer) servePending(w http.ResponseWriter, r *http.Request) {
 	rec := cs.recs[id]
 	if rec == nil || rec.state == stateDone {
 		a.mu.Unlock()
-		writeError(rw, http.StatusNotFound, "not_found", "no such pending request")
+		writeError(rw, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
 		return
 	}
 	if rec.jkt != res.Key.Thumbprint || rec.agent != res.Agent {
 		a.mu.Unlock()
-		a.fail(rw, http.StatusForbidden, "key_binding_failed", "the pending request belongs to another key")
+		a.fail(rw, http.StatusForbidden, wire.CodeKeyBindingFailed, "the pending request belongs to another key")
 		return
 	}
 	if r.Method == http.MethodPost {
@@ -408,23 +403,20 @@ func (a *AuthServer) answerPoll(w http.ResponseWriter, rec *pendingRec) {
 		}
 		at, err := token.Mint(a.Key, token.TypAuth, claims)
 		if err != nil {
-			a.fail(w, http.StatusInternalServerError, "server_error", err.Error())
+			a.fail(w, http.StatusInternalServerError, wire.CodeServerError, err.Error())
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, http.StatusOK, map[string]any{"auth_token": at, "expires_in": 3600})
+		writeJSON(w, http.StatusOK, wire.TokenResponse{AuthToken: at, ExpiresIn: 3600})
 	case stateDenied:
-		writeError(w, http.StatusForbidden, "denied", "the user denied the request")
+		writeError(w, http.StatusForbidden, wire.CodeDenied, "the user denied the request")
 	case stateExpired:
-		writeError(w, http.StatusRequestTimeout, "expired", "the user did not decide in time")
+		writeError(w, http.StatusRequestTimeout, wire.CodeExpired, "the user did not decide in time")
 	case stateDone:
-		writeError(w, http.StatusNotFound, "not_found", "no such pending request")
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
 	default:
 		loc := a.ID + PathPending + rec.id
-		body := map[string]string{"status": "pending", "location": loc}
-		if question != "" {
-			body["clarification"] = question
-		}
+		body := wire.PendingResponse{Status: wire.StatusPending, Location: loc, Clarification: question}
 		h := w.Header()
 		h.Set("Location", loc)
 		h.Set("Retry-After", strconv.Itoa(retry))
@@ -436,22 +428,20 @@ func (a *AuthServer) answerPoll(w http.ResponseWriter, rec *pendingRec) {
 // clarificationAnswer takes {"clarification_response": "…"} for the waiting question.
 // a.mu is held on entry and released here.
 func (a *AuthServer) clarificationAnswer(w http.ResponseWriter, r *http.Request, rec *pendingRec, body []byte, jkt string) {
-	var req struct {
-		Response *string `json:"clarification_response"`
-	}
+	var req wire.ClarificationAnswer
 	q := rec.waiting()
 	switch {
 	case !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json"):
 		a.mu.Unlock()
-		a.fail(w, http.StatusBadRequest, "invalid_request", "Content-Type must be application/json")
+		a.fail(w, http.StatusBadRequest, wire.CodeInvalidRequest, "Content-Type must be application/json")
 		return
 	case json.Unmarshal(body, &req) != nil || req.Response == nil || *req.Response == "":
 		a.mu.Unlock()
-		a.fail(w, http.StatusBadRequest, "invalid_request", `the body must be {"clarification_response": "<text>"}`)
+		a.fail(w, http.StatusBadRequest, wire.CodeInvalidRequest, `the body must be {"clarification_response": "<text>"}`)
 		return
 	case rec.state != statePending || q == "":
 		a.mu.Unlock()
-		a.fail(w, http.StatusBadRequest, "invalid_request", "no question is waiting")
+		a.fail(w, http.StatusBadRequest, wire.CodeInvalidRequest, "no question is waiting")
 		return
 	}
 	rec.answers = append(rec.answers, ClarificationAnswer{Question: q, Answer: *req.Response, KeyThumbprint: jkt})
@@ -459,5 +449,5 @@ func (a *AuthServer) clarificationAnswer(w http.ResponseWriter, r *http.Request,
 	loc := a.ID + PathPending + rec.id
 	a.mu.Unlock()
 	w.Header().Set("Location", loc)
-	writeJSON(w, http.StatusAccepted, map[string]string{"status": "pending", "location": loc})
+	writeJSON(w, http.StatusAccepted, wire.PendingResponse{Status: wire.StatusPending, Location: loc})
 }
