@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -30,12 +29,6 @@ import (
 // that issuer, so a config reload (old and new handlers side by side) loses nothing and
 // a decision made through one instance wakes a long poll held by the other.
 var consentPool = caddy.NewUsagePool()
-
-// liveStores is the registry of consent stores in use, by issuer, for the admin API.
-var (
-	liveMu     sync.Mutex
-	liveStores = map[string]*consentStore{}
-)
 
 // Pending request states as stored. A pending request whose expiry passed is reported
 // as expired without a write; "done" is the tombstone after any terminal answer (the
@@ -237,19 +230,11 @@ func newConsentStore(ctx context.Context, issuer string, st keystore.Storage, lo
 	sctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
 	go s.sweeper(sctx)
-	liveMu.Lock()
-	liveStores[issuer] = s
-	liveMu.Unlock()
 	return s, nil
 }
 
 // Destruct stops the sweeper (called by the pool when the last handler lets go).
 func (s *consentStore) Destruct() error {
-	liveMu.Lock()
-	if liveStores[s.issuer] == s {
-		delete(liveStores, s.issuer)
-	}
-	liveMu.Unlock()
 	s.cancel()
 	<-s.done
 	return nil
@@ -761,14 +746,17 @@ func (s *consentStore) scan(ctx context.Context, now time.Time) {
 	}
 }
 
-// snapshotStores returns the live stores, sorted by issuer.
+// snapshotStores returns the consent stores in use (those in consentPool), sorted by
+// issuer. The pool is only read here: storage is not touched while it is locked.
 func snapshotStores() []*consentStore {
-	liveMu.Lock()
-	defer liveMu.Unlock()
-	out := make([]*consentStore, 0, len(liveStores))
-	for _, k := range slices.Sorted(maps.Keys(liveStores)) {
-		out = append(out, liveStores[k])
-	}
+	var out []*consentStore
+	consentPool.Range(func(_, v any) bool {
+		if s, ok := v.(*consentStore); ok {
+			out = append(out, s)
+		}
+		return true
+	})
+	slices.SortFunc(out, func(a, b *consentStore) int { return strings.Compare(a.issuer, b.issuer) })
 	return out
 }
 
