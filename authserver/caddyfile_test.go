@@ -11,8 +11,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 func TestUnmarshalCaddyfile(t *testing.T) {
@@ -309,7 +307,7 @@ const (
 func TestAllowUnsignedBodyDeprecated(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	h := Handler{Issuer: "https://auth.example", AllowUnsignedBody: true}
-	if err := h.provision(t.Context(), deps{storage: keystore.NewMemory(), logger: zap.New(core)}); err != nil {
+	if err := h.provision(t.Context(), deps{storage: newTestStorage(t), logger: zap.New(core)}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Cleanup() })
@@ -321,7 +319,7 @@ func TestAllowUnsignedBodyDeprecated(t *testing.T) {
 	}
 	quiet, logs2 := observer.New(zap.WarnLevel)
 	h2 := Handler{Issuer: "https://auth2.example"}
-	if err := h2.provision(t.Context(), deps{storage: keystore.NewMemory(), logger: zap.New(quiet)}); err != nil {
+	if err := h2.provision(t.Context(), deps{storage: newTestStorage(t), logger: zap.New(quiet)}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h2.Cleanup() })

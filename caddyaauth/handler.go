@@ -6,6 +6,7 @@
 package caddyaauth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,10 +125,9 @@ type Handler struct {
 	MaxTokenLifetime caddy.Duration `json:"max_token_lifetime,omitempty"`
 
 	logger      *zap.Logger
-	app         *App         // this config's aauth app: resource registry and server guards
-	signer      *keys.Signer // resource signing key (auth-token routes)
+	app         *App          // this config's aauth app: resource registry and server guards
+	key         *keystore.Key // resource signing key (auth-token routes)
 	verifier    *reqverify.Verifier
-	release     func() error // drops the shared discovery client
 	authorities []string
 	renamed     []string // custom upstream header names, stripped from client requests
 	now         func() time.Time
@@ -144,7 +144,8 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 const defaultMaxBody = 1 << 20
 
-// Provision sets defaults and takes a reference on the shared discovery client.
+// Provision sets defaults and looks up the aauth app (settings, discovery client,
+// resource registry).
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Require == "" {
@@ -160,13 +161,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.authorities = append(h.authorities, httpsig.Authority("https", a))
 	}
 	h.renamed = h.renamedHeaders()
-	s, err := Settings(ctx)
-	if err != nil {
+	var err error
+	if h.app, err = LoadApp(ctx); err != nil {
 		return err
 	}
-	if h.app, err = appFor(ctx); err != nil {
-		return err
-	}
+	s := h.app
 	guard, guarded, err := guardServer(ctx, h.app)
 	if err != nil {
 		return err
@@ -174,13 +173,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if guarded {
 		guard.protect(h.renamed)
 	}
-	client, release, err := SharedDiscovery(s)
-	if err != nil {
-		return err
-	}
-	h.release = release
 	h.verifier = &reqverify.Verifier{
-		Discovery: client,
+		Discovery: s.Discovery(),
 		Limits:    httpsig.DefaultLimits,
 		Policy:    httpsig.Policy{Window: time.Duration(h.SignatureWindow), Extra: h.RequireComponents},
 		Now:       func() time.Time { return h.now() },
@@ -217,11 +211,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			Issuers:  append([]string{h.AuthServer}, h.TrustIssuers...),
 		}
 		if h.Resource != "" {
-			signer, err := keystore.LoadOrGenerate(ctx, ctx.Storage(), "resource", h.Resource, keys.AlgEd25519)
-			if err != nil {
-				return fmt.Errorf("resource signing key: %w", err)
-			}
-			h.signer = signer
+			// Loaded or generated when the config starts (or on first use), not here:
+			// `caddy validate` provisions handlers and must not write storage.
+			h.key = keystore.NewKey(ctx.Storage(), keystore.LayoutOf(keystore.RoleResource, h.Resource), keys.AlgEd25519)
+			h.app.OnStart(func(ctx context.Context) error {
+				if _, err := h.key.Signer(ctx); err != nil {
+					return fmt.Errorf("resource signing key: %w", err)
+				}
+				return nil
+			})
 			h.app.registerResource(h)
 			if guarded {
 				guard.serveResource(h.Resource)
@@ -302,13 +300,10 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases the shared discovery client and replay store.
+// Cleanup releases the shared replay store.
 func (h *Handler) Cleanup() error {
 	if h.releaseReplay != nil {
-		_ = h.releaseReplay()
-	}
-	if h.release != nil {
-		return h.release()
+		return h.releaseReplay()
 	}
 	return nil
 }
