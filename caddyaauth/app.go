@@ -94,10 +94,10 @@ func (a *App) Validate() error {
 		return errors.New("fetch_timeout must not be negative")
 	}
 	if lt := time.Duration(a.MaxTokenLifetime); lt < 0 || (lt != 0 && lt < time.Second) {
-		return errors.New("max_token_lifetime must be at least 1s")
+		return fmt.Errorf("max_token_lifetime: want a duration of at least 1s, got %q", lt.String())
 	}
-	if a.ReplayCapacity < 0 || (a.ReplayCapacity != 0 && a.ReplayCapacity < minReplayCapacity) {
-		return fmt.Errorf("replay_capacity must be at least %d entries", minReplayCapacity)
+	if n := a.ReplayCapacity; n < 0 || (n != 0 && n < minReplayCapacity) {
+		return fmt.Errorf("replay_capacity: want a whole number of entries of at least %d, got %q", minReplayCapacity, strconv.Itoa(n))
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -196,13 +197,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	if h.Require == RequireAuthToken {
-		// Checked here as well as in Validate: the resource id names the signing key's
-		// storage location, which must not be written for an invalid id.
-		if h.Resource != "" {
-			if err := discovery.ValidateIdentifier(h.Resource, s.Dev); err != nil {
-				return fmt.Errorf("resource: %v", err)
-			}
-		}
 		if h.ResourceTokenLifetime == 0 {
 			h.ResourceTokenLifetime = caddy.Duration(defaultResourceTokenLifetime)
 		}
@@ -229,39 +223,33 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration, whether it came from a Caddyfile or from JSON:
+// each field on its own first, then the combinations.
 func (h *Handler) Validate() error {
 	dev := h.verifier != nil && h.verifier.Dev
 	switch h.Require {
-	case RequirePseudonym, RequireIdentity:
-		if h.AuthServer != "" || len(h.TrustIssuers) > 0 || len(h.Scopes) > 0 {
-			return errors.New("auth_server, trust_issuer and scope need require auth-token")
-		}
-	case RequireAuthToken:
-		if h.Resource == "" {
-			return errors.New("require auth-token needs resource (this API's https identifier)")
-		}
-		if h.AuthServer == "" {
-			return errors.New("require auth-token needs auth_server")
-		}
-		for _, iss := range append([]string{h.AuthServer}, h.TrustIssuers...) {
-			if err := discovery.ValidateIdentifier(iss, dev); err != nil {
-				return fmt.Errorf("auth server %q: %v", iss, err)
-			}
-		}
-		for _, sc := range h.Scopes {
-			if !validScope(sc) {
-				return fmt.Errorf("scope %q is not a valid scope token", sc)
-			}
-		}
-		if lt := time.Duration(h.ResourceTokenLifetime); lt != 0 && (lt < time.Second || lt > time.Hour) {
-			return errors.New("resource_token_lifetime must be between 1s and 1h")
-		}
+	case "", RequirePseudonym, RequireIdentity, RequireAuthToken:
 	default:
 		return fmt.Errorf("require: unknown level %q (want pseudonym, identity or auth-token)", h.Require)
 	}
+	for i, sc := range h.Scopes {
+		if !validScope(sc) {
+			return fmt.Errorf("scope: %q is not a valid scope token", sc)
+		}
+		if slices.Contains(h.Scopes[:i], sc) {
+			return fmt.Errorf("scope %q listed twice", sc)
+		}
+	}
+	for _, sc := range slices.Sorted(maps.Keys(h.ScopeDescriptions)) {
+		if !validScope(sc) {
+			return fmt.Errorf("scope_description: %q is not a valid scope token", sc)
+		}
+	}
+	if lt := time.Duration(h.ResourceTokenLifetime); lt != 0 && (lt < time.Second || lt > time.Hour) {
+		return fmt.Errorf("resource_token_lifetime: want a duration between 1s and 1h, got %s", lt)
+	}
 	if h.SignatureWindow < 0 {
-		return errors.New("signature_window must not be negative")
+		return errors.New("signature_window must be positive")
 	}
 	if h.MaxBody < 0 {
 		return errors.New("max_body must not be negative")
@@ -271,8 +259,8 @@ func (h *Handler) Validate() error {
 	default:
 		return fmt.Errorf("replay: unknown policy %q (want off, unsafe or all)", h.Replay)
 	}
-	if h.MaxTokenLifetime < 0 {
-		return errors.New("max_token_lifetime must not be negative")
+	if lt := time.Duration(h.MaxTokenLifetime); lt < 0 || (lt != 0 && lt < time.Second) {
+		return fmt.Errorf("max_token_lifetime: want a duration of at least 1s, got %q", lt.String())
 	}
 	for _, c := range h.RequireComponents {
 		if c != "content-type" && c != "content-digest" {
@@ -289,13 +277,28 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("resource: %v", err)
 		}
 	}
-	for k, v := range h.Headers {
+	for _, k := range slices.Sorted(maps.Keys(h.Headers)) {
 		if !isIdentityField(k) {
-			return fmt.Errorf("headers: unknown field %q", k)
+			return fmt.Errorf("header: unknown field %q (want one of level, scheme, agent, delegate, sub, scope, jkt, txn, issuer)", k)
 		}
-		if v != "-" && !strings.HasPrefix(strings.ToLower(v), "x-") {
-			return fmt.Errorf("headers: %s: custom upstream header names must start with X- (got %q)", k, v)
+		if v := h.Headers[k]; v != "-" && !strings.HasPrefix(strings.ToLower(v), "x-") {
+			return fmt.Errorf("header: %s: custom upstream header names must start with X- (got %q)", k, v)
 		}
+	}
+	if h.Require == RequireAuthToken {
+		if h.Resource == "" {
+			return errors.New("require auth-token needs resource (this API's https identifier)")
+		}
+		if h.AuthServer == "" {
+			return errors.New("require auth-token needs auth_server")
+		}
+		for _, iss := range append([]string{h.AuthServer}, h.TrustIssuers...) {
+			if err := discovery.ValidateIdentifier(iss, dev); err != nil {
+				return fmt.Errorf("auth server %q: %v", iss, err)
+			}
+		}
+	} else if h.AuthServer != "" || len(h.TrustIssuers) > 0 || len(h.Scopes) > 0 {
+		return errors.New("auth_server, trust_issuer and scope need require auth-token")
 	}
 	return nil
 }
