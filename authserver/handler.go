@@ -344,7 +344,7 @@ func (h *Handler) Validate() error {
 	case lt%time.Second != 0:
 		return errors.New("token_lifetime must be a whole number of seconds")
 	case lt > MaxShortTokenLifetime && !h.AllowLongTokens:
-		return fmt.Errorf("token_lifetime %s is over %s; set allow_long_tokens to permit it", lt, MaxShortTokenLifetime)
+		return fmt.Errorf("token_lifetime %s is over %s; add allow_long_tokens to permit it", lt, MaxShortTokenLifetime)
 	}
 	if h.SignatureWindow < 0 {
 		return errors.New("signature_window must not be negative")
@@ -355,10 +355,10 @@ func (h *Handler) Validate() error {
 	seen := map[string]bool{}
 	for _, iss := range h.TrustIssuers {
 		if err := discovery.ValidateIdentifier(iss, h.dev); err != nil {
-			return fmt.Errorf("trust_issuers: %v", err)
+			return fmt.Errorf("trust_issuer: %v", err)
 		}
 		if seen[iss] {
-			return fmt.Errorf("trust_issuers: %s listed more than once", iss)
+			return fmt.Errorf("trust_issuer %s specified more than once", iss)
 		}
 		seen[iss] = true
 	}
@@ -426,10 +426,10 @@ func (h *Handler) validateRateLimit() error {
 		return nil
 	}
 	if rl.Requests < 0 || rl.Requests > maxTokenRateRequests {
-		return fmt.Errorf("token_rate_limit: requests must be from 1 to %d", maxTokenRateRequests)
+		return fmt.Errorf("token_rate_limit: requests must be a whole number from 1 to %d, got %q", maxTokenRateRequests, strconv.Itoa(rl.Requests))
 	}
 	if w := time.Duration(rl.Window); w != 0 && (w < minTokenRateWindow || w > maxTokenRateWindow) {
-		return fmt.Errorf("token_rate_limit: window must be between %s and %s", minTokenRateWindow, maxTokenRateWindow)
+		return fmt.Errorf("token_rate_limit: window must be between %s and %s, got %s", minTokenRateWindow, maxTokenRateWindow, w)
 	}
 	return nil
 }
