@@ -80,10 +80,10 @@ func kids(t *testing.T, url string) []string {
 	return out
 }
 
-func TestRestartKeepsKeysAndTokens(t *testing.T) {
-	backend := newEchoBackend(t)
-	agentSrv := newAgentServer(t)
-	e := newRestartEnv(t, func(e *restartEnv) string {
+// allowSites is a gateway site with an auth-token route (scope data.read) in front of
+// backend, and an auth server that allows every request.
+func allowSites(backend string) func(e *restartEnv) string {
+	return func(e *restartEnv) string {
 		return fmt.Sprintf(`%s {
 	aauth {
 		require auth-token
@@ -102,8 +102,14 @@ func TestRestartKeepsKeysAndTokens(t *testing.T) {
 		}
 	}
 }
-`, e.apiID, e.apiID, e.authID, backend.addr(), e.authID, e.authID)
-	})
+`, e.apiID, e.apiID, e.authID, backend, e.authID, e.authID)
+	}
+}
+
+func TestRestartKeepsKeysAndTokens(t *testing.T) {
+	backend := newEchoBackend(t)
+	agentSrv := newAgentServer(t)
+	e := newRestartEnv(t, allowSites(backend.addr()))
 	e.start(t)
 	resJWKS, asJWKS := e.apiID+"/.well-known/aauth-resource/jwks.json", e.authID+"/jwks.json"
 	resKids, asKids := kids(t, resJWKS), kids(t, asJWKS)
@@ -157,26 +163,7 @@ func TestRestartKeepsKeysAndTokens(t *testing.T) {
 // them.
 func TestValidateWritesNothing(t *testing.T) {
 	backend := newEchoBackend(t)
-	e := newRestartEnv(t, func(e *restartEnv) string {
-		return fmt.Sprintf(`%s {
-	aauth {
-		require auth-token
-		resource %s
-		auth_server %s
-	}
-	reverse_proxy %s
-}
-
-%s {
-	aauth_server {
-		issuer %s
-		policy {
-			default allow
-		}
-	}
-}
-`, e.apiID, e.apiID, e.authID, backend.addr(), e.authID, e.authID)
-	})
+	e := newRestartEnv(t, allowSites(backend.addr()))
 	storage := filepath.Join(e.dir, "storage")
 	files := func(root string) []string {
 		var out []string

@@ -57,3 +57,24 @@ func TestCorruptStoredKey(t *testing.T) {
 		t.Fatal("a corrupt stored key must not be silently replaced")
 	}
 }
+
+func TestKeyIsLazy(t *testing.T) {
+	dir := t.TempDir()
+	st := &certmagic.FileStorage{Path: dir}
+	l := LayoutOf(RoleIssuer, "https://as.example")
+	k := NewKey(st, l, keys.AlgEd25519)
+	if st.Exists(context.Background(), l.SigningKey()) {
+		t.Fatal("NewKey wrote to storage")
+	}
+	s1, err := k.Signer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Exists(context.Background(), l.SigningKey()) {
+		t.Fatal("first use did not store the key")
+	}
+	s2, err := NewKey(st, l, keys.AlgEd25519).Signer(context.Background())
+	if err != nil || s2.Public.KID != s1.Public.KID {
+		t.Fatalf("a second Key on the same storage disagrees: %v", err)
+	}
+}
