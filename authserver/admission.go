@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/net/publicsuffix"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 // Fair shares of the undecided (pending, unexpired) consent requests an issuer holds.
@@ -194,15 +196,11 @@ func (a *admissions) counts(agent, resource string) (total, byAgent, byDomain, b
 }
 
 // rebuildAdmissions counts the undecided, unexpired requests found in storage (a
-// restart keeps its bounds). Storage that cannot list leaves the counts empty.
+// restart keeps its bounds).
 func (s *consentStore) rebuildAdmissions(ctx context.Context, now int64) {
 	st := s.storage()
-	lister, ok := st.(storageLister)
-	if !ok {
-		return
-	}
-	prefix := s.key("pending")
-	names, err := lister.List(ctx, prefix, false)
+	prefix := s.layout.Dir(keystore.DirPending)
+	names, err := st.List(ctx, prefix, false)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			s.logger.Error("listing pending requests to rebuild the bounds", zap.Error(err))

@@ -1,17 +1,13 @@
 package authserver
 
 import (
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 )
 
 func init() {
@@ -57,8 +53,8 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // one value; a rule with no conditions matches every request. Values cannot be the words
 // agent, resource or scope. See Policy for how rules are evaluated.
 //
-// Identifiers are checked for shape here and fully (with the global dev switch) when the
-// config is loaded.
+// The parser only reads the syntax; every value is checked in Validate, when the config
+// is loaded (as for a JSON config).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -75,9 +71,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "issuer":
 			if !d.AllArgs(&h.Issuer) {
 				return d.ArgErr()
-			}
-			if err := checkIDShape(h.Issuer); err != nil {
-				return d.Errf("issuer: %v", err)
 			}
 		case "token_lifetime":
 			dur, err := parseDuration(d)
@@ -139,15 +132,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			for _, iss := range args {
-				if err := checkIDShape(iss); err != nil {
-					return d.Errf("trust_issuer: %v", err)
-				}
-				if slices.Contains(h.TrustIssuers, iss) {
-					return d.Errf("trust_issuer %s specified more than once", iss)
-				}
-				h.TrustIssuers = append(h.TrustIssuers, iss)
-			}
+			h.TrustIssuers = append(h.TrustIssuers, args...)
 		case "policy":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -175,22 +160,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&name, &hash) {
 				return d.ArgErr()
 			}
-			if err := checkUserName(name); err != nil {
-				return d.Errf("user: %v", err)
-			}
-			if err := checkBcryptHash(hash); err != nil {
-				return d.Errf("user %s: %v", name, err)
-			}
-			if slices.ContainsFunc(h.Users, func(u User) bool { return u.Name == name }) {
-				return d.Errf("user %s specified more than once", name)
-			}
 			h.Users = append(h.Users, User{Name: name, Hash: hash})
 		case "user_from":
 			if !d.AllArgs(&h.UserFrom) {
 				return d.ArgErr()
-			}
-			if !strings.Contains(h.UserFrom, "{") {
-				return d.Errf("user_from %q is not a placeholder (e.g. {http.auth.user.id})", h.UserFrom)
 			}
 		case "token_rate_limit":
 			rl, err := parseRateLimit(d)
@@ -201,18 +174,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized aauth_server option %q", opt)
 		}
-	}
-	if len(h.Users) > 0 && h.UserFrom != "" {
-		return d.Err("aauth_server: user and user_from are mutually exclusive")
-	}
-	if h.Issuer == "" {
-		return d.Err("aauth_server: issuer is required")
-	}
-	if h.RequireSignedBody && h.AllowUnsignedBody {
-		return d.Err("aauth_server: require_signed_body conflicts with the deprecated allow_unsigned_body; remove allow_unsigned_body")
-	}
-	if lt := time.Duration(h.TokenLifetime); lt > MaxShortTokenLifetime && !h.AllowLongTokens {
-		return d.Errf("token_lifetime %s is over %s; add allow_long_tokens to permit it", lt, MaxShortTokenLifetime)
 	}
 	return nil
 }
@@ -247,16 +208,15 @@ func parseRateLimit(d *caddyfile.Dispenser) (*RateLimit, error) {
 	if len(args) != 2 {
 		return nil, d.Errf("%s: want <requests> <window> (e.g. 60 1m) or off", opt)
 	}
+	// Zero would mean "the default" in JSON, so the Caddyfile takes positive values only;
+	// the ranges are checked in Validate.
 	n, err := strconv.Atoi(args[0])
-	if err != nil || n < 1 || n > maxTokenRateRequests {
+	if err != nil || n < 1 {
 		return nil, d.Errf("%s: requests must be a whole number from 1 to %d, got %q", opt, maxTokenRateRequests, args[0])
 	}
 	win, err := caddy.ParseDuration(args[1])
-	if err != nil {
+	if err != nil || win <= 0 {
 		return nil, d.Errf("%s: invalid window %q", opt, args[1])
-	}
-	if win < minTokenRateWindow || win > maxTokenRateWindow {
-		return nil, d.Errf("%s: window must be between %s and %s, got %s", opt, minTokenRateWindow, maxTokenRateWindow, args[1])
 	}
 	return &RateLimit{Requests: n, Window: caddy.Duration(win)}, nil
 }
@@ -274,9 +234,6 @@ func parsePolicy(d *caddyfile.Dispenser) (*Policy, error) {
 			var v string
 			if !d.AllArgs(&v) {
 				return nil, d.ArgErr()
-			}
-			if !validEffect(v) {
-				return nil, d.Errf("policy default: unknown effect %q (want allow, consent or deny)", v)
 			}
 			p.Default = v
 		case EffectAllow, EffectConsent, EffectDeny:
@@ -329,33 +286,12 @@ func parseRule(d *caddyfile.Dispenser, effect string) (Rule, error) {
 		if cur == nil {
 			return r, d.Errf("policy %s: expected agent, resource or scope, got %q", effect, v)
 		}
-		switch group {
-		case "agent", "resource":
-			if v != Wildcard {
-				if err := checkIDShape(v); err != nil {
-					return r, d.Errf("policy %s: %s: %v", effect, group, err)
-				}
-			}
-		case "scope":
-			if err := checkScopes([]string{v}); err != nil {
-				return r, d.Errf("policy %s: scope: %v", effect, err)
-			}
-		}
-		if slices.Contains(*cur, v) {
-			return r, d.Errf("policy %s: %s %s listed twice", effect, group, v)
-		}
 		*cur = append(*cur, v)
 	}
 	if err := closeGroup(); err != nil {
 		return r, err
 	}
 	return r, nil
-}
-
-// checkIDShape checks an identifier as far as is possible without knowing the global dev
-// switch (the loosest rules); Validate repeats the check with the real switch.
-func checkIDShape(id string) error {
-	return discovery.ValidateIdentifier(id, true)
 }
 
 // Interface guards

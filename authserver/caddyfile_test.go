@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -11,8 +12,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 func TestUnmarshalCaddyfile(t *testing.T) {
@@ -189,8 +188,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"empty resource group", "aauth_server {\n" + iss + "policy {\ndeny resource\n}\n}", "resource needs at least one value"},
 		{"duplicate group", "aauth_server {\n" + iss + "policy {\nallow agent https://a.example agent https://b.example\n}\n}", "agent specified more than once in one rule"},
 		{"duplicate value", "aauth_server {\n" + iss + "policy {\nallow scope x x\n}\n}", "listed twice"},
-		{"bad agent", "aauth_server {\n" + iss + "policy {\nallow agent a.example\n}\n}", "policy allow: agent:"},
-		{"bad resource", "aauth_server {\n" + iss + "policy {\ndeny resource https://r.example/api\n}\n}", "policy deny: resource:"},
+		{"bad agent", "aauth_server {\n" + iss + "policy {\nallow agent a.example\n}\n}", "policy rule 0: agents:"},
+		{"bad resource", "aauth_server {\n" + iss + "policy {\ndeny resource https://r.example/api\n}\n}", "policy rule 0: resources:"},
 		{"wildcard scope", "aauth_server {\n" + iss + "policy {\nallow scope *\n}\n}", "not a scope"},
 		{"default no arg", "aauth_server {\n" + iss + "policy {\ndefault\n}\n}", "wrong argument count"},
 		{"default bad", "aauth_server {\n" + iss + "policy {\ndefault maybe\n}\n}", "policy default: unknown effect"},
@@ -212,8 +211,12 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// The parser checks the syntax, Validate the values (as for JSON).
 			var h Handler
 			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil {
+				err = h.Validate()
+			}
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Fatalf("error %v, want %q", err, tc.err)
 			}
@@ -241,7 +244,7 @@ func TestValidate(t *testing.T) {
 		{"fractional lifetime", Handler{Issuer: iss, TokenLifetime: caddy.Duration(1500 * time.Millisecond)}, "whole number"},
 		{"negative window", Handler{Issuer: iss, SignatureWindow: -1}, "signature_window"},
 		{"trust issuers", Handler{Issuer: iss, TrustIssuers: []string{"https://p.example", "https://q.example"}}, ""},
-		{"bad trust issuer", Handler{Issuer: iss, TrustIssuers: []string{"p.example"}}, "trust_issuers"},
+		{"bad trust issuer", Handler{Issuer: iss, TrustIssuers: []string{"p.example"}}, "trust_issuer:"},
 		{"duplicate trust issuer", Handler{Issuer: iss, TrustIssuers: []string{"https://p.example", "https://p.example"}}, "more than once"},
 		{"bad policy", Handler{Issuer: iss, Policy: &Policy{Default: "yes"}}, "policy default"},
 		{"require_signed_body", Handler{Issuer: iss, RequireSignedBody: true}, ""},
@@ -309,7 +312,7 @@ const (
 func TestAllowUnsignedBodyDeprecated(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	h := Handler{Issuer: "https://auth.example", AllowUnsignedBody: true}
-	if err := h.provision(t.Context(), deps{storage: keystore.NewMemory(), logger: zap.New(core)}); err != nil {
+	if err := h.provision(t.Context(), deps{storage: newTestStorage(t), logger: zap.New(core)}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Cleanup() })
@@ -321,11 +324,41 @@ func TestAllowUnsignedBodyDeprecated(t *testing.T) {
 	}
 	quiet, logs2 := observer.New(zap.WarnLevel)
 	h2 := Handler{Issuer: "https://auth2.example"}
-	if err := h2.provision(t.Context(), deps{storage: keystore.NewMemory(), logger: zap.New(quiet)}); err != nil {
+	if err := h2.provision(t.Context(), deps{storage: newTestStorage(t), logger: zap.New(quiet)}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h2.Cleanup() })
 	if logs2.Len() != 0 {
 		t.Fatalf("default config warned: %v", logs2.All())
+	}
+}
+
+// TestValidateJSON: the checks the Caddyfile parser used to make alone now run in
+// Validate, so a JSON config gets them too.
+func TestValidateJSON(t *testing.T) {
+	const iss = `"issuer": "https://auth.example.com"`
+	for _, tc := range []struct{ json, err string }{
+		{`{"issuer": "https://a.example/as"}`, "issuer:"},
+		{`{` + iss + `, "trust_issuers": ["https://p.example", "https://p.example"]}`, "trust_issuer https://p.example specified more than once"},
+		{`{` + iss + `, "policy": {"rules": [{"effect": "allow", "scopes": ["x", "x"]}]}}`, "policy rule 0: x listed twice"},
+		{`{` + iss + `, "policy": {"rules": [{"effect": "deny", "agents": ["https://a.example", "https://a.example"]}]}}`, "listed twice"},
+		{`{` + iss + `, "policy": {"default": "maybe"}}`, `policy default: unknown effect "maybe"`},
+		{`{` + iss + `, "users": [{"name": "alice", "hash": "` + testHash1 + `"}, {"name": "alice", "hash": "` + testHash2 + `"}]}`, "user alice specified more than once"},
+		{`{` + iss + `, "users": [{"name": "alice", "hash": "secret"}]}`, "user alice: password hash is not a bcrypt hash"},
+		{`{` + iss + `, "user_from": "alice"}`, "not a placeholder"},
+		{`{` + iss + `, "token_lifetime": "2h"}`, "add allow_long_tokens to permit it"},
+		{`{` + iss + `, "token_rate_limit": {"requests": 100001, "window": "1m"}}`, "requests must be a whole number from 1 to 100000"},
+		{`{` + iss + `, "token_rate_limit": {"requests": 60, "window": "48h"}}`, "window must be between 1s and 24h0m0s, got 48h0m0s"},
+		{`{` + iss + `, "require_signed_body": true, "allow_unsigned_body": true}`, "conflicts"},
+		{`{` + iss + `, "policy": {"rules": [{"effect": "allow", "agents": ["https://a.example"], "scopes": ["read"]}]}, "token_rate_limit": {"requests": 10, "window": "1m"}}`, ""},
+	} {
+		var h Handler
+		if err := json.Unmarshal([]byte(tc.json), &h); err != nil {
+			t.Fatalf("%s: %v", tc.json, err)
+		}
+		err := h.Validate()
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s: error %v, want %q", tc.json, err, tc.err)
+		}
 	}
 }

@@ -11,8 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
-	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -30,12 +28,6 @@ import (
 // that issuer, so a config reload (old and new handlers side by side) loses nothing and
 // a decision made through one instance wakes a long poll held by the other.
 var consentPool = caddy.NewUsagePool()
-
-// liveStores is the registry of consent stores in use, by issuer, for the admin API.
-var (
-	liveMu     sync.Mutex
-	liveStores = map[string]*consentStore{}
-)
 
 // Pending request states as stored. A pending request whose expiry passed is reported
 // as expired without a write; "done" is the tombstone after any terminal answer (the
@@ -174,9 +166,11 @@ type pendingEntry struct {
 // restart and by other instances on the same storage) with an in-memory index in front.
 type consentStore struct {
 	issuer string
-	prefix string // aauth/issuer/<safe issuer>
+	layout keystore.Layout
 	logger *zap.Logger
-	secret []byte // CSRF key, kept in storage
+
+	secretMu sync.Mutex
+	secret   []byte // CSRF key, kept in storage; loaded or made on first use
 
 	storageRef
 
@@ -197,13 +191,9 @@ type consentStore struct {
 	done   chan struct{}
 }
 
-func issuerPrefix(issuer string) string {
-	return path.Join("aauth", "issuer", certmagic.StorageKeys.Safe(issuer))
-}
-
 // loadConsentStore returns the pooled store for issuer, pointing it at st (the newest
 // config's storage wins); release it with consentPool.Delete(issuer).
-func loadConsentStore(ctx context.Context, issuer string, st keystore.Storage, logger *zap.Logger) (*consentStore, error) {
+func loadConsentStore(ctx context.Context, issuer string, st certmagic.Storage, logger *zap.Logger) (*consentStore, error) {
 	v, _, err := consentPool.LoadOrNew(issuer, func() (caddy.Destructor, error) {
 		return newConsentStore(ctx, issuer, st, logger.Named("consent"))
 	})
@@ -215,10 +205,10 @@ func loadConsentStore(ctx context.Context, issuer string, st keystore.Storage, l
 	return s, nil
 }
 
-func newConsentStore(ctx context.Context, issuer string, st keystore.Storage, logger *zap.Logger) (*consentStore, error) {
+func newConsentStore(ctx context.Context, issuer string, st certmagic.Storage, logger *zap.Logger) (*consentStore, error) {
 	s := &consentStore{
 		issuer:   issuer,
-		prefix:   issuerPrefix(issuer),
+		layout:   keystore.LayoutOf(keystore.RoleIssuer, issuer),
 		logger:   logger,
 		pending:  map[string]*pendingEntry{},
 		codes:    map[string]codeRecord{},
@@ -228,42 +218,42 @@ func newConsentStore(ctx context.Context, issuer string, st keystore.Storage, lo
 		tokens:   newTokenLimiter(maxTokenLimiterKeys),
 	}
 	s.setStorage(st)
-	secret, err := s.loadOrCreateSecret(ctx)
-	if err != nil {
-		return nil, err
-	}
-	s.secret = secret
 	s.rebuildAdmissions(ctx, time.Now().Unix())
 	sctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
 	go s.sweeper(sctx)
-	liveMu.Lock()
-	liveStores[issuer] = s
-	liveMu.Unlock()
 	return s, nil
 }
 
 // Destruct stops the sweeper (called by the pool when the last handler lets go).
 func (s *consentStore) Destruct() error {
-	liveMu.Lock()
-	if liveStores[s.issuer] == s {
-		delete(liveStores, s.issuer)
-	}
-	liveMu.Unlock()
 	s.cancel()
 	<-s.done
 	return nil
 }
 
-func (s *consentStore) key(parts ...string) string {
-	return path.Join(append([]string{s.prefix}, parts...)...)
+// interactSecret returns the issuer's CSRF key, loading it from storage or generating
+// it the first time it is needed (not at provision, so `caddy validate` writes nothing).
+// A failure is retried on the next call.
+func (s *consentStore) interactSecret(ctx context.Context) ([]byte, error) {
+	s.secretMu.Lock()
+	defer s.secretMu.Unlock()
+	if s.secret != nil {
+		return s.secret, nil
+	}
+	b, err := s.loadOrCreateSecret(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.secret = b
+	return b, nil
 }
 
-// loadOrCreateSecret returns the issuer's CSRF key, generating it once under a storage
-// lock (idempotent, so `caddy validate` running Provision is harmless).
+// loadOrCreateSecret reads the issuer's CSRF key, generating it once under a storage
+// lock.
 func (s *consentStore) loadOrCreateSecret(ctx context.Context) ([]byte, error) {
 	st := s.storage()
-	k := s.key("interact.key")
+	k := s.layout.InteractKey()
 	decode := func(raw []byte) ([]byte, error) {
 		b, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(string(raw)))
 		if err != nil || len(b) < 32 {
@@ -274,7 +264,7 @@ func (s *consentStore) loadOrCreateSecret(ctx context.Context) ([]byte, error) {
 	if raw, err := st.Load(ctx, k); err == nil {
 		return decode(raw)
 	}
-	lock := "aauth_interact_key_" + certmagic.StorageKeys.Safe(s.issuer)
+	lock := s.layout.InteractKeyLock()
 	if err := st.Lock(ctx, lock); err != nil {
 		return nil, fmt.Errorf("locking the interaction key: %w", err)
 	}
@@ -298,17 +288,27 @@ func (s *consentStore) loadOrCreateSecret(ctx context.Context) ([]byte, error) {
 
 // csrfToken is the CSRF token for a browser session id: an HMAC under the issuer's key,
 // so it needs no server-side state and survives restarts.
-func (s *consentStore) csrfToken(sid string) string {
-	m := hmac.New(sha256.New, s.secret)
+func (s *consentStore) csrfToken(ctx context.Context, sid string) (string, error) {
+	secret, err := s.interactSecret(ctx)
+	if err != nil {
+		return "", err
+	}
+	m := hmac.New(sha256.New, secret)
 	m.Write([]byte("aauth csrf\n" + sid))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)), nil
 }
 
-func (s *consentStore) checkCSRF(sid, tok string) bool {
+// checkCSRF reports whether tok is the CSRF token of sid; an error means the key could
+// not be read.
+func (s *consentStore) checkCSRF(ctx context.Context, sid, tok string) (bool, error) {
 	if sid == "" || tok == "" {
-		return false
+		return false, nil
 	}
-	return hmac.Equal([]byte(s.csrfToken(sid)), []byte(tok))
+	want, err := s.csrfToken(ctx, sid)
+	if err != nil {
+		return false, err
+	}
+	return hmac.Equal([]byte(want), []byte(tok)), nil
 }
 
 func (s *consentStore) stripe(id string) *sync.Mutex {
@@ -328,8 +328,10 @@ func (s *consentStore) admit(rec *pendingRecord, now int64) error {
 // release gives back the place of a request that was admitted but not created.
 func (s *consentStore) release(id string) { s.admitted.release(id) }
 
-func (s *consentStore) pendingKey(id string) string { return s.key("pending", id+".json") }
-func (s *consentStore) codeKey(code string) string  { return s.key("codes", code) }
+func (s *consentStore) pendingKey(id string) string {
+	return s.layout.Key(keystore.DirPending, id+".json")
+}
+func (s *consentStore) codeKey(code string) string { return s.layout.Key(keystore.DirCodes, code) }
 
 // create assigns a fresh, unused code to rec (admitted, with its ID) and stores both.
 // On failure the request's place is given back.
@@ -636,7 +638,9 @@ func sessionName(sid string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func (s *consentStore) sessionKey(name string) string { return s.key("sessions", name+".json") }
+func (s *consentStore) sessionKey(name string) string {
+	return s.layout.Key(keystore.DirSessions, name+".json")
+}
 
 // newSession stores a logged-in session for user and returns its id (the cookie value).
 func (s *consentStore) newSession(ctx context.Context, user string, exp time.Time) (string, error) {
@@ -688,13 +692,7 @@ func (s *consentStore) endSession(ctx context.Context, sid string) {
 	s.mu.Lock()
 	delete(s.sessions, name)
 	s.mu.Unlock()
-	st := s.storage()
-	if del, ok := st.(storageDeleter); ok {
-		_ = del.Delete(ctx, s.sessionKey(name))
-	} else {
-		raw, _ := json.Marshal(sessionRecord{})
-		_ = st.Store(ctx, s.sessionKey(name), raw)
-	}
+	_ = s.storage().Delete(ctx, s.sessionKey(name))
 }
 
 // ---- sweeping ----
@@ -706,8 +704,7 @@ func (s *consentStore) sweeper(ctx context.Context) {
 	})
 }
 
-// sweep drops expired records from memory and, where the storage can delete, from
-// storage.
+// sweep drops expired records from memory and from storage.
 func (s *consentStore) sweep(ctx context.Context, now time.Time) {
 	keep := int64(tombstoneKeep / time.Second)
 	var keys []string
@@ -741,8 +738,8 @@ func (s *consentStore) sweep(ctx context.Context, now time.Time) {
 // process started.
 func (s *consentStore) scan(ctx context.Context, now time.Time) {
 	keep := int64(tombstoneKeep / time.Second)
-	for _, dir := range []string{"pending", "codes", "sessions"} {
-		scanExpired(ctx, s.storage(), s.key(dir), now, s.logger, "consent record", func(raw []byte) (int64, bool) {
+	for _, dir := range []string{keystore.DirPending, keystore.DirCodes, keystore.DirSessions} {
+		scanExpired(ctx, s.storage(), s.layout.Dir(dir), now, s.logger, "consent record", func(raw []byte) (int64, bool) {
 			var exp struct {
 				Expires int64 `json:"expires"`
 				Exp     int64 `json:"exp"`
@@ -751,9 +748,9 @@ func (s *consentStore) scan(ctx context.Context, now time.Time) {
 				return 0, false
 			}
 			switch dir {
-			case "pending":
+			case keystore.DirPending:
 				return exp.Expires + keep, true
-			case "codes":
+			case keystore.DirCodes:
 				return exp.Exp + keep, true
 			}
 			return exp.Exp, true
@@ -761,14 +758,17 @@ func (s *consentStore) scan(ctx context.Context, now time.Time) {
 	}
 }
 
-// snapshotStores returns the live stores, sorted by issuer.
+// snapshotStores returns the consent stores in use (those in consentPool), sorted by
+// issuer. The pool is only read here: storage is not touched while it is locked.
 func snapshotStores() []*consentStore {
-	liveMu.Lock()
-	defer liveMu.Unlock()
-	out := make([]*consentStore, 0, len(liveStores))
-	for _, k := range slices.Sorted(maps.Keys(liveStores)) {
-		out = append(out, liveStores[k])
-	}
+	var out []*consentStore
+	consentPool.Range(func(_, v any) bool {
+		if s, ok := v.(*consentStore); ok {
+			out = append(out, s)
+		}
+		return true
+	})
+	slices.SortFunc(out, func(a, b *consentStore) int { return strings.Compare(a.issuer, b.issuer) })
 	return out
 }
 

@@ -25,7 +25,6 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
 
@@ -69,7 +68,7 @@ type consentEnv struct {
 
 func newConsentEnv(t *testing.T, cfg *Handler) *consentEnv {
 	t.Helper()
-	e := &env{t: t, store: keystore.NewMemory()}
+	e := &env{t: t, store: newTestStorage(t)}
 	e.clock.Store(testNow.Unix())
 	e.client = discovery.New(discovery.Config{Dev: true})
 	t.Cleanup(e.client.Close)
@@ -336,7 +335,7 @@ func benchPending(b *testing.B) (*Handler, *origin, string) {
 	resource := newOrigin(b, "aauth-resource", "resource", "res-key-1")
 	agent := newOrigin(b, "aauth-agent", "agent", "agent-key-1")
 	h := &Handler{Issuer: "https://bench.example", Policy: &Policy{Default: EffectConsent}, Users: testUsers(b)[:1]}
-	if err := h.provision(context.Background(), deps{storage: keystore.NewMemory(), discovery: client, dev: true, logger: zap.NewNop(),
+	if err := h.provision(context.Background(), deps{storage: newTestStorage(b), discovery: client, dev: true, logger: zap.NewNop(),
 		now: func() time.Time { return testNow }}); err != nil {
 		b.Fatal(err)
 	}

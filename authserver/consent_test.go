@@ -21,6 +21,7 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
 
@@ -1011,7 +1012,7 @@ func BenchmarkPoll(b *testing.B) {
 // storage; live ones stay.
 func TestConsentSweep(t *testing.T) {
 	ctx := context.Background()
-	st := newMapStorage()
+	st := newTestStorage(t)
 	s, err := newConsentStore(ctx, "https://sweep.example", st, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -1037,10 +1038,10 @@ func TestConsentSweep(t *testing.T) {
 	if _, _, err := s.get(ctx, live.ID, 0); err != nil {
 		t.Errorf("live record swept: %v", err)
 	}
-	if n := len(st.keys(s.key("sessions"))); n != 0 {
+	if n := len(st.keys(s.layout.Dir(keystore.DirSessions))); n != 0 {
 		t.Errorf("%d sessions left", n)
 	}
-	if n := len(st.keys(s.key("pending"))); n != 1 {
+	if n := len(st.keys(s.layout.Dir(keystore.DirPending))); n != 1 {
 		t.Errorf("%d pending records in storage", n)
 	}
 	// The CSRF key is stable across store instances on one storage.
@@ -1054,7 +1055,14 @@ func TestConsentSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s3.Destruct()
-	if s2.csrfToken("x") != s3.csrfToken("x") || s.csrfToken("x") == s2.csrfToken("x") {
+	csrf := func(s *consentStore) string {
+		tok, err := s.csrfToken(ctx, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	if csrf(s2) != csrf(s3) || csrf(s) == csrf(s2) {
 		t.Error("CSRF keys are not per issuer and stable")
 	}
 }

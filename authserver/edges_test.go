@@ -107,7 +107,7 @@ func TestPollReplayAcrossRestart(t *testing.T) {
 // signature used through one is refused by the other.
 func TestUsedSignaturesAcrossInstances(t *testing.T) {
 	ctx := context.Background()
-	st := newMapStorage()
+	st := newTestStorage(t)
 	a, err := newConsentStore(ctx, "https://shared.example", st, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -190,13 +190,13 @@ func TestClarificationAnswerReplay(t *testing.T) {
 // slowStorage delays every Store, widening any gap between a bound's check and the
 // count it guards.
 type slowStorage struct {
-	*mapStorage
+	*testStorage
 	delay time.Duration
 }
 
 func (s slowStorage) Store(ctx context.Context, key string, value []byte) error {
 	time.Sleep(s.delay)
-	return s.mapStorage.Store(ctx, key, value)
+	return s.testStorage.Store(ctx, key, value)
 }
 
 // TestPendingBoundParallel: 100 parallel consent requests from one agent: exactly 64 get
@@ -207,7 +207,7 @@ func TestPendingBoundParallel(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.serve(c.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), TokenRateLimit: &RateLimit{Off: true}},
-		slowStorage{newMapStorage(), 2 * time.Millisecond}))
+		slowStorage{newTestStorage(t), 2 * time.Millisecond}))
 	const n = 100
 	results := make([]result, n)
 	var wg sync.WaitGroup
@@ -265,7 +265,7 @@ func TestPendingBoundParallel(t *testing.T) {
 func TestPendingBoundSurvivesRestart(t *testing.T) {
 	c := newConsentEnv(t, nil)
 	cfg := Handler{Issuer: testIssuer, Policy: testPolicy(), TokenRateLimit: &RateLimit{Off: true}}
-	st := newMapStorage()
+	st := newTestStorage(t)
 	if err := c.h.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
@@ -408,12 +408,14 @@ func TestAgentDomain(t *testing.T) {
 // record, and the same resource token works once the cause is gone.
 func TestJTIWrittenOnlyOnSuccess(t *testing.T) {
 	c := newConsentEnv(t, nil)
-	st := newMapStorage()
+	st := newTestStorage(t)
 	if err := c.h.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
 	c.serve(c.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), TokenRateLimit: &RateLimit{Off: true}}, st))
-	jtis := func() int { return len(st.keys(replayPrefix(testIssuer))) }
+	jtis := func() int {
+		return len(st.keys(keystore.LayoutOf(keystore.RoleIssuer, testIssuer).Dir(keystore.DirJTI)))
+	}
 	send := func(claims func(*tokenClaimsEdit)) (result, string) {
 		cl := c.rtClaims()
 		ed := &tokenClaimsEdit{scope: "data.read"}
@@ -524,7 +526,7 @@ func TestTokenRateLimit(t *testing.T) {
 	if err := c.h.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
-	c.serve(c.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), TokenRateLimit: &RateLimit{Requests: 2, Window: caddyDur(10 * time.Second)}}, keystore.NewMemory()))
+	c.serve(c.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), TokenRateLimit: &RateLimit{Requests: 2, Window: caddyDur(10 * time.Second)}}, newTestStorage(t)))
 	c.advance(time.Hour)
 	for i := range 2 {
 		if res := direct(c.agent); res.Status != http.StatusOK {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -200,7 +201,7 @@ type authGrant struct {
 
 // issueToken mints a token for g and answers 200.
 func (h *Handler) issueToken(w http.ResponseWriter, r *http.Request, g authGrant, now time.Time) {
-	raw, lifetime, err := h.mintAuthToken(g, now)
+	raw, lifetime, err := h.mintAuthToken(r.Context(), g, now)
 	if err != nil {
 		h.serverError(w, r, "minting auth token", err)
 		return
@@ -217,7 +218,11 @@ func (h *Handler) issueToken(w http.ResponseWriter, r *http.Request, g authGrant
 
 // mintAuthToken signs an auth+jwt for g: iss, aud = the resource, a fresh jti, iat/exp,
 // agent, agent_delegate, sub, scope, txn and cnf.jwk = the agent's signing key.
-func (h *Handler) mintAuthToken(g authGrant, now time.Time) (string, int64, error) {
+func (h *Handler) mintAuthToken(ctx context.Context, g authGrant, now time.Time) (string, int64, error) {
+	signer, err := h.key.Signer(ctx)
+	if err != nil {
+		return "", 0, fmt.Errorf("auth server signing key: %w", err)
+	}
 	lifetime := int64(h.lifetime / time.Second)
 	iat := now.Unix()
 	claims := token.Claims{
@@ -233,7 +238,7 @@ func (h *Handler) mintAuthToken(g authGrant, now time.Time) (string, int64, erro
 		AgentDelegate: g.Delegate,
 		Confirmation:  &token.Confirmation{Key: g.Key},
 	}
-	raw, err := token.Mint(h.signer, token.TypAuth, claims)
+	raw, err := token.Mint(signer, token.TypAuth, claims)
 	return raw, lifetime, err
 }
 

@@ -19,7 +19,6 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
 
@@ -364,7 +363,7 @@ func TestReplayAcrossRestart(t *testing.T) {
 
 func TestReplayStorageFailureFailsClosed(t *testing.T) {
 	e := newEnv(t)
-	st := newMapStorage()
+	st := newTestStorage(t)
 	st.failStore = func(k string) bool { return strings.Contains(k, "/jti/") }
 	h := e.handler(Handler{Issuer: "https://failing.example", Policy: &Policy{Default: EffectAllow}}, st)
 	c := e.rtClaims()
@@ -440,7 +439,11 @@ func TestDocuments(t *testing.T) {
 		}
 	}
 	k := asKey(t, e.h)
-	if k.KID == "" || k.Thumbprint != e.h.signer.Public.Thumbprint {
+	signer, err := e.h.key.Signer(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.KID == "" || k.Thumbprint != signer.Public.Thumbprint {
 		t.Errorf("jwks key %+v", k)
 	}
 	if res := serve(t, e.h, newRequest(http.MethodDelete, PathJWKS, "")); res.Status != 405 || res.Header.Get("Allow") != "GET, HEAD" {
@@ -607,7 +610,7 @@ func TestBodyDefaultUnsigned(t *testing.T) {
 // content-type and content-digest, and the digest must match it.
 func TestRequireSignedBody(t *testing.T) {
 	e := newEnv(t)
-	strict := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), RequireSignedBody: true}, keystore.NewMemory())
+	strict := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), RequireSignedBody: true}, newTestStorage(t))
 	good := body(e.mintRT(e.resource.Signer, e.rtClaims()))
 	other := body(e.mintRT(e.resource.Signer, e.rtClaims()))
 	r := e.signBody(strict, good, false, good)
@@ -636,7 +639,7 @@ func TestRequireSignedBody(t *testing.T) {
 	}
 	// The deprecated allow_unsigned_body is a no-op: the default behaviour, with a
 	// covered digest still checked.
-	lax := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), AllowUnsignedBody: true}, keystore.NewMemory())
+	lax := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), AllowUnsignedBody: true}, newTestStorage(t))
 	if r := e.signBody(lax, other, false, other); r.Status != http.StatusOK {
 		t.Fatalf("allow_unsigned_body: %d %s", r.Status, r.Raw)
 	}
@@ -653,7 +656,7 @@ func TestMetadataSignatureComponents(t *testing.T) {
 	if res := serve(t, e.h, newRequest(http.MethodGet, PathMetadata, "")); res.Body["additional_signature_components"] != nil || strings.Contains(string(res.Raw), "additional_signature_components") {
 		t.Fatalf("default metadata lists components: %s", res.Raw)
 	}
-	strict := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), RequireSignedBody: true}, keystore.NewMemory())
+	strict := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), RequireSignedBody: true}, newTestStorage(t))
 	for _, p := range []string{PathMetadata, PathMetadataBare} {
 		res := serve(t, strict, newRequest(http.MethodGet, p, ""))
 		if got := res.Body["additional_signature_components"]; !reflect.DeepEqual(got, []any{"content-type", "content-digest"}) {

@@ -15,7 +15,10 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 // grant is a remembered consent decision: the user approved these scopes for the agent
@@ -54,16 +57,18 @@ func grantFile(agent, resource string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func (s *consentStore) grantKey(file string) string { return s.key("grants", file+".json") }
-func (s *consentStore) grantIndexKey() string       { return s.key("grants", "index.json") }
+func (s *consentStore) grantKey(file string) string {
+	return s.layout.Key(keystore.DirGrants, file+".json")
+}
+func (s *consentStore) grantIndexKey() string { return s.layout.Key(keystore.DirGrants, "index.json") }
 
 // grantLock serialises grant updates across instances sharing storage (advisory, so
 // accept rare races) and within the process.
-func (s *consentStore) withGrantLock(ctx context.Context, fn func(st storageRW) error) error {
+func (s *consentStore) withGrantLock(ctx context.Context, fn func(st certmagic.Storage) error) error {
 	s.grantsMu.Lock()
 	defer s.grantsMu.Unlock()
 	st := s.storage()
-	name := "aauth_grants_" + strings.ReplaceAll(s.prefix, "/", "_")
+	name := s.layout.GrantsLock()
 	if err := st.Lock(ctx, name); err != nil {
 		return fmt.Errorf("locking grants: %w", err)
 	}
@@ -71,12 +76,7 @@ func (s *consentStore) withGrantLock(ctx context.Context, fn func(st storageRW) 
 	return fn(st)
 }
 
-type storageRW interface {
-	Load(ctx context.Context, key string) ([]byte, error)
-	Store(ctx context.Context, key string, value []byte) error
-}
-
-func (s *consentStore) loadGrants(ctx context.Context, st storageRW, file string) ([]grant, error) {
+func (s *consentStore) loadGrants(ctx context.Context, st certmagic.Storage, file string) ([]grant, error) {
 	raw, err := st.Load(ctx, s.grantKey(file))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -91,7 +91,7 @@ func (s *consentStore) loadGrants(ctx context.Context, st storageRW, file string
 	return gs, nil
 }
 
-func (s *consentStore) loadIndex(ctx context.Context, st storageRW) (map[string]string, error) {
+func (s *consentStore) loadIndex(ctx context.Context, st certmagic.Storage) (map[string]string, error) {
 	raw, err := st.Load(ctx, s.grantIndexKey())
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]string{}, nil
@@ -106,7 +106,7 @@ func (s *consentStore) loadIndex(ctx context.Context, st storageRW) (map[string]
 	return idx, nil
 }
 
-func (s *consentStore) storeJSON(ctx context.Context, st storageRW, key string, v any) error {
+func (s *consentStore) storeJSON(ctx context.Context, st certmagic.Storage, key string, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -152,7 +152,7 @@ func (s *consentStore) findGrant(ctx context.Context, asker grantAsker, scopes [
 // addGrant remembers a decision. A grant of the same user for the same agent and
 // resource is replaced (its scopes merged).
 func (s *consentStore) addGrant(ctx context.Context, g grant) (grant, error) {
-	err := s.withGrantLock(ctx, func(st storageRW) error {
+	err := s.withGrantLock(ctx, func(st certmagic.Storage) error {
 		file := grantFile(g.Agent, g.Resource)
 		gs, err := s.loadGrants(ctx, st, file)
 		if err != nil {
@@ -231,7 +231,7 @@ func (s *consentStore) revokeGrant(ctx context.Context, id, user string) (bool, 
 		return false, nil
 	}
 	found := false
-	err := s.withGrantLock(ctx, func(st storageRW) error {
+	err := s.withGrantLock(ctx, func(st certmagic.Storage) error {
 		idx, err := s.loadIndex(ctx, st)
 		if err != nil {
 			return err
@@ -266,7 +266,7 @@ func (s *consentStore) revokeGrant(ctx context.Context, id, user string) (bool, 
 
 // sweepGrants drops expired grants (from the hourly scan).
 func (s *consentStore) sweepGrants(ctx context.Context, now time.Time) {
-	err := s.withGrantLock(ctx, func(st storageRW) error {
+	err := s.withGrantLock(ctx, func(st certmagic.Storage) error {
 		idx, err := s.loadIndex(ctx, st)
 		if err != nil || len(idx) == 0 {
 			return err

@@ -49,6 +49,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
@@ -88,9 +89,6 @@ const (
 	// cannot make the server keep a record for longer.
 	maxResourceTokenLifetime = time.Hour
 )
-
-// keyRole is the keystore role of the AS signing key: aauth/issuer/<issuer>/signing.jwk.
-const keyRole = "issuer"
 
 // Handler is the AAuth auth server. See the package documentation for its endpoints and
 // Policy for how requests are decided.
@@ -169,21 +167,19 @@ type Handler struct {
 	authority string // @authority agents sign: the issuer's host[:port]
 	lifetime  time.Duration
 	window    time.Duration // signature window
-	signer    *keys.Signer
+	key       *keystore.Key // signing key, loaded or generated on first use or at start
 	verifier  *reqverify.Verifier
 	discovery *discovery.Client
 	replay    *replayStore
 	consent   *consentStore
 	metadata  []byte
-	jwks      []byte
 
 	pendingLifetime time.Duration
 	maxPollWait     time.Duration
 	rememberFor     time.Duration
 
-	releaseDiscovery func() error // drops the shared discovery client, in Cleanup
-	replayKey        string       // replayPool reference, released in Cleanup
-	consentKey       string       // consentPool reference, released in Cleanup
+	replayKey  string // replayPool reference, released in Cleanup
+	consentKey string // consentPool reference, released in Cleanup
 }
 
 // CaddyModule returns the Caddy module information.
@@ -200,31 +196,44 @@ var bodyComponents = []string{"content-type", "content-digest"}
 // deps is what provisioning needs from its environment; Provision takes it from Caddy,
 // tests build it directly.
 type deps struct {
-	storage   keystore.Storage
+	storage   certmagic.Storage
 	discovery *discovery.Client
 	dev       bool
 	logger    *zap.Logger
 	now       func() time.Time
 }
 
-// Provision loads (or generates, once) the signing key from Caddy storage and takes
-// references on the shared discovery client and replay store.
+// Provision takes the settings and the discovery client from the aauth app and
+// references on the shared replay and consent stores. Nothing is written to storage
+// here (`caddy validate` provisions too): the signing key and the interaction key are
+// loaded or generated when the config starts, or on first use.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	s, err := caddyaauth.Settings(ctx)
+	app, err := caddyaauth.LoadApp(ctx)
 	if err != nil {
 		return err
 	}
-	client, release, err := caddyaauth.SharedDiscovery(s)
-	if err != nil {
+	if err := h.provision(ctx, deps{storage: ctx.Storage(), discovery: app.Discovery(), dev: app.Dev, logger: h.logger}); err != nil {
 		return err
 	}
-	h.releaseDiscovery = release
-	return h.provision(ctx, deps{storage: ctx.Storage(), discovery: client, dev: s.Dev, logger: h.logger})
+	app.OnStart(h.start)
+	return nil
 }
 
-// provision is Provision without Caddy: tests call it with a keystore.Memory, their own
-// discovery client and a fixed clock.
+// start loads or generates the keys this server writes to storage: the signing key and
+// the consent pages' interaction key.
+func (h *Handler) start(ctx context.Context) error {
+	if _, err := h.key.Signer(ctx); err != nil {
+		return fmt.Errorf("auth server signing key: %w", err)
+	}
+	if _, err := h.consent.interactSecret(ctx); err != nil {
+		return fmt.Errorf("auth server interaction key: %w", err)
+	}
+	return nil
+}
+
+// provision is Provision without Caddy: tests call it with a certmagic.FileStorage,
+// their own discovery client and a fixed clock.
 func (h *Handler) provision(ctx context.Context, d deps) error {
 	h.logger = d.logger
 	if h.logger == nil {
@@ -262,11 +271,7 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	if d.storage == nil {
 		return errors.New("no storage for the signing key")
 	}
-	signer, err := keystore.LoadOrGenerate(ctx, d.storage, keyRole, h.Issuer, keys.AlgEd25519)
-	if err != nil {
-		return fmt.Errorf("auth server signing key: %w", err)
-	}
-	h.signer = signer
+	h.key = keystore.NewKey(d.storage, keystore.LayoutOf(keystore.RoleIssuer, h.Issuer), keys.AlgEd25519)
 
 	replay, err := loadReplayStore(h.Issuer, d.storage, h.logger)
 	if err != nil {
@@ -311,7 +316,6 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 		return err
 	}
 	h.metadata = md
-	h.jwks = keystore.JWKS(h.signer.Public)
 	return nil
 }
 
@@ -332,7 +336,7 @@ func (h *Handler) Validate() error {
 	case lt%time.Second != 0:
 		return errors.New("token_lifetime must be a whole number of seconds")
 	case lt > MaxShortTokenLifetime && !h.AllowLongTokens:
-		return fmt.Errorf("token_lifetime %s is over %s; set allow_long_tokens to permit it", lt, MaxShortTokenLifetime)
+		return fmt.Errorf("token_lifetime %s is over %s; add allow_long_tokens to permit it", lt, MaxShortTokenLifetime)
 	}
 	if h.SignatureWindow < 0 {
 		return errors.New("signature_window must not be negative")
@@ -343,10 +347,10 @@ func (h *Handler) Validate() error {
 	seen := map[string]bool{}
 	for _, iss := range h.TrustIssuers {
 		if err := discovery.ValidateIdentifier(iss, h.dev); err != nil {
-			return fmt.Errorf("trust_issuers: %v", err)
+			return fmt.Errorf("trust_issuer: %v", err)
 		}
 		if seen[iss] {
-			return fmt.Errorf("trust_issuers: %s listed more than once", iss)
+			return fmt.Errorf("trust_issuer %s specified more than once", iss)
 		}
 		seen[iss] = true
 	}
@@ -414,10 +418,10 @@ func (h *Handler) validateRateLimit() error {
 		return nil
 	}
 	if rl.Requests < 0 || rl.Requests > maxTokenRateRequests {
-		return fmt.Errorf("token_rate_limit: requests must be from 1 to %d", maxTokenRateRequests)
+		return fmt.Errorf("token_rate_limit: requests must be a whole number from 1 to %d, got %q", maxTokenRateRequests, strconv.Itoa(rl.Requests))
 	}
 	if w := time.Duration(rl.Window); w != 0 && (w < minTokenRateWindow || w > maxTokenRateWindow) {
-		return fmt.Errorf("token_rate_limit: window must be between %s and %s", minTokenRateWindow, maxTokenRateWindow)
+		return fmt.Errorf("token_rate_limit: window must be between %s and %s, got %s", minTokenRateWindow, maxTokenRateWindow, w)
 	}
 	return nil
 }
@@ -429,8 +433,8 @@ func durationOr(d caddy.Duration, def time.Duration) time.Duration {
 	return time.Duration(d)
 }
 
-// Cleanup releases the shared discovery client and replay store. It is safe after a
-// partial Provision.
+// Cleanup releases the shared consent and replay stores. It is safe after a partial
+// Provision.
 func (h *Handler) Cleanup() error {
 	var errs []error
 	if h.consentKey != "" {
@@ -445,12 +449,6 @@ func (h *Handler) Cleanup() error {
 		}
 		h.replayKey = ""
 	}
-	if h.releaseDiscovery != nil {
-		if err := h.releaseDiscovery(); err != nil {
-			errs = append(errs, err)
-		}
-		h.releaseDiscovery = nil
-	}
 	return errors.Join(errs...)
 }
 
@@ -461,7 +459,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.serveDocument(w, r, h.metadata)
 		return nil
 	case PathJWKS:
-		h.serveDocument(w, r, h.jwks)
+		signer, err := h.key.Signer(r.Context())
+		if err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("auth server signing key: %w", err))
+		}
+		h.serveDocument(w, r, keystore.JWKS(signer.Public))
 		return nil
 	case PathToken:
 		h.serveToken(w, r)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddyserver/certmagic"
 )
 
 const testIssuer = "https://auth.example"
@@ -79,7 +79,7 @@ func newOriginWith(t testing.TB, doc, member, kid string, extra map[string]any) 
 type env struct {
 	t        *testing.T
 	h        *Handler
-	store    *keystore.Memory
+	store    *testStorage
 	client   *discovery.Client
 	resource *origin
 	agent    *origin
@@ -104,7 +104,7 @@ func testPolicy() *Policy {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, store: keystore.NewMemory()}
+	e := &env{t: t, store: newTestStorage(t)}
 	e.clock.Store(testNow.Unix())
 	e.client = discovery.New(discovery.Config{Dev: true})
 	t.Cleanup(e.client.Close)
@@ -116,7 +116,7 @@ func newEnv(t *testing.T) *env {
 
 // handler provisions cfg over st the way Provision would, without Caddy. A policy that
 // can ask for consent without users configured gets the test users.
-func (e *env) handler(cfg Handler, st keystore.Storage) *Handler {
+func (e *env) handler(cfg Handler, st certmagic.Storage) *Handler {
 	e.t.Helper()
 	h := cfg
 	if h.Policy.canConsent() && len(h.Users) == 0 && h.UserFrom == "" {
@@ -241,73 +241,34 @@ func serve(t testing.TB, h *Handler, req *http.Request) result {
 	return out
 }
 
-// mapStorage is a Storage with Delete and List, for the sweeper tests, counting failures
-// it was told to inject.
-type mapStorage struct {
-	mu        sync.Mutex
-	data      map[string][]byte
+// testStorage is a certmagic.FileStorage in a test's temporary directory that fails
+// the Store or Load calls it is told to.
+type testStorage struct {
+	certmagic.Storage
 	failStore func(key string) bool
 	failLoad  func(key string) bool
 }
 
-func newMapStorage() *mapStorage { return &mapStorage{data: map[string][]byte{}} }
+func newTestStorage(t testing.TB) *testStorage {
+	return &testStorage{Storage: &certmagic.FileStorage{Path: t.TempDir()}}
+}
 
-func (m *mapStorage) Store(_ context.Context, key string, value []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *testStorage) Store(ctx context.Context, key string, value []byte) error {
 	if m.failStore != nil && m.failStore(key) {
 		return fs.ErrPermission
 	}
-	m.data[key] = append([]byte(nil), value...)
-	return nil
+	return m.Storage.Store(ctx, key, value)
 }
 
-func (m *mapStorage) Load(_ context.Context, key string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *testStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	if m.failLoad != nil && m.failLoad(key) {
 		return nil, fs.ErrPermission
 	}
-	v, ok := m.data[key]
-	if !ok {
-		return nil, fs.ErrNotExist
-	}
-	return append([]byte(nil), v...), nil
+	return m.Storage.Load(ctx, key)
 }
 
-func (m *mapStorage) Exists(_ context.Context, key string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.data[key]
-	return ok
-}
-
-func (m *mapStorage) Delete(_ context.Context, key string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.data[key]; !ok {
-		return fs.ErrNotExist
-	}
-	delete(m.data, key)
-	return nil
-}
-
-func (m *mapStorage) List(_ context.Context, prefix string, _ bool) ([]string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []string
-	for k := range m.data {
-		if strings.HasPrefix(k, prefix+"/") {
-			out = append(out, k)
-		}
-	}
-	return out, nil
-}
-
-func (m *mapStorage) Lock(context.Context, string) error   { return nil }
-func (m *mapStorage) Unlock(context.Context, string) error { return nil }
-
-func (m *mapStorage) keys(prefix string) []string {
+// keys lists the keys under prefix.
+func (m *testStorage) keys(prefix string) []string {
 	out, _ := m.List(context.Background(), prefix, false)
 	return out
 }

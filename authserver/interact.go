@@ -183,7 +183,12 @@ func (it *interaction) setCookie(sid string) {
 func (it *interaction) render(status int, page string, d pageData, formAction string) {
 	d.Host = it.h.authority
 	if d.CSRF == "" && it.sid != "" {
-		d.CSRF = it.h.consent.csrfToken(it.sid)
+		tok, err := it.h.consent.csrfToken(it.r.Context(), it.sid)
+		if err != nil {
+			it.h.logger.Error("loading the interaction key", zap.Error(err))
+			status, page, d = http.StatusInternalServerError, "error", pageData{Host: d.Host, Title: "Server error", Message: "The server could not show this page. Try again later."}
+		}
+		d.CSRF = tok
 	}
 	if d.User == "" {
 		d.User = it.user()
@@ -374,7 +379,13 @@ func (it *interaction) post() {
 		return
 	}
 	f := r.PostForm
-	if !it.h.consent.checkCSRF(it.sid, f.Get("csrf")) {
+	ok, err := it.h.consent.checkCSRF(r.Context(), it.sid, f.Get("csrf"))
+	if err != nil {
+		it.h.logger.Error("loading the interaction key", zap.Error(err))
+		it.errorPage(http.StatusInternalServerError, "Server error", "The server could not check this form. Try again later.")
+		return
+	}
+	if !ok {
 		it.errorPage(http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Go back, reload the page and try again.")
 		return
 	}

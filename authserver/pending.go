@@ -328,7 +328,7 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 			h.serverError(w, r, "pending request key", err)
 			return
 		}
-		raw, lifetime, err := h.mintAuthToken(authGrant{
+		raw, lifetime, err := h.mintAuthToken(r.Context(), authGrant{
 			Agent: rec.Agent, Delegate: rec.Delegate, Key: key, Resource: rec.Resource,
 			Scope: rec.Scope, Txn: rec.Txn, Subject: rec.User,
 		}, now)

@@ -167,6 +167,13 @@ func (p *Policy) validate(dev bool) error {
 		if err := checkScopes(r.Scopes); err != nil {
 			return fmt.Errorf("policy rule %d: scopes: %v", i, err)
 		}
+		for _, list := range [][]string{r.Agents, r.Resources, r.Scopes} {
+			for j, v := range list {
+				if slices.Contains(list[:j], v) {
+					return fmt.Errorf("policy rule %d: %s listed twice", i, v)
+				}
+			}
+		}
 	}
 	return nil
 }

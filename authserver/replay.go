@@ -32,16 +32,6 @@ var (
 	scanInterval  = time.Hour
 )
 
-// storageDeleter and storageLister are the optional parts of certmagic.Storage the
-// sweeper uses; keystore.Memory has neither, so tests still work without them.
-type storageDeleter interface {
-	Delete(ctx context.Context, key string) error
-}
-
-type storageLister interface {
-	List(ctx context.Context, prefix string, recursive bool) ([]string, error)
-}
-
 // replayStore remembers the resource-token jtis an issuer has accepted (PROTOCOL.md P11,
 // §6.3 step 7). Records live in storage under
 // aauth/issuer/<safe issuer>/jti/<hex sha256(iss "\n" jti)>, holding the token's expiry, so
@@ -68,15 +58,10 @@ type replayRecord struct {
 	Exp int64 `json:"exp"`
 }
 
-// replayPrefix is the storage folder of an issuer's jti records.
-func replayPrefix(issuer string) string {
-	return path.Join("aauth", "issuer", certmagic.StorageKeys.Safe(issuer), "jti")
-}
-
-func newReplayStore(issuer string, st keystore.Storage, logger *zap.Logger) *replayStore {
+func newReplayStore(issuer string, st certmagic.Storage, logger *zap.Logger) *replayStore {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &replayStore{
-		prefix: replayPrefix(issuer),
+		prefix: keystore.LayoutOf(keystore.RoleIssuer, issuer).Dir(keystore.DirJTI),
 		logger: logger,
 		seen:   map[string]int64{},
 		cancel: cancel,
@@ -89,7 +74,7 @@ func newReplayStore(issuer string, st keystore.Storage, logger *zap.Logger) *rep
 
 // loadReplayStore returns the pooled store for issuer, pointing it at st (the newest
 // config's storage wins); release it with replayPool.Delete(issuer).
-func loadReplayStore(issuer string, st keystore.Storage, logger *zap.Logger) (*replayStore, error) {
+func loadReplayStore(issuer string, st certmagic.Storage, logger *zap.Logger) (*replayStore, error) {
 	v, _, err := replayPool.LoadOrNew(issuer, func() (caddy.Destructor, error) {
 		return newReplayStore(issuer, st, logger.Named("replay")), nil
 	})
@@ -105,16 +90,16 @@ func loadReplayStore(issuer string, st keystore.Storage, logger *zap.Logger) (*r
 // the shared store its storage again, which may have changed.
 type storageRef struct {
 	mu sync.RWMutex
-	st keystore.Storage
+	st certmagic.Storage
 }
 
-func (r *storageRef) setStorage(st keystore.Storage) {
+func (r *storageRef) setStorage(st certmagic.Storage) {
 	r.mu.Lock()
 	r.st = st
 	r.mu.Unlock()
 }
 
-func (r *storageRef) storage() keystore.Storage {
+func (r *storageRef) storage() certmagic.Storage {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.st
@@ -197,8 +182,7 @@ func runSweeper(ctx context.Context, done chan struct{}, sweep, scan func(now ti
 	}
 }
 
-// sweep drops expired records from memory and, where the storage can delete, from
-// storage.
+// sweep drops expired records from memory and from storage.
 func (s *replayStore) sweep(ctx context.Context, now time.Time) {
 	var expired []string
 	s.mu.Lock()
@@ -215,17 +199,13 @@ func (s *replayStore) sweep(ctx context.Context, now time.Time) {
 	deleteKeys(ctx, s.storage(), expired, s.logger, "deleting expired jti record")
 }
 
-// deleteKeys removes keys from storage when it can delete; a key already gone is fine.
-func deleteKeys(ctx context.Context, st any, keys []string, logger *zap.Logger, msg string) {
-	del, ok := st.(storageDeleter)
-	if !ok {
-		return
-	}
+// deleteKeys removes keys from storage; a key already gone is fine.
+func deleteKeys(ctx context.Context, st certmagic.Storage, keys []string, logger *zap.Logger, msg string) {
 	for _, k := range keys {
 		if ctx.Err() != nil {
 			return
 		}
-		if err := del.Delete(ctx, k); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := st.Delete(ctx, k); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			logger.Error(msg, zap.Error(err))
 		}
 	}
@@ -244,18 +224,9 @@ func (s *replayStore) scan(ctx context.Context, now time.Time) {
 }
 
 // scanExpired deletes the records under prefix whose expiry (read from each record by
-// expiryOf) has passed, or that cannot be read as records at all. It does nothing on
-// storage that cannot list and delete.
-func scanExpired(ctx context.Context, st any, prefix string, now time.Time, logger *zap.Logger, what string, expiryOf func([]byte) (int64, bool)) {
-	lister, ok1 := st.(storageLister)
-	del, ok2 := st.(storageDeleter)
-	loader, ok3 := st.(interface {
-		Load(ctx context.Context, key string) ([]byte, error)
-	})
-	if !ok1 || !ok2 || !ok3 {
-		return
-	}
-	names, err := lister.List(ctx, prefix, false)
+// expiryOf) has passed, or that cannot be read as records at all.
+func scanExpired(ctx context.Context, st certmagic.Storage, prefix string, now time.Time, logger *zap.Logger, what string, expiryOf func([]byte) (int64, bool)) {
+	names, err := st.List(ctx, prefix, false)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			logger.Error("listing "+what+"s", zap.Error(err))
@@ -269,14 +240,14 @@ func scanExpired(ctx context.Context, st any, prefix string, now time.Time, logg
 		if !strings.HasPrefix(key, prefix+"/") {
 			key = path.Join(prefix, path.Base(key))
 		}
-		raw, err := loader.Load(ctx, key)
+		raw, err := st.Load(ctx, key)
 		if err != nil {
 			continue
 		}
 		if exp, ok := expiryOf(raw); ok && now.Unix() < exp {
 			continue
 		}
-		if err := del.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := st.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			logger.Error("deleting expired "+what, zap.Error(err))
 		}
 	}

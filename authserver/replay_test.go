@@ -10,12 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 	"go.uber.org/zap"
 )
 
 func TestReplayStore(t *testing.T) {
 	ctx := context.Background()
-	st := newMapStorage()
+	st := newTestStorage(t)
 	s := newReplayStore("https://as.example", st, zap.NewNop())
 	defer s.Destruct()
 	now := time.Unix(1_800_000_000, 0)
@@ -66,7 +67,7 @@ func TestReplayStore(t *testing.T) {
 }
 
 func TestReplayStoreConcurrent(t *testing.T) {
-	s := newReplayStore("https://as.example", newMapStorage(), zap.NewNop())
+	s := newReplayStore("https://as.example", newTestStorage(t), zap.NewNop())
 	defer s.Destruct()
 	now := time.Unix(1_800_000_000, 0)
 	var accepted atomic.Int32
@@ -91,11 +92,11 @@ func TestReplayStoreConcurrent(t *testing.T) {
 
 func TestReplaySweep(t *testing.T) {
 	ctx := context.Background()
-	st := newMapStorage()
+	st := newTestStorage(t)
 	s := newReplayStore("https://as.example", st, zap.NewNop())
 	defer s.Destruct()
 	now := time.Unix(1_800_000_000, 0)
-	prefix := replayPrefix("https://as.example")
+	prefix := keystore.LayoutOf(keystore.RoleIssuer, "https://as.example").Dir(keystore.DirJTI)
 	for _, c := range []struct {
 		jti string
 		exp time.Time
@@ -126,14 +127,14 @@ func TestReplaySweeperRuns(t *testing.T) {
 	old := sweepInterval
 	sweepInterval = 5 * time.Millisecond
 	defer func() { sweepInterval = old }()
-	st := newMapStorage()
+	st := newTestStorage(t)
 	s := newReplayStore("https://sweep.example", st, zap.NewNop())
 	past := time.Now().Add(-time.Hour)
 	if ok, err := s.use(context.Background(), "https://r.example", "j", past.Add(time.Minute), past); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for len(st.keys(replayPrefix("https://sweep.example"))) != 0 {
+	for len(st.keys(keystore.LayoutOf(keystore.RoleIssuer, "https://sweep.example").Dir(keystore.DirJTI))) != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("sweeper did not delete the expired record")
 		}
@@ -147,7 +148,7 @@ func TestReplaySweeperRuns(t *testing.T) {
 // TestReplayPoolSharedAcrossReload: handlers of one issuer share a store; it lives until
 // the last reference is released.
 func TestReplayPoolSharedAcrossReload(t *testing.T) {
-	st := newMapStorage()
+	st := newTestStorage(t)
 	a, err := loadReplayStore("https://pool.example", st, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ func checkUsers(users []User) error {
 			return fmt.Errorf("user %s: %v", u.Name, err)
 		}
 		if seen[u.Name] {
-			return fmt.Errorf("user %s defined more than once", u.Name)
+			return fmt.Errorf("user %s specified more than once", u.Name)
 		}
 		seen[u.Name] = true
 	}

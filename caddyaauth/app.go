@@ -1,6 +1,7 @@
 package caddyaauth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,14 +45,23 @@ type App struct {
 
 	// What this config's handlers registered while they were provisioned: the guard in
 	// front of each HTTP server that has aauth handlers, and the auth-token handlers of
-	// each resource identifier (so one resource's routes are described together).
+	// each resource identifier (so one resource's routes are described together), and
+	// the work they left for Start.
 	reg *registry
+
+	// The discovery client of this config's settings, shared across reloads through
+	// discoveryPool; released in Cleanup.
+	discovery        *discovery.Client
+	releaseDiscovery func() error
+
+	ctx caddy.Context // for Start
 }
 
 type registry struct {
 	mu        sync.Mutex
 	guards    map[*caddyhttp.Server]*serverGuard
 	resources map[string][]*Handler
+	onStart   []func(context.Context) error // see OnStart
 }
 
 // CaddyModule returns the Caddy module information.
@@ -59,30 +69,88 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "aauth", New: func() caddy.Module { return new(App) }}
 }
 
-// Provision warns loudly when dev mode is on.
+// minReplayCapacity is the smallest replay_capacity accepted.
+const minReplayCapacity = 1024
+
+// Provision takes a reference on the shared discovery client and warns loudly when dev
+// mode is on.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
 	a.reg = &registry{guards: map[*caddyhttp.Server]*serverGuard{}, resources: map[string][]*Handler{}}
-	if a.MaxTokenLifetime < 0 {
-		return errors.New("max_token_lifetime must not be negative")
-	}
-	if a.ReplayCapacity < 0 {
-		return errors.New("replay_capacity must not be negative")
-	}
 	if a.Dev {
 		ctx.Logger().Warn("aauth dev mode is ON: http:// and loopback/private identifiers are accepted; do not use in production")
+	}
+	client, release, err := sharedDiscovery(a.Dev, time.Duration(a.FetchTimeout))
+	if err != nil {
+		return err
+	}
+	a.discovery, a.releaseDiscovery = client, release
+	return nil
+}
+
+// Validate checks the switches.
+func (a *App) Validate() error {
+	if a.FetchTimeout < 0 {
+		return errors.New("fetch_timeout must not be negative")
+	}
+	if lt := time.Duration(a.MaxTokenLifetime); lt < 0 || (lt != 0 && lt < time.Second) {
+		return fmt.Errorf("max_token_lifetime: want a duration of at least 1s, got %q", lt.String())
+	}
+	if n := a.ReplayCapacity; n < 0 || (n != 0 && n < minReplayCapacity) {
+		return fmt.Errorf("replay_capacity: want a whole number of entries of at least %d, got %q", minReplayCapacity, strconv.Itoa(n))
 	}
 	return nil
 }
 
-// Start implements caddy.App.
-func (a *App) Start() error { return nil }
+// Start runs the work handlers registered with OnStart: loading or generating signing
+// keys, which `caddy validate` (which provisions but never starts) must not write.
+func (a *App) Start() error {
+	a.reg.mu.Lock()
+	fns := a.reg.onStart
+	a.reg.onStart = nil
+	a.reg.mu.Unlock()
+	var ctx context.Context = context.Background()
+	if a.ctx.Context != nil {
+		ctx = a.ctx
+	}
+	for _, fn := range fns {
+		if err := fn(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Stop implements caddy.App.
 func (a *App) Stop() error { return nil }
 
-// appFor returns this config's aauth app, creating it with the defaults when the config
-// has none, so handlers can register with it.
-func appFor(ctx caddy.Context) (*App, error) {
+// Cleanup releases the shared discovery client.
+func (a *App) Cleanup() error {
+	if a.releaseDiscovery == nil {
+		return nil
+	}
+	err := a.releaseDiscovery()
+	a.releaseDiscovery = nil
+	return err
+}
+
+// OnStart registers fn to run when the config starts (caddy run, a reload), and never
+// under `caddy validate`. Handlers use it for work that writes storage, such as creating
+// signing keys; fn must be safe to repeat lazily, because a request may arrive before
+// the app is started.
+func (a *App) OnStart(fn func(context.Context) error) {
+	a.reg.mu.Lock()
+	defer a.reg.mu.Unlock()
+	a.reg.onStart = append(a.reg.onStart, fn)
+}
+
+// Discovery is the metadata and JWKS client of this config's settings, shared by its
+// gateways and auth servers and kept across reloads.
+func (a *App) Discovery() *discovery.Client { return a.discovery }
+
+// LoadApp returns this config's aauth app, creating it with the defaults when the config
+// has none, so handlers can read its settings and register with it.
+func LoadApp(ctx caddy.Context) (*App, error) {
 	v, err := ctx.App("aauth")
 	if err != nil {
 		return nil, fmt.Errorf("loading the aauth app: %w", err)
@@ -134,23 +202,6 @@ func (a *App) wellKnownHandler(resources []string, r *http.Request) *Handler {
 	return nil
 }
 
-// Settings returns the global aauth app's switches, or the defaults when no app is
-// configured. Both the gateway and the auth server read them.
-func Settings(ctx caddy.Context) (App, error) {
-	v, err := ctx.AppIfConfigured("aauth")
-	if errors.Is(err, caddy.ErrNotConfigured) || (err == nil && v == nil) {
-		return App{}, nil
-	}
-	if err != nil {
-		return App{}, fmt.Errorf("loading the aauth app: %w", err)
-	}
-	a, ok := v.(*App)
-	if !ok {
-		return App{}, fmt.Errorf("the aauth app has unexpected type %T", v)
-	}
-	return *a, nil
-}
-
 // discoveryPool keeps one discovery client (and its cache of metadata and JWKS) per
 // setting across config reloads, shared by gateways and auth servers alike.
 var discoveryPool = caddy.NewUsagePool()
@@ -159,14 +210,14 @@ type pooledClient struct{ *discovery.Client }
 
 func (p pooledClient) Destruct() error { p.Close(); return nil }
 
-// SharedDiscovery returns the discovery client for s, kept across reloads. Call release
-// (once) in Cleanup.
-func SharedDiscovery(s App) (client *discovery.Client, release func() error, err error) {
-	key := "discovery/dev=" + strconv.FormatBool(s.Dev) + "/timeout=" + time.Duration(s.FetchTimeout).String()
+// sharedDiscovery returns the discovery client for the settings, kept across reloads.
+// Call release (once) in Cleanup.
+func sharedDiscovery(dev bool, timeout time.Duration) (client *discovery.Client, release func() error, err error) {
+	key := "discovery/dev=" + strconv.FormatBool(dev) + "/timeout=" + timeout.String()
 	v, _, err := discoveryPool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return pooledClient{discovery.New(discovery.Config{
-			Dev:     s.Dev,
-			Timeout: time.Duration(s.FetchTimeout),
+			Dev:     dev,
+			Timeout: timeout,
 			// Not the caller's logger: the client outlives the config that created it.
 			Logger: caddy.Log().Named("aauth.discovery"),
 		})}, nil
@@ -185,8 +236,10 @@ func SharedDiscovery(s App) (client *discovery.Client, release func() error, err
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
 )
 
 func unmarshalJSON(b []byte, v any) error { return json.Unmarshal(b, v) }

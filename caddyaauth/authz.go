@@ -1,6 +1,7 @@
 package caddyaauth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,9 +54,13 @@ func (h *Handler) authorize(res *reqverify.Result) (code, desc string) {
 
 // mintResourceToken issues a resource token for a verified agent and key (P9). Callers
 // must have verified the request signature first.
-func (h *Handler) mintResourceToken(res *reqverify.Result, scopes []string) (string, error) {
-	if h.signer == nil || res.Agent == "" || res.Key == nil {
+func (h *Handler) mintResourceToken(ctx context.Context, res *reqverify.Result, scopes []string) (string, error) {
+	if h.key == nil || res.Agent == "" || res.Key == nil {
 		return "", errors.New("cannot mint a resource token without a verified agent")
+	}
+	signer, err := h.key.Signer(ctx)
+	if err != nil {
+		return "", fmt.Errorf("resource signing key: %w", err)
 	}
 	now := h.now()
 	c := token.Claims{
@@ -71,12 +76,12 @@ func (h *Handler) mintResourceToken(res *reqverify.Result, scopes []string) (str
 	if h.Txn {
 		c.Txn = token.NewID()
 	}
-	return token.Mint(h.signer, token.TypResource, c)
+	return token.Mint(signer, token.TypResource, c)
 }
 
 // authTokenChallenge answers 401 with a freshly minted resource token.
 func (h *Handler) authTokenChallenge(w http.ResponseWriter, r *http.Request, _ httpsig.Target, res *reqverify.Result, code, desc string) error {
-	rt, err := h.mintResourceToken(res, h.Scopes)
+	rt, err := h.mintResourceToken(r.Context(), res, h.Scopes)
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
@@ -107,7 +112,11 @@ func (h *Handler) serveWellKnown(w http.ResponseWriter, r *http.Request) error {
 	}
 	var body []byte
 	if r.URL.Path == PathResourceJWKS {
-		body = keystore.JWKS(h.signer.Public)
+		signer, err := h.key.Signer(r.Context())
+		if err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("resource signing key: %w", err))
+		}
+		body = keystore.JWKS(signer.Public)
 	} else {
 		body, _ = json.Marshal(h.metadata())
 	}
@@ -194,7 +203,7 @@ func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) err
 			return writeJSONError(w, http.StatusBadRequest, wire.CodeInvalidScope, "unknown scope: "+s)
 		}
 	}
-	rt, err := h.mintResourceToken(res, scopes)
+	rt, err := h.mintResourceToken(r.Context(), res, scopes)
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}

@@ -1,10 +1,8 @@
 package caddyaauth
 
 import (
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -12,8 +10,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
-
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 func init() {
@@ -97,9 +93,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.Require) {
 				return d.ArgErr()
 			}
-			if h.Require != RequirePseudonym && h.Require != RequireIdentity && h.Require != RequireAuthToken {
-				return d.Errf("require: unknown level %q (want pseudonym, identity or auth-token)", h.Require)
-			}
 		case "auth_server":
 			if !d.AllArgs(&h.AuthServer) {
 				return d.ArgErr()
@@ -115,22 +108,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			for _, sc := range args {
-				if !wire.ValidScope(sc) {
-					return d.Errf("scope: %q is not a valid scope token", sc)
-				}
-				if slices.Contains(h.Scopes, sc) {
-					return d.Errf("scope %q listed twice", sc)
-				}
-				h.Scopes = append(h.Scopes, sc)
-			}
+			h.Scopes = append(h.Scopes, args...)
 		case "scope_description":
 			var sc, text string
 			if !d.AllArgs(&sc, &text) {
 				return d.ArgErr()
-			}
-			if !wire.ValidScope(sc) {
-				return d.Errf("scope_description: %q is not a valid scope token", sc)
 			}
 			if h.ScopeDescriptions == nil {
 				h.ScopeDescriptions = map[string]string{}
@@ -145,7 +127,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur < time.Second || dur > time.Hour {
+			if err != nil || dur <= 0 {
 				return d.Errf("resource_token_lifetime: want a duration between 1s and 1h, got %q", v)
 			}
 			h.ResourceTokenLifetime = caddy.Duration(dur)
@@ -182,11 +164,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			for _, c := range args {
-				if c != "content-type" && c != "content-digest" {
-					return d.Errf("require_components: unsupported component %q (want content-type or content-digest)", c)
-				}
-			}
 			h.RequireComponents = append(h.RequireComponents, args...)
 		case "max_body":
 			var v string
@@ -208,9 +185,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&field, &name) {
 				return d.ArgErr()
 			}
-			if !isIdentityField(field) {
-				return d.Errf("header: unknown field %q (want one of level, scheme, agent, delegate, sub, scope, jkt, txn, issuer)", field)
-			}
 			if h.Headers == nil {
 				h.Headers = map[string]string{}
 			}
@@ -221,9 +195,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "replay":
 			if !d.AllArgs(&h.Replay) {
 				return d.ArgErr()
-			}
-			if h.Replay != ReplayOff && h.Replay != ReplayUnsafe && h.Replay != ReplayAll {
-				return d.Errf("replay: unknown policy %q (want off, unsafe or all)", h.Replay)
 			}
 		case "max_token_lifetime":
 			dur, err := parseLifetime(d)
@@ -298,8 +269,8 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.ArgErr()
 			}
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 1024 {
-				return nil, d.Errf("replay_capacity: want a whole number of entries of at least 1024, got %q", v)
+			if err != nil || n <= 0 {
+				return nil, d.Errf("replay_capacity: want a whole number of entries of at least %d, got %q", minReplayCapacity, v)
 			}
 			app.ReplayCapacity = n
 		default:
@@ -309,15 +280,15 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 	return httpcaddyfile.App{Name: "aauth", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
-// parseLifetime reads the one argument of max_token_lifetime: a duration of at least
-// one second.
+// parseLifetime reads the one argument of max_token_lifetime: a positive duration (zero
+// would mean "unset"; the lower bound is checked in Validate).
 func parseLifetime(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	var v string
 	if !d.AllArgs(&v) {
 		return 0, d.ArgErr()
 	}
 	dur, err := caddy.ParseDuration(v)
-	if err != nil || dur < time.Second {
+	if err != nil || dur <= 0 {
 		return 0, d.Errf("max_token_lifetime: want a duration of at least 1s, got %q", v)
 	}
 	return caddy.Duration(dur), nil

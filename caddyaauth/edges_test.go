@@ -5,10 +5,12 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,7 +205,11 @@ func TestEdgeOptionsCaddyfileAndValidate(t *testing.T) {
 	}
 	for _, bad := range []string{"replay", "replay sometimes", "replay off on", "max_token_lifetime", "max_token_lifetime 0s", "max_token_lifetime soon", "replay off\n replay all"} {
 		var h Handler
-		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("aauth {\n" + bad + "\n}")); err == nil {
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("aauth {\n" + bad + "\n}"))
+		if err == nil {
+			err = h.Validate()
+		}
+		if err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
@@ -322,5 +328,59 @@ func TestReplayStoreFullFailsClosed(t *testing.T) {
 	}
 	if !full || h.replay.Len() > 16 {
 		t.Fatalf("full=%v len=%d", full, h.replay.Len())
+	}
+}
+
+// TestValidateJSON: the semantic checks run in Validate, so a JSON config (which never
+// goes through the Caddyfile parser) gets them too.
+func TestValidateJSON(t *testing.T) {
+	const base = `"require": "auth-token", "resource": "https://api.example", "auth_server": "https://as.example"`
+	for _, tc := range []struct{ json, err string }{
+		{`{` + base + `, "scopes": ["a b"]}`, `scope: "a b" is not a valid scope token`},
+		{`{` + base + `, "scopes": ["read", "read"]}`, `scope "read" listed twice`},
+		{`{` + base + `, "scope_descriptions": {"a b": "text"}}`, `scope_description: "a b" is not a valid scope token`},
+		{`{` + base + `, "resource_token_lifetime": "2h"}`, "resource_token_lifetime: want a duration between 1s and 1h"},
+		{`{` + base + `, "resource_token_lifetime": "500ms"}`, "resource_token_lifetime: want a duration between 1s and 1h"},
+		{`{"max_token_lifetime": "500ms"}`, `max_token_lifetime: want a duration of at least 1s, got "500ms"`},
+		{`{"signature_window": "-5s"}`, "signature_window must be positive"},
+		{`{"require": "superuser"}`, `require: unknown level "superuser"`},
+		{`{"replay": "sometimes"}`, `replay: unknown policy "sometimes"`},
+		{`{"require_components": ["content-length"]}`, `unsupported component "content-length"`},
+		{`{"headers": {"colour": "X-Colour"}}`, `header: unknown field "colour"`},
+		{`{"headers": {"agent": "Agent"}}`, "must start with X-"},
+		{`{"scopes": ["read"]}`, "need require auth-token"},
+		{`{"require": "auth-token", "resource": "https://api.example"}`, "needs auth_server"},
+		{`{` + base + `, "scopes": ["read"], "scope_descriptions": {"read": "Read"}, "resource_token_lifetime": "10m", "max_token_lifetime": "1h"}`, ""},
+	} {
+		var h Handler
+		if err := json.Unmarshal([]byte(tc.json), &h); err != nil {
+			t.Fatalf("%s: %v", tc.json, err)
+		}
+		err := h.Validate()
+		if tc.err == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.json, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: error %v, want %q", tc.json, err, tc.err)
+		}
+	}
+	for _, tc := range []struct{ json, err string }{
+		{`{"replay_capacity": 10}`, `replay_capacity: want a whole number of entries of at least 1024, got "10"`},
+		{`{"replay_capacity": -1}`, "replay_capacity: want a whole number of entries of at least 1024"},
+		{`{"max_token_lifetime": "500ms"}`, `max_token_lifetime: want a duration of at least 1s, got "500ms"`},
+		{`{"fetch_timeout": "-1s"}`, "fetch_timeout must not be negative"},
+		{`{"dev": true, "replay_capacity": 2048, "max_token_lifetime": "2h", "fetch_timeout": "3s"}`, ""},
+	} {
+		var a App
+		if err := json.Unmarshal([]byte(tc.json), &a); err != nil {
+			t.Fatalf("%s: %v", tc.json, err)
+		}
+		err := a.Validate()
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("app %s: error %v, want %q", tc.json, err, tc.err)
+		}
 	}
 }

@@ -6,8 +6,10 @@
 package caddyaauth
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -124,10 +126,9 @@ type Handler struct {
 	MaxTokenLifetime caddy.Duration `json:"max_token_lifetime,omitempty"`
 
 	logger      *zap.Logger
-	app         *App         // this config's aauth app: resource registry and server guards
-	signer      *keys.Signer // resource signing key (auth-token routes)
+	app         *App          // this config's aauth app: resource registry and server guards
+	key         *keystore.Key // resource signing key (auth-token routes)
 	verifier    *reqverify.Verifier
-	release     func() error // drops the shared discovery client
 	authorities []string
 	renamed     []string // custom upstream header names, stripped from client requests
 	now         func() time.Time
@@ -144,7 +145,8 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 const defaultMaxBody = 1 << 20
 
-// Provision sets defaults and takes a reference on the shared discovery client.
+// Provision sets defaults and looks up the aauth app (settings, discovery client,
+// resource registry).
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Require == "" {
@@ -160,13 +162,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.authorities = append(h.authorities, httpsig.Authority("https", a))
 	}
 	h.renamed = h.renamedHeaders()
-	s, err := Settings(ctx)
-	if err != nil {
+	var err error
+	if h.app, err = LoadApp(ctx); err != nil {
 		return err
 	}
-	if h.app, err = appFor(ctx); err != nil {
-		return err
-	}
+	s := h.app
 	guard, guarded, err := guardServer(ctx, h.app)
 	if err != nil {
 		return err
@@ -174,13 +174,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if guarded {
 		guard.protect(h.renamed)
 	}
-	client, release, err := SharedDiscovery(s)
-	if err != nil {
-		return err
-	}
-	h.release = release
 	h.verifier = &reqverify.Verifier{
-		Discovery: client,
+		Discovery: s.Discovery(),
 		Limits:    httpsig.DefaultLimits,
 		Policy:    httpsig.Policy{Window: time.Duration(h.SignatureWindow), Extra: h.RequireComponents},
 		Now:       func() time.Time { return h.now() },
@@ -202,13 +197,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	if h.Require == RequireAuthToken {
-		// Checked here as well as in Validate: the resource id names the signing key's
-		// storage location, which must not be written for an invalid id.
-		if h.Resource != "" {
-			if err := discovery.ValidateIdentifier(h.Resource, s.Dev); err != nil {
-				return fmt.Errorf("resource: %v", err)
-			}
-		}
 		if h.ResourceTokenLifetime == 0 {
 			h.ResourceTokenLifetime = caddy.Duration(defaultResourceTokenLifetime)
 		}
@@ -217,11 +205,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			Issuers:  append([]string{h.AuthServer}, h.TrustIssuers...),
 		}
 		if h.Resource != "" {
-			signer, err := keystore.LoadOrGenerate(ctx, ctx.Storage(), "resource", h.Resource, keys.AlgEd25519)
-			if err != nil {
-				return fmt.Errorf("resource signing key: %w", err)
-			}
-			h.signer = signer
+			// Loaded or generated when the config starts (or on first use), not here:
+			// `caddy validate` provisions handlers and must not write storage.
+			h.key = keystore.NewKey(ctx.Storage(), keystore.LayoutOf(keystore.RoleResource, h.Resource), keys.AlgEd25519)
+			h.app.OnStart(func(ctx context.Context) error {
+				if _, err := h.key.Signer(ctx); err != nil {
+					return fmt.Errorf("resource signing key: %w", err)
+				}
+				return nil
+			})
 			h.app.registerResource(h)
 			if guarded {
 				guard.serveResource(h.Resource)
@@ -231,39 +223,33 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration, whether it came from a Caddyfile or from JSON:
+// each field on its own first, then the combinations.
 func (h *Handler) Validate() error {
 	dev := h.verifier != nil && h.verifier.Dev
 	switch h.Require {
-	case RequirePseudonym, RequireIdentity:
-		if h.AuthServer != "" || len(h.TrustIssuers) > 0 || len(h.Scopes) > 0 {
-			return errors.New("auth_server, trust_issuer and scope need require auth-token")
-		}
-	case RequireAuthToken:
-		if h.Resource == "" {
-			return errors.New("require auth-token needs resource (this API's https identifier)")
-		}
-		if h.AuthServer == "" {
-			return errors.New("require auth-token needs auth_server")
-		}
-		for _, iss := range append([]string{h.AuthServer}, h.TrustIssuers...) {
-			if err := discovery.ValidateIdentifier(iss, dev); err != nil {
-				return fmt.Errorf("auth server %q: %v", iss, err)
-			}
-		}
-		for _, sc := range h.Scopes {
-			if !wire.ValidScope(sc) {
-				return fmt.Errorf("scope %q is not a valid scope token", sc)
-			}
-		}
-		if lt := time.Duration(h.ResourceTokenLifetime); lt != 0 && (lt < time.Second || lt > time.Hour) {
-			return errors.New("resource_token_lifetime must be between 1s and 1h")
-		}
+	case "", RequirePseudonym, RequireIdentity, RequireAuthToken:
 	default:
 		return fmt.Errorf("require: unknown level %q (want pseudonym, identity or auth-token)", h.Require)
 	}
+	for i, sc := range h.Scopes {
+		if !wire.ValidScope(sc) {
+			return fmt.Errorf("scope: %q is not a valid scope token", sc)
+		}
+		if slices.Contains(h.Scopes[:i], sc) {
+			return fmt.Errorf("scope %q listed twice", sc)
+		}
+	}
+	for _, sc := range slices.Sorted(maps.Keys(h.ScopeDescriptions)) {
+		if !wire.ValidScope(sc) {
+			return fmt.Errorf("scope_description: %q is not a valid scope token", sc)
+		}
+	}
+	if lt := time.Duration(h.ResourceTokenLifetime); lt != 0 && (lt < time.Second || lt > time.Hour) {
+		return fmt.Errorf("resource_token_lifetime: want a duration between 1s and 1h, got %s", lt)
+	}
 	if h.SignatureWindow < 0 {
-		return errors.New("signature_window must not be negative")
+		return errors.New("signature_window must be positive")
 	}
 	if h.MaxBody < 0 {
 		return errors.New("max_body must not be negative")
@@ -273,8 +259,8 @@ func (h *Handler) Validate() error {
 	default:
 		return fmt.Errorf("replay: unknown policy %q (want off, unsafe or all)", h.Replay)
 	}
-	if h.MaxTokenLifetime < 0 {
-		return errors.New("max_token_lifetime must not be negative")
+	if lt := time.Duration(h.MaxTokenLifetime); lt < 0 || (lt != 0 && lt < time.Second) {
+		return fmt.Errorf("max_token_lifetime: want a duration of at least 1s, got %q", lt.String())
 	}
 	for _, c := range h.RequireComponents {
 		if c != "content-type" && c != "content-digest" {
@@ -291,24 +277,36 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("resource: %v", err)
 		}
 	}
-	for k, v := range h.Headers {
+	for _, k := range slices.Sorted(maps.Keys(h.Headers)) {
 		if !isIdentityField(k) {
-			return fmt.Errorf("headers: unknown field %q", k)
+			return fmt.Errorf("header: unknown field %q (want one of level, scheme, agent, delegate, sub, scope, jkt, txn, issuer)", k)
 		}
-		if v != "-" && !strings.HasPrefix(strings.ToLower(v), "x-") {
-			return fmt.Errorf("headers: %s: custom upstream header names must start with X- (got %q)", k, v)
+		if v := h.Headers[k]; v != "-" && !strings.HasPrefix(strings.ToLower(v), "x-") {
+			return fmt.Errorf("header: %s: custom upstream header names must start with X- (got %q)", k, v)
 		}
+	}
+	if h.Require == RequireAuthToken {
+		if h.Resource == "" {
+			return errors.New("require auth-token needs resource (this API's https identifier)")
+		}
+		if h.AuthServer == "" {
+			return errors.New("require auth-token needs auth_server")
+		}
+		for _, iss := range append([]string{h.AuthServer}, h.TrustIssuers...) {
+			if err := discovery.ValidateIdentifier(iss, dev); err != nil {
+				return fmt.Errorf("auth server %q: %v", iss, err)
+			}
+		}
+	} else if h.AuthServer != "" || len(h.TrustIssuers) > 0 || len(h.Scopes) > 0 {
+		return errors.New("auth_server, trust_issuer and scope need require auth-token")
 	}
 	return nil
 }
 
-// Cleanup releases the shared discovery client and replay store.
+// Cleanup releases the shared replay store.
 func (h *Handler) Cleanup() error {
 	if h.releaseReplay != nil {
-		_ = h.releaseReplay()
-	}
-	if h.release != nil {
-		return h.release()
+		return h.releaseReplay()
 	}
 	return nil
 }

@@ -33,7 +33,7 @@ func (Strip) CaddyModule() caddy.ModuleInfo {
 // placing aauth_strip among a server's primary routes protects a server whose aauth
 // handlers are only in named routes or handle_errors.
 func (s *Strip) Provision(ctx caddy.Context) error {
-	app, err := appFor(ctx)
+	app, err := LoadApp(ctx)
 	if err != nil {
 		return err
 	}

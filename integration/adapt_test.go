@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
@@ -17,7 +18,8 @@ var update = flag.Bool("update", false, "rewrite the expected JSON of the golden
 
 // TestCaddyfileAdaptToJSON adapts every integration/caddyfile_adapt/*.caddyfiletest file
 // (a Caddyfile, a line of ten dashes, then the expected JSON or an expected error text)
-// and compares the result. Run with -update to rewrite the JSON halves after a change,
+// and compares the result. An expected error comes from the adapter or, for a semantic
+// check, from validating the adapted config. Run with -update to rewrite the JSON halves after a change,
 // then review the diff.
 func TestCaddyfileAdaptToJSON(t *testing.T) {
 	files, err := filepath.Glob("caddyfile_adapt/*.caddyfiletest")
@@ -57,6 +59,15 @@ func TestCaddyfileAdaptToJSON(t *testing.T) {
 					t.Errorf("adaptation of %s is not deterministic", file)
 				}
 				return
+			}
+			if adaptErr == nil {
+				// Semantic checks live in the modules' Validate (so JSON configs get
+				// them too): load the adapted config as `caddy validate` does.
+				var cfg caddy.Config
+				if err := json.Unmarshal(out, &cfg); err != nil {
+					t.Fatal(err)
+				}
+				adaptErr = caddy.Validate(&cfg)
 			}
 			if adaptErr == nil {
 				t.Fatalf("expected an error containing %q, got none", expected)

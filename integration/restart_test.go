@@ -8,10 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 // restartEnv runs the built caddy binary on loopback ports with file storage, so a test
@@ -78,10 +80,10 @@ func kids(t *testing.T, url string) []string {
 	return out
 }
 
-func TestRestartKeepsKeysAndTokens(t *testing.T) {
-	backend := newEchoBackend(t)
-	agentSrv := newAgentServer(t)
-	e := newRestartEnv(t, func(e *restartEnv) string {
+// allowSites is a gateway site with an auth-token route (scope data.read) in front of
+// backend, and an auth server that allows every request.
+func allowSites(backend string) func(e *restartEnv) string {
+	return func(e *restartEnv) string {
 		return fmt.Sprintf(`%s {
 	aauth {
 		require auth-token
@@ -100,8 +102,14 @@ func TestRestartKeepsKeysAndTokens(t *testing.T) {
 		}
 	}
 }
-`, e.apiID, e.apiID, e.authID, backend.addr(), e.authID, e.authID)
-	})
+`, e.apiID, e.apiID, e.authID, backend, e.authID, e.authID)
+	}
+}
+
+func TestRestartKeepsKeysAndTokens(t *testing.T) {
+	backend := newEchoBackend(t)
+	agentSrv := newAgentServer(t)
+	e := newRestartEnv(t, allowSites(backend.addr()))
 	e.start(t)
 	resJWKS, asJWKS := e.apiID+"/.well-known/aauth-resource/jwks.json", e.authID+"/jwks.json"
 	resKids, asKids := kids(t, resJWKS), kids(t, asJWKS)
@@ -146,5 +154,56 @@ func TestRestartKeepsKeysAndTokens(t *testing.T) {
 	_ = json.Unmarshal(body, &echo)
 	if echo.Header["X-Aauth-Level"][0] != "authorized" {
 		t.Fatalf("backend saw %v", echo.Header)
+	}
+}
+
+// TestValidateWritesNothing: `caddy validate` provisions every handler but must not
+// write to storage; `caddy run` on the same config then creates the resource and auth
+// server signing keys and the interaction key when it starts, before any request needs
+// them.
+func TestValidateWritesNothing(t *testing.T) {
+	backend := newEchoBackend(t)
+	e := newRestartEnv(t, allowSites(backend.addr()))
+	storage := filepath.Join(e.dir, "storage")
+	files := func(root string) []string {
+		var out []string
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				out = append(out, p)
+			}
+			return nil
+		})
+		return out
+	}
+	v := startProcess(t, "caddy validate", e.dir, e.env, e.bin, "validate", "--config", e.config, "--adapter", "caddyfile")
+	<-v.done
+	if v.err != nil {
+		t.Fatalf("caddy validate: %v\n%s", v.err, v.out.String())
+	}
+	if got := files(storage); len(got) != 0 {
+		t.Fatalf("caddy validate wrote to storage: %v", got)
+	}
+	for _, f := range files(filepath.Join(e.dir, "state")) {
+		if strings.Contains(f, "aauth") {
+			t.Fatalf("caddy validate wrote %s", f)
+		}
+	}
+
+	e.start(t)
+	want := []string{
+		keystore.LayoutOf(keystore.RoleResource, e.apiID).SigningKey(),
+		keystore.LayoutOf(keystore.RoleIssuer, e.authID).SigningKey(),
+		keystore.LayoutOf(keystore.RoleIssuer, e.authID).InteractKey(),
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, k := range want {
+		for {
+			if _, err := os.Stat(filepath.Join(storage, filepath.FromSlash(k))); err == nil {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("caddy run did not create %s: %v (storage holds %v)", k, err, files(storage))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }

@@ -1,5 +1,5 @@
 // Package keystore keeps the signing keys of a resource or an auth server in Caddy
-// storage (DESIGN.md §5): loaded, or generated once under a storage lock, so every
+// storage: loaded, or generated once under a storage lock, so every
 // reload, restart and cluster member sharing the storage signs with the same key and
 // publishes the same kid.
 package keystore
@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"strings"
 	"sync"
 
 	"github.com/caddyserver/certmagic"
@@ -18,33 +19,78 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 )
 
-// Storage is the part of certmagic.Storage this package needs; tests pass a fake.
-type Storage interface {
-	certmagic.Locker
-	Store(ctx context.Context, key string, value []byte) error
-	Load(ctx context.Context, key string) ([]byte, error)
-	Exists(ctx context.Context, key string) bool
+// Roles of the identifiers that own storage.
+const (
+	RoleResource = "resource" // a gateway's resource identifier
+	RoleIssuer   = "issuer"   // an auth server's issuer
+)
+
+// Record folders under an issuer's Layout.
+const (
+	DirJTI      = "jti"      // resource-token jtis accepted: <hex sha256(iss "\n" jti)>
+	DirPending  = "pending"  // pending (deferred) token requests: <id>.json
+	DirCodes    = "codes"    // interaction codes: <CODE>
+	DirSessions = "sessions" // consent page login sessions: <hex sha256(sid)>.json
+	DirGrants   = "grants"   // remembered grants: <hex sha256(agent "\n" resource)>.json, index.json
+)
+
+// Layout is the storage key layout of one identifier, the one place that names the keys
+// this module keeps in Caddy storage. Everything lives under
+// aauth/<role>/<certmagic.StorageKeys.Safe(id)>/:
+//
+//	signing.jwk        the private signing JWK (gateway resource key, auth server key)
+//	interact.key       the auth server's CSRF key for the consent pages
+//	jti/, pending/, codes/, sessions/, grants/   the auth server's records (Dir*)
+type Layout struct {
+	role, id, prefix string
 }
 
-// Prefix is where keys live: aauth/<role>/<safe id>/signing.jwk.
-func Prefix(role, id string) string {
-	return path.Join("aauth", role, certmagic.StorageKeys.Safe(id))
+// LayoutOf returns the layout of identifier id in role (RoleResource or RoleIssuer).
+func LayoutOf(role, id string) Layout {
+	return Layout{role: role, id: id, prefix: path.Join("aauth", role, certmagic.StorageKeys.Safe(id))}
 }
 
-// KeyPath is the storage key of the private signing JWK.
-func KeyPath(role, id string) string { return path.Join(Prefix(role, id), "signing.jwk") }
+// Prefix is the folder of every key of the identifier.
+func (l Layout) Prefix() string { return l.prefix }
+
+// Key joins parts under the identifier's folder.
+func (l Layout) Key(parts ...string) string {
+	return path.Join(append([]string{l.prefix}, parts...)...)
+}
+
+// Dir is a record folder (DirJTI, DirPending, ...).
+func (l Layout) Dir(dir string) string { return l.Key(dir) }
+
+// SigningKey is the storage key of the private signing JWK.
+func (l Layout) SigningKey() string { return l.Key("signing.jwk") }
+
+// InteractKey is the storage key of the auth server's CSRF key.
+func (l Layout) InteractKey() string { return l.Key("interact.key") }
+
+// keygenLock is the lock taken while the signing key is generated.
+func (l Layout) keygenLock() string { return l.Key("keygen") }
+
+// InteractKeyLock is the lock taken while the CSRF key is generated.
+func (l Layout) InteractKeyLock() string {
+	return "aauth_interact_key_" + certmagic.StorageKeys.Safe(l.id)
+}
+
+// GrantsLock serialises updates of the remembered grants across instances.
+func (l Layout) GrantsLock() string {
+	return "aauth_grants_" + strings.ReplaceAll(l.prefix, "/", "_")
+}
 
 // LoadOrGenerate returns the signing key stored for (role, id), generating one with alg
 // when there is none. Generation happens under a storage lock with a re-check after the
 // lock is taken, so concurrent first starts agree on one key.
-func LoadOrGenerate(ctx context.Context, st Storage, role, id, alg string) (*keys.Signer, error) {
-	k := KeyPath(role, id)
+func LoadOrGenerate(ctx context.Context, st certmagic.Storage, l Layout, alg string) (*keys.Signer, error) {
+	k := l.SigningKey()
 	if s, err := load(ctx, st, k); err == nil {
 		return s, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	lock := path.Join(Prefix(role, id), "keygen")
+	lock := l.keygenLock()
 	if err := st.Lock(ctx, lock); err != nil {
 		return nil, fmt.Errorf("locking %s: %w", lock, err)
 	}
@@ -70,7 +116,7 @@ func LoadOrGenerate(ctx context.Context, st Storage, role, id, alg string) (*key
 	return s, nil
 }
 
-func load(ctx context.Context, st Storage, k string) (*keys.Signer, error) {
+func load(ctx context.Context, st certmagic.Storage, k string) (*keys.Signer, error) {
 	b, err := st.Load(ctx, k)
 	if err != nil {
 		return nil, err
@@ -101,66 +147,34 @@ func JWKS(pubs ...*keys.PublicKey) []byte {
 	return b
 }
 
-// Memory is an in-memory Storage for tests.
-type Memory struct {
-	mu    sync.Mutex
-	data  map[string][]byte
-	locks map[string]chan struct{}
+// Key is a signing key that is loaded from storage, or generated and stored, on first
+// use rather than when the config is provisioned, so that `caddy validate` writes
+// nothing. A failed attempt is retried on the next use.
+type Key struct {
+	st     certmagic.Storage
+	layout Layout
+	alg    string
+
+	mu     sync.Mutex
+	signer *keys.Signer
 }
 
-// NewMemory returns an empty in-memory storage.
-func NewMemory() *Memory {
-	return &Memory{data: map[string][]byte{}, locks: map[string]chan struct{}{}}
+// NewKey returns the key of layout l in st, generated with alg when there is none.
+func NewKey(st certmagic.Storage, l Layout, alg string) *Key {
+	return &Key{st: st, layout: l, alg: alg}
 }
 
-func (m *Memory) Store(_ context.Context, key string, value []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.data[key] = append([]byte(nil), value...)
-	return nil
-}
-
-func (m *Memory) Load(_ context.Context, key string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v, ok := m.data[key]
-	if !ok {
-		return nil, fs.ErrNotExist
+// Signer returns the key, loading or generating it the first time.
+func (k *Key) Signer(ctx context.Context) (*keys.Signer, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.signer != nil {
+		return k.signer, nil
 	}
-	return append([]byte(nil), v...), nil
-}
-
-func (m *Memory) Exists(_ context.Context, key string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.data[key]
-	return ok
-}
-
-func (m *Memory) Lock(ctx context.Context, name string) error {
-	for {
-		m.mu.Lock()
-		ch, held := m.locks[name]
-		if !held {
-			m.locks[name] = make(chan struct{})
-			m.mu.Unlock()
-			return nil
-		}
-		m.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	s, err := LoadOrGenerate(ctx, k.st, k.layout, k.alg)
+	if err != nil {
+		return nil, err
 	}
-}
-
-func (m *Memory) Unlock(_ context.Context, name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if ch, ok := m.locks[name]; ok {
-		close(ch)
-		delete(m.locks, name)
-	}
-	return nil
+	k.signer = s
+	return s, nil
 }

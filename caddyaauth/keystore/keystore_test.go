@@ -6,19 +6,21 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/caddyserver/certmagic"
+
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 )
 
 func TestLoadOrGenerateIsStableAndRaceFree(t *testing.T) {
-	st := NewMemory()
+	st := &certmagic.FileStorage{Path: t.TempDir()}
 	ctx := context.Background()
 	var wg sync.WaitGroup
-	kids := make([]string, 20)
+	kids := make([]string, 5)
 	for i := range kids {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := LoadOrGenerate(ctx, st, "resource", "https://api.example", keys.AlgEd25519)
+			s, err := LoadOrGenerate(ctx, st, LayoutOf(RoleResource, "https://api.example"), keys.AlgEd25519)
 			if err != nil {
 				t.Error(err)
 				return
@@ -32,11 +34,11 @@ func TestLoadOrGenerateIsStableAndRaceFree(t *testing.T) {
 			t.Fatalf("concurrent first starts disagree: %v", kids)
 		}
 	}
-	again, err := LoadOrGenerate(ctx, st, "resource", "https://api.example", keys.AlgEd25519)
+	again, err := LoadOrGenerate(ctx, st, LayoutOf(RoleResource, "https://api.example"), keys.AlgEd25519)
 	if err != nil || again.Public.KID != kids[0] {
 		t.Fatalf("reload changed the key: %v %v", err, again)
 	}
-	other, _ := LoadOrGenerate(ctx, st, "issuer", "https://api.example", keys.AlgECDSAP256)
+	other, _ := LoadOrGenerate(ctx, st, LayoutOf(RoleIssuer, "https://api.example"), keys.AlgECDSAP256)
 	if other.Public.KID == kids[0] || other.Public.Alg() != keys.AlgECDSAP256 {
 		t.Fatal("roles must not share keys")
 	}
@@ -49,9 +51,30 @@ func TestLoadOrGenerateIsStableAndRaceFree(t *testing.T) {
 }
 
 func TestCorruptStoredKey(t *testing.T) {
-	st := NewMemory()
-	_ = st.Store(context.Background(), KeyPath("resource", "x"), []byte("not json"))
-	if _, err := LoadOrGenerate(context.Background(), st, "resource", "x", ""); err == nil {
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	_ = st.Store(context.Background(), LayoutOf(RoleResource, "x").SigningKey(), []byte("not json"))
+	if _, err := LoadOrGenerate(context.Background(), st, LayoutOf(RoleResource, "x"), ""); err == nil {
 		t.Fatal("a corrupt stored key must not be silently replaced")
+	}
+}
+
+func TestKeyIsLazy(t *testing.T) {
+	dir := t.TempDir()
+	st := &certmagic.FileStorage{Path: dir}
+	l := LayoutOf(RoleIssuer, "https://as.example")
+	k := NewKey(st, l, keys.AlgEd25519)
+	if st.Exists(context.Background(), l.SigningKey()) {
+		t.Fatal("NewKey wrote to storage")
+	}
+	s1, err := k.Signer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Exists(context.Background(), l.SigningKey()) {
+		t.Fatal("first use did not store the key")
+	}
+	s2, err := NewKey(st, l, keys.AlgEd25519).Signer(context.Background())
+	if err != nil || s2.Public.KID != s1.Public.KID {
+		t.Fatalf("a second Key on the same storage disagrees: %v", err)
 	}
 }
