@@ -6,7 +6,11 @@ package integration
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
@@ -25,6 +29,21 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// Caddy's autosave.json, its default storage and its config folder follow the XDG
+	// variables: point them into stateDir so no test (nor a binary a test starts) touches
+	// the user's own Caddy config or data. The in-process Caddy computed its paths when
+	// its package was initialised, so those are set directly.
+	for _, v := range []string{"XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"} {
+		dir, err := os.MkdirTemp(stateDir, "xdg-")
+		if err != nil {
+			panic(err)
+		}
+		if err := os.Setenv(v, dir); err != nil {
+			panic(err)
+		}
+	}
+	caddy.ConfigAutosavePath = filepath.Join(caddy.AppConfigDir(), "autosave.json")
+	caddy.DefaultStorage = &certmagic.FileStorage{Path: caddy.AppDataDir()}
 	code := m.Run()
 	_ = os.RemoveAll(stateDir)
 	os.Exit(code)
