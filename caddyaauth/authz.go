@@ -38,7 +38,8 @@ func (h *Handler) authorize(res *reqverify.Result) (code, desc string) {
 	return "", ""
 }
 
-// mintResourceToken issues a resource token for a verified agent and key (P9). Callers
+// mintResourceToken issues a resource token for a verified agent and key (draft-hardt-aauth
+// §8.1). Callers
 // must have verified the request signature first.
 func (h *Handler) mintResourceToken(ctx context.Context, res *reqverify.Result, scopes []string) (string, error) {
 	if h.key == nil || res.Agent == "" || res.Key == nil {

@@ -42,7 +42,7 @@ const (
 )
 
 // Handler verifies AAuth request signatures. Upstream headers and placeholders it sets on
-// success ({http.aauth.*}; DESIGN.md §4):
+// success ({http.aauth.*}):
 //
 //	X-Aauth-Level          {http.aauth.level}     pseudonym | identity | authorized
 //	X-Aauth-Scheme         {http.aauth.scheme}    hwk | jwks_uri | jwt
@@ -465,8 +465,8 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) erro
 }
 
 // challenge answers 401 with the route's AAuth requirement and a JSON error body
-// (PROTOCOL.md P8). The body is written here, not through handle_errors, because the
-// protocol defines it.
+// (draft-hardt-aauth §6, §18). The body is written here, not through handle_errors,
+// because the protocol defines it.
 func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc string, required []string) error {
 	if c := h.logger.Check(zap.DebugLevel, "aauth challenge"); c != nil {
 		c.Write(zap.String("require", h.Require), zap.String("error", code), zap.String("reason", desc), zap.String("remote_ip", r.RemoteAddr))

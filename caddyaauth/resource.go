@@ -15,7 +15,9 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
-// Well-known paths a resource serves (PROTOCOL.md P17, P18; Part 2 §14.1).
+// Well-known paths a resource serves: its metadata (draft-hardt-aauth §13.3; also at the
+// bare name without .json, our choice for older agents), its JWKS and its resource token
+// endpoint (§8.3).
 const (
 	PathResourceMetadata     = "/.well-known/aauth-resource.json"
 	PathResourceMetadataBare = "/.well-known/aauth-resource"
@@ -64,7 +66,7 @@ func (h *Handler) serveWellKnown(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// metadata is the resource's well-known document (P18).
+// metadata is the resource's well-known document (draft-hardt-aauth §13.3).
 func (h *Handler) metadata() wire.ResourceMetadata {
 	md := wire.ResourceMetadata{
 		Resource:              h.Resource,
@@ -105,8 +107,8 @@ func (h *Handler) siblings() []*Handler {
 	return out
 }
 
-// serveResourceToken is the resource token endpoint for proactive requests (Part 2
-// §14.1): a signed POST {"scope": "..."} from an identified agent gets a resource token.
+// serveResourceToken is the resource token endpoint for proactive requests (draft-hardt-aauth
+// §8.3): a signed POST {"scope": "..."} from an identified agent gets a resource token.
 func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) error {
 	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
 	if !ok {

@@ -19,8 +19,8 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
-// Errors of the wait for consent (PROTOCOL.md §7.5). Poller.Await wraps them with the
-// auth server's description, so test them with errors.Is.
+// Errors of the wait for consent (draft-hardt-aauth §10.3–10.6). Poller.Await wraps them
+// with the auth server's description, so test them with errors.Is.
 var (
 	// ErrConsentDenied: the user (or the auth server on the user's behalf) refused the
 	// request (403 denied or abandoned).
@@ -49,7 +49,7 @@ const (
 const (
 	DefaultPollWait        = 20 * time.Second // Prefer: wait on each poll
 	DefaultConsentDuration = 10 * time.Minute // overall limit of Await
-	MaxClarifications      = 5                // answered questions per pending request (P14)
+	MaxClarifications      = 5                // answered questions per pending request (draft-hardt-aauth §11.4)
 	MaxClarificationLen    = 2000             // characters of an answer
 	minPollGap             = time.Second      // between the starts of two polls
 	maxPollDelay           = 60 * time.Second // cap on any Retry-After
@@ -59,8 +59,8 @@ const (
 )
 
 // Poller waits for the auth server's decision on a deferred token request: it polls the
-// pending URL with signed GETs (PROTOCOL.md P12, §7.4–7.5), answers clarification
-// questions (P14, §12) and returns the auth token once the user approved. Its Await
+// pending URL with signed GETs (draft-hardt-aauth §10.3–10.6), answers clarification
+// questions (§11.4) and returns the auth token once the user approved. Its Await
 // method is meant for Transport.AwaitToken; the token it returns is checked there like
 // one issued directly.
 type Poller struct {
@@ -104,8 +104,8 @@ type Poller struct {
 }
 
 // InteractionURL is where the user approves a deferred request: the interaction endpoint
-// with the code as its code query parameter (PROTOCOL.md §8.1; the code bare, without
-// quotes). An existing query on endpoint is kept.
+// with the code as its code query parameter (draft-hardt-aauth §11.5; the code bare,
+// without the quotes the draft's example shows). An existing query on endpoint is kept.
 func InteractionURL(endpoint, code string) string {
 	if endpoint == "" {
 		return ""
@@ -129,7 +129,8 @@ func InteractionURL(endpoint, code string) string {
 }
 
 // FormatCode spells an interaction code for reading aloud or typing: groups of four
-// separated by hyphens (ABCD2345 → ABCD-2345). Auth servers ignore the hyphens (P13).
+// separated by hyphens (ABCD2345 → ABCD-2345). Auth servers ignore the hyphens
+// (draft-hardt-aauth §11.5).
 func FormatCode(code string) string {
 	r := []rune(code)
 	if len(r) <= 4 {

@@ -19,7 +19,9 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
-// Paths served by Server (PROTOCOL.md §2.3).
+// Paths served by Server: the agent metadata document (draft-hardt-aauth §13.1, at both
+// the .json and the bare name), its JWKS, and the delegate token endpoint, a demo endpoint
+// of our own (the draft leaves agent token issuance out of scope).
 const (
 	PathMetadata     = "/.well-known/aauth-agent.json"
 	PathMetadataBare = "/.well-known/aauth-agent"
@@ -56,7 +58,8 @@ type Server struct {
 	DelegateSecret string
 	// TokenLifetime is the agent token lifetime; 0 means DefaultTokenLifetime.
 	TokenLifetime time.Duration
-	// ClarificationSupported is published in the metadata (PROTOCOL.md P14).
+	// ClarificationSupported is published in the agent metadata (draft-hardt-aauth §11.4,
+	// §13.1): auth servers only ask clarification questions of agents that set it.
 	ClarificationSupported bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time

@@ -35,7 +35,7 @@ type Options struct {
 	// MaxLifetime, when > 0, bounds exp - iat and exp - Now.
 	MaxLifetime time.Duration
 	// ExpiredGrace, when > 0, accepts a token whose exp passed less than ExpiredGrace ago
-	// (the refresh request of PROTOCOL.md P16 only; the caller must check
+	// (the refresh request of draft-hardt-aauth §19.7 only; the caller must check
 	// Token.Expired). Leave it zero everywhere else.
 	ExpiredGrace time.Duration
 }
@@ -66,24 +66,25 @@ var (
 		audRequired: true, needAud: true, needCnf: true, needAgent: true, needSubScope: true}
 )
 
-// VerifyAgentToken verifies an agent token (typ agent+jwt, PROTOCOL.md §10.3): iss, sub,
-// jti, cnf.jwk, iat and exp are required; aud is optional (see Options.Audience). Checking
-// that iss is a valid https identifier is the caller's job.
+// VerifyAgentToken verifies an agent token (typ agent+jwt, draft-hardt-aauth §16.2.1):
+// iss, sub, jti, cnf.jwk, iat and exp are required; aud is optional (see
+// Options.Audience). Checking that iss is a valid https identifier is the caller's job.
 func VerifyAgentToken(ctx context.Context, raw string, o Options, resolve KeyResolver) (*Token, error) {
 	return verify(ctx, raw, o, resolve, &agentRules)
 }
 
-// VerifyResourceToken verifies a resource token (typ resource+jwt, PROTOCOL.md P9, §6.3):
-// iss, aud (= Options.Audience, this AS), jti, agent, agent_jkt, iat and exp are required.
-// Matching agent and agent_jkt against the request, and jti replay, are the caller's job.
+// VerifyResourceToken verifies a resource token (typ resource+jwt, draft-hardt-aauth
+// §8.1, §16.2.3): iss, aud (= Options.Audience, this AS), jti, agent, agent_jkt, iat and
+// exp are required. Matching agent and agent_jkt against the request, and jti replay, are
+// the caller's job.
 func VerifyResourceToken(ctx context.Context, raw string, o Options, resolve KeyResolver) (*Token, error) {
 	return verify(ctx, raw, o, resolve, &resourceRules)
 }
 
-// VerifyAuthToken verifies an auth token (typ auth+jwt, PROTOCOL.md P10, §9.3): iss, aud
-// (= Options.Audience, this resource), jti, cnf.jwk, iat, exp, agent and at least one of
-// sub and scope are required. Key binding (cnf.jwk = the request's signing key) and scope
-// checks are the caller's job.
+// VerifyAuthToken verifies an auth token (typ auth+jwt, draft-hardt-aauth §9.1, §16.2.2):
+// iss, aud (= Options.Audience, this resource), jti, cnf.jwk, iat, exp, agent and at
+// least one of sub and scope are required. Key binding (cnf.jwk = the request's signing
+// key) and scope checks are the caller's job.
 func VerifyAuthToken(ctx context.Context, raw string, o Options, resolve KeyResolver) (*Token, error) {
 	return verify(ctx, raw, o, resolve, &authRules)
 }

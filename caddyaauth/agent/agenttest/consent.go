@@ -92,12 +92,13 @@ type consentState struct {
 	created chan struct{} // closed and replaced when a pending request is created
 }
 
-// EnableConsent switches the token endpoint to deferred answers (PROTOCOL.md P11): every
-// verified token request gets a 202 with an absolute Location under /pending/, Retry-After,
-// Cache-Control: no-store, AAuth: require=interaction; code="…" and the JSON body of the
-// wire. The pending URL answers signed polls from the key that made the token request
-// (P12), long-polls with Prefer: wait, and takes clarification answers (P14). A test
-// decides with Approve, Deny, Ask and Expire. SetAnswer still takes precedence.
+// EnableConsent switches the token endpoint to deferred answers (draft-hardt-aauth
+// §11.3): every verified token request gets a 202 with an absolute Location under
+// /pending/, Retry-After, Cache-Control: no-store, AAuth: require=interaction; code="…"
+// and the JSON body of the wire. The pending URL answers signed polls from the key that
+// made the token request (§10.3), long-polls with Prefer: wait (§10.5), and takes
+// clarification answers (§11.4). A test decides with Approve, Deny, Ask and Expire.
+// SetAnswer still takes precedence.
 func (a *AuthServer) EnableConsent(o ConsentOptions) {
 	if o.WaitCap == 0 {
 		o.WaitCap = 30 * time.Second
