@@ -354,6 +354,16 @@ func (a *AuthServer) servePending(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if !a.holdPoll(rw, r, cs, rec) {
+		return
+	}
+	a.answerPoll(rw, rec)
+}
+
+// holdPoll honours Prefer: wait, up to the WaitCap, by holding a pending poll until its
+// record changes or expires, and sets Preference-Applied. It reports false when the
+// client went away.
+func (a *AuthServer) holdPoll(rw http.ResponseWriter, r *http.Request, cs *consentState, rec *pendingRec) bool {
 	wait := 0
 	if s, ok := strings.CutPrefix(strings.TrimSpace(r.Header.Get("Prefer")), "wait="); ok {
 		if v, err := strconv.Atoi(s); err == nil && v > 0 {
@@ -373,13 +383,13 @@ func (a *AuthServer) servePending(w http.ResponseWriter, r *http.Request) {
 			case <-t.C:
 			case <-r.Context().Done():
 				t.Stop()
-				return
+				return false
 			}
 			t.Stop()
 		}
 		rw.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(applied/time.Second)))
 	}
-	a.answerPoll(rw, rec)
+	return true
 }
 
 // answerPoll answers a poll from the record's state; a terminal answer is given once.
