@@ -111,32 +111,20 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 			return d.Errf("scope_description for %q given twice", sc)
 		})
 	case "resource_token_lifetime":
-		var v string
-		if !d.AllArgs(&v) {
-			return d.ArgErr()
-		}
-		dur, err := caddy.ParseDuration(v)
-		if err != nil || dur <= 0 {
+		return positiveDuration(d, &h.ResourceTokenLifetime, func(v string, _ error) error {
 			return d.Errf("resource_token_lifetime: want a duration between 1s and 1h, got %q", v)
-		}
-		h.ResourceTokenLifetime = caddy.Duration(dur)
+		})
 	case "txn":
 		return flagOption(d, &h.Txn)
 	case "resource":
 		return oneArg(d, &h.Resource)
 	case "signature_window":
-		var v string
-		if !d.AllArgs(&v) {
-			return d.ArgErr()
-		}
-		dur, err := caddy.ParseDuration(v)
-		if err != nil {
-			return d.Errf("signature_window: %v", err)
-		}
-		if dur <= 0 {
+		return positiveDuration(d, &h.SignatureWindow, func(_ string, err error) error {
+			if err != nil {
+				return d.Errf("signature_window: %v", err)
+			}
 			return d.Errf("signature_window must be positive")
-		}
-		h.SignatureWindow = caddy.Duration(dur)
+		})
 	case "authority":
 		return appendArgs(d, &h.Authorities)
 	case "require_components":
@@ -160,11 +148,7 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 	case "replay":
 		return oneArg(d, &h.Replay)
 	case "max_token_lifetime":
-		dur, err := parseLifetime(d)
-		if err != nil {
-			return err
-		}
-		h.MaxTokenLifetime = dur
+		return parseLifetime(d, &h.MaxTokenLifetime)
 	default:
 		return d.Errf("unrecognized aauth option %q", opt)
 	}
@@ -254,21 +238,15 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.ArgErr()
 			}
 		case "fetch_timeout":
-			var v string
-			if !d.AllArgs(&v) {
-				return nil, d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return nil, d.Errf("fetch_timeout: invalid duration %q", v)
-			}
-			app.FetchTimeout = caddy.Duration(dur)
-		case "max_token_lifetime":
-			dur, err := parseLifetime(d)
-			if err != nil {
+			if err := positiveDuration(d, &app.FetchTimeout, func(v string, _ error) error {
+				return d.Errf("fetch_timeout: invalid duration %q", v)
+			}); err != nil {
 				return nil, err
 			}
-			app.MaxTokenLifetime = dur
+		case "max_token_lifetime":
+			if err := parseLifetime(d, &app.MaxTokenLifetime); err != nil {
+				return nil, err
+			}
 		case "replay_capacity":
 			var v string
 			if !d.AllArgs(&v) {
@@ -288,16 +266,26 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 
 // parseLifetime reads the one argument of max_token_lifetime: a positive duration (zero
 // would mean "unset"; the lower bound is checked in Validate).
-func parseLifetime(d *caddyfile.Dispenser) (caddy.Duration, error) {
+func parseLifetime(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	return positiveDuration(d, dst, func(v string, _ error) error {
+		return d.Errf("max_token_lifetime: want a duration of at least 1s, got %q", v)
+	})
+}
+
+// positiveDuration reads an option's one argument as a positive duration into dst. An
+// argument that is not one fails with bad(v, err), err being nil when v parsed but is not
+// positive.
+func positiveDuration(d *caddyfile.Dispenser, dst *caddy.Duration, bad func(v string, err error) error) error {
 	var v string
 	if !d.AllArgs(&v) {
-		return 0, d.ArgErr()
+		return d.ArgErr()
 	}
 	dur, err := caddy.ParseDuration(v)
 	if err != nil || dur <= 0 {
-		return 0, d.Errf("max_token_lifetime: want a duration of at least 1s, got %q", v)
+		return bad(v, err)
 	}
-	return caddy.Duration(dur), nil
+	*dst = caddy.Duration(dur)
+	return nil
 }
 
 // Options that may appear more than once in a block.
