@@ -25,8 +25,10 @@ type Wire struct {
 	TypAgent, TypResource, TypAuth string
 }
 
-// Seed is the wire this module speaks: the revision its tests, golden files and the
-// Python reference implementation agree on.
+// Seed is the wire this module speaks: draft-hardt-aauth as of March 2026 (header AAuth
+// with require=, typs agent+jwt, resource+jwt and auth+jwt), the revision its tests,
+// golden files and the draft's Python reference implementation agree on. The name is
+// historical: it is the first revision this module implemented.
 var Seed = &Wire{
 	Name:            "aauth-2026-03",
 	ChallengeHeader: HeaderAAuth,
@@ -35,7 +37,8 @@ var Seed = &Wire{
 	TypAuth:         TypAuth,
 }
 
-// Names of the Seed wire, for code (and constants elsewhere) that needs them at compile time.
+// Names of the Seed wire, for code (and constants elsewhere) that needs them at compile
+// time.
 const (
 	HeaderAAuth = "AAuth"
 	TypAgent    = "agent+jwt"
