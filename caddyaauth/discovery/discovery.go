@@ -256,8 +256,8 @@ func checkIdentity(obj map[string]any, member, id string) error {
 
 // Metadata fetches the AAuth metadata document of an identifier. doc is DocAgent,
 // DocIssuer or DocResource (then {id}/.well-known/{doc}.json is tried first and the bare
-// name second, our choice so that both spellings of the draft's revisions work), or an
-// explicit name from a Signature-Key `well-known` parameter (validated; tried exactly as
+// name second, our choice: draft-hardt-aauth of March 2026 names the .json form, older
+// revisions the bare name), or an explicit name from a Signature-Key `well-known` parameter (validated; tried exactly as
 // given). The identifying member ("agent", "issuer", "resource", chosen by the name's
 // prefix) must equal id exactly. The result is a shallow copy of the cached object: do
 // not modify nested values.
