@@ -61,6 +61,7 @@ func TestHandlerHWKAndReject(t *testing.T) {
 	bad.Header.Set("Signature", "sig=:AAAA:")
 	w := httptest.NewRecorder()
 	seen = nil
+	//lint:ignore SA1008 the handler writes the exact spelling "AAuth" into the header map; the test reads that key
 	if err := h.ServeHTTP(w, bad, next); err != nil || seen != nil || w.Code != 401 || w.Header()["AAuth"][0] != "require=pseudonym" {
 		t.Fatalf("bad request: err=%v code=%d passed=%v", err, w.Code, seen != nil)
 	}

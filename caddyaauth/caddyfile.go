@@ -88,124 +88,114 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("%s specified more than once", opt)
 		}
 		seen[opt] = true
-		switch opt {
-		case "require":
-			if !d.AllArgs(&h.Require) {
-				return d.ArgErr()
-			}
-		case "auth_server":
-			if !d.AllArgs(&h.AuthServer) {
-				return d.ArgErr()
-			}
-		case "trust_issuer":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			h.TrustIssuers = append(h.TrustIssuers, args...)
-		case "scope":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			h.Scopes = append(h.Scopes, args...)
-		case "scope_description":
-			var sc, text string
-			if !d.AllArgs(&sc, &text) {
-				return d.ArgErr()
-			}
-			if h.ScopeDescriptions == nil {
-				h.ScopeDescriptions = map[string]string{}
-			}
-			if _, dup := h.ScopeDescriptions[sc]; dup {
-				return d.Errf("scope_description for %q given twice", sc)
-			}
-			h.ScopeDescriptions[sc] = text
-		case "resource_token_lifetime":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return d.Errf("resource_token_lifetime: want a duration between 1s and 1h, got %q", v)
-			}
-			h.ResourceTokenLifetime = caddy.Duration(dur)
-		case "txn":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.Txn = true
-		case "resource":
-			if !d.AllArgs(&h.Resource) {
-				return d.ArgErr()
-			}
-		case "signature_window":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
+		if err := h.unmarshalOption(d, opt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unmarshalOption parses the arguments of one option of the aauth block.
+func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
+	switch opt {
+	case "require":
+		return oneArg(d, &h.Require)
+	case "auth_server":
+		return oneArg(d, &h.AuthServer)
+	case "trust_issuer":
+		return appendArgs(d, &h.TrustIssuers)
+	case "scope":
+		return appendArgs(d, &h.Scopes)
+	case "scope_description":
+		return addPair(d, &h.ScopeDescriptions, func(sc string) error {
+			return d.Errf("scope_description for %q given twice", sc)
+		})
+	case "resource_token_lifetime":
+		return positiveDuration(d, &h.ResourceTokenLifetime, func(v string, _ error) error {
+			return d.Errf("resource_token_lifetime: want a duration between 1s and 1h, got %q", v)
+		})
+	case "txn":
+		return flagOption(d, &h.Txn)
+	case "resource":
+		return oneArg(d, &h.Resource)
+	case "signature_window":
+		return positiveDuration(d, &h.SignatureWindow, func(_ string, err error) error {
 			if err != nil {
 				return d.Errf("signature_window: %v", err)
 			}
-			if dur <= 0 {
-				return d.Errf("signature_window must be positive")
-			}
-			h.SignatureWindow = caddy.Duration(dur)
-		case "authority":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			h.Authorities = append(h.Authorities, args...)
-		case "require_components":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			h.RequireComponents = append(h.RequireComponents, args...)
-		case "max_body":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			n, err := humanize.ParseBytes(v)
-			if err != nil || n == 0 {
-				return d.Errf("max_body: invalid size %q", v)
-			}
-			h.MaxBody = int64(n)
-		case "keep_signature_headers":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.KeepSignatureHeaders = true
-		case "header":
-			var field, name string
-			if !d.AllArgs(&field, &name) {
-				return d.ArgErr()
-			}
-			if h.Headers == nil {
-				h.Headers = map[string]string{}
-			}
-			if _, dup := h.Headers[field]; dup {
-				return d.Errf("header %s specified more than once", field)
-			}
-			h.Headers[field] = name
-		case "replay":
-			if !d.AllArgs(&h.Replay) {
-				return d.ArgErr()
-			}
-		case "max_token_lifetime":
-			dur, err := parseLifetime(d)
-			if err != nil {
-				return err
-			}
-			h.MaxTokenLifetime = dur
-		default:
-			return d.Errf("unrecognized aauth option %q", opt)
+			return d.Errf("signature_window must be positive")
+		})
+	case "authority":
+		return appendArgs(d, &h.Authorities)
+	case "require_components":
+		return appendArgs(d, &h.RequireComponents)
+	case "max_body":
+		var v string
+		if !d.AllArgs(&v) {
+			return d.ArgErr()
 		}
+		n, err := humanize.ParseBytes(v)
+		if err != nil || n == 0 {
+			return d.Errf("max_body: invalid size %q", v)
+		}
+		h.MaxBody = int64(n)
+	case "keep_signature_headers":
+		return flagOption(d, &h.KeepSignatureHeaders)
+	case "header":
+		return addPair(d, &h.Headers, func(field string) error {
+			return d.Errf("header %s specified more than once", field)
+		})
+	case "replay":
+		return oneArg(d, &h.Replay)
+	case "max_token_lifetime":
+		return parseLifetime(d, &h.MaxTokenLifetime)
+	default:
+		return d.Errf("unrecognized aauth option %q", opt)
 	}
+	return nil
+}
+
+// oneArg reads an option's single argument into dst.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.AllArgs(dst) {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// appendArgs appends an option's arguments, at least one, to dst.
+func appendArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	*dst = append(*dst, args...)
+	return nil
+}
+
+// flagOption sets dst for an option that takes no arguments.
+func flagOption(d *caddyfile.Dispenser, dst *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = true
+	return nil
+}
+
+// addPair reads an option's two arguments as a key and value into *m, creating the map
+// on first use; a key given before fails with dup(key).
+func addPair(d *caddyfile.Dispenser, m *map[string]string, dup func(key string) error) error {
+	var key, value string
+	if !d.AllArgs(&key, &value) {
+		return d.ArgErr()
+	}
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	if _, ok := (*m)[key]; ok {
+		return dup(key)
+	}
+	(*m)[key] = value
 	return nil
 }
 
@@ -248,21 +238,15 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.ArgErr()
 			}
 		case "fetch_timeout":
-			var v string
-			if !d.AllArgs(&v) {
-				return nil, d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return nil, d.Errf("fetch_timeout: invalid duration %q", v)
-			}
-			app.FetchTimeout = caddy.Duration(dur)
-		case "max_token_lifetime":
-			dur, err := parseLifetime(d)
-			if err != nil {
+			if err := positiveDuration(d, &app.FetchTimeout, func(v string, _ error) error {
+				return d.Errf("fetch_timeout: invalid duration %q", v)
+			}); err != nil {
 				return nil, err
 			}
-			app.MaxTokenLifetime = dur
+		case "max_token_lifetime":
+			if err := parseLifetime(d, &app.MaxTokenLifetime); err != nil {
+				return nil, err
+			}
 		case "replay_capacity":
 			var v string
 			if !d.AllArgs(&v) {
@@ -282,16 +266,26 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 
 // parseLifetime reads the one argument of max_token_lifetime: a positive duration (zero
 // would mean "unset"; the lower bound is checked in Validate).
-func parseLifetime(d *caddyfile.Dispenser) (caddy.Duration, error) {
+func parseLifetime(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	return positiveDuration(d, dst, func(v string, _ error) error {
+		return d.Errf("max_token_lifetime: want a duration of at least 1s, got %q", v)
+	})
+}
+
+// positiveDuration reads an option's one argument as a positive duration into dst. An
+// argument that is not one fails with bad(v, err), err being nil when v parsed but is not
+// positive.
+func positiveDuration(d *caddyfile.Dispenser, dst *caddy.Duration, bad func(v string, err error) error) error {
 	var v string
 	if !d.AllArgs(&v) {
-		return 0, d.ArgErr()
+		return d.ArgErr()
 	}
 	dur, err := caddy.ParseDuration(v)
 	if err != nil || dur <= 0 {
-		return 0, d.Errf("max_token_lifetime: want a duration of at least 1s, got %q", v)
+		return bad(v, err)
 	}
-	return caddy.Duration(dur), nil
+	*dst = caddy.Duration(dur)
+	return nil
 }
 
 // Options that may appear more than once in a block.

@@ -42,7 +42,7 @@ const (
 )
 
 // Handler verifies AAuth request signatures. Upstream headers and placeholders it sets on
-// success ({http.aauth.*}; DESIGN.md §4):
+// success ({http.aauth.*}):
 //
 //	X-Aauth-Level          {http.aauth.level}     pseudonym | identity | authorized
 //	X-Aauth-Scheme         {http.aauth.scheme}    hwk | jwks_uri | jwt
@@ -53,8 +53,9 @@ const (
 // {http.auth.user.id} is set to the agent (or the key thumbprint for hwk). Every
 // client-sent X-Aauth-* header is removed first, on every path.
 type Handler struct {
-	// Require is the level the route demands: "pseudonym" (any valid signature) or
-	// "identity" (jwks_uri, or jwt with an agent token). Default "identity".
+	// Require is the level the route demands: "pseudonym" (any valid signature),
+	// "identity" (jwks_uri, or jwt with an agent token) or "auth-token" (an auth token
+	// from AuthServer or TrustIssuers). Default "identity".
 	Require string `json:"require,omitempty"`
 
 	// Resource is this resource's identifier, used as the audience of agent tokens.
@@ -71,8 +72,9 @@ type Handler struct {
 	// proxy verifies against its public name.
 	Authorities []string `json:"authorities,omitempty"`
 
-	// RequireComponents are covered components demanded beyond the mandatory four:
-	// "content-type" and/or "content-digest". With content-digest the body is read (up
+	// RequireComponents are covered components demanded beyond the four every AAuth
+	// signature covers (@method, @authority, @path, signature-key): "content-type" and/or
+	// "content-digest". With content-digest the body is read (up
 	// to MaxBody) after the signature verified and its digest recomputed.
 	RequireComponents []string `json:"require_components,omitempty"`
 
@@ -465,8 +467,8 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) erro
 }
 
 // challenge answers 401 with the route's AAuth requirement and a JSON error body
-// (PROTOCOL.md P8). The body is written here, not through handle_errors, because the
-// protocol defines it.
+// (draft-hardt-aauth §6, §18). The body is written here, not through handle_errors,
+// because the protocol defines it.
 func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc string, required []string) error {
 	if c := h.logger.Check(zap.DebugLevel, "aauth challenge"); c != nil {
 		c.Write(zap.String("require", h.Require), zap.String("error", code), zap.String("reason", desc), zap.String("remote_ip", r.RemoteAddr))

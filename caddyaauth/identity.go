@@ -9,7 +9,8 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 )
 
-// Upstream header fields and their placeholders (DESIGN.md §4). The keys are the names
+// Upstream header fields and their placeholders, our choice of what a verified request
+// tells the upstream. The keys are the names
 // users refer to in the `header` option.
 var identityFields = []struct{ key, header string }{
 	{"level", "X-Aauth-Level"},

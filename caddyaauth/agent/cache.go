@@ -13,7 +13,7 @@ const DefaultTokenCacheSize = 256
 // resource's clock.
 const TokenExpiryMargin = 30 * time.Second
 
-// CachedToken is an auth token the agent obtained and checked (PROTOCOL.md §9.4).
+// CachedToken is an auth token the agent obtained and checked (draft-hardt-aauth §17.1).
 type CachedToken struct {
 	Resource string    // the resource identifier (the token's aud)
 	KeyJKT   string    // the thumbprint of the key the token is bound to (its cnf.jwk)

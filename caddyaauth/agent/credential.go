@@ -48,7 +48,7 @@ func Delegate(s *keys.Signer, agentToken string) *Credential {
 	return &Credential{Scheme: httpsig.SchemeJWT, Signer: s, AgentToken: agentToken}
 }
 
-// AuthToken is the credential for a request authorised by an auth token (PROTOCOL.md
+// AuthToken is the credential for a request authorised by an auth token (draft-hardt-aauth
 // §9.2): scheme jwt carrying the auth+jwt, signed with s, the key of the token's cnf.jwk
 // (the agent key, or the delegate key for a delegate).
 func AuthToken(s *keys.Signer, authToken string) *Credential {
@@ -90,7 +90,8 @@ func (c *Credential) Identified() bool {
 }
 
 // SigKey builds the Signature-Key member for this credential. hwk carries only the key's
-// public members (kty, crv, x[, y]): PROTOCOL.md §3.3 forbids alg and discourages kid.
+// public members (kty, crv, x[, y]): the HTTP Signature Keys draft
+// (draft-hardt-httpbis-signature-key, scheme hwk) forbids alg and discourages kid.
 // The label is filled in by httpsig.Sign.
 func (c *Credential) SigKey() httpsig.SigKey {
 	k := httpsig.SigKey{Scheme: c.Scheme}

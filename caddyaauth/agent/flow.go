@@ -22,13 +22,13 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
-// Steps of the auth-token flow, as reported in FlowError.Step.
+// Steps of the auth-token flow, as reported in FlowError.Step (sections: draft-hardt-aauth).
 const (
 	StepAgent         = "agent"          // working out our own agent id
-	StepResourceToken = "resource-token" // checking the challenge's resource token (§6.4)
+	StepResourceToken = "resource-token" // checking the challenge's resource token (draft §17.2)
 	StepAuthServer    = "auth-server"    // validating the AS and its metadata
 	StepTokenRequest  = "token-request"  // the POST to the token endpoint
-	StepAuthToken     = "auth-token"     // checking the issued auth token (§9.4)
+	StepAuthToken     = "auth-token"     // checking the issued auth token (draft §17.1)
 )
 
 // maxTokenResponse caps what is read from the token endpoint.
@@ -51,7 +51,7 @@ func flowErr(step, format string, a ...any) *FlowError {
 }
 
 // TokenError is the auth server's refusal (a 4xx or 5xx answer from its token endpoint),
-// with the protocol error code (PROTOCOL.md Part 2 §5.4), e.g. denied, invalid_request,
+// with the protocol error code (draft-hardt-aauth §18), e.g. denied, invalid_request,
 // invalid_resource_token. Code and Description come from the server and are cleaned of
 // control characters and bounded before they are stored.
 type TokenError struct {
@@ -71,10 +71,10 @@ func (e *TokenError) Error() string {
 	return s
 }
 
-// PendingError reports that the auth server deferred the token request (202, PROTOCOL.md
-// §7.3): the user has to consent (Require interaction, with Code) or the server is
-// getting approval itself (Require approval). Polling Location is the next step; until a
-// Transport.AwaitToken hook does it, the flow stops here.
+// PendingError reports that the auth server deferred the token request (202,
+// draft-hardt-aauth §11.3): the user has to consent (Require interaction, with Code) or
+// the server is getting approval itself (Require approval). Polling Location is the next
+// step; until a Transport.AwaitToken hook does it, the flow stops here.
 type PendingError struct {
 	Location            string        // the pending URL (absolute, on the auth server's origin)
 	Code                string        // the interaction code, when Require is interaction
@@ -362,7 +362,7 @@ func (t *Transport) obtainAuthToken(ctx context.Context, u *url.URL, c Challenge
 	return ct, nil
 }
 
-// checkResourceToken is the agent's check of a resource token (PROTOCOL.md §6.4): cheap
+// checkResourceToken is the agent's check of a resource token (draft-hardt-aauth §17.2): cheap
 // claim checks first, then the signature with the key the resource publishes.
 func (t *Transport) checkResourceToken(ctx context.Context, c Challenge, resID, me, jkt string, now time.Time) (*token.Token, error) {
 	step := StepResourceToken

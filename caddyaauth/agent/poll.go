@@ -19,8 +19,8 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
-// Errors of the wait for consent (PROTOCOL.md §7.5). Poller.Await wraps them with the
-// auth server's description, so test them with errors.Is.
+// Errors of the wait for consent (draft-hardt-aauth §10.3–10.6). Poller.Await wraps them
+// with the auth server's description, so test them with errors.Is.
 var (
 	// ErrConsentDenied: the user (or the auth server on the user's behalf) refused the
 	// request (403 denied or abandoned).
@@ -49,7 +49,7 @@ const (
 const (
 	DefaultPollWait        = 20 * time.Second // Prefer: wait on each poll
 	DefaultConsentDuration = 10 * time.Minute // overall limit of Await
-	MaxClarifications      = 5                // answered questions per pending request (P14)
+	MaxClarifications      = 5                // answered questions per pending request (draft-hardt-aauth §11.4)
 	MaxClarificationLen    = 2000             // characters of an answer
 	minPollGap             = time.Second      // between the starts of two polls
 	maxPollDelay           = 60 * time.Second // cap on any Retry-After
@@ -59,8 +59,8 @@ const (
 )
 
 // Poller waits for the auth server's decision on a deferred token request: it polls the
-// pending URL with signed GETs (PROTOCOL.md P12, §7.4–7.5), answers clarification
-// questions (P14, §12) and returns the auth token once the user approved. Its Await
+// pending URL with signed GETs (draft-hardt-aauth §10.3–10.6), answers clarification
+// questions (§11.4) and returns the auth token once the user approved. Its Await
 // method is meant for Transport.AwaitToken; the token it returns is checked there like
 // one issued directly.
 type Poller struct {
@@ -104,8 +104,8 @@ type Poller struct {
 }
 
 // InteractionURL is where the user approves a deferred request: the interaction endpoint
-// with the code as its code query parameter (PROTOCOL.md §8.1; the code bare, without
-// quotes). An existing query on endpoint is kept.
+// with the code as its code query parameter (draft-hardt-aauth §11.5; the code bare,
+// without the quotes the draft's example shows). An existing query on endpoint is kept.
 func InteractionURL(endpoint, code string) string {
 	if endpoint == "" {
 		return ""
@@ -129,7 +129,8 @@ func InteractionURL(endpoint, code string) string {
 }
 
 // FormatCode spells an interaction code for reading aloud or typing: groups of four
-// separated by hyphens (ABCD2345 → ABCD-2345). Auth servers ignore the hyphens (P13).
+// separated by hyphens (ABCD2345 → ABCD-2345). Auth servers ignore the hyphens
+// (draft-hardt-aauth §11.5).
 func FormatCode(code string) string {
 	r := []rune(code)
 	if len(r) <= 4 {
@@ -203,16 +204,7 @@ type pollAnswer struct {
 // context's error, a *TokenError for other refusals, or a *FlowError when pe cannot be
 // trusted (a pending URL off the auth server's origin).
 func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
-	if pe == nil {
-		return "", errors.New("agent: Await: no pending request")
-	}
-	if err := p.Credential.Validate(); err != nil {
-		return "", err
-	}
-	if !p.Credential.Identified() {
-		return "", fmt.Errorf("agent: polls must be signed with the identified credential of the token request, not %s", p.Credential.Scheme)
-	}
-	loc, err := p.checkLocation(pe)
+	loc, err := p.checkPending(pe)
 	if err != nil {
 		return "", err
 	}
@@ -225,7 +217,69 @@ func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
 	timeout := func() error {
 		return fmt.Errorf("%w within %s: %w", ErrConsentTimeout, maxDur, context.DeadlineExceeded)
 	}
+	p.announce(ctx, pe)
 
+	cl := &clarifications{answered: map[string]bool{}}
+	delay := min(max(pe.RetryAfter, 0), maxPollDelay)
+	polls := 0
+	for {
+		remaining, err := p.waitTurn(ctx, delay, deadline, timeout)
+		if err != nil {
+			return "", err
+		}
+		pollStart := p.now()
+		polls++
+		a, err := p.poll(ctx, loc, p.waitFor(remaining))
+		if err != nil {
+			return "", err
+		}
+		elapsed := p.now().Sub(start)
+		if a.token != "" {
+			p.logf("poll %d: approved after %s", polls, elapsed.Round(time.Second))
+			return a.token, nil
+		}
+		if a.backoff {
+			p.progress(ProgressBackoff, elapsed)
+			delay = backoffDelay(a)
+			p.logf("poll %d: the auth server is busy; backing off %s", polls, delay)
+			continue
+		}
+		p.progress(ProgressPending, elapsed)
+		delay = p.pendingDelay(a, pollStart)
+		p.logf("poll %d: pending (prefer wait applied: %t); next poll in %s", polls, a.applied, delay)
+
+		sent, err := p.clarify(ctx, loc, cl, a.clarification, start, elapsed)
+		if err != nil {
+			return "", err
+		}
+		if sent {
+			delay = 0 // poll again now: the answer may have changed the state
+			if took := p.now().Sub(pollStart); took < minPollGap {
+				delay = minPollGap - took
+			}
+		}
+	}
+}
+
+// checkPending checks that pe can be awaited with p's credential and returns its
+// pending URL.
+func (p *Poller) checkPending(pe *PendingError) (*url.URL, error) {
+	if pe == nil {
+		return nil, errors.New("agent: Await: no pending request")
+	}
+	if err := p.Credential.Validate(); err != nil {
+		return nil, err
+	}
+	if !p.Credential.Identified() {
+		return nil, fmt.Errorf("agent: polls must be signed with the identified credential of the token request, not %s", p.Credential.Scheme)
+	}
+	return p.checkLocation(pe)
+}
+
+// announce tells the log and OnPending about the pending request, with the interaction
+// endpoint from the auth server's metadata when the challenge named none. An endpoint
+// that is not fit to show the user is dropped.
+func (p *Poller) announce(ctx context.Context, pe *PendingError) {
 	info := *pe
 	if info.Require != RequireApproval && info.InteractionEndpoint == "" {
 		info.InteractionEndpoint = p.interactionEndpoint(ctx, info.AuthServer)
@@ -247,101 +301,99 @@ func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
 	if p.OnPending != nil {
 		p.OnPending(&info)
 	}
+}
 
-	answered := map[string]bool{} // questions answered (or deliberately left unanswered)
-	rounds := 0
-	delay := min(max(pe.RetryAfter, 0), maxPollDelay)
-	polls := 0
-	for {
-		if remaining := deadline.Sub(p.now()); delay > remaining {
-			if remaining > 0 {
-				if err := p.sleep(ctx, remaining); err != nil {
-					return "", err
-				}
-			}
-			return "", timeout()
-		}
-		if delay > 0 {
-			if err := p.sleep(ctx, delay); err != nil {
-				return "", err
+// waitTurn sleeps delay and returns the time left until deadline. When delay would run
+// past the deadline it sleeps until the deadline and fails with timeout().
+func (p *Poller) waitTurn(ctx context.Context, delay time.Duration, deadline time.Time, timeout func() error) (time.Duration, error) {
+	if remaining := deadline.Sub(p.now()); delay > remaining {
+		if remaining > 0 {
+			if err := p.sleep(ctx, remaining); err != nil {
+				return 0, err
 			}
 		}
-		if err := ctx.Err(); err != nil {
-			return "", err
-		}
-		remaining := deadline.Sub(p.now())
-		if remaining <= 0 {
-			return "", timeout()
-		}
-		pollStart := p.now()
-		polls++
-		a, err := p.poll(ctx, loc, p.waitFor(remaining))
-		if err != nil {
-			return "", err
-		}
-		elapsed := p.now().Sub(start)
-		if a.token != "" {
-			p.logf("poll %d: approved after %s", polls, elapsed.Round(time.Second))
-			return a.token, nil
-		}
-		if a.backoff {
-			p.progress(ProgressBackoff, elapsed)
-			delay = defaultBackoff
-			if a.retryAfter >= 0 {
-				delay = max(a.retryAfter, minPollGap)
-			}
-			delay = min(delay, maxPollDelay)
-			p.logf("poll %d: the auth server is busy; backing off %s", polls, delay)
-			continue
-		}
-		p.progress(ProgressPending, elapsed)
-		// The next poll starts at least minPollGap after this one started, and after the
-		// server's Retry-After.
-		delay = defaultRetry
-		if a.retryAfter >= 0 {
-			delay = a.retryAfter
-		}
-		if took := p.now().Sub(pollStart); took < minPollGap {
-			delay = max(delay, minPollGap-took)
-		}
-		delay = min(delay, maxPollDelay)
-		p.logf("poll %d: pending (prefer wait applied: %t); next poll in %s", polls, a.applied, delay)
-
-		q := a.clarification
-		if q == "" || answered[q] {
-			continue
-		}
-		answered[q] = true
-		if p.Clarify == nil || rounds >= MaxClarifications {
-			if rounds >= MaxClarifications {
-				p.logf("not answering: %d questions answered already", rounds)
-			}
-			p.progress(ProgressClarification+q, elapsed)
-			continue
-		}
-		ans, err := p.Clarify(ctx, q)
-		if err != nil {
-			return "", err
-		}
-		ans = strings.TrimSpace(ans)
-		if ans == "" {
-			p.logf("the question was left unanswered")
-			p.progress(ProgressClarification+q, p.now().Sub(start))
-			continue
-		}
-		if n := utf8.RuneCountInString(ans); n > MaxClarificationLen {
-			return "", fmt.Errorf("agent: the clarification answer has %d characters; at most %d are allowed", n, MaxClarificationLen)
-		}
-		if err := p.answer(ctx, loc, ans); err != nil {
-			return "", err
-		}
-		rounds++
-		p.progress(ProgressAnswered, p.now().Sub(start))
-		delay = 0 // poll again now: the answer may have changed the state
-		if took := p.now().Sub(pollStart); took < minPollGap {
-			delay = minPollGap - took
+		return 0, timeout()
+	}
+	if delay > 0 {
+		if err := p.sleep(ctx, delay); err != nil {
+			return 0, err
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	remaining := deadline.Sub(p.now())
+	if remaining <= 0 {
+		return 0, timeout()
+	}
+	return remaining, nil
+}
+
+// backoffDelay is the wait after a 503: the server's Retry-After (at least minPollGap) or
+// defaultBackoff, at most maxPollDelay.
+func backoffDelay(a pollAnswer) time.Duration {
+	delay := defaultBackoff
+	if a.retryAfter >= 0 {
+		delay = max(a.retryAfter, minPollGap)
+	}
+	return min(delay, maxPollDelay)
+}
+
+// pendingDelay is the wait after a pending answer: the next poll starts at least
+// minPollGap after this one started, and after the server's Retry-After (defaultRetry
+// when absent), at most maxPollDelay.
+func (p *Poller) pendingDelay(a pollAnswer, pollStart time.Time) time.Duration {
+	delay := defaultRetry
+	if a.retryAfter >= 0 {
+		delay = a.retryAfter
+	}
+	if took := p.now().Sub(pollStart); took < minPollGap {
+		delay = max(delay, minPollGap-took)
+	}
+	return min(delay, maxPollDelay)
+}
+
+// clarifications are the clarification questions of one pending request.
+type clarifications struct {
+	answered map[string]bool // questions answered (or deliberately left unanswered)
+	rounds   int             // answers sent
+}
+
+// clarify handles the question q of a pending answer. A question seen before is ignored;
+// one that cannot be answered (no Clarify, or MaxClarifications reached) or that Clarify
+// leaves unanswered is only reported through OnProgress; otherwise Clarify's answer is
+// posted to loc and sent is true.
+func (p *Poller) clarify(ctx context.Context, loc *url.URL, cl *clarifications, q string, start time.Time, elapsed time.Duration) (sent bool, err error) {
+	if q == "" || cl.answered[q] {
+		return false, nil
+	}
+	cl.answered[q] = true
+	if p.Clarify == nil || cl.rounds >= MaxClarifications {
+		if cl.rounds >= MaxClarifications {
+			p.logf("not answering: %d questions answered already", cl.rounds)
+		}
+		p.progress(ProgressClarification+q, elapsed)
+		return false, nil
+	}
+	ans, err := p.Clarify(ctx, q)
+	if err != nil {
+		return false, err
+	}
+	ans = strings.TrimSpace(ans)
+	if ans == "" {
+		p.logf("the question was left unanswered")
+		p.progress(ProgressClarification+q, p.now().Sub(start))
+		return false, nil
+	}
+	if n := utf8.RuneCountInString(ans); n > MaxClarificationLen {
+		return false, fmt.Errorf("agent: the clarification answer has %d characters; at most %d are allowed", n, MaxClarificationLen)
+	}
+	if err := p.answer(ctx, loc, ans); err != nil {
+		return false, err
+	}
+	cl.rounds++
+	p.progress(ProgressAnswered, p.now().Sub(start))
+	return true, nil
 }
 
 // waitFor is the Prefer: wait of the next poll, in whole seconds, within remaining.

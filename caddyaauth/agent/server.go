@@ -19,7 +19,9 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
-// Paths served by Server (PROTOCOL.md §2.3).
+// Paths served by Server: the agent metadata document (draft-hardt-aauth §13.1, at both
+// the .json and the bare name), its JWKS, and the delegate token endpoint, a demo endpoint
+// of our own (the draft leaves agent token issuance out of scope).
 const (
 	PathMetadata     = "/.well-known/aauth-agent.json"
 	PathMetadataBare = "/.well-known/aauth-agent"
@@ -56,7 +58,8 @@ type Server struct {
 	DelegateSecret string
 	// TokenLifetime is the agent token lifetime; 0 means DefaultTokenLifetime.
 	TokenLifetime time.Duration
-	// ClarificationSupported is published in the metadata (PROTOCOL.md P14).
+	// ClarificationSupported is published in the agent metadata (draft-hardt-aauth §11.4,
+	// §13.1): auth servers only ask clarification questions of agents that set it.
 	ClarificationSupported bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -174,45 +177,7 @@ func (s *Server) serveDelegate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, wire.CodeInvalidToken, "missing or wrong delegate secret")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxDelegateBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, fmt.Sprintf("request body exceeds %d bytes", maxDelegateBody))
-			return
-		}
-		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "could not read the request body")
-		return
-	}
-	var req DelegateRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest,
-			"body must be a JSON object with sub (string), cnf_jwk (object) and optional aud (string or array)")
-		return
-	}
-	if err := dec.Decode(&struct{}{}); err != io.EOF {
-		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "unexpected data after the JSON object")
-		return
-	}
-	if req.Sub == "" {
-		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "sub is required")
-		return
-	}
-	if len(req.Sub) > maxSubLen {
-		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "sub is too long")
-		return
-	}
-	if req.CnfJWK == nil {
-		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "cnf_jwk is required")
-		return
-	}
-	pub, err := keys.FromAny(req.CnfJWK)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "cnf_jwk: "+err.Error())
-		return
-	}
-	aud, err := parseAudience(req.Aud)
+	req, pub, aud, err := readDelegateRequest(w, r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalidRequest, err.Error())
 		return
@@ -221,6 +186,55 @@ func (s *Server) serveDelegate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "no agent key configured")
 		return
 	}
+	tok, expiresIn, err := s.mintDelegateToken(req.Sub, pub, aud)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "could not mint the agent token")
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, DelegateResponse{AgentToken: tok, ExpiresIn: expiresIn})
+}
+
+// readDelegateRequest reads and checks the body of a delegate token request: one JSON
+// object with sub, cnf_jwk and an optional aud. An error's text is the description of
+// the 400 answer.
+func readDelegateRequest(w http.ResponseWriter, r *http.Request) (req DelegateRequest, pub *keys.PublicKey, aud token.Audience, err error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxDelegateBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return req, nil, nil, fmt.Errorf("request body exceeds %d bytes", maxDelegateBody)
+		}
+		return req, nil, nil, errors.New("could not read the request body")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&req); err != nil {
+		return req, nil, nil, errors.New("body must be a JSON object with sub (string), cnf_jwk (object) and optional aud (string or array)")
+	}
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		return req, nil, nil, errors.New("unexpected data after the JSON object")
+	}
+	if req.Sub == "" {
+		return req, nil, nil, errors.New("sub is required")
+	}
+	if len(req.Sub) > maxSubLen {
+		return req, nil, nil, errors.New("sub is too long")
+	}
+	if req.CnfJWK == nil {
+		return req, nil, nil, errors.New("cnf_jwk is required")
+	}
+	if pub, err = keys.FromAny(req.CnfJWK); err != nil {
+		return req, nil, nil, errors.New("cnf_jwk: " + err.Error())
+	}
+	if aud, err = parseAudience(req.Aud); err != nil {
+		return req, nil, nil, err
+	}
+	return req, pub, aud, nil
+}
+
+// mintDelegateToken mints an agent token for the delegate sub whose key is pub, valid for
+// TokenLifetime, and returns it with its lifetime in seconds.
+func (s *Server) mintDelegateToken(sub string, pub *keys.PublicKey, aud token.Audience) (string, int, error) {
 	lifetime := s.TokenLifetime
 	if lifetime <= 0 {
 		lifetime = DefaultTokenLifetime
@@ -229,19 +243,14 @@ func (s *Server) serveDelegate(w http.ResponseWriter, r *http.Request) {
 	exp := iat + int64(lifetime/time.Second)
 	tok, err := token.Mint(s.Signer, token.TypAgent, token.Claims{
 		Issuer:       s.ID,
-		Subject:      req.Sub,
+		Subject:      sub,
 		Audience:     aud,
 		ID:           token.NewID(),
 		IssuedAt:     iat,
 		Expiry:       exp,
 		Confirmation: &token.Confirmation{Key: pub},
 	})
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "could not mint the agent token")
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, DelegateResponse{AgentToken: tok, ExpiresIn: int(exp - iat)})
+	return tok, int(exp - iat), err
 }
 
 // parseAudience accepts an absent or null aud, a non-empty string, or a non-empty array

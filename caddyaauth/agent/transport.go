@@ -52,8 +52,8 @@ func ParseChallenge(h http.Header) (Challenge, bool) {
 //     retried once signed;
 //   - a 401 with require=auth-token (to a request signed with Identity; an hwk or
 //     unsigned request is first stepped up to Identity) runs the token flow: the resource
-//     token is checked (PROTOCOL.md §6.4), the auth server named in the challenge (and no
-//     other) is asked for an auth token, the token is checked (§9.4) and cached, and the
+//     token is checked (draft-hardt-aauth §17.2), the auth server named in the challenge (and
+//     no other) is asked for an auth token, the token is checked (§17.1) and cached, and the
 //     request is retried once signed with it (scheme jwt). Later requests to that
 //     resource are signed with the cached token straight away; if the resource refuses it
 //     with a new auth-token challenge, the token is dropped and the flow runs once more.
@@ -76,13 +76,16 @@ type Transport struct {
 	// Lazy sends the first request unsigned and signs only when challenged, for callers
 	// that mostly talk to public endpoints.
 	Lazy bool
-	// Dictionary emits Signature-Key in the RFC 8941 dictionary form instead of the seed's
-	// parenthesised form (PROTOCOL.md P2).
+	// Dictionary emits Signature-Key in the RFC 8941 dictionary form
+	// (sig=hwk;kty="OKP";…) instead of the parenthesised form sig=(scheme=hwk …) that the
+	// draft's 2026-03 reference implementation sends. Verifiers here accept both.
 	Dictionary bool
-	// StdBase64 emits the signature in standard base64 instead of base64url (P3).
+	// StdBase64 emits the signature in standard base64 (an RFC 8941 §3.3.5 Byte Sequence)
+	// instead of the base64url the draft's 2026-03 reference implementation sends.
 	StdBase64 bool
 	// SignBody adds Content-Digest and covers content-type (when set) and content-digest
-	// for requests with a body, for resources that demand body integrity (P4).
+	// for requests with a body (RFC 9530, RFC 9421 §7.2.8), for resources that demand body
+	// integrity.
 	SignBody bool
 	// MaxBody bounds the buffered request body; 0 means DefaultMaxBody.
 	MaxBody int64
@@ -96,7 +99,7 @@ type Transport struct {
 	// nil means a client created on first use with discovery.Config{Dev: Dev}.
 	Discovery *discovery.Client
 	// Dev allows http:// and loopback resource and auth server identifiers (tests and
-	// local demos only, PROTOCOL.md P17).
+	// local demos only; production identifiers are https origins, draft-hardt-aauth §5.1).
 	Dev bool
 	// Purpose is the optional human-readable reason sent with token requests and shown
 	// to the user at consent.
@@ -226,7 +229,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return t.authTokenFlow(req, body, c)
 		}
 		// The resource wants an auth token, but a resource token can only be minted for
-		// an identified agent: show the identity first (PROTOCOL.md P8).
+		// an identified agent: show the identity first (draft-hardt-aauth §6).
 		next = t.Identity
 	} else {
 		next = t.stepUp(cred, c)

@@ -1,9 +1,10 @@
-// Package discovery fetches and caches AAuth metadata documents and JWKS (PROTOCOL.md P17,
-// P18, §4) without becoming an SSRF gadget: https only, no redirects, public addresses only
-// (checked when the socket is dialled, so DNS rebinding cannot slip through), capped bodies,
-// a total deadline per fetch, one shared in-flight fetch per URL, a bounded cache that
-// honours Cache-Control within [MinTTL, MaxTTL], stale-on-error, throttled retries of
-// failing URLs, and at most one unknown-kid JWKS refresh per RefreshInterval per issuer.
+// Package discovery fetches and caches AAuth metadata documents and JWKS
+// (draft-hardt-aauth §5.1, §13, §20.8) without becoming an SSRF gadget: https only, no
+// redirects, public addresses only (checked when the socket is dialled, so DNS rebinding
+// cannot slip through), capped bodies, a total deadline per fetch, one shared in-flight
+// fetch per URL, a bounded cache that honours Cache-Control within [MinTTL, MaxTTL],
+// stale-on-error, throttled retries of failing URLs, and at most one unknown-kid JWKS
+// refresh per RefreshInterval per issuer.
 //
 // The package has no Caddy imports: the gateway, the auth server and the agent library all
 // use it.
@@ -42,7 +43,7 @@ var (
 	ErrInvalid = errors.New("discovery: invalid input")
 )
 
-// Well-known document names of AAuth (PROTOCOL.md §4).
+// Well-known document names of AAuth (draft-hardt-aauth §13).
 const (
 	DocAgent    = "aauth-agent"
 	DocIssuer   = "aauth-issuer"
@@ -255,10 +256,11 @@ func checkIdentity(obj map[string]any, member, id string) error {
 
 // Metadata fetches the AAuth metadata document of an identifier. doc is DocAgent,
 // DocIssuer or DocResource (then {id}/.well-known/{doc}.json is tried first and the bare
-// name second, per P17), or an explicit name from a Signature-Key `well-known` parameter
-// (validated; tried exactly as given). The identifying member ("agent", "issuer",
-// "resource", chosen by the name's prefix) must equal id exactly. The result is a shallow
-// copy of the cached object: do not modify nested values.
+// name second, our choice: draft-hardt-aauth of March 2026 names the .json form, older
+// revisions the bare name), or an explicit name from a Signature-Key `well-known` parameter (validated; tried exactly as
+// given). The identifying member ("agent", "issuer", "resource", chosen by the name's
+// prefix) must equal id exactly. The result is a shallow copy of the cached object: do
+// not modify nested values.
 func (c *Client) Metadata(ctx context.Context, id, doc string) (map[string]any, error) {
 	obj, _, err := c.metadata(ctx, id, doc)
 	if err != nil {

@@ -18,7 +18,9 @@ func invalid(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
 }
 
-// ValidateIdentifier checks an agent, resource or issuer identifier (PROTOCOL.md §2.2, P17).
+// ValidateIdentifier checks an agent, resource or issuer identifier (draft-hardt-aauth §5.1):
+// an https origin compared by exact string; http and loopback hosts only in Dev mode, our
+// choice for tests and local demos.
 // Identifiers are compared by exact string, so only one spelling of each origin is
 // accepted: https, lowercase scheme and host, no port, path (not even "/"), query,
 // fragment, userinfo or trailing dot, and IP literals only in canonical form. Odd IPv4

@@ -34,7 +34,8 @@ type Limits struct {
 // DefaultLimits are sized for one Ed25519 or P-256 signature and an 8 KiB JWT.
 var DefaultLimits = Limits{MaxSignatureInput: 1024, MaxSignature: 512, MaxSignatureKey: 9 * 1024, MaxComponents: 16}
 
-// RequiredComponents are what every AAuth request signature must cover (PROTOCOL.md P4).
+// RequiredComponents are what every AAuth request signature must cover (draft-hardt-aauth
+// §15.3; @query too when the request has a query, our choice).
 var RequiredComponents = []string{"@method", "@authority", "@path", "signature-key"}
 
 // Signature is one parsed request signature with its Signature-Key member.
@@ -189,8 +190,9 @@ func (sig *Signature) parseInput(in string, lim Limits) error {
 }
 
 // parseSignatureValue accepts RFC 8941 byte sequences in the standard base64 alphabet and
-// the seed's base64url alphabet, padded or not (PROTOCOL.md P3). It needs its own small
-// parser because a strict structured-field parser refuses "-" and "_".
+// the base64url alphabet the draft's 2026-03 reference implementation sends, padded or
+// not. It needs its own small parser because a strict structured-field parser refuses "-"
+// and "_".
 func parseSignatureValue(sv, label string) ([]byte, error) {
 	var out []byte
 	found := false
@@ -313,7 +315,8 @@ type Policy struct {
 	Extra  []string      // components demanded in addition to RequiredComponents
 }
 
-// Check enforces the covered components (P4) and the time window (P5) at now.
+// Check enforces the covered components (RequiredComponents) and the time window of the
+// created and expires parameters (RFC 9421 §2.3; draft-hardt-aauth §15.4) at now.
 func (p Policy) Check(sig *Signature, t Target, now time.Time) error {
 	required := append(append([]string(nil), RequiredComponents...), p.Extra...)
 	if t.HasQuery {
@@ -360,7 +363,8 @@ func (sig *Signature) Covers(c string) bool {
 }
 
 // Verify checks the signature over base with pub. An alg parameter, when present, must
-// name the algorithm the key implies (PROTOCOL.md P7).
+// name the algorithm the key implies (RFC 9421 §3.3: Ed25519 or ecdsa-p256-sha256; other
+// algorithms are refused, our choice).
 func Verify(sig *Signature, base []byte, pub *keys.PublicKey) error {
 	if sig.Alg != "" && sig.Alg != pub.Alg() {
 		return fail(CodeUnsupportedAlgorithm, "alg %q does not match the %s key", sig.Alg, pub.Alg())

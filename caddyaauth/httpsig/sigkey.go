@@ -22,7 +22,7 @@ type SigKey struct {
 	Label  string
 	Scheme string
 	Params []Param
-	Legacy bool // the seed's parenthesised form sig=(scheme=… …)
+	Legacy bool // the parenthesised form sig=(scheme=… …) of the draft's 2026-03 wire
 }
 
 // Get returns a parameter value ("" when absent).
@@ -54,8 +54,8 @@ func (k SigKey) Map() map[string]string {
 	return m
 }
 
-// Format serialises the member: the seed's form by default, the RFC 8941 dictionary form
-// when dictionary is true.
+// Format serialises the member: the parenthesised form by default, the RFC 8941
+// dictionary form when dictionary is true.
 func (k SigKey) Format(dictionary bool) string {
 	var b strings.Builder
 	b.WriteString(k.Label)
@@ -87,9 +87,9 @@ func quote(s string) string {
 	return `"` + r.Replace(s) + `"`
 }
 
-// ParseSignatureKey parses a Signature-Key field value in either syntax (PROTOCOL.md P2)
+// ParseSignatureKey parses a Signature-Key field value in either syntax
 // and returns its members in order. The form is chosen by the character after the first
-// "label=": "(" means the seed's parenthesised form, anything else the RFC 8941 dictionary.
+// "label=": "(" means the parenthesised form, anything else the RFC 8941 dictionary.
 func ParseSignatureKey(raw string) ([]SigKey, error) {
 	s := strings.TrimSpace(raw)
 	if s == "" {
@@ -136,7 +136,8 @@ func parseDictSigKey(s string) ([]SigKey, error) {
 }
 
 // parseLegacySigKey parses label=(scheme=tok name="v" …)[, label=(…)] strictly: the
-// seed's form is not RFC 8941, so it gets a small hand parser (PROTOCOL.md §3.2).
+// parenthesised form (draft-hardt-aauth's reference implementation, 2026-03) is not RFC
+// 8941, so it gets a small hand parser.
 func parseLegacySigKey(s string) ([]SigKey, error) {
 	var out []SigKey
 	p := &scan{s: s}

@@ -24,7 +24,7 @@ type SignOptions struct {
 	Created    time.Time // default time.Now()
 	Expires    time.Time // optional
 	Extra      []string  // extra covered components, e.g. "content-type", "content-digest"
-	Dictionary bool      // emit Signature-Key in the RFC 8941 dictionary form (default: the seed's form)
+	Dictionary bool      // emit Signature-Key in the RFC 8941 dictionary form (default: parenthesised sig=(…))
 	StdBase64  bool      // emit the signature in standard base64 (default: base64url without padding)
 	Nonce      string    // optional nonce parameter (RFC 9421 §2.3), so two identical requests differ
 }

@@ -1,7 +1,8 @@
 // Package keys holds the public and private signing keys AAuth uses for HTTP message
-// signatures and JWTs: Ed25519 and ECDSA P-256 only (PROTOCOL.md P7). It converts between
-// JWK members and Go crypto keys once, computes RFC 7638 thumbprints, and signs and
-// verifies raw signatures (Ed25519, or ECDSA P-256 as raw r‖s per RFC 9421 §3.3.4).
+// signatures and JWTs: Ed25519 and ECDSA P-256 only (our choice: RFC 9421 §3.3 and RFC
+// 7518 allow more). It converts between JWK members and Go crypto keys once, computes RFC
+// 7638 thumbprints, and signs and verifies raw signatures (Ed25519, or ECDSA P-256 as raw
+// r‖s per RFC 9421 §3.3.4).
 package keys
 
 import (
@@ -345,11 +346,11 @@ func ParsePrivateJWK(b []byte) (*Signer, error) {
 	crv, _ := m["crv"].(string)
 	switch {
 	case kty == "OKP" && crv == "Ed25519":
-		seed, err := decodeCoord("d", d, ed25519.SeedSize)
+		priv, err := decodeCoord("d", d, ed25519.SeedSize)
 		if err != nil {
 			return nil, err
 		}
-		s, err := NewSigner(ed25519.NewKeyFromSeed(seed), kid)
+		s, err := NewSigner(ed25519.NewKeyFromSeed(priv), kid)
 		if err != nil {
 			return nil, err
 		}

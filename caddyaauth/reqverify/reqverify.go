@@ -20,7 +20,8 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
-// Levels of assurance a verified request reaches (DESIGN.md §4).
+// Levels of assurance a verified request reaches, from weakest to strongest: a pseudonymous
+// key (hwk), an identified agent, an agent holding an auth token (draft-hardt-aauth §6).
 const (
 	LevelPseudonym  = "pseudonym"
 	LevelIdentity   = "identity"
@@ -260,8 +261,8 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 // staleAuthToken handles an auth token that is authentic but unusable here: expired, or
 // issued for another resource. Such a token still proves who the agent is (a trusted
 // auth server vouched for it and the request is signed with its cnf key), so the
-// gateway can answer with a fresh resource token and the agent can recover (PROTOCOL.md
-// P8). Anything else is a plain failure.
+// gateway can answer with a fresh resource token and the agent can recover
+// (draft-hardt-aauth §6). Anything else is a plain failure.
 func (v *Verifier) staleAuthToken(ctx context.Context, raw string, pre *token.Token, opts token.Options, cause error, res *Result) error {
 	code := token.CodeOf(cause)
 	if code != token.CodeExpired && code != token.CodeInvalidAudience {

@@ -1,9 +1,10 @@
 // Package token mints and verifies the three AAuth JWT kinds: agent tokens (agent+jwt),
-// resource tokens (resource+jwt) and auth tokens (auth+jwt). See PROTOCOL.md P7, P9, P10,
-// §6, §9 and §10.
+// resource tokens (resource+jwt) and auth tokens (auth+jwt). See draft-hardt-aauth §7
+// (agent token), §8 (resource token) and §9 (auth token); signing algorithms are EdDSA
+// (Ed25519) and ES256 only, our choice.
 //
 // JWS signing and signature verification use jwx/v2. jwx v2 is lenient in ways that matter
-// for these tokens (SECURITY-CASES.md §1.1): it ignores the protected-header alg, accepts
+// for these tokens (RFC 8725 §2.1, §3.1): it ignores the protected-header alg, accepts
 // crit, JSON serialization, duplicate members, padding and surrounding whitespace. This
 // package therefore parses every token itself first, strictly (Parse), and only hands a
 // token to jwx once its structure, header and claims have passed:
@@ -40,7 +41,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
-// JOSE "typ" values of the three AAuth token kinds (the seed wire's; package wire).
+// JOSE "typ" values of the three AAuth token kinds (the draft's 2026-03 wire; package wire).
 const (
 	TypAgent    = wire.TypAgent
 	TypResource = wire.TypResource
@@ -50,8 +51,8 @@ const (
 // MaxTokenBytes caps the length of a compact token accepted by Parse (and stored by Cache).
 const MaxTokenBytes = 8 << 10
 
-// Error codes carried by *Error. Callers map them to protocol error codes (PROTOCOL.md
-// Part 2 §5.4).
+// Error codes carried by *Error. Callers map them to protocol error codes (draft-hardt-aauth
+// §18).
 const (
 	CodeInvalidToken    = "invalid_token"    // structure, header, claims or signature
 	CodeExpired         = "expired"          // exp has passed

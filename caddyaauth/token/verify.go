@@ -35,7 +35,7 @@ type Options struct {
 	// MaxLifetime, when > 0, bounds exp - iat and exp - Now.
 	MaxLifetime time.Duration
 	// ExpiredGrace, when > 0, accepts a token whose exp passed less than ExpiredGrace ago
-	// (the refresh request of PROTOCOL.md P16 only; the caller must check
+	// (the refresh request of draft-hardt-aauth §19.7 only; the caller must check
 	// Token.Expired). Leave it zero everywhere else.
 	ExpiredGrace time.Duration
 }
@@ -66,43 +66,33 @@ var (
 		audRequired: true, needAud: true, needCnf: true, needAgent: true, needSubScope: true}
 )
 
-// VerifyAgentToken verifies an agent token (typ agent+jwt, PROTOCOL.md §10.3): iss, sub,
-// jti, cnf.jwk, iat and exp are required; aud is optional (see Options.Audience). Checking
-// that iss is a valid https identifier is the caller's job.
+// VerifyAgentToken verifies an agent token (typ agent+jwt, draft-hardt-aauth §16.2.1):
+// iss, sub, jti, cnf.jwk, iat and exp are required; aud is optional (see
+// Options.Audience). Checking that iss is a valid https identifier is the caller's job.
 func VerifyAgentToken(ctx context.Context, raw string, o Options, resolve KeyResolver) (*Token, error) {
 	return verify(ctx, raw, o, resolve, &agentRules)
 }
 
-// VerifyResourceToken verifies a resource token (typ resource+jwt, PROTOCOL.md P9, §6.3):
-// iss, aud (= Options.Audience, this AS), jti, agent, agent_jkt, iat and exp are required.
-// Matching agent and agent_jkt against the request, and jti replay, are the caller's job.
+// VerifyResourceToken verifies a resource token (typ resource+jwt, draft-hardt-aauth
+// §8.1, §16.2.3): iss, aud (= Options.Audience, this AS), jti, agent, agent_jkt, iat and
+// exp are required. Matching agent and agent_jkt against the request, and jti replay, are
+// the caller's job.
 func VerifyResourceToken(ctx context.Context, raw string, o Options, resolve KeyResolver) (*Token, error) {
 	return verify(ctx, raw, o, resolve, &resourceRules)
 }
 
-// VerifyAuthToken verifies an auth token (typ auth+jwt, PROTOCOL.md P10, §9.3): iss, aud
-// (= Options.Audience, this resource), jti, cnf.jwk, iat, exp, agent and at least one of
-// sub and scope are required. Key binding (cnf.jwk = the request's signing key) and scope
-// checks are the caller's job.
+// VerifyAuthToken verifies an auth token (typ auth+jwt, draft-hardt-aauth §9.1, §16.2.2):
+// iss, aud (= Options.Audience, this resource), jti, cnf.jwk, iat, exp, agent and at
+// least one of sub and scope are required. Key binding (cnf.jwk = the request's signing
+// key) and scope checks are the caller's job.
 func VerifyAuthToken(ctx context.Context, raw string, o Options, resolve KeyResolver) (*Token, error) {
 	return verify(ctx, raw, o, resolve, &authRules)
 }
 
 func verify(ctx context.Context, raw string, o Options, resolve KeyResolver, r *kindRules) (*Token, error) {
-	if o.Now.IsZero() {
-		return nil, invalid("verifier misconfigured: Options.Now is not set")
-	}
-	if resolve == nil {
-		return nil, newErr(CodeUnknownKey, "verifier misconfigured: no key resolver")
-	}
-	if r.audRequired && o.Audience == "" {
-		return nil, newErr(CodeInvalidAudience, "verifier misconfigured: Options.Audience is required (%s)", r.name)
-	}
-	skew := o.Skew
-	if skew == 0 {
-		skew = DefaultSkew
-	} else if skew < 0 {
-		skew = 0
+	skew, err := checkOptions(o, resolve, r)
+	if err != nil {
+		return nil, err
 	}
 
 	// 1. Structure, header (alg, typ, kid, refused parameters) and claim types.
@@ -120,69 +110,15 @@ func verify(ctx context.Context, raw string, o Options, resolve KeyResolver, r *
 		return nil, newErr(CodeUntrustedIssuer, "iss is not a trusted issuer")
 	}
 
-	// 3. Time.
-	if c.Expiry == 0 {
-		return nil, invalid("%s has no exp", r.name)
+	// 3. Time, 4. audience, 5. required claims.
+	if err := checkTime(c, o, skew, r); err != nil {
+		return nil, err
 	}
-	if c.IssuedAt == 0 {
-		return nil, invalid("%s has no iat", r.name)
+	if err := checkAudience(c, o, r); err != nil {
+		return nil, err
 	}
-	exp := time.Unix(c.Expiry, 0)
-	if !o.Now.Before(exp) && (o.ExpiredGrace <= 0 || !o.Now.Before(exp.Add(o.ExpiredGrace))) {
-		return nil, newErr(CodeExpired, "%s has expired", r.name)
-	}
-	latest := o.Now.Add(skew)
-	if time.Unix(c.IssuedAt, 0).After(latest) {
-		return nil, invalid("%s iat is in the future", r.name)
-	}
-	if c.NotBefore != 0 && time.Unix(c.NotBefore, 0).After(latest) {
-		return nil, invalid("%s is not valid yet (nbf)", r.name)
-	}
-	if c.Expiry <= c.IssuedAt {
-		return nil, invalid("%s exp is not after iat", r.name)
-	}
-	if o.MaxLifetime > 0 {
-		max := int64(o.MaxLifetime / time.Second)
-		if c.Expiry-c.IssuedAt > max {
-			return nil, invalid("%s lifetime exceeds %s", r.name, o.MaxLifetime)
-		}
-		if c.Expiry-o.Now.Unix() > max {
-			return nil, invalid("%s exp is more than %s away", r.name, o.MaxLifetime)
-		}
-	}
-
-	// 4. Audience.
-	if r.audRequired {
-		if len(c.Audience) == 0 {
-			return nil, newErr(CodeInvalidAudience, "%s has no aud", r.name)
-		}
-		if c.audArray || len(c.Audience) != 1 || c.Audience[0] != o.Audience {
-			return nil, newErr(CodeInvalidAudience, "%s aud is not this verifier", r.name)
-		}
-	} else if len(c.Audience) > 0 {
-		if o.Audience == "" || !c.Audience.Contains(o.Audience) {
-			return nil, newErr(CodeInvalidAudience, "%s aud does not include this verifier", r.name)
-		}
-	}
-
-	// 5. Required claims.
-	if c.ID == "" {
-		return nil, invalid("%s has no jti", r.name)
-	}
-	if r.needSub && c.Subject == "" {
-		return nil, invalid("%s has no sub", r.name)
-	}
-	if r.needCnf && (c.Confirmation == nil || c.Confirmation.Key == nil) {
-		return nil, invalid("%s has no cnf.jwk", r.name)
-	}
-	if r.needAgent && c.Agent == "" {
-		return nil, invalid("%s has no agent", r.name)
-	}
-	if r.needAgentJKT && c.AgentJKT == "" {
-		return nil, invalid("%s has no agent_jkt", r.name)
-	}
-	if r.needSubScope && c.Subject == "" && c.Scope == "" {
-		return nil, invalid("%s has neither sub nor scope", r.name)
+	if err := checkRequired(c, r); err != nil {
+		return nil, err
 	}
 
 	// 6. Key and signature, last.
@@ -198,4 +134,100 @@ func verify(ctx context.Context, raw string, o Options, resolve KeyResolver, r *
 	}
 	t.verified = true
 	return t, nil
+}
+
+// checkOptions refuses a misconfigured verifier and returns the clock skew to allow.
+func checkOptions(o Options, resolve KeyResolver, r *kindRules) (skew time.Duration, err error) {
+	if o.Now.IsZero() {
+		return 0, invalid("verifier misconfigured: Options.Now is not set")
+	}
+	if resolve == nil {
+		return 0, newErr(CodeUnknownKey, "verifier misconfigured: no key resolver")
+	}
+	if r.audRequired && o.Audience == "" {
+		return 0, newErr(CodeInvalidAudience, "verifier misconfigured: Options.Audience is required (%s)", r.name)
+	}
+	skew = o.Skew
+	if skew == 0 {
+		skew = DefaultSkew
+	} else if skew < 0 {
+		skew = 0
+	}
+	return skew, nil
+}
+
+// checkTime checks exp (with o.ExpiredGrace), iat and nbf against o.Now and skew, and the
+// lifetime against o.MaxLifetime.
+func checkTime(c *Claims, o Options, skew time.Duration, r *kindRules) error {
+	if c.Expiry == 0 {
+		return invalid("%s has no exp", r.name)
+	}
+	if c.IssuedAt == 0 {
+		return invalid("%s has no iat", r.name)
+	}
+	exp := time.Unix(c.Expiry, 0)
+	if !o.Now.Before(exp) && (o.ExpiredGrace <= 0 || !o.Now.Before(exp.Add(o.ExpiredGrace))) {
+		return newErr(CodeExpired, "%s has expired", r.name)
+	}
+	latest := o.Now.Add(skew)
+	if time.Unix(c.IssuedAt, 0).After(latest) {
+		return invalid("%s iat is in the future", r.name)
+	}
+	if c.NotBefore != 0 && time.Unix(c.NotBefore, 0).After(latest) {
+		return invalid("%s is not valid yet (nbf)", r.name)
+	}
+	if c.Expiry <= c.IssuedAt {
+		return invalid("%s exp is not after iat", r.name)
+	}
+	if o.MaxLifetime > 0 {
+		max := int64(o.MaxLifetime / time.Second)
+		if c.Expiry-c.IssuedAt > max {
+			return invalid("%s lifetime exceeds %s", r.name, o.MaxLifetime)
+		}
+		if c.Expiry-o.Now.Unix() > max {
+			return invalid("%s exp is more than %s away", r.name, o.MaxLifetime)
+		}
+	}
+	return nil
+}
+
+// checkAudience checks aud: exactly o.Audience, as a single string, where the kind
+// requires one; otherwise, when present, it must include o.Audience.
+func checkAudience(c *Claims, o Options, r *kindRules) error {
+	if r.audRequired {
+		if len(c.Audience) == 0 {
+			return newErr(CodeInvalidAudience, "%s has no aud", r.name)
+		}
+		if c.audArray || len(c.Audience) != 1 || c.Audience[0] != o.Audience {
+			return newErr(CodeInvalidAudience, "%s aud is not this verifier", r.name)
+		}
+	} else if len(c.Audience) > 0 {
+		if o.Audience == "" || !c.Audience.Contains(o.Audience) {
+			return newErr(CodeInvalidAudience, "%s aud does not include this verifier", r.name)
+		}
+	}
+	return nil
+}
+
+// checkRequired checks that the claims the token kind requires are present.
+func checkRequired(c *Claims, r *kindRules) error {
+	if c.ID == "" {
+		return invalid("%s has no jti", r.name)
+	}
+	if r.needSub && c.Subject == "" {
+		return invalid("%s has no sub", r.name)
+	}
+	if r.needCnf && (c.Confirmation == nil || c.Confirmation.Key == nil) {
+		return invalid("%s has no cnf.jwk", r.name)
+	}
+	if r.needAgent && c.Agent == "" {
+		return invalid("%s has no agent", r.name)
+	}
+	if r.needAgentJKT && c.AgentJKT == "" {
+		return invalid("%s has no agent_jkt", r.name)
+	}
+	if r.needSubScope && c.Subject == "" && c.Scope == "" {
+		return invalid("%s has neither sub nor scope", r.name)
+	}
+	return nil
 }

@@ -9,9 +9,9 @@ import (
 	"github.com/dunglas/httpsfv"
 )
 
-// Challenge is the challenge header of a 401 or 202: an RFC 8941 Dictionary whose
-// require member is a Token, the other values riding on it as String parameters (the
-// draft's §5.1, §5.2).
+// Challenge is the challenge header of a 401 or 202: an RFC 8941 Dictionary whose require
+// member is a Token, the other values riding on it as String parameters
+// (draft-hardt-aauth §6).
 type Challenge struct {
 	Require       string // pseudonym, identity, auth-token, interaction, approval, …
 	ResourceToken string // require=auth-token: the resource token to present to the AS
@@ -30,8 +30,8 @@ func (c *Challenge) params() []struct {
 	}{{"resource-token", &c.ResourceToken}, {"auth-server", &c.AuthServer}, {"code", &c.Code}}
 }
 
-// Format serialises c as a header value: require as an RFC 8941 Token (§3.3.4), each
-// non-empty parameter as a String (§3.3.3, quoted and escaped by httpsfv). Parameters
+// Format serialises c as a header value: require as an RFC 8941 Token (RFC 8941 §3.3.4),
+// each non-empty parameter as a String (§3.3.3, quoted and escaped by httpsfv). Parameters
 // are separated by "; " (§3.1.2 allows the space), which is how this module has always
 // written them.
 func (c Challenge) Format() (string, error) {

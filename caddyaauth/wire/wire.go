@@ -17,25 +17,28 @@ package wire
 type Wire struct {
 	// Name identifies the revision in logs and configuration.
 	Name string
-	// ChallengeHeader is the response header field carrying a challenge (the draft's
-	// §5.1 for the seed revision).
+	// ChallengeHeader is the response header field carrying a challenge
+	// (draft-hardt-aauth §6: AAuth in the 2026-03 revision).
 	ChallengeHeader string
 	// TypAgent, TypResource and TypAuth are the JOSE typ header values (RFC 7515 §4.1.9)
 	// of agent, resource and auth tokens.
 	TypAgent, TypResource, TypAuth string
 }
 
-// Seed is the wire this module speaks: the revision its tests, golden files and the
-// Python reference implementation agree on.
+// Seed is the wire this module speaks: draft-hardt-aauth as of March 2026 (header AAuth
+// with require=, typs agent+jwt, resource+jwt and auth+jwt), the revision its tests,
+// golden files and the draft's Python reference implementation agree on. The name is
+// historical: it is the first revision this module implemented.
 var Seed = &Wire{
-	Name:            "seed",
+	Name:            "aauth-2026-03",
 	ChallengeHeader: HeaderAAuth,
 	TypAgent:        TypAgent,
 	TypResource:     TypResource,
 	TypAuth:         TypAuth,
 }
 
-// Seed-wire names, for code (and constants elsewhere) that needs them at compile time.
+// Names of the Seed wire, for code (and constants elsewhere) that needs them at compile
+// time.
 const (
 	HeaderAAuth = "AAuth"
 	TypAgent    = "agent+jwt"
@@ -43,7 +46,7 @@ const (
 	TypAuth     = "auth+jwt"
 )
 
-// Values of the challenge's require member (the draft's §5.2).
+// Values of the challenge's require member (draft-hardt-aauth §6).
 const (
 	RequirePseudonym   = "pseudonym"
 	RequireIdentity    = "identity"

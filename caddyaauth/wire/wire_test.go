@@ -57,6 +57,7 @@ func TestSetAndParseChallenge(t *testing.T) {
 	if err := Seed.SetChallenge(h, c); err != nil {
 		t.Fatal(err)
 	}
+	//lint:ignore SA1008 the test checks the exact spelling "AAuth" that SetChallenge/WriteInteraction write into the header map
 	if len(h["AAuth"]) != 1 {
 		t.Fatalf("header map = %v, want the exact spelling AAuth", h)
 	}
@@ -64,6 +65,7 @@ func TestSetAndParseChallenge(t *testing.T) {
 		t.Fatalf("ParseChallenge = %+v, %v", got, ok)
 	}
 	// Read off the wire the name arrives canonicalised.
+	//lint:ignore SA1008 the test checks the exact spelling "AAuth" that SetChallenge/WriteInteraction write into the header map
 	wireHdr := http.Header{"Aauth": h["AAuth"]}
 	if got, ok := Seed.ParseChallenge(wireHdr); !ok || got != c {
 		t.Fatalf("canonical ParseChallenge = %+v, %v", got, ok)
@@ -241,6 +243,7 @@ func TestWriteInteraction(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := rec.Header()
+	//lint:ignore SA1008 the test checks the exact spelling "AAuth" that SetChallenge/WriteInteraction write into the header map
 	if rec.Code != http.StatusAccepted || h["AAuth"][0] != `require=interaction; code="ABCD"` || h.Get("Location") != "https://as.example/pending/x" || h.Get("Retry-After") != "2" {
 		t.Fatalf("answer %d %v", rec.Code, h)
 	}

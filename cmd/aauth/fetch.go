@@ -58,169 +58,76 @@ request could not be made or no decision came in time, 2 for usage errors. -v de
 each step on stderr; it never prints keys or tokens.
 `
 
+// fetchOptions are the flags and the URL of one fetch command.
+type fetchOptions struct {
+	keyFile, id, tokenFile   string
+	pseudonym                bool
+	method, data             string
+	hasBody                  bool // -d was given, even as -d ""
+	headers                  stringList
+	dict, stdB64, signBody   bool
+	follow, include, verbose bool
+	dev                      bool
+	purpose                  string
+	timeout, consentTimeout  time.Duration
+	wait                     int
+	noQR, openURL            bool
+	answer                   string
+	target                   *url.URL
+}
+
 func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("fetch", fetchUsage, stderr)
-	keyFile := fs.String("key", "", "private JWK file (agent key, or delegate key with -agent-token)")
-	id := fs.String("id", "", "agent identifier for the jwks_uri scheme, e.g. https://agent.example")
-	tokenFile := fs.String("agent-token", "", "file holding an agent token for the jwt scheme")
-	pseudonym := fs.Bool("pseudonym", false, "sign with hwk first; step up to the identity only when asked")
-	method := fs.String("X", "", "request method (default GET, or POST with -d)")
-	data := fs.String("d", "", "request body; @file reads a file, @- reads stdin")
-	var headers stringList
-	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
-	dict := fs.Bool("dict", false, "emit Signature-Key in the RFC 8941 dictionary form")
-	stdB64 := fs.Bool("std-b64", false, "emit the signature in standard base64 instead of base64url")
-	signBody := fs.Bool("sign-body", false, "cover content-type and content-digest of the body")
-	follow := fs.Bool("L", false, "follow redirects (each hop is signed anew)")
-	include := fs.Bool("i", false, "print the status line and response headers before the body")
-	verbose := fs.Bool("v", false, "describe each step on stderr")
-	dev := fs.Bool("dev", false, "allow http:// and loopback resource and auth server identifiers (local demos)")
-	purpose := fs.String("purpose", "", "reason for the access, sent to the auth server and shown at consent")
-	timeout := fs.Duration("timeout", 30*time.Second, "time limit of the HTTP exchanges (the wait for consent not counted)")
-	consentTimeout := fs.Duration("consent-timeout", agent.DefaultConsentDuration, "how long to wait for the user's consent")
-	wait := fs.Int("wait", int(agent.DefaultPollWait/time.Second), "Prefer: wait seconds for each consent poll (0: plain polling)")
-	noQR := fs.Bool("no-qr", false, "do not print a QR code of the interaction URL")
-	openURL := fs.Bool("open", false, "try to open the interaction URL in a browser")
-	answer := fs.String("answer", "", "answer to any clarification question the user asks")
-	pos, code, ok := parseFlags(fs, args)
+	o, code, ok := parseFetchFlags(args, stderr)
 	if !ok {
 		return code
 	}
-	if len(pos) != 1 {
-		return usageError(stderr, "fetch", "exactly one URL is required")
-	}
-	target, err := url.Parse(pos[0])
-	if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
-		return usageError(stderr, "fetch", "%q is not an http or https URL", pos[0])
-	}
-	if *id != "" && *tokenFile != "" {
-		return usageError(stderr, "fetch", "-id and -agent-token are alternatives; pass one")
-	}
-	if (*id != "" || *tokenFile != "") && *keyFile == "" {
-		return usageError(stderr, "fetch", "-id and -agent-token need -key")
-	}
-	if *timeout <= 0 || *consentTimeout <= 0 || *wait < 0 {
-		return usageError(stderr, "fetch", "-timeout and -consent-timeout must be positive, -wait at least 0")
-	}
-	if n := utf8.RuneCountInString(*answer); n > agent.MaxClarificationLen {
-		return usageError(stderr, "fetch", "-answer has %d characters; at most %d are allowed", n, agent.MaxClarificationLen)
-	}
 	vlog := func(format string, a ...any) {
-		if *verbose {
+		if o.verbose {
 			fmt.Fprintf(stderr, "* "+format+"\n", a...)
 		}
 	}
 
-	disc := discovery.New(discovery.Config{Dev: *dev})
+	disc := discovery.New(discovery.Config{Dev: o.dev})
 	defer disc.Close()
 	tr := &agent.Transport{
-		PreferPseudonym: *pseudonym,
-		Dictionary:      *dict,
-		StdBase64:       *stdB64,
-		SignBody:        *signBody,
+		PreferPseudonym: o.pseudonym,
+		Dictionary:      o.dict,
+		StdBase64:       o.stdB64,
+		SignBody:        o.signBody,
 		Discovery:       disc,
-		Dev:             *dev,
-		Purpose:         *purpose,
+		Dev:             o.dev,
+		Purpose:         o.purpose,
 	}
-	if *verbose {
+	if o.verbose {
 		tr.Logf = vlog
 	}
-	var signer *keys.Signer
-	if *keyFile != "" {
-		if signer, err = loadSigner(*keyFile); err != nil {
-			return failf(stderr, "fetch", "%v", err)
-		}
-	} else {
-		if signer, err = keys.Generate(keys.AlgEd25519, ""); err != nil {
-			return failf(stderr, "fetch", "%v", err)
-		}
-		vlog("no -key: signing with a throw-away hwk key (thumbprint %s)", signer.Public.Thumbprint)
-	}
-	tr.Pseudonym = agent.HWK(signer)
-	switch {
-	case *id != "":
-		tr.Identity = agent.JWKSURI(signer, *id)
-		if err := tr.Identity.Validate(); err != nil {
-			return usageError(stderr, "fetch", "%v", err)
-		}
-	case *tokenFile != "":
-		raw, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return failf(stderr, "fetch", "%v", err)
-		}
-		tok := strings.TrimSpace(string(raw))
-		if err := checkAgentToken(tok, signer, vlog); err != nil {
-			return failf(stderr, "fetch", "%s: %v", *tokenFile, err)
-		}
-		tr.Identity = agent.Delegate(signer, tok)
-	}
-	if tr.Identity != nil {
-		vlog("identity: %s; pseudonym: %s", tr.Identity, tr.Pseudonym)
+	if code, ok := setFetchCredentials(tr, o, stderr, vlog); !ok {
+		return code
 	}
 
 	var body []byte
-	hasBody := false
-	if flagSet(fs, "d") {
-		hasBody = true
-		if body, err = readData(*data); err != nil {
+	if o.hasBody {
+		var err error
+		if body, err = readData(o.data); err != nil {
 			return failf(stderr, "fetch", "%v", err)
-		}
-	}
-	m := *method
-	if m == "" {
-		m = http.MethodGet
-		if hasBody {
-			m = http.MethodPost
 		}
 	}
 	// -timeout bounds the HTTP exchanges; the clock stops while the user decides.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	errTimeout := fmt.Errorf("no answer within %s (-timeout): %w", *timeout, context.DeadlineExceeded)
-	timer := time.AfterFunc(*timeout, func() { cancel(errTimeout) })
+	errTimeout := fmt.Errorf("no answer within %s (-timeout): %w", o.timeout, context.DeadlineExceeded)
+	timer := time.AfterFunc(o.timeout, func() { cancel(errTimeout) })
 	defer timer.Stop()
 	if tr.Identity != nil {
-		ui := &consentUI{w: stderr, tty: isTerminal(stderr), noQR: *noQR, open: *openURL,
-			answer: strings.TrimSpace(*answer), vlog: vlog, verbose: *verbose,
-			onStart: func() { timer.Stop() }, onEnd: func() { timer.Reset(*timeout) }}
-		pollWait := time.Duration(*wait) * time.Second
-		if pollWait == 0 {
-			pollWait = -1 // no Prefer header
-		}
-		ui.in, ui.inTTY = promptInput()
-		if *data == "@-" {
-			ui.inTTY = false // stdin held the body
-		}
-		tr.AwaitToken = ui.await(ui.poller(tr.Identity, tr, pollWait, *consentTimeout))
+		tr.AwaitToken = consentAwaiter(tr, o, stderr, vlog, timer)
 	}
-	var rd io.Reader
-	if hasBody {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, m, target.String(), rd)
+	req, err := newFetchRequest(ctx, o, body)
 	if err != nil {
 		return usageError(stderr, "fetch", "%v", err)
 	}
-	req.Header.Set("User-Agent", "aauth-cli")
-	for _, h := range headers {
-		name, value, ok := strings.Cut(h, ":")
-		name = strings.TrimSpace(name)
-		if !ok || name == "" || strings.ContainsAny(name, " \t\r\n") || strings.ContainsAny(value, "\r\n") {
-			return usageError(stderr, "fetch", "bad header %q (want 'Name: value')", h)
-		}
-		value = strings.TrimSpace(value)
-		if strings.EqualFold(name, "Host") {
-			req.Host = value
-			continue
-		}
-		req.Header.Add(name, value)
-	}
-	if hasBody && req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded") // as curl -d does
-	}
 
 	client := &http.Client{Transport: tr}
-	if !*follow {
+	if !o.follow {
 		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	}
 	resp, err := client.Do(req)
@@ -229,9 +136,164 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			err = errTimeout
 		}
 		vlog("error: %v", err)
-		return flowFailure(stderr, err, *dev)
+		return flowFailure(stderr, err, o.dev)
 	}
 	defer resp.Body.Close()
+	return writeFetchResponse(resp, o, tr, stdout, stderr, vlog)
+}
+
+// parseFetchFlags parses and checks the fetch command line; when ok is false, code is
+// the exit status to return.
+func parseFetchFlags(args []string, stderr io.Writer) (o *fetchOptions, code int, ok bool) {
+	o = &fetchOptions{}
+	fs := newFlags("fetch", fetchUsage, stderr)
+	fs.StringVar(&o.keyFile, "key", "", "private JWK file (agent key, or delegate key with -agent-token)")
+	fs.StringVar(&o.id, "id", "", "agent identifier for the jwks_uri scheme, e.g. https://agent.example")
+	fs.StringVar(&o.tokenFile, "agent-token", "", "file holding an agent token for the jwt scheme")
+	fs.BoolVar(&o.pseudonym, "pseudonym", false, "sign with hwk first; step up to the identity only when asked")
+	fs.StringVar(&o.method, "X", "", "request method (default GET, or POST with -d)")
+	fs.StringVar(&o.data, "d", "", "request body; @file reads a file, @- reads stdin")
+	fs.Var(&o.headers, "H", "request header 'Name: value' (repeatable)")
+	fs.BoolVar(&o.dict, "dict", false, "emit Signature-Key in the RFC 8941 dictionary form")
+	fs.BoolVar(&o.stdB64, "std-b64", false, "emit the signature in standard base64 instead of base64url")
+	fs.BoolVar(&o.signBody, "sign-body", false, "cover content-type and content-digest of the body")
+	fs.BoolVar(&o.follow, "L", false, "follow redirects (each hop is signed anew)")
+	fs.BoolVar(&o.include, "i", false, "print the status line and response headers before the body")
+	fs.BoolVar(&o.verbose, "v", false, "describe each step on stderr")
+	fs.BoolVar(&o.dev, "dev", false, "allow http:// and loopback resource and auth server identifiers (local demos)")
+	fs.StringVar(&o.purpose, "purpose", "", "reason for the access, sent to the auth server and shown at consent")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "time limit of the HTTP exchanges (the wait for consent not counted)")
+	fs.DurationVar(&o.consentTimeout, "consent-timeout", agent.DefaultConsentDuration, "how long to wait for the user's consent")
+	fs.IntVar(&o.wait, "wait", int(agent.DefaultPollWait/time.Second), "Prefer: wait seconds for each consent poll (0: plain polling)")
+	fs.BoolVar(&o.noQR, "no-qr", false, "do not print a QR code of the interaction URL")
+	fs.BoolVar(&o.openURL, "open", false, "try to open the interaction URL in a browser")
+	fs.StringVar(&o.answer, "answer", "", "answer to any clarification question the user asks")
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return nil, code, false
+	}
+	if len(pos) != 1 {
+		return nil, usageError(stderr, "fetch", "exactly one URL is required"), false
+	}
+	target, err := url.Parse(pos[0])
+	if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
+		return nil, usageError(stderr, "fetch", "%q is not an http or https URL", pos[0]), false
+	}
+	o.target = target
+	if o.id != "" && o.tokenFile != "" {
+		return nil, usageError(stderr, "fetch", "-id and -agent-token are alternatives; pass one"), false
+	}
+	if (o.id != "" || o.tokenFile != "") && o.keyFile == "" {
+		return nil, usageError(stderr, "fetch", "-id and -agent-token need -key"), false
+	}
+	if o.timeout <= 0 || o.consentTimeout <= 0 || o.wait < 0 {
+		return nil, usageError(stderr, "fetch", "-timeout and -consent-timeout must be positive, -wait at least 0"), false
+	}
+	if n := utf8.RuneCountInString(o.answer); n > agent.MaxClarificationLen {
+		return nil, usageError(stderr, "fetch", "-answer has %d characters; at most %d are allowed", n, agent.MaxClarificationLen), false
+	}
+	o.hasBody = flagSet(fs, "d")
+	return o, 0, true
+}
+
+// setFetchCredentials loads (or makes up) the signing key and sets the transport's
+// pseudonym and, with -id or -agent-token, its identity. When ok is false, code is the
+// exit status to return.
+func setFetchCredentials(tr *agent.Transport, o *fetchOptions, stderr io.Writer, vlog func(string, ...any)) (code int, ok bool) {
+	var signer *keys.Signer
+	var err error
+	if o.keyFile != "" {
+		if signer, err = loadSigner(o.keyFile); err != nil {
+			return failf(stderr, "fetch", "%v", err), false
+		}
+	} else {
+		if signer, err = keys.Generate(keys.AlgEd25519, ""); err != nil {
+			return failf(stderr, "fetch", "%v", err), false
+		}
+		vlog("no -key: signing with a throw-away hwk key (thumbprint %s)", signer.Public.Thumbprint)
+	}
+	tr.Pseudonym = agent.HWK(signer)
+	switch {
+	case o.id != "":
+		tr.Identity = agent.JWKSURI(signer, o.id)
+		if err := tr.Identity.Validate(); err != nil {
+			return usageError(stderr, "fetch", "%v", err), false
+		}
+	case o.tokenFile != "":
+		raw, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return failf(stderr, "fetch", "%v", err), false
+		}
+		tok := strings.TrimSpace(string(raw))
+		if err := checkAgentToken(tok, signer, vlog); err != nil {
+			return failf(stderr, "fetch", "%s: %v", o.tokenFile, err), false
+		}
+		tr.Identity = agent.Delegate(signer, tok)
+	}
+	if tr.Identity != nil {
+		vlog("identity: %s; pseudonym: %s", tr.Identity, tr.Pseudonym)
+	}
+	return 0, true
+}
+
+// consentAwaiter is the transport's AwaitToken hook: it shows the interaction URL and
+// polls for the user's decision, with the -timeout clock stopped while it waits.
+func consentAwaiter(tr *agent.Transport, o *fetchOptions, stderr io.Writer, vlog func(string, ...any), timer *time.Timer) func(context.Context, *agent.PendingError) (string, error) {
+	ui := &consentUI{w: stderr, tty: isTerminal(stderr), noQR: o.noQR, open: o.openURL,
+		answer: strings.TrimSpace(o.answer), vlog: vlog, verbose: o.verbose,
+		onStart: func() { timer.Stop() }, onEnd: func() { timer.Reset(o.timeout) }}
+	pollWait := time.Duration(o.wait) * time.Second
+	if pollWait == 0 {
+		pollWait = -1 // no Prefer header
+	}
+	ui.in, ui.inTTY = promptInput()
+	if o.data == "@-" {
+		ui.inTTY = false // stdin held the body
+	}
+	return ui.await(ui.poller(tr.Identity, tr, pollWait, o.consentTimeout))
+}
+
+// newFetchRequest builds the request: method (GET, or POST with a body), body, the -H
+// headers (Host sets the request's host) and curl's default content type for -d.
+func newFetchRequest(ctx context.Context, o *fetchOptions, body []byte) (*http.Request, error) {
+	m := o.method
+	if m == "" {
+		m = http.MethodGet
+		if o.hasBody {
+			m = http.MethodPost
+		}
+	}
+	var rd io.Reader
+	if o.hasBody {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, m, o.target.String(), rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", "aauth-cli")
+	for _, h := range o.headers {
+		name, value, ok := strings.Cut(h, ":")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t\r\n") || strings.ContainsAny(value, "\r\n") {
+			return nil, fmt.Errorf("bad header %q (want 'Name: value')", h)
+		}
+		value = strings.TrimSpace(value)
+		if strings.EqualFold(name, "Host") {
+			req.Host = value
+			continue
+		}
+		req.Header.Add(name, value)
+	}
+	if o.hasBody && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded") // as curl -d does
+	}
+	return req, nil
+}
+
+// writeFetchResponse logs and hints about a final challenge, copies the response (with
+// -i its status line and headers first) to stdout and returns the exit status.
+func writeFetchResponse(resp *http.Response, o *fetchOptions, tr *agent.Transport, stdout, stderr io.Writer, vlog func(string, ...any)) int {
 	vlog("response: %s %s", resp.Proto, resp.Status)
 	if c, ok := wire.Seed.ParseChallenge(resp.Header); ok {
 		vlog("challenge in the final response: %s", describeChallenge(c))
@@ -239,7 +301,7 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			hint(stderr, c, tr)
 		}
 	}
-	if *include {
+	if o.include {
 		fmt.Fprintf(stdout, "%s %s\r\n", resp.Proto, resp.Status)
 		_ = resp.Header.Write(stdout)
 		fmt.Fprint(stdout, "\r\n")

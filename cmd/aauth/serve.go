@@ -32,58 +32,92 @@ AAUTH_DELEGATE_SECRET over -delegate-secret, which other local users can see in 
 process list. Stops gracefully on SIGINT or SIGTERM.
 `
 
+// serveOptions are the flags of the serve command.
+type serveOptions struct {
+	keyFile, id, listen, name, secret string
+	lifetime                          time.Duration
+	clarification                     bool
+	tlsCert, tlsKey                   string
+}
+
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("serve", serveUsage, stderr)
-	keyFile := fs.String("key", "", "agent private JWK file (required)")
-	id := fs.String("id", "", "agent identifier, e.g. https://agent.example (required)")
-	listen := fs.String("listen", "", "listen address (default: -id's host:port)")
-	name := fs.String("name", "", "client_name published in the metadata")
-	secret := fs.String("delegate-secret", "", "enable POST /delegate/token with this bearer secret (default $"+envDelegateSecret+")")
-	lifetime := fs.Duration("token-lifetime", agent.DefaultTokenLifetime, "lifetime of delegate agent tokens")
-	clarification := fs.Bool("clarification", false, "publish clarification_supported: true")
-	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate (PEM)")
-	tlsKey := fs.String("tls-key", "", "private key for -tls-cert (PEM)")
-	pos, code, ok := parseFlags(fs, args)
+	o, code, ok := parseServeFlags(args, stderr)
 	if !ok {
 		return code
 	}
+	srvAgent, addr, code, ok := newServeAgent(o, stderr)
+	if !ok {
+		return code
+	}
+	return runAgentServer(ctx, srvAgent, o, addr, stderr)
+}
+
+// parseServeFlags parses and checks the serve command line; the delegate secret falls back
+// to the environment. When ok is false, code is the exit status to return.
+func parseServeFlags(args []string, stderr io.Writer) (o *serveOptions, code int, ok bool) {
+	o = &serveOptions{}
+	fs := newFlags("serve", serveUsage, stderr)
+	fs.StringVar(&o.keyFile, "key", "", "agent private JWK file (required)")
+	fs.StringVar(&o.id, "id", "", "agent identifier, e.g. https://agent.example (required)")
+	fs.StringVar(&o.listen, "listen", "", "listen address (default: -id's host:port)")
+	fs.StringVar(&o.name, "name", "", "client_name published in the metadata")
+	fs.StringVar(&o.secret, "delegate-secret", "", "enable POST /delegate/token with this bearer secret (default $"+envDelegateSecret+")")
+	fs.DurationVar(&o.lifetime, "token-lifetime", agent.DefaultTokenLifetime, "lifetime of delegate agent tokens")
+	fs.BoolVar(&o.clarification, "clarification", false, "publish clarification_supported: true")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "private key for -tls-cert (PEM)")
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return nil, code, false
+	}
 	if len(pos) > 0 {
-		return usageError(stderr, "serve", "unexpected argument %q", pos[0])
+		return nil, usageError(stderr, "serve", "unexpected argument %q", pos[0]), false
 	}
-	if *keyFile == "" || *id == "" {
-		return usageError(stderr, "serve", "-key and -id are required")
+	if o.keyFile == "" || o.id == "" {
+		return nil, usageError(stderr, "serve", "-key and -id are required"), false
 	}
-	if (*tlsCert == "") != (*tlsKey == "") {
-		return usageError(stderr, "serve", "-tls-cert and -tls-key go together")
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return nil, usageError(stderr, "serve", "-tls-cert and -tls-key go together"), false
 	}
-	if *lifetime < time.Second {
-		return usageError(stderr, "serve", "-token-lifetime must be at least 1s")
+	if o.lifetime < time.Second {
+		return nil, usageError(stderr, "serve", "-token-lifetime must be at least 1s"), false
 	}
-	if *secret == "" {
-		*secret = os.Getenv(envDelegateSecret)
+	if o.secret == "" {
+		o.secret = os.Getenv(envDelegateSecret)
 	}
-	signer, err := loadSigner(*keyFile)
+	return o, 0, true
+}
+
+// newServeAgent loads the key and builds the agent server, and works out the listen
+// address. When ok is false, code is the exit status to return.
+func newServeAgent(o *serveOptions, stderr io.Writer) (srvAgent *agent.Server, addr string, code int, ok bool) {
+	signer, err := loadSigner(o.keyFile)
 	if err != nil {
-		return failf(stderr, "serve", "%v", err)
+		return nil, "", failf(stderr, "serve", "%v", err), false
 	}
-	srvAgent := &agent.Server{
+	srvAgent = &agent.Server{
 		Signer:                 signer,
-		ID:                     *id,
-		ClientName:             *name,
-		DelegateSecret:         *secret,
-		TokenLifetime:          *lifetime,
-		ClarificationSupported: *clarification,
+		ID:                     o.id,
+		ClientName:             o.name,
+		DelegateSecret:         o.secret,
+		TokenLifetime:          o.lifetime,
+		ClarificationSupported: o.clarification,
 	}
 	if err := srvAgent.Validate(); err != nil {
-		return usageError(stderr, "serve", "%v", err)
+		return nil, "", usageError(stderr, "serve", "%v", err), false
 	}
-	addr := *listen
+	addr = o.listen
 	if addr == "" {
-		if addr, err = defaultListen(*id); err != nil {
-			return usageError(stderr, "serve", "%v", err)
+		if addr, err = defaultListen(o.id); err != nil {
+			return nil, "", usageError(stderr, "serve", "%v", err), false
 		}
 	}
+	return srvAgent, addr, 0, true
+}
 
+// runAgentServer serves srvAgent on addr until the server fails or ctx ends or SIGINT or
+// SIGTERM arrives, then shuts down gracefully, and returns the exit status.
+func runAgentServer(ctx context.Context, srvAgent *agent.Server, o *serveOptions, addr string, stderr io.Writer) int {
 	// Handler goroutines log concurrently; keep their lines whole.
 	logw := &lockedWriter{w: stderr}
 	srv := &http.Server{
@@ -102,22 +136,22 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer stop()
 	errc := make(chan error, 1)
 	go func() {
-		if *tlsCert != "" {
-			errc <- srv.ServeTLS(ln, *tlsCert, *tlsKey)
+		if o.tlsCert != "" {
+			errc <- srv.ServeTLS(ln, o.tlsCert, o.tlsKey)
 		} else {
 			errc <- srv.Serve(ln)
 		}
 	}()
 	scheme := "http"
-	if *tlsCert != "" {
+	if o.tlsCert != "" {
 		scheme = "https"
 	}
 	delegate := "disabled"
-	if *secret != "" {
+	if o.secret != "" {
 		delegate = "enabled"
 	}
 	fmt.Fprintf(logw, "aauth serve: agent %s (key %s, thumbprint %s) listening on %s://%s; delegate tokens %s\n",
-		*id, signer.Public.KID, signer.Public.Thumbprint, scheme, ln.Addr(), delegate)
+		o.id, srvAgent.Signer.Public.KID, srvAgent.Signer.Public.Thumbprint, scheme, ln.Addr(), delegate)
 
 	select {
 	case err := <-errc:

@@ -92,12 +92,13 @@ type consentState struct {
 	created chan struct{} // closed and replaced when a pending request is created
 }
 
-// EnableConsent switches the token endpoint to deferred answers (PROTOCOL.md P11): every
-// verified token request gets a 202 with an absolute Location under /pending/, Retry-After,
-// Cache-Control: no-store, AAuth: require=interaction; code="…" and the JSON body of the
-// wire. The pending URL answers signed polls from the key that made the token request
-// (P12), long-polls with Prefer: wait, and takes clarification answers (P14). A test
-// decides with Approve, Deny, Ask and Expire. SetAnswer still takes precedence.
+// EnableConsent switches the token endpoint to deferred answers (draft-hardt-aauth
+// §11.3): every verified token request gets a 202 with an absolute Location under
+// /pending/, Retry-After, Cache-Control: no-store, AAuth: require=interaction; code="…"
+// and the JSON body of the wire. The pending URL answers signed polls from the key that
+// made the token request (§10.3), long-polls with Prefer: wait (§10.5), and takes
+// clarification answers (§11.4). A test decides with Approve, Deny, Ask and Expire.
+// SetAnswer still takes precedence.
 func (a *AuthServer) EnableConsent(o ConsentOptions) {
 	if o.WaitCap == 0 {
 		o.WaitCap = 30 * time.Second
@@ -353,6 +354,16 @@ func (a *AuthServer) servePending(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if !a.holdPoll(rw, r, cs, rec) {
+		return
+	}
+	a.answerPoll(rw, rec)
+}
+
+// holdPoll honours Prefer: wait, up to the WaitCap, by holding a pending poll until its
+// record changes or expires, and sets Preference-Applied. It reports false when the
+// client went away.
+func (a *AuthServer) holdPoll(rw http.ResponseWriter, r *http.Request, cs *consentState, rec *pendingRec) bool {
 	wait := 0
 	if s, ok := strings.CutPrefix(strings.TrimSpace(r.Header.Get("Prefer")), "wait="); ok {
 		if v, err := strconv.Atoi(s); err == nil && v > 0 {
@@ -372,13 +383,13 @@ func (a *AuthServer) servePending(w http.ResponseWriter, r *http.Request) {
 			case <-t.C:
 			case <-r.Context().Done():
 				t.Stop()
-				return
+				return false
 			}
 			t.Stop()
 		}
 		rw.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(applied/time.Second)))
 	}
-	a.answerPoll(rw, rec)
+	return true
 }
 
 // answerPoll answers a poll from the record's state; a terminal answer is given once.
