@@ -108,7 +108,8 @@ func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, res *reqve
 	return req, true
 }
 
-// resourceAccess handles {"resource_token": …} (PROTOCOL.md §6.3, §7.1).
+// resourceAccess handles {"resource_token": …} (draft-hardt-aauth §11.1–§11.2, verified
+// as in §16.2.3).
 func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *reqverify.Result, req *tokenRequest) {
 	if req.ResourceToken == "" {
 		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "resource_token is empty", nil)

@@ -552,7 +552,7 @@ func (it *interaction) decide(f url.Values) {
 	it.render(http.StatusOK, "done", d, "")
 }
 
-// ask posts the user's clarification question (PROTOCOL.md P14).
+// ask posts the user's clarification question (draft-hardt-aauth §11.4).
 func (it *interaction) ask(code, callback string, rec pendingRecord, question string) {
 	h := it.h
 	view := h.consentView(rec)
@@ -638,12 +638,12 @@ func (it *interaction) revokeOwn(id string) {
 
 // ---- callbacks ----
 
-// validCallback accepts a callback URL only where the agent declared one (PROTOCOL.md
-// P13, agent metadata callback_endpoint; absent means no callbacks): an https URL on the
+// validCallback accepts a callback URL only where the agent declared one (agent metadata
+// callback_endpoint, draft-hardt-aauth §5.2; absent means no callbacks): an https URL on the
 // declared endpoint's origin whose path is the declared path or below it (the agent may
 // add path and query at run time), or, when the agent also sets
 // localhost_callback_allowed, an http URL on a loopback host with a port and exactly the
-// declared path, without a query (AAuth draft §5.2 on localhost callbacks). So an agent
+// declared path, without a query (draft-hardt-aauth §5.2 on localhost callbacks). So an agent
 // can only send the person's browser back to itself, never to an arbitrary loopback
 // service. The callback is UX only: nothing secret passes through it.
 func validCallback(raw string, rec *pendingRecord) (string, bool) {

@@ -31,7 +31,8 @@ const (
 	retryAfter = "2"
 
 	// MaxClarificationRounds bounds the user's questions per request, and so the agent's
-	// answers: an answer is taken only for a waiting question (PROTOCOL.md P14).
+	// answers: an answer is taken only for a waiting question (draft-hardt-aauth §11.4
+	// recommends at most 5 rounds).
 	MaxClarificationRounds = 5
 	maxAnswerChars         = 2000
 	maxQuestionChars       = 500
@@ -64,7 +65,7 @@ func (h *Handler) userMayConsent(name string) bool {
 // prepareConsent decides, before the resource token's jti is spent, how a request the
 // policy sends to the user will end: a remembered grant that covers it (the caller issues
 // a token at once, with the grant's user as sub), or a new pending request that has
-// already taken its place among the undecided ones (PROTOCOL.md P11, §7.3). ok false
+// already taken its place among the undecided ones (draft-hardt-aauth §11.3). ok false
 // means the request was answered (429 over a bound, 500).
 func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rt *token.Token, req *tokenRequest, now time.Time) (g *grant, rec *pendingRecord, ok bool) {
 	c := &rt.Claims
@@ -101,7 +102,7 @@ func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, res *re
 }
 
 // createPending stores an admitted request behind a new pending URL and answers 202 with
-// an interaction code (PROTOCOL.md P11, §7.3).
+// an interaction code (draft-hardt-aauth §6.4, §10.2, §11.3).
 func (h *Handler) createPending(w http.ResponseWriter, r *http.Request, rec *pendingRecord) {
 	h.readMetadata(r.Context(), rec)
 	if err := h.consent.create(r.Context(), rec); err != nil {
@@ -156,7 +157,8 @@ func (h *Handler) readMetadata(ctx context.Context, rec *pendingRecord) {
 }
 
 // servePending is the pending URL: signed GET polls and signed POST clarification
-// answers, both by the key that made the token request (PROTOCOL.md P12, P14, §7.5).
+// answers, both by the key that made the token request (draft-hardt-aauth §10.3–§10.6,
+// §11.4).
 func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	id := strings.TrimPrefix(r.URL.Path, PathPending)
 	switch r.Method {
@@ -400,7 +402,7 @@ func (h *Handler) noLongerPending(w http.ResponseWriter, r *http.Request) {
 }
 
 // clarificationResponse takes the agent's signed answer to the user's question
-// (PROTOCOL.md P14, §12): 202 on success, 403 denied once the round limit is passed.
+// (draft-hardt-aauth §11.4): 202 on success, 403 denied once the round limit is passed.
 func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, rec pendingRecord, body []byte) {
 	answer, err := parseClarification(body)
 	if err != nil {

@@ -32,8 +32,8 @@ var (
 	scanInterval  = time.Hour
 )
 
-// replayStore remembers the resource-token jtis an issuer has accepted (PROTOCOL.md P11,
-// §6.3 step 7). Records live in storage under
+// replayStore remembers the resource-token jtis an issuer has accepted, so each is
+// accepted once (draft-hardt-aauth §16.2.3: jti not seen before). Records live in storage under
 // aauth/issuer/<safe issuer>/jti/<hex sha256(iss "\n" jti)>, holding the token's expiry, so
 // a restart or another instance on the same storage still refuses a replay; an in-memory
 // index answers repeat submissions without storage reads. Check-and-store is atomic within
