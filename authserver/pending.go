@@ -181,7 +181,7 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	rec, changed, err := h.consent.get(ctx, id, storageRecheck)
+	rec, _, err := h.consent.get(ctx, id, storageRecheck)
 	if errors.Is(err, errNotFound) || (err == nil && rec.Status == statusDone) {
 		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
 		return
@@ -204,7 +204,7 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	}
 	// Each signature is used once on the pending URL, so a captured poll cannot be
 	// replayed later to take the decision's one-time answer (the token) from the agent.
-	rec, changed, err = h.useSignature(r, res, id)
+	rec, changed, err := h.useSignature(r, res, id)
 	switch {
 	case errors.Is(err, errSignatureUsed):
 		h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, "this signature was already used; sign every request to the pending URL afresh", nil)
