@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -472,11 +473,7 @@ func (it *interaction) decide(f url.Values) {
 		callback = ""
 	}
 	if user == "" {
-		if h.UserFrom != "" {
-			it.errorPage(http.StatusUnauthorized, "Not signed in", "This server could not tell who you are. Sign in through your organisation's login and try again.")
-			return
-		}
-		it.errorPage(http.StatusUnauthorized, "Signed out", "Your session ended. Open the link again and sign in.")
+		it.notSignedIn()
 		return
 	}
 	code, rec, ok := it.find(f.Get("code"), callback)
@@ -491,20 +488,7 @@ func (it *interaction) decide(f url.Values) {
 		return
 	}
 	remember := action == "approve" && f.Get("remember") != "" && h.rememberFor > 0
-	rec, err := h.consent.update(ctx, rec.ID, func(p *pendingRecord) error {
-		if p.Status != statusPending || p.expired(now) {
-			return errNoLongerPending
-		}
-		p.User, p.Decided, p.Remember = user, now.Unix(), remember
-		if action == "approve" {
-			p.Status = statusApproved
-			// the agent has a fresh pending lifetime to pick the token up
-			p.Expires = max(p.Expires, now.Add(h.pendingLifetime).Unix())
-		} else {
-			p.Status = statusDenied
-		}
-		return nil
-	})
+	rec, err := h.recordDecision(ctx, rec.ID, user, action == "approve", remember, now)
 	if errors.Is(err, errNoLongerPending) {
 		it.errorPage(http.StatusGone, "Already decided", "This request has already been approved or denied, or it expired.")
 		return
@@ -520,18 +504,59 @@ func (it *interaction) decide(f url.Values) {
 		zap.String("decision", action), zap.String("user", user), zap.String("agent", rec.Agent),
 		zap.String("resource", rec.Resource), zap.String("scope", rec.Scope), zap.Bool("remember", remember))
 	if remember {
-		g, err := h.consent.addGrant(ctx, grant{
-			User: user, Agent: rec.Agent, Delegate: rec.Delegate, KeyJKT: rec.KeyJKT, Resource: rec.Resource,
-			Scopes: rec.scopes(), Created: now.Unix(), Expires: now.Add(h.rememberFor).Unix(),
-		})
-		if err != nil {
-			h.logger.Error("storing remembered grant", zap.Error(err))
-		} else {
-			h.logger.Info("consent remembered", zap.String("grant", g.ID), zap.String("user", user))
-		}
+		h.rememberGrant(ctx, user, &rec, now)
 	}
-	cb, hasCallback := validCallback(callback, &rec)
-	if action == "approve" {
+	it.decided(action == "approve", callback, &rec)
+}
+
+// notSignedIn is the page for a decision posted without a signed-in user.
+func (it *interaction) notSignedIn() {
+	if it.h.UserFrom != "" {
+		it.errorPage(http.StatusUnauthorized, "Not signed in", "This server could not tell who you are. Sign in through your organisation's login and try again.")
+		return
+	}
+	it.errorPage(http.StatusUnauthorized, "Signed out", "Your session ended. Open the link again and sign in.")
+}
+
+// recordDecision stores the user's approval or denial of pending request id, or returns
+// errNoLongerPending when it was decided already or expired.
+func (h *Handler) recordDecision(ctx context.Context, id, user string, approve, remember bool, now time.Time) (pendingRecord, error) {
+	return h.consent.update(ctx, id, func(p *pendingRecord) error {
+		if p.Status != statusPending || p.expired(now) {
+			return errNoLongerPending
+		}
+		p.User, p.Decided, p.Remember = user, now.Unix(), remember
+		if approve {
+			p.Status = statusApproved
+			// the agent has a fresh pending lifetime to pick the token up
+			p.Expires = max(p.Expires, now.Add(h.pendingLifetime).Unix())
+		} else {
+			p.Status = statusDenied
+		}
+		return nil
+	})
+}
+
+// rememberGrant stores an approval as a grant for RememberFor; a failure is logged, the
+// decision itself stands.
+func (h *Handler) rememberGrant(ctx context.Context, user string, rec *pendingRecord, now time.Time) {
+	g, err := h.consent.addGrant(ctx, grant{
+		User: user, Agent: rec.Agent, Delegate: rec.Delegate, KeyJKT: rec.KeyJKT, Resource: rec.Resource,
+		Scopes: rec.scopes(), Created: now.Unix(), Expires: now.Add(h.rememberFor).Unix(),
+	})
+	if err != nil {
+		h.logger.Error("storing remembered grant", zap.Error(err))
+		return
+	}
+	h.logger.Info("consent remembered", zap.String("grant", g.ID), zap.String("user", user))
+}
+
+// decided answers the browser after a decision. After an approval it follows the agent's
+// callback, if valid. After a denial the browser is never sent on by itself: the person
+// sees that the request was denied, and may follow the agent's callback as a link.
+func (it *interaction) decided(approved bool, callback string, rec *pendingRecord) {
+	cb, hasCallback := validCallback(callback, rec)
+	if approved {
 		if hasCallback {
 			it.redirect(cb)
 			return
@@ -539,8 +564,6 @@ func (it *interaction) decide(f url.Values) {
 		it.render(http.StatusOK, "done", pageData{Title: "Access approved", Message: "The agent can now continue."}, "")
 		return
 	}
-	// After a denial the browser is never sent on by itself: the person sees that the
-	// request was denied, and may follow the agent's callback as a link.
 	d := pageData{Title: "Request denied", Message: "The agent was told that you said no."}
 	if hasCallback {
 		d.Link, d.LinkText = cb, "Return to the application"
