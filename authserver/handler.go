@@ -258,17 +258,11 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	h.window = window
 
 	// The issuer names the storage keys: check it before touching storage.
-	if h.Issuer == "" {
-		return errors.New("issuer is required")
-	}
-	if err := discovery.ValidateIdentifier(h.Issuer, h.dev); err != nil {
-		return fmt.Errorf("issuer: %v", err)
-	}
-	u, err := url.Parse(h.Issuer)
+	authority, err := issuerAuthority(h.Issuer, h.dev)
 	if err != nil {
-		return fmt.Errorf("issuer: %v", err)
+		return err
 	}
-	h.authority = httpsig.Authority(u.Scheme, u.Host)
+	h.authority = authority
 
 	if d.storage == nil {
 		return errors.New("no storage for the signing key")
@@ -304,6 +298,32 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	if h.AllowUnsignedBody {
 		h.logger.Warn("allow_unsigned_body is deprecated and has no effect: token requests and clarification answers need not cover the body unless require_signed_body is set; remove the option")
 	}
+	md, err := json.Marshal(h.buildMetadata())
+	if err != nil {
+		return err
+	}
+	h.metadata = md
+	return nil
+}
+
+// issuerAuthority checks the configured issuer identifier and returns the @authority
+// that requests to this server are signed for.
+func issuerAuthority(issuer string, dev bool) (string, error) {
+	if issuer == "" {
+		return "", errors.New("issuer is required")
+	}
+	if err := discovery.ValidateIdentifier(issuer, dev); err != nil {
+		return "", fmt.Errorf("issuer: %v", err)
+	}
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return "", fmt.Errorf("issuer: %v", err)
+	}
+	return httpsig.Authority(u.Scheme, u.Host), nil
+}
+
+// buildMetadata is the AS metadata document, with absolute URLs built from the issuer.
+func (h *Handler) buildMetadata() Metadata {
 	meta := Metadata{
 		Issuer:              h.Issuer,
 		TokenEndpoint:       h.Issuer + PathToken,
@@ -313,12 +333,7 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	if h.RequireSignedBody {
 		meta.AdditionalSignatureComponents = bodyComponents
 	}
-	md, err := json.Marshal(meta)
-	if err != nil {
-		return err
-	}
-	h.metadata = md
-	return nil
+	return meta
 }
 
 // Validate checks the configuration.
