@@ -338,11 +338,8 @@ func (h *Handler) buildMetadata() Metadata {
 
 // Validate checks the configuration.
 func (h *Handler) Validate() error {
-	if h.Issuer == "" {
-		return errors.New("issuer is required")
-	}
-	if err := discovery.ValidateIdentifier(h.Issuer, h.dev); err != nil {
-		return fmt.Errorf("issuer: %v", err)
+	if _, err := issuerAuthority(h.Issuer, h.dev); err != nil {
+		return err
 	}
 	lt := time.Duration(h.TokenLifetime)
 	switch {
