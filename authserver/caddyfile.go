@@ -67,114 +67,121 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("%s specified more than once", opt)
 		}
 		seen[opt] = true
-		switch opt {
-		case "issuer":
-			if !d.AllArgs(&h.Issuer) {
-				return d.ArgErr()
-			}
-		case "token_lifetime":
-			dur, err := parseDuration(d)
-			if err != nil {
-				return err
-			}
-			h.TokenLifetime = caddy.Duration(dur)
-		case "allow_long_tokens":
-			h.AllowLongTokens = true
-			if d.NextArg() {
-				v, err := strconv.ParseBool(d.Val())
-				if err != nil {
-					return d.Errf("allow_long_tokens: %q is not true or false", d.Val())
-				}
-				h.AllowLongTokens = v
-			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-		case "require_signed_body":
-			h.RequireSignedBody = true
-			if d.NextArg() {
-				v, err := strconv.ParseBool(d.Val())
-				if err != nil {
-					return d.Errf("require_signed_body: %q is not true or false", d.Val())
-				}
-				h.RequireSignedBody = v
-			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-		case "allow_unsigned_body":
-			// Deprecated: an uncovered body is accepted by default now. The bare or true
-			// form is what the default does, so it still loads (with a warning at
-			// provision); false asked for what require_signed_body now does, and silently
-			// dropping it would weaken the config.
-			v := true
-			if d.NextArg() {
-				var err error
-				if v, err = strconv.ParseBool(d.Val()); err != nil {
-					return d.Errf("allow_unsigned_body: %q is not true or false", d.Val())
-				}
-			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			if !v {
-				return d.Err("allow_unsigned_body is deprecated: uncovered bodies are accepted by default; use require_signed_body to demand a signed body")
-			}
-			h.AllowUnsignedBody = true
-		case "signature_window":
-			dur, err := parseDuration(d)
-			if err != nil {
-				return err
-			}
-			h.SignatureWindow = caddy.Duration(dur)
-		case "trust_issuer":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			h.TrustIssuers = append(h.TrustIssuers, args...)
-		case "policy":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			p, err := parsePolicy(d)
-			if err != nil {
-				return err
-			}
-			h.Policy = p
-		case "pending_lifetime", "max_poll_wait", "remember_for":
-			dur, err := parseDuration(d)
-			if err != nil {
-				return err
-			}
-			switch opt {
-			case "pending_lifetime":
-				h.PendingLifetime = caddy.Duration(dur)
-			case "max_poll_wait":
-				h.MaxPollWait = caddy.Duration(dur)
-			default:
-				h.RememberFor = caddy.Duration(dur)
-			}
-		case "user":
-			var name, hash string
-			if !d.AllArgs(&name, &hash) {
-				return d.ArgErr()
-			}
-			h.Users = append(h.Users, User{Name: name, Hash: hash})
-		case "user_from":
-			if !d.AllArgs(&h.UserFrom) {
-				return d.ArgErr()
-			}
-		case "token_rate_limit":
-			rl, err := parseRateLimit(d)
-			if err != nil {
-				return err
-			}
-			h.TokenRateLimit = rl
-		default:
-			return d.Errf("unrecognized aauth_server option %q", opt)
+		if err := h.unmarshalOption(d, opt); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// unmarshalOption reads one option of the aauth_server block (the dispenser is on its
+// name).
+func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
+	if field := h.durationField(opt); field != nil {
+		dur, err := parseDuration(d)
+		if err != nil {
+			return err
+		}
+		*field = caddy.Duration(dur)
+		return nil
+	}
+	switch opt {
+	case "issuer":
+		if !d.AllArgs(&h.Issuer) {
+			return d.ArgErr()
+		}
+	case "allow_long_tokens":
+		return parseFlag(d, &h.AllowLongTokens)
+	case "require_signed_body":
+		return parseFlag(d, &h.RequireSignedBody)
+	case "allow_unsigned_body":
+		return h.parseAllowUnsignedBody(d)
+	case "trust_issuer":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		h.TrustIssuers = append(h.TrustIssuers, args...)
+	case "policy":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		p, err := parsePolicy(d)
+		if err != nil {
+			return err
+		}
+		h.Policy = p
+	case "user":
+		var name, hash string
+		if !d.AllArgs(&name, &hash) {
+			return d.ArgErr()
+		}
+		h.Users = append(h.Users, User{Name: name, Hash: hash})
+	case "user_from":
+		if !d.AllArgs(&h.UserFrom) {
+			return d.ArgErr()
+		}
+	case "token_rate_limit":
+		rl, err := parseRateLimit(d)
+		if err != nil {
+			return err
+		}
+		h.TokenRateLimit = rl
+	default:
+		return d.Errf("unrecognized aauth_server option %q", opt)
+	}
+	return nil
+}
+
+// durationField is the Handler field set by a Caddyfile option that takes one duration,
+// or nil when opt is not such an option.
+func (h *Handler) durationField(opt string) *caddy.Duration {
+	switch opt {
+	case "token_lifetime":
+		return &h.TokenLifetime
+	case "signature_window":
+		return &h.SignatureWindow
+	case "pending_lifetime":
+		return &h.PendingLifetime
+	case "max_poll_wait":
+		return &h.MaxPollWait
+	case "remember_for":
+		return &h.RememberFor
+	}
+	return nil
+}
+
+// parseFlag reads a boolean option: the bare option means true, or one argument true or
+// false.
+func parseFlag(d *caddyfile.Dispenser, v *bool) error {
+	opt := d.Val()
+	*v = true
+	if d.NextArg() {
+		b, err := strconv.ParseBool(d.Val())
+		if err != nil {
+			return d.Errf("%s: %q is not true or false", opt, d.Val())
+		}
+		*v = b
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// parseAllowUnsignedBody reads the deprecated allow_unsigned_body option. An uncovered
+// body is accepted by default now, so the bare or true form, which asks for the default,
+// still loads (with a warning at provision); false asked for what require_signed_body now
+// does, and silently dropping it would weaken the config.
+func (h *Handler) parseAllowUnsignedBody(d *caddyfile.Dispenser) error {
+	var v bool
+	if err := parseFlag(d, &v); err != nil {
+		return err
+	}
+	if !v {
+		return d.Err("allow_unsigned_body is deprecated: uncovered bodies are accepted by default; use require_signed_body to demand a signed body")
+	}
+	h.AllowUnsignedBody = true
 	return nil
 }
 

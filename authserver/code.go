@@ -7,13 +7,15 @@ import (
 )
 
 // codeAlphabet is Crockford's base32 alphabet: digits and upper-case letters without I,
-// L, O and U, so a code read aloud or typed from a screen is unambiguous (PROTOCOL.md P13).
+// L, O and U, so a code read aloud or typed from a screen is unambiguous. The draft
+// (draft-hardt-aauth §19.11) asks only for URL-safe characters; this alphabet is our choice.
 const codeAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 // codeLen is the length of an interaction code: 8 characters of 5 bits, 40 bits.
 const codeLen = 8
 
-// pendingIDBytes is the entropy of a pending id (PROTOCOL.md P12: at least 128 bits).
+// pendingIDBytes is the entropy of a pending id: 128 random bits, so pending URLs are
+// unguessable (draft-hardt-aauth §20.5).
 const pendingIDBytes = 16
 
 // newCode returns a fresh interaction code from crypto/rand.

@@ -44,7 +44,9 @@ func TestConsent202(t *testing.T) {
 		t.Errorf("Retry-After %q", res.Header.Get("Retry-After"))
 	case res.Header.Get("Cache-Control") != "no-store":
 		t.Errorf("Cache-Control %q", res.Header.Get("Cache-Control"))
+	//lint:ignore SA1008 the AAuth header is set under its exact spelling, not the canonical "Aauth"; the test checks that spelling.
 	case len(res.Header["AAuth"]) != 1 || res.Header["AAuth"][0] != `require=interaction; code="`+code+`"`:
+		//lint:ignore SA1008 see above: the exact spelling is the point.
 		t.Errorf("AAuth header %q", res.Header["AAuth"])
 	case res.str("status") != "pending" || res.str("require") != "interaction":
 		t.Errorf("body %s", res.Raw)

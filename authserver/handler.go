@@ -1,8 +1,9 @@
 // Package authserver is the AAuth auth server (AS) for Caddy: the `aauth_server` HTTP
 // handler (module http.handlers.aauth_server) publishes the AS metadata and JWKS and runs
 // the token endpoint, which verifies the agent's signed request and the resource token it
-// carries, applies the configured policy and issues auth tokens (PROTOCOL.md P9–P11, P17,
-// P18; Part 2 §4.2, §5.4, §6.3, §7, §9.1).
+// carries, applies the configured policy and issues auth tokens (draft-hardt-aauth §9.1 auth
+// token, §10–§11 token endpoint and deferred responses, §13.2 AS metadata, §16.2.3
+// resource token verification, §18 errors).
 //
 // Endpoints, at fixed paths relative to the site (absolute URLs in documents are always
 // built from the configured issuer, never from the Host header):
@@ -18,7 +19,7 @@
 //
 // Every other path is passed to the next handler.
 //
-// The consent flow (policy outcome "consent", PROTOCOL.md P11–P14): the token endpoint
+// The consent flow (policy outcome "consent", draft-hardt-aauth §10–§11): the token endpoint
 // stores the verified request behind a pending URL and answers 202 with an interaction
 // code; the user enters the code at /interact, signs in (built-in Users, or UserFrom an
 // authentication handler in front), sees the verified facts and approves or denies; the
@@ -104,7 +105,8 @@ type Handler struct {
 	// more than 1h requires AllowLongTokens.
 	TokenLifetime caddy.Duration `json:"token_lifetime,omitempty"`
 
-	// AllowLongTokens permits a TokenLifetime above 1h (PROTOCOL.md P10).
+	// AllowLongTokens permits a TokenLifetime above 1h. Without it, auth tokens live
+	// at most one hour, so a leaked token is short-lived.
 	AllowLongTokens bool `json:"allow_long_tokens,omitempty"`
 
 	// RequireSignedBody demands that the signatures of token requests (POST /token) and
@@ -256,17 +258,11 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	h.window = window
 
 	// The issuer names the storage keys: check it before touching storage.
-	if h.Issuer == "" {
-		return errors.New("issuer is required")
-	}
-	if err := discovery.ValidateIdentifier(h.Issuer, h.dev); err != nil {
-		return fmt.Errorf("issuer: %v", err)
-	}
-	u, err := url.Parse(h.Issuer)
+	authority, err := issuerAuthority(h.Issuer, h.dev)
 	if err != nil {
-		return fmt.Errorf("issuer: %v", err)
+		return err
 	}
-	h.authority = httpsig.Authority(u.Scheme, u.Host)
+	h.authority = authority
 
 	if d.storage == nil {
 		return errors.New("no storage for the signing key")
@@ -302,6 +298,32 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	if h.AllowUnsignedBody {
 		h.logger.Warn("allow_unsigned_body is deprecated and has no effect: token requests and clarification answers need not cover the body unless require_signed_body is set; remove the option")
 	}
+	md, err := json.Marshal(h.buildMetadata())
+	if err != nil {
+		return err
+	}
+	h.metadata = md
+	return nil
+}
+
+// issuerAuthority checks the configured issuer identifier and returns the @authority
+// that requests to this server are signed for.
+func issuerAuthority(issuer string, dev bool) (string, error) {
+	if issuer == "" {
+		return "", errors.New("issuer is required")
+	}
+	if err := discovery.ValidateIdentifier(issuer, dev); err != nil {
+		return "", fmt.Errorf("issuer: %v", err)
+	}
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return "", fmt.Errorf("issuer: %v", err)
+	}
+	return httpsig.Authority(u.Scheme, u.Host), nil
+}
+
+// buildMetadata is the AS metadata document, with absolute URLs built from the issuer.
+func (h *Handler) buildMetadata() Metadata {
 	meta := Metadata{
 		Issuer:              h.Issuer,
 		TokenEndpoint:       h.Issuer + PathToken,
@@ -311,21 +333,13 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	if h.RequireSignedBody {
 		meta.AdditionalSignatureComponents = bodyComponents
 	}
-	md, err := json.Marshal(meta)
-	if err != nil {
-		return err
-	}
-	h.metadata = md
-	return nil
+	return meta
 }
 
 // Validate checks the configuration.
 func (h *Handler) Validate() error {
-	if h.Issuer == "" {
-		return errors.New("issuer is required")
-	}
-	if err := discovery.ValidateIdentifier(h.Issuer, h.dev); err != nil {
-		return fmt.Errorf("issuer: %v", err)
+	if _, err := issuerAuthority(h.Issuer, h.dev); err != nil {
+		return err
 	}
 	lt := time.Duration(h.TokenLifetime)
 	switch {

@@ -2,22 +2,19 @@ package authserver
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"fmt"
 	"html/template"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
 
@@ -476,11 +473,7 @@ func (it *interaction) decide(f url.Values) {
 		callback = ""
 	}
 	if user == "" {
-		if h.UserFrom != "" {
-			it.errorPage(http.StatusUnauthorized, "Not signed in", "This server could not tell who you are. Sign in through your organisation's login and try again.")
-			return
-		}
-		it.errorPage(http.StatusUnauthorized, "Signed out", "Your session ended. Open the link again and sign in.")
+		it.notSignedIn()
 		return
 	}
 	code, rec, ok := it.find(f.Get("code"), callback)
@@ -495,20 +488,7 @@ func (it *interaction) decide(f url.Values) {
 		return
 	}
 	remember := action == "approve" && f.Get("remember") != "" && h.rememberFor > 0
-	rec, err := h.consent.update(ctx, rec.ID, func(p *pendingRecord) error {
-		if p.Status != statusPending || p.expired(now) {
-			return errNoLongerPending
-		}
-		p.User, p.Decided, p.Remember = user, now.Unix(), remember
-		if action == "approve" {
-			p.Status = statusApproved
-			// the agent has a fresh pending lifetime to pick the token up
-			p.Expires = max(p.Expires, now.Add(h.pendingLifetime).Unix())
-		} else {
-			p.Status = statusDenied
-		}
-		return nil
-	})
+	rec, err := h.recordDecision(ctx, rec.ID, user, action == "approve", remember, now)
 	if errors.Is(err, errNoLongerPending) {
 		it.errorPage(http.StatusGone, "Already decided", "This request has already been approved or denied, or it expired.")
 		return
@@ -524,18 +504,59 @@ func (it *interaction) decide(f url.Values) {
 		zap.String("decision", action), zap.String("user", user), zap.String("agent", rec.Agent),
 		zap.String("resource", rec.Resource), zap.String("scope", rec.Scope), zap.Bool("remember", remember))
 	if remember {
-		g, err := h.consent.addGrant(ctx, grant{
-			User: user, Agent: rec.Agent, Delegate: rec.Delegate, KeyJKT: rec.KeyJKT, Resource: rec.Resource,
-			Scopes: rec.scopes(), Created: now.Unix(), Expires: now.Add(h.rememberFor).Unix(),
-		})
-		if err != nil {
-			h.logger.Error("storing remembered grant", zap.Error(err))
-		} else {
-			h.logger.Info("consent remembered", zap.String("grant", g.ID), zap.String("user", user))
-		}
+		h.rememberGrant(ctx, user, &rec, now)
 	}
-	cb, hasCallback := validCallback(callback, &rec)
-	if action == "approve" {
+	it.decided(action == "approve", callback, &rec)
+}
+
+// notSignedIn is the page for a decision posted without a signed-in user.
+func (it *interaction) notSignedIn() {
+	if it.h.UserFrom != "" {
+		it.errorPage(http.StatusUnauthorized, "Not signed in", "This server could not tell who you are. Sign in through your organisation's login and try again.")
+		return
+	}
+	it.errorPage(http.StatusUnauthorized, "Signed out", "Your session ended. Open the link again and sign in.")
+}
+
+// recordDecision stores the user's approval or denial of pending request id, or returns
+// errNoLongerPending when it was decided already or expired.
+func (h *Handler) recordDecision(ctx context.Context, id, user string, approve, remember bool, now time.Time) (pendingRecord, error) {
+	return h.consent.update(ctx, id, func(p *pendingRecord) error {
+		if p.Status != statusPending || p.expired(now) {
+			return errNoLongerPending
+		}
+		p.User, p.Decided, p.Remember = user, now.Unix(), remember
+		if approve {
+			p.Status = statusApproved
+			// the agent has a fresh pending lifetime to pick the token up
+			p.Expires = max(p.Expires, now.Add(h.pendingLifetime).Unix())
+		} else {
+			p.Status = statusDenied
+		}
+		return nil
+	})
+}
+
+// rememberGrant stores an approval as a grant for RememberFor; a failure is logged, the
+// decision itself stands.
+func (h *Handler) rememberGrant(ctx context.Context, user string, rec *pendingRecord, now time.Time) {
+	g, err := h.consent.addGrant(ctx, grant{
+		User: user, Agent: rec.Agent, Delegate: rec.Delegate, KeyJKT: rec.KeyJKT, Resource: rec.Resource,
+		Scopes: rec.scopes(), Created: now.Unix(), Expires: now.Add(h.rememberFor).Unix(),
+	})
+	if err != nil {
+		h.logger.Error("storing remembered grant", zap.Error(err))
+		return
+	}
+	h.logger.Info("consent remembered", zap.String("grant", g.ID), zap.String("user", user))
+}
+
+// decided answers the browser after a decision. After an approval it follows the agent's
+// callback, if valid. After a denial the browser is never sent on by itself: the person
+// sees that the request was denied, and may follow the agent's callback as a link.
+func (it *interaction) decided(approved bool, callback string, rec *pendingRecord) {
+	cb, hasCallback := validCallback(callback, rec)
+	if approved {
 		if hasCallback {
 			it.redirect(cb)
 			return
@@ -543,8 +564,6 @@ func (it *interaction) decide(f url.Values) {
 		it.render(http.StatusOK, "done", pageData{Title: "Access approved", Message: "The agent can now continue."}, "")
 		return
 	}
-	// After a denial the browser is never sent on by itself: the person sees that the
-	// request was denied, and may follow the agent's callback as a link.
 	d := pageData{Title: "Request denied", Message: "The agent was told that you said no."}
 	if hasCallback {
 		d.Link, d.LinkText = cb, "Return to the application"
@@ -552,7 +571,7 @@ func (it *interaction) decide(f url.Values) {
 	it.render(http.StatusOK, "done", d, "")
 }
 
-// ask posts the user's clarification question (PROTOCOL.md P14).
+// ask posts the user's clarification question (draft-hardt-aauth §11.4).
 func (it *interaction) ask(code, callback string, rec pendingRecord, question string) {
 	h := it.h
 	view := h.consentView(rec)
@@ -634,207 +653,6 @@ func (it *interaction) revokeOwn(id string) {
 	}
 	it.h.logger.Info("remembered grant revoked by its user", zap.String("user", user), zap.String("grant", id))
 	it.grantsPage("The decision was revoked. The agent will have to ask again.", http.StatusOK)
-}
-
-// ---- callbacks ----
-
-// validCallback accepts a callback URL only where the agent declared one (PROTOCOL.md
-// P13, agent metadata callback_endpoint; absent means no callbacks): an https URL on the
-// declared endpoint's origin whose path is the declared path or below it (the agent may
-// add path and query at run time), or, when the agent also sets
-// localhost_callback_allowed, an http URL on a loopback host with a port and exactly the
-// declared path, without a query (AAuth draft §5.2 on localhost callbacks). So an agent
-// can only send the person's browser back to itself, never to an arbitrary loopback
-// service. The callback is UX only: nothing secret passes through it.
-func validCallback(raw string, rec *pendingRecord) (string, bool) {
-	if raw == "" || len(raw) > maxCallbackLen || rec.CallbackEndpoint == "" || strings.ContainsAny(raw, "\\\x00") {
-		return "", false
-	}
-	cu, err := url.Parse(rec.CallbackEndpoint)
-	if err != nil {
-		return "", false
-	}
-	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.User != nil || u.Host == "" || u.Opaque != "" || hasDotSegment(u.Path) {
-		return "", false
-	}
-	u.Fragment, u.RawFragment = "", ""
-	declared := cu.EscapedPath()
-	if strings.EqualFold(cu.Scheme, u.Scheme) && strings.EqualFold(cu.Host, u.Host) && pathUnder(u.EscapedPath(), declared) {
-		return u.String(), true
-	}
-	if rec.LocalhostCallback && u.Scheme == "http" && u.Port() != "" && isLoopbackHost(u.Hostname()) &&
-		u.RawQuery == "" && !u.ForceQuery && samePath(u.EscapedPath(), declared) {
-		return u.String(), true
-	}
-	return "", false
-}
-
-// pathUnder reports whether p is base or a path below it.
-func pathUnder(p, base string) bool {
-	if samePath(p, base) {
-		return true
-	}
-	if !strings.HasSuffix(base, "/") {
-		base += "/"
-	}
-	return strings.HasPrefix(p, base)
-}
-
-// samePath compares paths, an empty path being "/".
-func samePath(a, b string) bool {
-	if a == "" {
-		a = "/"
-	}
-	if b == "" {
-		b = "/"
-	}
-	return a == b
-}
-
-// hasDotSegment reports a "." or ".." segment, which a browser would resolve away
-// (escaping the declared path).
-func hasDotSegment(p string) bool {
-	for _, seg := range strings.Split(p, "/") {
-		if seg == "." || seg == ".." {
-			return true
-		}
-	}
-	return false
-}
-
-func isLoopbackHost(h string) bool {
-	switch strings.ToLower(h) {
-	case "127.0.0.1", "::1", "localhost":
-		return true
-	}
-	return false
-}
-
-func originOf(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return ""
-	}
-	return u.Scheme + "://" + u.Host
-}
-
-// ---- client IP and rate limiting ----
-
-// clientIP is Caddy's client IP (which honours trusted_proxies), else the peer address;
-// IPv6 clients are grouped by /64.
-func clientIP(r *http.Request) string {
-	s, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if s == "" {
-		s = r.RemoteAddr
-		if host, _, err := net.SplitHostPort(s); err == nil {
-			s = host
-		}
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return s
-	}
-	a = a.Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
-}
-
-// rateLimiter counts wrong attempts per key in a fixed window and refuses a key that
-// reached the limit until its window ends. Attempts in progress count too, up to a slack,
-// so parallel attempts cannot all pass a check made before any of them failed: the work
-// (bcrypt, lookups) a key can cause per window is bounded by limit+slack. Memory is
-// bounded by max keys.
-type rateLimiter struct {
-	limit  int
-	window time.Duration
-	max    int
-
-	mu sync.Mutex
-	m  map[string]*window
-}
-
-type window struct {
-	start    time.Time
-	n        int // wrong attempts in this window
-	inflight int // attempts taken and not yet done
-}
-
-// inflightSlack is how many attempts beyond the limit may be in progress at once (many
-// people behind one address signing in at the same moment).
-const inflightSlack = 256
-
-func newRateLimiter(limit int, win time.Duration, maxKeys int) *rateLimiter {
-	return &rateLimiter{limit: limit, window: win, max: maxKeys, m: map[string]*window{}}
-}
-
-// take starts an attempt for key; false means the key is at its limit. Every true must
-// be followed by done.
-func (l *rateLimiter) take(key string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	w := l.windowLocked(key, now)
-	if w.n >= l.limit || w.n+w.inflight >= l.limit+inflightSlack {
-		return false
-	}
-	w.inflight++
-	return true
-}
-
-// done ends an attempt; a wrong one counts toward the limit.
-func (l *rateLimiter) done(key string, now time.Time, wrong bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	w := l.windowLocked(key, now)
-	if w.inflight > 0 {
-		w.inflight--
-	}
-	if wrong {
-		w.n++
-	}
-}
-
-// windowLocked returns key's current window, starting a new one (attempts in progress
-// carry over) when the old one ended.
-func (l *rateLimiter) windowLocked(key string, now time.Time) *window {
-	w, ok := l.m[key]
-	if ok && now.Sub(w.start) < l.window {
-		return w
-	}
-	inflight := 0
-	if ok {
-		inflight = w.inflight
-	} else if len(l.m) >= l.max {
-		l.sweepLocked(now)
-		for k, old := range l.m { // still full: drop an idle entry
-			if len(l.m) < l.max {
-				break
-			}
-			if old.inflight == 0 {
-				delete(l.m, k)
-			}
-		}
-	}
-	w = &window{start: now, inflight: inflight}
-	l.m[key] = w
-	return w
-}
-
-func (l *rateLimiter) sweep(now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.sweepLocked(now)
-}
-
-func (l *rateLimiter) sweepLocked(now time.Time) {
-	for k, w := range l.m {
-		if now.Sub(w.start) >= l.window && w.inflight == 0 {
-			delete(l.m, k)
-		}
-	}
 }
 
 // humanDuration renders a remember_for duration for the page.

@@ -31,7 +31,8 @@ const (
 	retryAfter = "2"
 
 	// MaxClarificationRounds bounds the user's questions per request, and so the agent's
-	// answers: an answer is taken only for a waiting question (PROTOCOL.md P14).
+	// answers: an answer is taken only for a waiting question (draft-hardt-aauth §11.4
+	// recommends at most 5 rounds).
 	MaxClarificationRounds = 5
 	maxAnswerChars         = 2000
 	maxQuestionChars       = 500
@@ -64,7 +65,7 @@ func (h *Handler) userMayConsent(name string) bool {
 // prepareConsent decides, before the resource token's jti is spent, how a request the
 // policy sends to the user will end: a remembered grant that covers it (the caller issues
 // a token at once, with the grant's user as sub), or a new pending request that has
-// already taken its place among the undecided ones (PROTOCOL.md P11, §7.3). ok false
+// already taken its place among the undecided ones (draft-hardt-aauth §11.3). ok false
 // means the request was answered (429 over a bound, 500).
 func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rt *token.Token, req *tokenRequest, now time.Time) (g *grant, rec *pendingRecord, ok bool) {
 	c := &rt.Claims
@@ -101,7 +102,7 @@ func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, res *re
 }
 
 // createPending stores an admitted request behind a new pending URL and answers 202 with
-// an interaction code (PROTOCOL.md P11, §7.3).
+// an interaction code (draft-hardt-aauth §6.4, §10.2, §11.3).
 func (h *Handler) createPending(w http.ResponseWriter, r *http.Request, rec *pendingRecord) {
 	h.readMetadata(r.Context(), rec)
 	if err := h.consent.create(r.Context(), rec); err != nil {
@@ -156,7 +157,8 @@ func (h *Handler) readMetadata(ctx context.Context, rec *pendingRecord) {
 }
 
 // servePending is the pending URL: signed GET polls and signed POST clarification
-// answers, both by the key that made the token request (PROTOCOL.md P12, P14, §7.5).
+// answers, both by the key that made the token request (draft-hardt-aauth §10.3–§10.6,
+// §11.4).
 func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	id := strings.TrimPrefix(r.URL.Path, PathPending)
 	switch r.Method {
@@ -175,13 +177,13 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !validRandomID(id, pendingIDBytes) {
-		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
+		h.pendingNotFound(w, r)
 		return
 	}
 	ctx := r.Context()
-	rec, changed, err := h.consent.get(ctx, id, storageRecheck)
+	rec, _, err := h.consent.get(ctx, id, storageRecheck)
 	if errors.Is(err, errNotFound) || (err == nil && rec.Status == statusDone) {
-		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
+		h.pendingNotFound(w, r)
 		return
 	}
 	if err != nil {
@@ -200,43 +202,60 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// Each signature is used once on the pending URL, so a captured poll cannot be
-	// replayed later to take the decision's one-time answer (the token) from the agent.
-	rec, changed, err = h.useSignature(r, res, id)
-	switch {
-	case errors.Is(err, errSignatureUsed):
-		h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, "this signature was already used; sign every request to the pending URL afresh", nil)
-		return
-	case errors.Is(err, errTooManySigs):
-		w.Header().Set("Retry-After", retryAfter)
-		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests to this pending URL; poll more slowly", nil)
-		return
-	case errors.Is(err, errNotFound):
-		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
-		return
-	case err != nil:
-		h.serverError(w, r, "recording the signature", err)
-		return
-	case rec.Status == statusDone:
-		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
+	rec, changed, ok := h.spendSignature(w, r, res, id)
+	if !ok {
 		return
 	}
 	if r.Method == http.MethodPost {
 		h.clarificationResponse(w, r, rec, body)
 		return
 	}
+	h.poll(w, r, rec, changed)
+}
 
+// spendSignature uses the request's signature on pending request id. Each signature is
+// used once on the pending URL, so a captured poll cannot be replayed later to take the
+// decision's one-time answer (the token) from the agent. ok false means the request was
+// answered (401 reused signature, 429, 404, 500).
+func (h *Handler) spendSignature(w http.ResponseWriter, r *http.Request, res *reqverify.Result, id string) (rec pendingRecord, changed <-chan struct{}, ok bool) {
+	rec, changed, err := h.useSignature(r, res, id)
+	switch {
+	case errors.Is(err, errSignatureUsed):
+		h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, "this signature was already used; sign every request to the pending URL afresh", nil)
+		return rec, nil, false
+	case errors.Is(err, errTooManySigs):
+		w.Header().Set("Retry-After", retryAfter)
+		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests to this pending URL; poll more slowly", nil)
+		return rec, nil, false
+	case errors.Is(err, errNotFound):
+		h.pendingNotFound(w, r)
+		return rec, nil, false
+	case err != nil:
+		h.serverError(w, r, "recording the signature", err)
+		return rec, nil, false
+	case rec.Status == statusDone:
+		h.pendingNotFound(w, r)
+		return rec, nil, false
+	}
+	return rec, changed, true
+}
+
+// poll answers a signed GET on the pending URL. With Prefer: wait=N (capped at
+// MaxPollWait) it holds the answer while the request is undecided, until it changes.
+func (h *Handler) poll(w http.ResponseWriter, r *http.Request, rec pendingRecord, changed <-chan struct{}) {
+	ctx := r.Context()
 	applied := time.Duration(0)
 	if wait, ok := preferWait(r.Header); ok && wait > 0 && h.maxPollWait > 0 {
 		applied = min(wait, h.maxPollWait)
 	}
 	if applied > 0 && h.shouldWait(rec) {
+		var err error
 		rec, err = h.waitForChange(ctx, rec, changed, applied)
 		if ctx.Err() != nil {
 			return // the agent went away
 		}
 		if errors.Is(err, errNotFound) || (err == nil && rec.Status == statusDone) {
-			h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
+			h.pendingNotFound(w, r)
 			return
 		}
 		if err != nil {
@@ -248,6 +267,12 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(applied/time.Second)))
 	}
 	h.answerPoll(w, r, rec)
+}
+
+// pendingNotFound answers 404 for an unknown pending URL, or one whose request already
+// had its terminal answer.
+func (h *Handler) pendingNotFound(w http.ResponseWriter, r *http.Request) {
+	h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
 }
 
 // useSignature marks the request's signature used on pending request id, keyed by a
@@ -386,7 +411,7 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, id string, from
 // poll already took the answer: 404) or could not be stored (500).
 func (h *Handler) terminalRace(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, errNoLongerPending) || errors.Is(err, errNotFound) {
-		h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
+		h.pendingNotFound(w, r)
 		return
 	}
 	h.serverError(w, r, "updating pending request", err)
@@ -400,7 +425,7 @@ func (h *Handler) noLongerPending(w http.ResponseWriter, r *http.Request) {
 }
 
 // clarificationResponse takes the agent's signed answer to the user's question
-// (PROTOCOL.md P14, §12): 202 on success, 403 denied once the round limit is passed.
+// (draft-hardt-aauth §11.4): 202 on success, 403 denied once the round limit is passed.
 func (h *Handler) clarificationResponse(w http.ResponseWriter, r *http.Request, rec pendingRecord, body []byte) {
 	answer, err := parseClarification(body)
 	if err != nil {

@@ -112,3 +112,97 @@ func (l *tokenLimiter) sweepLocked(now time.Time) {
 		}
 	}
 }
+
+// rateLimiter counts wrong attempts per key in a fixed window and refuses a key that
+// reached the limit until its window ends. Attempts in progress count too, up to a slack,
+// so parallel attempts cannot all pass a check made before any of them failed: the work
+// (bcrypt, lookups) a key can cause per window is bounded by limit+slack. Memory is
+// bounded by max keys.
+type rateLimiter struct {
+	limit  int
+	window time.Duration
+	max    int
+
+	mu sync.Mutex
+	m  map[string]*window
+}
+
+type window struct {
+	start    time.Time
+	n        int // wrong attempts in this window
+	inflight int // attempts taken and not yet done
+}
+
+// inflightSlack is how many attempts beyond the limit may be in progress at once (many
+// people behind one address signing in at the same moment).
+const inflightSlack = 256
+
+func newRateLimiter(limit int, win time.Duration, maxKeys int) *rateLimiter {
+	return &rateLimiter{limit: limit, window: win, max: maxKeys, m: map[string]*window{}}
+}
+
+// take starts an attempt for key; false means the key is at its limit. Every true must
+// be followed by done.
+func (l *rateLimiter) take(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.windowLocked(key, now)
+	if w.n >= l.limit || w.n+w.inflight >= l.limit+inflightSlack {
+		return false
+	}
+	w.inflight++
+	return true
+}
+
+// done ends an attempt; a wrong one counts toward the limit.
+func (l *rateLimiter) done(key string, now time.Time, wrong bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.windowLocked(key, now)
+	if w.inflight > 0 {
+		w.inflight--
+	}
+	if wrong {
+		w.n++
+	}
+}
+
+// windowLocked returns key's current window, starting a new one (attempts in progress
+// carry over) when the old one ended.
+func (l *rateLimiter) windowLocked(key string, now time.Time) *window {
+	w, ok := l.m[key]
+	if ok && now.Sub(w.start) < l.window {
+		return w
+	}
+	inflight := 0
+	if ok {
+		inflight = w.inflight
+	} else if len(l.m) >= l.max {
+		l.sweepLocked(now)
+		for k, old := range l.m { // still full: drop an idle entry
+			if len(l.m) < l.max {
+				break
+			}
+			if old.inflight == 0 {
+				delete(l.m, k)
+			}
+		}
+	}
+	w = &window{start: now, inflight: inflight}
+	l.m[key] = w
+	return w
+}
+
+func (l *rateLimiter) sweep(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweepLocked(now)
+}
+
+func (l *rateLimiter) sweepLocked(now time.Time) {
+	for k, w := range l.m {
+		if now.Sub(w.start) >= l.window && w.inflight == 0 {
+			delete(l.m, k)
+		}
+	}
+}

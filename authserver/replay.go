@@ -32,8 +32,8 @@ var (
 	scanInterval  = time.Hour
 )
 
-// replayStore remembers the resource-token jtis an issuer has accepted (PROTOCOL.md P11,
-// §6.3 step 7). Records live in storage under
+// replayStore remembers the resource-token jtis an issuer has accepted, so each is
+// accepted once (draft-hardt-aauth §16.2.3: jti not seen before). Records live in storage under
 // aauth/issuer/<safe issuer>/jti/<hex sha256(iss "\n" jti)>, holding the token's expiry, so
 // a restart or another instance on the same storage still refuses a replay; an in-memory
 // index answers repeat submissions without storage reads. Check-and-store is atomic within
@@ -223,8 +223,15 @@ func (s *replayStore) scan(ctx context.Context, now time.Time) {
 	})
 }
 
+// scanGrace is how old an entry must be before a scan deletes it:
+// certmagic.FileStorage writes a temp file next to the record and renames it, and a scan
+// must not delete that file while it is being written. (Expired records this process
+// wrote are dropped by the in-memory sweep anyway.)
+const scanGrace = time.Minute
+
 // scanExpired deletes the records under prefix whose expiry (read from each record by
-// expiryOf) has passed, or that cannot be read as records at all.
+// expiryOf) has passed, or that cannot be read as records at all, once they were last
+// written more than scanGrace ago.
 func scanExpired(ctx context.Context, st certmagic.Storage, prefix string, now time.Time, logger *zap.Logger, what string, expiryOf func([]byte) (int64, bool)) {
 	names, err := st.List(ctx, prefix, false)
 	if err != nil {
@@ -247,10 +254,20 @@ func scanExpired(ctx context.Context, st certmagic.Storage, prefix string, now t
 		if exp, ok := expiryOf(raw); ok && now.Unix() < exp {
 			continue
 		}
+		if writtenSince(ctx, st, key, now.Add(-scanGrace)) {
+			continue // perhaps a storage temp file still being written
+		}
 		if err := st.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			logger.Error("deleting expired "+what, zap.Error(err))
 		}
 	}
+}
+
+// writtenSince reports whether key was modified after t (or cannot be stat'ed, so it
+// might be).
+func writtenSince(ctx context.Context, st certmagic.Storage, key string, t time.Time) bool {
+	info, err := st.Stat(ctx, key)
+	return err != nil || info.Modified.After(t)
 }
 
 // Interface guards

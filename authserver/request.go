@@ -17,7 +17,7 @@ const maxTokenRequestBody = 64 << 10
 // maxPurposeChars bounds the untrusted purpose text (in characters).
 const maxPurposeChars = 1024
 
-// tokenRequest is the JSON body of a token request (PROTOCOL.md §7.1). Every member is a
+// tokenRequest is the JSON body of a token request (draft-hardt-aauth §11.1). Every member is a
 // string; present records which members the body had.
 type tokenRequest struct {
 	ResourceToken string

@@ -77,7 +77,8 @@ type pendingRecord struct {
 	CallbackEndpoint  string            `json:"callback_endpoint,omitempty"`
 	LocalhostCallback bool              `json:"localhost_callback_allowed,omitempty"`
 
-	// Clarification exchange (PROTOCOL.md P14).
+	// Clarification exchange: the user's questions and the agent's answers
+	// (draft-hardt-aauth §11.4).
 	Exchange []exchange `json:"exchange,omitempty"`
 
 	// Signatures already used on the pending URL (hashes of their signature bases),

@@ -2,7 +2,6 @@ package authserver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,9 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
@@ -64,36 +61,6 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// verifyRequest checks the HTTP signature; the token endpoint and pending URLs need an
-// identified agent.
-func (h *Handler) verifyRequest(w http.ResponseWriter, r *http.Request) (*reqverify.Result, bool) {
-	if !httpsig.Present(r.Header) {
-		h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, "request is not signed", nil)
-		return nil, false
-	}
-	res, err := h.verifier.Verify(r.Context(), h.target(r))
-	if err != nil {
-		if status, e, ok := reqverify.Refusal(err); ok {
-			h.writeError(w, r, status, e.Code, e.Description, e.RequiredComponents)
-			return nil, false
-		}
-		h.serverError(w, r, "verifying request signature", err)
-		return nil, false
-	}
-	if res.Level == reqverify.LevelPseudonym || res.Agent == "" {
-		h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, "this endpoint needs an identified agent (jwks_uri or an agent token)", nil)
-		return nil, false
-	}
-	return res, true
-}
-
-// target describes the request as the agent signed it: the issuer's authority (never the
-// Host header), and method, path and query from the original request, before any
-// rewrite.
-func (h *Handler) target(r *http.Request) httpsig.Target {
-	return caddyaauth.ReceivedTarget(r, h.authority)
-}
-
 // readRequest reads (bounded, bound to the signature) and parses the body.
 func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, res *reqverify.Result) (*tokenRequest, bool) {
 	body, ok := h.readSignedBody(w, r, res, maxTokenRequestBody, tokenBodyTooLarge)
@@ -108,7 +75,8 @@ func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, res *reqve
 	return req, true
 }
 
-// resourceAccess handles {"resource_token": …} (PROTOCOL.md §6.3, §7.1).
+// resourceAccess handles {"resource_token": …} (draft-hardt-aauth §11.1–§11.2, verified
+// as in §16.2.3).
 func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *reqverify.Result, req *tokenRequest) {
 	if req.ResourceToken == "" {
 		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "resource_token is empty", nil)
@@ -276,61 +244,5 @@ func resourceTokenMessage(err error) string {
 	return "resource token is invalid"
 }
 
-// writeError answers a refused request with the protocol's JSON error body;
-// required lists the components a signature must cover, when that is the refusal.
-func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, status int, code, desc string, required []string) {
-	if c := h.logger.Check(zap.DebugLevel, "token endpoint refused request"); c != nil {
-		c.Write(zap.Int("status", status), zap.String("error", code), zap.String("reason", desc),
-			zap.String("path", r.URL.Path), zap.String("remote_ip", r.RemoteAddr))
-	}
-	wire.WriteError(w, status, wire.Error{Code: code, Description: desc, RequiredComponents: required})
-}
-
-// serverError logs a server fault and answers 500 without details.
-func (h *Handler) serverError(w http.ResponseWriter, r *http.Request, what string, err error) {
-	h.logger.Error(what, zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
-	wire.WriteError(w, http.StatusInternalServerError, wire.Error{Code: wire.CodeServerError, Description: "internal error"})
-}
-
-func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"error":"server_error"}`)
-	}
-	wire.WriteJSON(w, status, b)
-}
-
-// readSignedBody reads a POST body bound to the request signature
-// (reqverify.ReadSignedBody) and answers the refusal itself; tooLarge is the text of a
-// 413. The AAuth draft (draft-hardt-aauth) makes only @method, @authority, @path and
-// signature-key (and @query with a query string) mandatory; body components are
-// demanded only where configured. A covered Content-Digest is always recomputed over the
-// body that was read (RFC 9530), so a body swapped under a signature that covers its
-// digest is refused. With require_signed_body the signature must also cover
-// content-type and content-digest, since the body carries the resource token, the
-// purpose and clarification answers; without it an uncovered body is accepted, as the
-// reference agents never sign bodies.
-func (h *Handler) readSignedBody(w http.ResponseWriter, r *http.Request, res *reqverify.Result, max int64, tooLarge string) ([]byte, bool) {
-	body, err := reqverify.ReadSignedBody(r, res.Signature, reqverify.BodyPolicy{Max: max, RequireSigned: h.RequireSignedBody})
-	if err != nil {
-		h.refuseBody(w, r, err, tooLarge)
-		return nil, false
-	}
-	return body, true
-}
-
 // tokenBodyTooLarge is the text of a 413 from the token endpoint.
 const tokenBodyTooLarge = "request body is larger than 64 KiB"
-
-// refuseBody answers a body refused by reqverify (PrecheckJSONBody, ReadSignedBody);
-// tooLarge is the text of a 413.
-func (h *Handler) refuseBody(w http.ResponseWriter, r *http.Request, err error, tooLarge string) {
-	status, e, ok := reqverify.Refusal(err)
-	switch {
-	case !ok:
-		status, e = http.StatusBadRequest, wire.Error{Code: wire.CodeInvalidRequest, Description: "the request body could not be read"}
-	case status == http.StatusRequestEntityTooLarge:
-		e.Description = tooLarge
-	}
-	h.writeError(w, r, status, e.Code, e.Description, e.RequiredComponents)
-}
