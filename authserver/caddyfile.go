@@ -8,6 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
 )
 
 func init() {
@@ -56,23 +58,11 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // The parser only reads the syntax; every value is checked in Validate, when the config
 // is loaded (as for a JSON config).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // directive name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] && opt != "trust_issuer" && opt != "user" {
-			return d.Errf("%s specified more than once", opt)
-		}
-		seen[opt] = true
-		if err := h.unmarshalOption(d, opt); err != nil {
-			return err
-		}
-	}
-	return nil
+	return caddyaauth.UnmarshalBlock(d, repeatableOptions, func(opt string) error { return h.unmarshalOption(d, opt) })
 }
+
+// repeatableOptions may appear more than once in an aauth_server block.
+var repeatableOptions = map[string]bool{"trust_issuer": true, "user": true}
 
 // unmarshalOption reads one option of the aauth_server block (the dispenser is on its
 // name).

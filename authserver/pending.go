@@ -182,12 +182,7 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	rec, _, err := h.consent.get(ctx, id, storageRecheck)
-	if errors.Is(err, errNotFound) || (err == nil && rec.Status == statusDone) {
-		h.pendingNotFound(w, r)
-		return
-	}
-	if err != nil {
-		h.serverError(w, r, "loading pending request", err)
+	if !h.pendingLoaded(w, r, rec, err) {
 		return
 	}
 	if rec.KeyJKT != res.Key.Thumbprint || rec.Agent != res.Agent {
@@ -254,12 +249,7 @@ func (h *Handler) poll(w http.ResponseWriter, r *http.Request, rec pendingRecord
 		if ctx.Err() != nil {
 			return // the agent went away
 		}
-		if errors.Is(err, errNotFound) || (err == nil && rec.Status == statusDone) {
-			h.pendingNotFound(w, r)
-			return
-		}
-		if err != nil {
-			h.serverError(w, r, "loading pending request", err)
+		if !h.pendingLoaded(w, r, rec, err) {
 			return
 		}
 	}
@@ -271,6 +261,20 @@ func (h *Handler) poll(w http.ResponseWriter, r *http.Request, rec pendingRecord
 
 // pendingNotFound answers 404 for an unknown pending URL, or one whose request already
 // had its terminal answer.
+// pendingLoaded answers a failed load of a pending record: 404 when it is gone or its
+// answer was already collected, 500 for a storage error. It reports whether rec is usable.
+func (h *Handler) pendingLoaded(w http.ResponseWriter, r *http.Request, rec pendingRecord, err error) bool {
+	if errors.Is(err, errNotFound) || (err == nil && rec.Status == statusDone) {
+		h.pendingNotFound(w, r)
+		return false
+	}
+	if err != nil {
+		h.serverError(w, r, "loading pending request", err)
+		return false
+	}
+	return true
+}
+
 func (h *Handler) pendingNotFound(w http.ResponseWriter, r *http.Request) {
 	h.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "no such pending request", nil)
 }

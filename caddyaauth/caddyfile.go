@@ -77,6 +77,13 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //		max_token_lifetime <duration>                 # agent and auth tokens; default 24h
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return UnmarshalBlock(d, repeatable, func(opt string) error { return h.unmarshalOption(d, opt) })
+}
+
+// UnmarshalBlock reads a directive that takes no inline arguments and a block of options:
+// each option is handed to option with the dispenser on its name; an option not in
+// repeatable may appear only once. The aauth and aauth_server directives share it.
+func UnmarshalBlock(d *caddyfile.Dispenser, repeatable map[string]bool, option func(opt string) error) error {
 	d.Next() // directive name (the matcher, if any, was consumed by the caller)
 	if d.NextArg() {
 		return d.ArgErr()
@@ -88,7 +95,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("%s specified more than once", opt)
 		}
 		seen[opt] = true
-		if err := h.unmarshalOption(d, opt); err != nil {
+		if err := option(opt); err != nil {
 			return err
 		}
 	}
