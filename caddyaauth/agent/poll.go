@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -37,9 +38,12 @@ var (
 
 // Progress statuses passed to Poller.OnProgress.
 const (
-	ProgressPending  = "pending"  // a poll answered 202: still waiting for the decision
-	ProgressBackoff  = "backoff"  // the auth server answered 503: backing off per Retry-After
-	ProgressAnswered = "answered" // a clarification question was answered
+	ProgressPending = "pending" // a poll answered 202: still waiting for the decision
+	ProgressBackoff = "backoff" // the auth server answered 5xx: backing off (per Retry-After when given)
+	// ProgressUnreachable: the poll failed in transport (connection refused or reset,
+	// EOF, timeout), e.g. while the auth server restarts; the poll is retried with backoff.
+	ProgressUnreachable = "unreachable"
+	ProgressAnswered    = "answered" // a clarification question was answered
 	// ProgressClarification prefixes an unanswered question ("clarification: <text>"),
 	// reported once per question when Clarify is nil, declines, or the round limit is hit.
 	ProgressClarification = "clarification: "
@@ -53,7 +57,8 @@ const (
 	MaxClarificationLen    = 2000             // characters of an answer
 	minPollGap             = time.Second      // between the starts of two polls
 	maxPollDelay           = 60 * time.Second // cap on any Retry-After
-	defaultBackoff         = 5 * time.Second  // 503 without Retry-After
+	retryBase              = time.Second      // first backoff after an outage answer without Retry-After
+	retryCap               = 30 * time.Second // cap of the exponential backoff
 	defaultRetry           = 2 * time.Second  // 202 without Retry-After
 	pollGrace              = 30 * time.Second // a poll may take this much longer than its wait
 )
@@ -195,11 +200,22 @@ type pollAnswer struct {
 	clarification string        // 202 with a question
 	retryAfter    time.Duration // -1 when absent
 	applied       bool          // Preference-Applied: wait
-	backoff       bool          // 503
+	backoff       int           // 500, 502, 503 or 504: the server could not answer now
 }
 
+// transientError is a poll that failed in transport (connection refused or reset, EOF,
+// timeout): the auth server may be restarting, and its pending state may be intact, so
+// the poll is retried.
+type transientError struct{ err error }
+
+func (e *transientError) Error() string { return e.err.Error() }
+func (e *transientError) Unwrap() error { return e.err }
+
 // Await polls pe.Location until the auth server decides, and returns the auth token on
-// approval. It fails with ErrConsentDenied, ErrConsentExpired or ErrPendingGone
+// approval. Outages do not end the wait: transport errors (connection refused or reset,
+// EOF, timeouts) and 500, 502, 503 and 504 answers are retried with exponential backoff
+// and jitter, or after the server's Retry-After (RFC 9110 §10.2.3, at most a minute),
+// until MaxDuration; each retry is logged and reported through OnProgress. It fails with ErrConsentDenied, ErrConsentExpired or ErrPendingGone
 // (wrapped), ErrConsentTimeout with context.DeadlineExceeded after MaxDuration, the
 // context's error, a *TokenError for other refusals, or a *FlowError when pe cannot be
 // trusted (a pending URL off the auth server's origin).
@@ -221,7 +237,7 @@ func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
 
 	cl := &clarifications{answered: map[string]bool{}}
 	delay := min(max(pe.RetryAfter, 0), maxPollDelay)
-	polls := 0
+	polls, fails := 0, 0
 	for {
 		remaining, err := p.waitTurn(ctx, delay, deadline, timeout)
 		if err != nil {
@@ -230,6 +246,14 @@ func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
 		pollStart := p.now()
 		polls++
 		a, err := p.poll(ctx, loc, p.waitFor(remaining))
+		var te *transientError
+		if errors.As(err, &te) {
+			fails++
+			delay = p.retryDelay(-1, fails, pollStart)
+			p.progress(ProgressUnreachable, p.now().Sub(start))
+			p.logf("poll %d: the auth server cannot be reached (%v); retry %d in %s", polls, te.err, fails, delay.Round(time.Millisecond))
+			continue
+		}
 		if err != nil {
 			return "", err
 		}
@@ -238,12 +262,14 @@ func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
 			p.logf("poll %d: approved after %s", polls, elapsed.Round(time.Second))
 			return a.token, nil
 		}
-		if a.backoff {
+		if a.backoff != 0 {
+			fails++
 			p.progress(ProgressBackoff, elapsed)
-			delay = backoffDelay(a)
-			p.logf("poll %d: the auth server is busy; backing off %s", polls, delay)
+			delay = p.retryDelay(a.retryAfter, fails, pollStart)
+			p.logf("poll %d: the auth server answered %d; retry %d in %s", polls, a.backoff, fails, delay.Round(time.Millisecond))
 			continue
 		}
+		fails = 0
 		p.progress(ProgressPending, elapsed)
 		delay = p.pendingDelay(a, pollStart)
 		p.logf("poll %d: pending (prefer wait applied: %t); next poll in %s", polls, a.applied, delay)
@@ -329,12 +355,20 @@ func (p *Poller) waitTurn(ctx context.Context, delay time.Duration, deadline tim
 	return remaining, nil
 }
 
-// backoffDelay is the wait after a 503: the server's Retry-After (at least minPollGap) or
-// defaultBackoff, at most maxPollDelay.
-func backoffDelay(a pollAnswer) time.Duration {
-	delay := defaultBackoff
-	if a.retryAfter >= 0 {
-		delay = max(a.retryAfter, minPollGap)
+// retryDelay is the wait before the next poll after the fails-th outage answer in a row:
+// the server's Retry-After when given (RFC 9110 §10.2.3), else an exponential backoff
+// from retryBase, capped at retryCap, with jitter (a random point in its upper half) so
+// that many agents do not all come back at the same instant after a restart. The next
+// poll starts at least minPollGap after this one started, and at most maxPollDelay later.
+func (p *Poller) retryDelay(retryAfter time.Duration, fails int, pollStart time.Time) time.Duration {
+	delay := retryAfter
+	if delay < 0 {
+		d := retryBase << min(max(fails-1, 0), 10)
+		d = min(d, retryCap)
+		delay = d/2 + rand.N(d/2+1)
+	}
+	if took := p.now().Sub(pollStart); took < minPollGap {
+		delay = max(delay, minPollGap-took)
 	}
 	return min(delay, maxPollDelay)
 }
@@ -480,8 +514,10 @@ func (p *Poller) poll(ctx context.Context, loc *url.URL, wait time.Duration) (po
 		_ = json.Unmarshal(body, &pend)
 		a.clarification = clean(pend.Clarification, 1000)
 		return a, nil
-	case http.StatusServiceUnavailable:
-		a.backoff = true
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		// The server (or a proxy in front of it) could not answer now; the pending
+		// request may well be intact, so it is polled again.
+		a.backoff = status
 		return a, nil
 	}
 	return pollAnswer{}, terminal(status, body)
@@ -528,12 +564,12 @@ func (p *Poller) do(r *http.Request, extra []string) (int, http.Header, []byte, 
 	}
 	resp, err := p.base().RoundTrip(r)
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("agent: polling %s: %w", r.URL.Redacted(), err)
+		return 0, nil, nil, &transientError{fmt.Errorf("agent: polling %s: %w", r.URL.Redacted(), err)}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse+1))
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("agent: reading the poll answer: %w", err)
+		return 0, nil, nil, &transientError{fmt.Errorf("agent: reading the poll answer: %w", err)}
 	}
 	if len(b) > maxTokenResponse {
 		return 0, nil, nil, fmt.Errorf("agent: the poll answer exceeds %d bytes", maxTokenResponse)

@@ -175,10 +175,10 @@ func TestPollerOutcomes(t *testing.T) {
 			_, _ = rw.Write([]byte(`{"error":"invalid_code"}`))
 			return true
 		}, ErrPendingGone, 0},
-		{"server error", func(w *flowWorld, rw http.ResponseWriter, id string, n int) bool {
-			rw.WriteHeader(http.StatusInternalServerError)
+		{"bad request", func(w *flowWorld, rw http.ResponseWriter, id string, n int) bool {
+			rw.WriteHeader(http.StatusBadRequest)
 			return true
-		}, nil, 500},
+		}, nil, 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := consentWorld(t, agenttest.ConsentOptions{})

@@ -211,7 +211,9 @@ func (u *consentUI) progress(status string, _ time.Duration) {
 	defer u.mu.Unlock()
 	switch {
 	case status == agent.ProgressBackoff:
-		u.note = "the auth server is busy"
+		u.note = "the auth server is busy; retrying"
+	case status == agent.ProgressUnreachable:
+		u.note = "the auth server cannot be reached; retrying"
 	case status == agent.ProgressPending:
 		u.note = ""
 	case status == agent.ProgressAnswered:
