@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -54,10 +55,30 @@ func flowErr(step, format string, a ...any) *FlowError {
 // with the protocol error code (draft-hardt-aauth §18), e.g. denied, invalid_request,
 // invalid_resource_token. Code and Description come from the server and are cleaned of
 // control characters and bounded before they are stored.
+//
+// A 500, 502, 503 or 504 means the auth server could not decide (it may be restarting):
+// the flow retries the token request itself (with the same resource token, never a new
+// flow) a few times with backoff before it reports the TokenError; RetryAfter then
+// carries the server's Retry-After (RFC 9110 §10.2.3), if any, for the caller's own
+// backoff.
 type TokenError struct {
 	Status      int
 	Code        string
 	Description string
+	RetryAfter  time.Duration // the answer's Retry-After; 0 when absent
+}
+
+// Temporary reports whether the refusal says the auth server could not decide now (a
+// 5xx answer), so the same request may succeed later.
+func (e *TokenError) Temporary() bool { return retryableStatus(e.Status) }
+
+// retryableStatus: the server or a proxy before it could not answer now (RFC 9110 §15.6).
+func retryableStatus(status int) bool {
+	switch status {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }
 
 func (e *TokenError) Error() string {
@@ -138,6 +159,13 @@ func (t *Transport) now() time.Time {
 		return t.Now()
 	}
 	return time.Now()
+}
+
+func (t *Transport) sleep(ctx context.Context, d time.Duration) error {
+	if t.Sleep != nil {
+		return t.Sleep(ctx, d)
+	}
+	return (&Poller{}).sleep(ctx, d)
 }
 
 // Origin returns the origin of u as AAuth identifiers spell it: lowercase scheme and
@@ -322,7 +350,7 @@ func (t *Transport) obtainAuthToken(ctx context.Context, u *url.URL, c Challenge
 	}
 	t.logf("auth server %s: token endpoint %s", as, endpoint.Redacted())
 
-	raw, expiresIn, err := t.requestToken(ctx, endpoint, c.ResourceToken, resID, as, interact)
+	raw, expiresIn, err := t.requestTokenRetrying(ctx, endpoint, c.ResourceToken, resID, as, interact, time.Unix(rt.Claims.Expiry, 0))
 	var pe *PendingError
 	if errors.As(err, &pe) && t.AwaitToken != nil {
 		t.logf("token request deferred (require=%s); waiting for the auth token", pe.Require)
@@ -428,6 +456,52 @@ func (t *Transport) tokenEndpoint(ctx context.Context, as string) (*url.URL, str
 	return u, interact, nil
 }
 
+// Retries of the token request when the auth server cannot be reached or answers 5xx.
+const (
+	tokenAttempts = 4                // the first request and three retries
+	tokenRetryCap = 10 * time.Second // the longest wait between two attempts
+)
+
+// requestTokenRetrying is requestToken, repeated while the auth server cannot be reached
+// (connection refused or reset, EOF, timeout) or answers 500, 502, 503 or 504: the same
+// resource token is sent again after a backoff (the answer's Retry-After, RFC 9110
+// §10.2.3, else 1, 2, 4 s with jitter) at most tokenAttempts times in all, and never
+// after the resource token expired (rtExpiry). A Retry-After beyond tokenRetryCap is not
+// waited for here. Then the last error is returned (a *TokenError with RetryAfter for the
+// caller's backoff): the flow is not started over, so no new resource token is minted
+// for each attempt.
+func (t *Transport) requestTokenRetrying(ctx context.Context, endpoint *url.URL, resourceToken, resID, as, interact string, rtExpiry time.Time) (string, int64, error) {
+	for attempt := 1; ; attempt++ {
+		raw, exp, err := t.requestToken(ctx, endpoint, resourceToken, resID, as, interact)
+		var te *TokenError
+		var tr *transientError
+		wait := time.Duration(-1)
+		switch {
+		case err == nil || ctx.Err() != nil:
+			return raw, exp, err
+		case errors.As(err, &te) && te.Temporary():
+			if te.RetryAfter > 0 {
+				wait = te.RetryAfter
+			}
+		case errors.As(err, &tr):
+		default:
+			return raw, exp, err
+		}
+		if wait < 0 {
+			d := time.Second << (attempt - 1)
+			wait = d/2 + rand.N(d/2+1)
+		}
+		if attempt >= tokenAttempts || wait > tokenRetryCap || !t.now().Add(wait).Before(rtExpiry) {
+			t.logf("token request failed %d times (%v); giving up", attempt, err)
+			return raw, exp, err
+		}
+		t.logf("token request failed (%v); retry %d of %d in %s", err, attempt, tokenAttempts-1, wait.Round(time.Millisecond))
+		if err := t.sleep(ctx, wait); err != nil {
+			return "", 0, err
+		}
+	}
+}
+
 // requestToken POSTs the resource token to the token endpoint, signed with Identity and
 // covering the body, and returns the auth token and expires_in of a 200 answer.
 func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourceToken, resID, as, interact string) (string, int64, error) {
@@ -450,12 +524,12 @@ func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourc
 	}
 	resp, err := t.base().RoundTrip(r)
 	if err != nil {
-		return "", 0, &FlowError{Step: step, Err: err}
+		return "", 0, &FlowError{Step: step, Err: &transientError{err}}
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse+1))
 	if err != nil {
-		return "", 0, flowErr(step, "reading the answer: %w", err)
+		return "", 0, &FlowError{Step: step, Err: &transientError{fmt.Errorf("reading the answer: %w", err)}}
 	}
 	if len(rb) > maxTokenResponse {
 		return "", 0, flowErr(step, "the answer exceeds %d bytes", maxTokenResponse)
@@ -480,7 +554,11 @@ func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourc
 		return "", 0, t.pending(resp, rb, endpoint, as, interact, resID)
 	case resp.StatusCode >= 400:
 		e := wire.DecodeError(rb)
-		return "", 0, &TokenError{Status: resp.StatusCode, Code: clean(e.Code, 64), Description: clean(e.Description, 300)}
+		te := &TokenError{Status: resp.StatusCode, Code: clean(e.Code, 64), Description: clean(e.Description, 300)}
+		if ra := retryAfter(resp.Header); ra > 0 {
+			te.RetryAfter = ra
+		}
+		return "", 0, te
 	}
 	return "", 0, flowErr(step, "unexpected answer %s", resp.Status)
 }

@@ -258,18 +258,19 @@ func TestAuthTokenFlowFailures(t *testing.T) {
 			w.as.SetAnswer(agenttest.Deny(403, "denied", "the user said no"))
 		}, func(t *testing.T, _ *flowWorld, err error) {
 			var te *TokenError
-			if !errors.As(err, &te) || *te != (TokenError{403, "denied", "the user said no"}) {
+			if !errors.As(err, &te) || *te != (TokenError{Status: 403, Code: "denied", Description: "the user said no"}) {
 				t.Fatalf("err %#v", err)
 			}
 		}, 1},
-		{"auth server fails with hostile text", func(w *flowWorld, _ *Transport) {
+		{"auth server fails with hostile text", func(w *flowWorld, tr *Transport) {
 			w.as.SetAnswer(agenttest.Deny(500, "server_error", "oops\x1b[31m\nred"))
+			tr.Sleep = func(ctx context.Context, _ time.Duration) error { return ctx.Err() }
 		}, func(t *testing.T, _ *flowWorld, err error) {
 			var te *TokenError
 			if !errors.As(err, &te) || te.Status != 500 || te.Code != "server_error" || te.Description != "oops [31m red" {
 				t.Fatalf("err %#v", err)
 			}
-		}, 1},
+		}, tokenAttempts}, // a 5xx: the token request (only) is retried
 		{"auth server defers", func(w *flowWorld, _ *Transport) {
 			w.as.SetAnswer(agenttest.Pending(w.as.ID+"/pending/abc", "ABCD2345", 2))
 		}, func(t *testing.T, w *flowWorld, err error) {

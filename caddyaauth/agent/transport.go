@@ -91,6 +91,9 @@ type Transport struct {
 	MaxBody int64
 	// Now is the clock for the signature's created parameter; nil means time.Now.
 	Now func() time.Time
+	// Sleep waits d or until ctx ends, between retries of a token request the auth
+	// server could not answer; nil means a timer.
+	Sleep func(ctx context.Context, d time.Duration) error
 	// Logf, when set, receives one line per step (which credential signed, challenge,
 	// retry, each step of the token flow). It never receives keys or tokens.
 	Logf func(format string, a ...any)

@@ -395,6 +395,14 @@ func flowFailure(stderr io.Writer, err error, dev bool) int {
 			code = strconv.Itoa(te.Status)
 		}
 		fmt.Fprintf(stderr, "aauth: auth server refused: %s: %s\n", code, te.Description)
+		if te.Temporary() {
+			// A 5xx: the server could not decide now; the request was retried already.
+			later := "later"
+			if te.RetryAfter > 0 {
+				later = "in " + te.RetryAfter.String()
+			}
+			fmt.Fprintf(stderr, "aauth: the auth server could not decide the request now; try again %s\n", later)
+		}
 		return exitHTTP
 	case errors.Is(err, agent.ErrConsentDenied):
 		fmt.Fprintln(stderr, "aauth: the user denied the request")
