@@ -139,7 +139,13 @@
 //     resource token is never sent on.
 //   - [*TokenError]: the auth server refused (a 4xx or 5xx from its token endpoint), with
 //     Status, Code (for example denied, invalid_resource_token) and Description, cleaned
-//     of control characters and shortened.
+//     of control characters and shortened. A 500, 502, 503 or 504, or a token endpoint
+//     that cannot be reached, means the server could not decide (it may be restarting):
+//     the token request alone is sent again, with the same resource token, at most four
+//     times in all, after its Retry-After (RFC 9110 §10.2.3, up to 10 s) or 1, 2, 4 s with
+//     jitter; the flow is never started over. The last refusal is then reported, with
+//     Temporary() true and RetryAfter set when the server sent one. Transport.Sleep
+//     replaces the timer (tests).
 //   - [*PendingError]: the auth server deferred the request (202): Location (the pending
 //     URL, on the auth server's origin), Require (interaction or approval), Code,
 //     RetryAfter, AuthServer, InteractionEndpoint, Resource. Set AwaitToken (for example
@@ -176,7 +182,14 @@
 // Await's errors wrap [ErrConsentDenied] (the user denied), [ErrConsentExpired] (nobody
 // decided before the pending request expired), [ErrPendingGone] (the pending URL no
 // longer exists) and [ErrConsentTimeout] (no decision within MaxDuration,
-// [DefaultConsentDuration] by default); test them with [errors.Is].
+// [DefaultConsentDuration] by default); test them with [errors.Is]. An outage does not end
+// the wait (draft-hardt-aauth §10.3–10.6 keeps the pending request on the server): polls
+// that fail in transport (connection refused or reset, EOF, timeout) or are answered
+// 500, 502, 503 or 504 are retried after the answer's Retry-After (RFC 9110 §10.2.3, at
+// most a minute) or an exponential backoff from 1 s to 30 s with jitter, until
+// MaxDuration; each retry is logged through Logf and reported to OnProgress
+// ([ProgressUnreachable] or [ProgressBackoff]). Only a decision (denied, expired), a gone
+// pending URL (404, 410), another 4xx, MaxDuration or the context end it.
 // [InteractionURL] and [FormatCode] build what to show the user from OnPending's
 // *PendingError.
 package agent
