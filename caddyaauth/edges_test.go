@@ -25,6 +25,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/replay"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 const (
@@ -160,12 +161,12 @@ func TestReplayDefaults(t *testing.T) {
 		}
 	}
 	for _, m := range []string{"POST", "PUT", "PATCH", "DELETE", "PROPPATCH", "post"} {
-		if safeMethod(m) {
+		if wire.SafeMethod(m) {
 			t.Errorf("%s counted as safe", m)
 		}
 	}
 	for _, m := range []string{"GET", "HEAD", "OPTIONS", "TRACE"} {
-		if !safeMethod(m) {
+		if !wire.SafeMethod(m) {
 			t.Errorf("%s counted as unsafe", m)
 		}
 	}

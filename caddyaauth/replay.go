@@ -15,6 +15,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/replay"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Replay policies of the aauth handler.
@@ -36,15 +37,6 @@ func (h *Handler) defaultReplay() string {
 		return ReplayUnsafe
 	}
 	return ReplayOff
-}
-
-// safeMethod reports whether m is a safe method (RFC 9110 §9.2.1).
-func safeMethod(m string) bool {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
-	}
-	return false
 }
 
 // replayPool keeps one replay store per capacity across config reloads, shared by every
@@ -84,7 +76,7 @@ func sharedReplayStore(capacity int) (*replay.Store, func() error, error) {
 // every other check passed, so that only requests that reach the upstream use up their
 // signature. It returns an *httpsig.Error for a 401, or a 503 when the store is full.
 func (h *Handler) checkReplay(w http.ResponseWriter, method string, res *reqverify.Result) error {
-	if h.replay == nil || (h.replayMode == ReplayUnsafe && safeMethod(method)) {
+	if h.replay == nil || (h.replayMode == ReplayUnsafe && wire.SafeMethod(method)) {
 		return nil
 	}
 	window := time.Duration(h.SignatureWindow)

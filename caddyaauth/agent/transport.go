@@ -340,7 +340,7 @@ func (t *Transport) send(orig *http.Request, body []byte, cred *Credential) (*ht
 
 func (t *Transport) sign(r *http.Request, body []byte, cred *Credential) error {
 	opts := httpsig.SignOptions{Dictionary: t.Dictionary, StdBase64: t.StdBase64}
-	if !safeMethod(r.Method) {
+	if !wire.SafeMethod(r.Method) {
 		// Resources may accept an unsafe request once (replay protection keyed on the
 		// signature base); a nonce keeps two identical requests in one second apart.
 		opts.Nonce = httpsig.NewNonce()
@@ -372,13 +372,4 @@ func (t *Transport) sign(r *http.Request, body []byte, cred *Credential) error {
 		return fmt.Errorf("agent: signing with %s: %w", cred.Scheme, err)
 	}
 	return nil
-}
-
-// safeMethod reports whether m is safe (RFC 9110 §9.2.1) and not worth a nonce.
-func safeMethod(m string) bool {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
-	}
-	return false
 }
