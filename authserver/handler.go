@@ -81,7 +81,7 @@ const (
 const (
 	DefaultTokenLifetime   = time.Hour
 	MaxShortTokenLifetime  = time.Hour // longer lifetimes need AllowLongTokens
-	DefaultSignatureWindow = 60 * time.Second
+	DefaultSignatureWindow = httpsig.DefaultWindow
 
 	// maxResourceTokenLifetime bounds exp - iat of an accepted resource token, and so
 	// how long a jti record must be kept (the AAuth draft's resource token section sets

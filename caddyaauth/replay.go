@@ -79,10 +79,7 @@ func (h *Handler) checkReplay(w http.ResponseWriter, method string, res *reqveri
 	if h.replay == nil || (h.replayMode == ReplayUnsafe && wire.SafeMethod(method)) {
 		return nil
 	}
-	window := time.Duration(h.SignatureWindow)
-	if window <= 0 {
-		window = 60 * time.Second // httpsig.Policy's default
-	}
+	window := h.verifier.Policy.EffectiveWindow()
 	// The signature is acceptable until created + window (RFC 9421 §3.2.1 created,
 	// with the route's window); the entry outlives that by a second.
 	expires := time.Unix(res.Signature.Created, 0).Add(window + time.Second)

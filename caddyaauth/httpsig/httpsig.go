@@ -311,8 +311,19 @@ func componentValue(c string, t Target) (string, error) {
 
 // Policy holds the cheap checks made before any key lookup or crypto.
 type Policy struct {
-	Window time.Duration // allowed |now - created|; 0 means 60 s
+	Window time.Duration // allowed |now - created|; 0 means DefaultWindow
 	Extra  []string      // components demanded in addition to RequiredComponents
+}
+
+// DefaultWindow is the allowed |now - created| of a signature when none is configured.
+const DefaultWindow = 60 * time.Second
+
+// EffectiveWindow is p.Window, or DefaultWindow when it is not set.
+func (p Policy) EffectiveWindow() time.Duration {
+	if p.Window <= 0 {
+		return DefaultWindow
+	}
+	return p.Window
 }
 
 // Check enforces the covered components (RequiredComponents) and the time window of the
@@ -333,10 +344,7 @@ func (p Policy) Check(sig *Signature, t Target, now time.Time) error {
 		e.RequiredComponents = required
 		return e
 	}
-	window := p.Window
-	if window <= 0 {
-		window = 60 * time.Second
-	}
+	window := p.EffectiveWindow()
 	created := time.Unix(sig.Created, 0)
 	if d := now.Sub(created); d > window || d < -window {
 		return fail(CodeInvalidSignature, "created is outside the allowed window of %s", window)
