@@ -332,12 +332,9 @@ func (t *Transport) obtainAuthToken(ctx context.Context, u *url.URL, c Challenge
 	if err != nil {
 		return CachedToken{}, &FlowError{Step: StepAgent, Err: err}
 	}
-	jkt := id.Signer.Public.Thumbprint
 	resID := t.resourceID(u)
 	as := c.AuthServer
-	now := t.now()
-
-	rt, err := t.checkResourceToken(ctx, c, resID, me, jkt, now)
+	rt, err := t.checkResourceToken(ctx, c, resID, me, id.Signer.Public.Thumbprint, t.now())
 	if err != nil {
 		return CachedToken{}, err
 	}
@@ -351,39 +348,13 @@ func (t *Transport) obtainAuthToken(ctx context.Context, u *url.URL, c Challenge
 	t.logf("auth server %s: token endpoint %s", as, endpoint.Redacted())
 
 	raw, expiresIn, err := t.requestTokenRetrying(ctx, endpoint, c.ResourceToken, resID, as, interact, time.Unix(rt.Claims.Expiry, 0))
-	var pe *PendingError
-	if errors.As(err, &pe) && t.AwaitToken != nil {
-		t.logf("token request deferred (require=%s); waiting for the auth token", pe.Require)
-		expiresIn = 0
-		if raw, err = t.AwaitToken(ctx, pe); err == nil && raw == "" {
-			err = flowErr(StepAuthToken, "AwaitToken returned no token")
-		}
+	if raw, expiresIn, err = t.awaitToken(ctx, raw, expiresIn, err); err != nil {
+		return CachedToken{}, err
 	}
+	ct, tok, err := t.checkIssued(ctx, raw, expiresIn, resID, as, me)
 	if err != nil {
 		return CachedToken{}, err
 	}
-
-	now = t.now()
-	tok, err := token.VerifyAuthToken(ctx, raw, token.Options{Now: now, Audience: resID, Issuers: []string{as}},
-		func(ctx context.Context, iss, kid string) (*keys.PublicKey, error) {
-			return t.discoveryClient().Key(ctx, iss, discovery.DocIssuer, kid)
-		})
-	if err != nil {
-		return CachedToken{}, &FlowError{Step: StepAuthToken, Err: err}
-	}
-	if cnf := tok.Claims.Confirmation; cnf == nil || cnf.Key == nil || cnf.Key.Thumbprint != jkt {
-		return CachedToken{}, flowErr(StepAuthToken, "the auth token is bound to another key, not ours (%s)", jkt)
-	}
-	if tok.Claims.Agent != me {
-		return CachedToken{}, flowErr(StepAuthToken, "the auth token is for agent %q, not %q", tok.Claims.Agent, me)
-	}
-	exp := time.Unix(tok.Claims.Expiry, 0)
-	if expiresIn > 0 {
-		if e := now.Add(time.Duration(expiresIn) * time.Second); e.Before(exp) {
-			exp = e
-		}
-	}
-	ct := CachedToken{Resource: resID, KeyJKT: tok.Claims.Confirmation.Key.Thumbprint, Issuer: as, Scope: tok.Claims.Scope, Expiry: exp, Token: raw}
 	t.cache().Put(ct)
 	t.logf("auth token received: typ %s, iss %s, scope %q, expires %s",
 		tok.Header.Typ, tok.Claims.Issuer, tok.Claims.Scope, unixTime(tok.Claims.Expiry))
@@ -462,17 +433,24 @@ const (
 	tokenRetryCap = 10 * time.Second // the longest wait between two attempts
 )
 
-// requestTokenRetrying is requestToken, repeated while the auth server cannot be reached
-// (connection refused or reset, EOF, timeout) or answers 500, 502, 503 or 504: the same
-// resource token is sent again after a backoff (the answer's Retry-After, RFC 9110
-// §10.2.3, else 1, 2, 4 s with jitter) at most tokenAttempts times in all, and never
-// after the resource token expired (rtExpiry). A Retry-After beyond tokenRetryCap is not
-// waited for here. Then the last error is returned (a *TokenError with RetryAfter for the
-// caller's backoff): the flow is not started over, so no new resource token is minted
-// for each attempt.
+// requestTokenRetrying is requestToken, repeated (retryTokenCall) while the auth server
+// cannot decide, never after the resource token expired (rtExpiry): the flow is not
+// started over, so no new resource token is minted for each attempt.
 func (t *Transport) requestTokenRetrying(ctx context.Context, endpoint *url.URL, resourceToken, resID, as, interact string, rtExpiry time.Time) (string, int64, error) {
+	return t.retryTokenCall(ctx, rtExpiry, func() (string, int64, error) {
+		return t.requestToken(ctx, endpoint, resourceToken, resID, as, interact)
+	})
+}
+
+// retryTokenCall runs call, a token request, again while the auth server cannot be
+// reached (connection refused or reset, EOF, timeout) or answers 500, 502, 503 or 504:
+// after a backoff (the answer's Retry-After, RFC 9110 §10.2.3, else 1, 2, 4 s with
+// jitter), at most tokenAttempts times in all, and never at or after deadline. A
+// Retry-After beyond tokenRetryCap is not waited for here. Then the last error is
+// returned (a *TokenError with RetryAfter for the caller's backoff).
+func (t *Transport) retryTokenCall(ctx context.Context, deadline time.Time, call func() (string, int64, error)) (string, int64, error) {
 	for attempt := 1; ; attempt++ {
-		raw, exp, err := t.requestToken(ctx, endpoint, resourceToken, resID, as, interact)
+		raw, exp, err := call()
 		var te *TokenError
 		var tr *transientError
 		wait := time.Duration(-1)
@@ -491,7 +469,7 @@ func (t *Transport) requestTokenRetrying(ctx context.Context, endpoint *url.URL,
 			d := time.Second << (attempt - 1)
 			wait = d/2 + rand.N(d/2+1)
 		}
-		if attempt >= tokenAttempts || wait > tokenRetryCap || !t.now().Add(wait).Before(rtExpiry) {
+		if attempt >= tokenAttempts || wait > tokenRetryCap || !t.now().Add(wait).Before(deadline) {
 			t.logf("token request failed %d times (%v); giving up", attempt, err)
 			return raw, exp, err
 		}
@@ -505,11 +483,18 @@ func (t *Transport) requestTokenRetrying(ctx context.Context, endpoint *url.URL,
 // requestToken POSTs the resource token to the token endpoint, signed with Identity and
 // covering the body, and returns the auth token and expires_in of a 200 answer.
 func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourceToken, resID, as, interact string) (string, int64, error) {
-	step := StepTokenRequest
 	body, err := json.Marshal(wire.TokenRequest{ResourceToken: resourceToken, Purpose: t.Purpose})
 	if err != nil {
-		return "", 0, &FlowError{Step: step, Err: err}
+		return "", 0, &FlowError{Step: StepTokenRequest, Err: err}
 	}
+	return t.postToken(ctx, endpoint, body, t.Identity, resID, as, interact)
+}
+
+// postToken POSTs body (JSON) to the token endpoint, signed with cred and covering the
+// body, and returns the auth token and expires_in of a 200 answer, a *PendingError for a
+// 202 (resID is what the token is for), a *TokenError for a refusal.
+func (t *Transport) postToken(ctx context.Context, endpoint *url.URL, body []byte, cred *Credential, resID, as, interact string) (string, int64, error) {
+	step := StepTokenRequest
 	r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), bytes.NewReader(body))
 	if err != nil {
 		return "", 0, &FlowError{Step: step, Err: err}
@@ -519,7 +504,7 @@ func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourc
 	httpsig.SetContentDigest(r, body)
 	opts := httpsig.SignOptions{Dictionary: t.Dictionary, StdBase64: t.StdBase64, Created: t.now(),
 		Extra: []string{"content-type", "content-digest"}, Nonce: httpsig.NewNonce()}
-	if err := httpsig.Sign(r, t.Identity.Signer, t.Identity.SigKey(), opts); err != nil {
+	if err := httpsig.Sign(r, cred.Signer, cred.SigKey(), opts); err != nil {
 		return "", 0, flowErr(step, "signing: %w", err)
 	}
 	resp, err := t.base().RoundTrip(r)
@@ -534,7 +519,7 @@ func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourc
 	if len(rb) > maxTokenResponse {
 		return "", 0, flowErr(step, "the answer exceeds %d bytes", maxTokenResponse)
 	}
-	t.logf("token request: POST %s signed with %s -> %s", endpoint.Redacted(), t.Identity, resp.Status)
+	t.logf("token request: POST %s signed with %s -> %s", endpoint.Redacted(), cred, resp.Status)
 
 	switch {
 	case resp.StatusCode == http.StatusOK:
