@@ -25,14 +25,27 @@ type CachedToken struct {
 	Token string
 }
 
+// RefreshWindow is how long past its expiry a cached auth token is kept so that it can
+// be refreshed (draft-hardt-aauth §11.6: a signed token request {"auth_token": …} by the
+// key in its cnf). Such a token is never sent to a resource. It matches the auth
+// server's default refresh window; a server with a shorter one refuses the refresh, and
+// the agent then runs the challenge flow as usual.
+const RefreshWindow = 24 * time.Hour
+
 // usable reports whether the token may still be sent at now.
 func (c *CachedToken) usable(now time.Time) bool {
 	return now.Before(c.Expiry.Add(-TokenExpiryMargin))
 }
 
+// dead reports whether the token is past its refresh window at now: it is of no use.
+func (c *CachedToken) dead(now time.Time) bool {
+	return now.After(c.Expiry.Add(RefreshWindow))
+}
+
 // TokenCache holds auth tokens per resource identifier and key thumbprint (and scope), so
 // a second request to a resource is signed with the token straight away and costs one
-// round trip. A cache may be shared by Transports with different keys: a token is only
+// round trip. A token that is no longer usable is kept for RefreshWindow past its
+// expiry, for a refresh only; Get never returns it. A cache may be shared by Transports with different keys: a token is only
 // ever handed to a caller asking with the thumbprint of the key it is bound to. It is
 // bounded (the entry that was stored longest ago goes first) and safe for concurrent use.
 // The zero value is ready to use.
@@ -80,18 +93,43 @@ func (c *TokenCache) max() int {
 
 // Get returns the most recently stored token for the resource, bound to the key whose
 // thumbprint is jkt, that is still usable (more than TokenExpiryMargin before its
-// expiry). Tokens past that point are dropped. An empty jkt matches nothing.
+// expiry). Tokens past their refresh window are dropped. An empty jkt matches nothing.
 func (c *TokenCache) Get(resourceID, jkt string) (CachedToken, bool) {
+	now := c.now()
+	return c.find(resourceID, jkt, func(t *CachedToken) bool { return t.usable(now) })
+}
+
+// getScope is Get for tokens issued by issuer granting exactly scope.
+func (c *TokenCache) getScope(resourceID, jkt, issuer, scope string) (CachedToken, bool) {
+	now := c.now()
+	return c.find(resourceID, jkt, func(t *CachedToken) bool {
+		return t.usable(now) && t.Issuer == issuer && t.Scope == scope
+	})
+}
+
+// refreshable returns the most recently stored token for the resource and key, issued
+// by issuer with exactly scope, that is no longer usable but still within its refresh
+// window.
+func (c *TokenCache) refreshable(resourceID, jkt, issuer, scope string) (CachedToken, bool) {
+	now := c.now()
+	return c.find(resourceID, jkt, func(t *CachedToken) bool {
+		return !t.usable(now) && t.Issuer == issuer && t.Scope == scope
+	})
+}
+
+// find returns the most recently stored token of the resource bound to jkt for which ok
+// holds, dropping the resource's tokens that are past their refresh window.
+func (c *TokenCache) find(resourceID, jkt string, ok func(*CachedToken) bool) (CachedToken, bool) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var best *tokenEntry
 	for k, e := range c.m[resourceID] {
-		if !e.tok.usable(now) {
+		if e.tok.dead(now) {
 			c.remove(resourceID, k)
 			continue
 		}
-		if k.jkt != jkt || jkt == "" {
+		if k.jkt != jkt || jkt == "" || !ok(&e.tok) {
 			continue
 		}
 		if best == nil || e.seq > best.seq {
@@ -145,7 +183,7 @@ func (c *TokenCache) Delete(resourceID, authToken string) {
 	}
 }
 
-// Len returns the number of tokens held (including ones not yet found to be stale).
+// Len returns the number of tokens held, including expired ones kept for a refresh.
 func (c *TokenCache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -165,7 +203,8 @@ func (c *TokenCache) remove(resource string, k tokenKey) {
 	}
 }
 
-// evict drops one entry: a stale one if there is any, else the one stored longest ago.
+// evict drops one entry: one no longer usable (kept only for a refresh) if there is any,
+// else the one stored longest ago.
 // A linear scan is fine for a cache of a few hundred tokens. c.mu is held.
 func (c *TokenCache) evict() {
 	now := c.now()

@@ -241,7 +241,9 @@ func (t *Transport) authTokenFlow(req *http.Request, body []byte, c Challenge) (
 // prompt). The flow runs under a context detached from any single request (it keeps the
 // values of the request that started it, not its cancellation), so a request whose
 // context ends returns that context's error without cancelling the flow for the others;
-// only when every request waiting for it has gone is the flow cancelled.
+// only when every request waiting for it has gone is the flow cancelled. The flow first
+// refreshes an expired cached token for the same grant, if there is one
+// (refreshOrObtain).
 func (t *Transport) sharedAuthToken(ctx context.Context, u *url.URL, c Challenge) (CachedToken, error) {
 	resID := t.resourceID(u)
 	// The scope is read without verification, only to keep apart requests that need
@@ -252,7 +254,7 @@ func (t *Transport) sharedAuthToken(ctx context.Context, u *url.URL, c Challenge
 	}
 	key := resID + "\x00" + t.Identity.Signer.Public.Thumbprint + "\x00" + scope
 	return t.flights().do(ctx, key,
-		func(ctx context.Context) (CachedToken, error) { return t.obtainAuthToken(ctx, u, c) },
+		func(ctx context.Context) (CachedToken, error) { return t.refreshOrObtain(ctx, u, c, scope) },
 		func() { t.logf("an auth-token flow for %s is already in progress; waiting for it", resID) })
 }
 

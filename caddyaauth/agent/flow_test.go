@@ -687,13 +687,14 @@ func TestTokenCache(t *testing.T) {
 		if got, ok := c.Get("https://r.example", "k1"); !ok || got.Token != "t1" {
 			t.Fatalf("got %+v %v, want t1", got, ok)
 		}
-		if c.Len() != 1 {
-			t.Errorf("stale entry kept: %d", c.Len())
+		if c.Len() != 2 {
+			t.Errorf("the expired entry was not kept for a refresh: %d", c.Len())
 		}
 		c.Put(tok("https://r.example", "c", "t3", 10*time.Second)) // unusable from the start
-		if c.Len() != 1 {
+		if c.Len() != 2 {
 			t.Errorf("an unusable token was stored")
 		}
+		c.Delete("https://r.example", "t2")
 		c.Put(tok("", "a", "t4", time.Hour))
 		c.Put(tok("https://r.example", "a", "", time.Hour))
 		noKey := tok("https://r.example", "a", "t5", time.Hour)
@@ -701,6 +702,46 @@ func TestTokenCache(t *testing.T) {
 		c.Put(noKey)
 		if got, _ := c.Get("https://r.example", "k1"); got.Token != "t1" || c.Len() != 1 {
 			t.Errorf("invalid entries stored: %+v %d", got, c.Len())
+		}
+	})
+	t.Run("refresh window", func(t *testing.T) {
+		c := &TokenCache{Now: clock}
+		c.Put(CachedToken{Resource: "https://r.example", KeyJKT: "k1", Issuer: "https://as.example", Scope: "a", Token: "t1", Expiry: now.Add(time.Hour)})
+		c.Put(CachedToken{Resource: "https://r.example", KeyJKT: "k1", Issuer: "https://as.example", Scope: "b", Token: "t2", Expiry: now.Add(2 * time.Hour)})
+		if _, ok := c.refreshable("https://r.example", "k1", "https://as.example", "a"); ok {
+			t.Fatal("a usable token is refreshable")
+		}
+		if got, ok := c.getScope("https://r.example", "k1", "https://as.example", "a"); !ok || got.Token != "t1" {
+			t.Fatalf("getScope a: %+v %v", got, ok)
+		}
+		now = now.Add(90 * time.Minute) // t1 expired, t2 usable
+		for _, tc := range []struct {
+			jkt, iss, scope string
+			want            string
+		}{
+			{"k1", "https://as.example", "a", "t1"},
+			{"k1", "https://as.example", "b", ""},    // still usable: Get's business
+			{"k1", "https://other.example", "a", ""}, // another issuer
+			{"k2", "https://as.example", "a", ""},    // another key
+			{"k1", "https://as.example", "c", ""},    // another scope
+		} {
+			got, ok := c.refreshable("https://r.example", tc.jkt, tc.iss, tc.scope)
+			if ok != (tc.want != "") || got.Token != tc.want {
+				t.Errorf("refreshable(%s, %s, %s) = %q %v, want %q", tc.jkt, tc.iss, tc.scope, got.Token, ok, tc.want)
+			}
+		}
+		if got, ok := c.Get("https://r.example", "k1"); !ok || got.Token != "t2" {
+			t.Errorf("Get returned %+v %v, want the usable t2", got, ok)
+		}
+		if _, ok := c.getScope("https://r.example", "k1", "https://as.example", "a"); ok {
+			t.Error("getScope returned an expired token")
+		}
+		now = now.Add(RefreshWindow) // t1 is 24.5 h past exp, t2 23.5 h
+		if _, ok := c.refreshable("https://r.example", "k1", "https://as.example", "a"); ok || c.Len() != 1 {
+			t.Errorf("a token past its refresh window was kept (len %d)", c.Len())
+		}
+		if _, ok := c.refreshable("https://r.example", "k1", "https://as.example", "b"); !ok {
+			t.Error("t2 should be refreshable")
 		}
 	})
 	t.Run("delete", func(t *testing.T) {

@@ -292,6 +292,8 @@ type AuthServer struct {
 	answer        func(http.ResponseWriter) bool
 	mutate        func(*token.Claims)
 	hits          int
+	kinds         []string
+	refreshAnswer func(http.ResponseWriter) bool
 	purposes      []string
 	errors        []string
 }
@@ -421,9 +423,23 @@ func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, http.StatusBadRequest, wire.CodeInvalidRequest, "the body must be JSON")
 		return
 	}
-	var req wire.TokenRequest
-	if err := json.Unmarshal(body, &req); err != nil || req.ResourceToken == "" {
-		a.fail(w, http.StatusBadRequest, wire.CodeInvalidRequest, "resource_token is required")
+	var req tokenRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		a.fail(w, http.StatusBadRequest, wire.CodeInvalidRequest, "the body is not JSON")
+		return
+	}
+	a.mu.Lock()
+	a.kinds = append(a.kinds, req.kind())
+	a.mu.Unlock()
+	switch req.kind() {
+	case KindRefresh:
+		a.serveRefresh(w, r, res, req.AuthToken)
+		return
+	case KindSelfAccess:
+		a.serveSelfAccess(w, res, req.Scope)
+		return
+	case "":
+		a.fail(w, http.StatusBadRequest, wire.CodeInvalidRequest, "resource_token, scope or auth_token is required")
 		return
 	}
 	now := time.Now()
@@ -444,7 +460,7 @@ func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	a.purposes = append(a.purposes, req.Purpose)
-	answer, mutate, consent := a.answer, a.mutate, a.consent != nil
+	answer, consent := a.answer, a.consent != nil
 	a.mu.Unlock()
 	if answer != nil && answer(w) {
 		return
@@ -462,14 +478,5 @@ func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 		a.deferRequest(w, res, c)
 		return
 	}
-	if mutate != nil {
-		mutate(&c)
-	}
-	at, err := token.Mint(a.Key, token.TypAuth, c)
-	if err != nil {
-		a.fail(w, http.StatusInternalServerError, wire.CodeServerError, err.Error())
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, wire.TokenResponse{AuthToken: at, ExpiresIn: 3600})
+	a.issue(w, c)
 }
