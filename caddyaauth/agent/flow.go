@@ -95,7 +95,9 @@ func (e *TokenError) Error() string {
 // PendingError reports that the auth server deferred the token request (202,
 // draft-hardt-aauth §11.3): the user has to consent (Require interaction, with Code) or
 // the server is getting approval itself (Require approval). Polling Location is the next
-// step; until a Transport.AwaitToken hook does it, the flow stops here.
+// step; until a Transport.AwaitToken hook does it, the flow stops here. The same type
+// describes a request the resource itself deferred (AtResource), for
+// Transport.AwaitResponse.
 type PendingError struct {
 	Location            string        // the pending URL (absolute, on the auth server's origin)
 	Code                string        // the interaction code, when Require is interaction
@@ -104,10 +106,20 @@ type PendingError struct {
 	AuthServer          string        // the auth server identifier
 	InteractionEndpoint string        // from the AS metadata, where the user enters Code
 	Resource            string        // the resource identifier the token is for
+	// AtResource: the resource answered the request itself with 202 (draft-hardt-aauth
+	// §4.5.7; a resource that must first get consent for its own call to another one,
+	// §4.5.8.2). Location is then on the resource's origin (Origin), AuthServer is
+	// empty, InteractionEndpoint comes from the 202's body, and the pending URL's final
+	// answer is the response to the request (see resourcepending.go).
+	AtResource bool
+	Origin     string // AtResource: the origin of the resource that answered 202
 }
 
 func (e *PendingError) Error() string {
 	s := "agent: the auth server deferred the token request"
+	if e.AtResource {
+		s = "agent: the resource deferred the request"
+	}
 	if e.Require != "" {
 		s += " (require=" + e.Require + ")"
 	}

@@ -106,6 +106,10 @@ type Poller struct {
 	Clarify func(ctx context.Context, question string) (answer string, err error)
 	// Logf receives one line per step. It never receives tokens or keys.
 	Logf func(format string, a ...any)
+
+	// relay: the pending URL is a resource's (AwaitResponse), whose first answer other
+	// than 202 is the response to the request that was deferred.
+	relay bool
 }
 
 // InteractionURL is where the user approves a deferred request: the interaction endpoint
@@ -196,11 +200,12 @@ func (p *Poller) progress(status string, elapsed time.Duration) {
 
 // pollAnswer is what one poll told us.
 type pollAnswer struct {
-	token         string        // 200
-	clarification string        // 202 with a question
-	retryAfter    time.Duration // -1 when absent
-	applied       bool          // Preference-Applied: wait
-	backoff       int           // 500, 502, 503 or 504: the server could not answer now
+	token         string         // 200
+	resp          *http.Response // relay: the first answer other than 202
+	clarification string         // 202 with a question
+	retryAfter    time.Duration  // -1 when absent
+	applied       bool           // Preference-Applied: wait
+	backoff       int            // 500, 502, 503 or 504: the server could not answer now
 }
 
 // transientError is a poll that failed in transport (connection refused or reset, EOF,
@@ -224,6 +229,13 @@ func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	a, err := p.await(ctx, pe, loc)
+	return a.token, err
+}
+
+// await is the wait of Await and AwaitResponse: it polls loc until an answer ends it
+// (a token, or with relay any answer other than 202 and, for an auth server, 5xx).
+func (p *Poller) await(ctx context.Context, pe *PendingError, loc *url.URL) (pollAnswer, error) {
 	start := p.now()
 	maxDur := p.MaxDuration
 	if maxDur <= 0 {
@@ -241,7 +253,7 @@ func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
 	for {
 		remaining, err := p.waitTurn(ctx, delay, deadline, timeout)
 		if err != nil {
-			return "", err
+			return pollAnswer{}, err
 		}
 		pollStart := p.now()
 		polls++
@@ -255,12 +267,16 @@ func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
 			continue
 		}
 		if err != nil {
-			return "", err
+			return pollAnswer{}, err
 		}
 		elapsed := p.now().Sub(start)
 		if a.token != "" {
 			p.logf("poll %d: approved after %s", polls, elapsed.Round(time.Second))
-			return a.token, nil
+			return a, nil
+		}
+		if a.resp != nil {
+			p.logf("poll %d: answered %s after %s", polls, a.resp.Status, elapsed.Round(time.Second))
+			return a, nil
 		}
 		if a.backoff != 0 {
 			fails++
@@ -276,7 +292,7 @@ func (p *Poller) Await(ctx context.Context, pe *PendingError) (string, error) {
 
 		sent, err := p.clarify(ctx, loc, cl, a.clarification, start, elapsed)
 		if err != nil {
-			return "", err
+			return pollAnswer{}, err
 		}
 		if sent {
 			delay = 0 // poll again now: the answer may have changed the state
@@ -299,6 +315,9 @@ func (p *Poller) checkPending(pe *PendingError) (*url.URL, error) {
 	if !p.Credential.Identified() {
 		return nil, fmt.Errorf("agent: polls must be signed with the identified credential of the token request, not %s", p.Credential.Scheme)
 	}
+	if pe.AtResource {
+		return nil, errors.New("agent: Await: the resource deferred the request, not the auth server; use AwaitResponse")
+	}
 	return p.checkLocation(pe)
 }
 
@@ -308,7 +327,11 @@ func (p *Poller) checkPending(pe *PendingError) (*url.URL, error) {
 func (p *Poller) announce(ctx context.Context, pe *PendingError) {
 	info := *pe
 	if info.Require != RequireApproval && info.InteractionEndpoint == "" {
-		info.InteractionEndpoint = p.interactionEndpoint(ctx, info.AuthServer)
+		if info.AtResource {
+			info.InteractionEndpoint = p.interactionEndpoint(ctx, info.Resource, discovery.DocResource)
+		} else {
+			info.InteractionEndpoint = p.interactionEndpoint(ctx, info.AuthServer, discovery.DocIssuer)
+		}
 	}
 	if ie := info.InteractionEndpoint; ie != "" {
 		// It is shown to the user: printable ASCII only, https unless Dev.
@@ -444,36 +467,42 @@ func (p *Poller) waitFor(remaining time.Duration) time.Duration {
 }
 
 // checkLocation re-checks what the flow already checked: the pending URL is absolute,
-// http(s) (https unless Dev), without credentials, and on the auth server's origin.
+// http(s) (https unless Dev), without credentials, and on the auth server's origin (the
+// resource's, when pe.AtResource).
 func (p *Poller) checkLocation(pe *PendingError) (*url.URL, error) {
 	step := StepTokenRequest
-	if pe.AuthServer == "" {
-		return nil, flowErr(step, "the pending request names no auth server")
+	origin, what := pe.AuthServer, "auth server"
+	if pe.AtResource {
+		origin, what = pe.Origin, "resource"
 	}
-	if err := discovery.ValidateIdentifier(pe.AuthServer, p.Dev); err != nil {
-		return nil, flowErr(step, "auth server %q: %w", pe.AuthServer, err)
+	if origin == "" {
+		return nil, flowErr(step, "the pending request names no %s", what)
+	}
+	if err := discovery.ValidateIdentifier(origin, p.Dev); err != nil {
+		return nil, flowErr(step, "%s %q: %w", what, origin, err)
 	}
 	u, err := discovery.ValidateEndpointURL(pe.Location, p.Dev)
 	if err != nil {
 		return nil, flowErr(step, "pending URL: %w", err)
 	}
-	if u.User != nil || Origin(u) != pe.AuthServer {
-		return nil, flowErr(step, "the pending URL %s is not on the auth server's origin %s", u.Redacted(), pe.AuthServer)
+	if u.User != nil || Origin(u) != origin {
+		return nil, flowErr(step, "the pending URL %s is not on the %s's origin %s", u.Redacted(), what, origin)
 	}
 	return u, nil
 }
 
-// interactionEndpoint reads interaction_endpoint from the auth server's metadata; ""
-// when it cannot be had (the user may still know where to go; polling goes on).
-func (p *Poller) interactionEndpoint(ctx context.Context, as string) string {
+// interactionEndpoint reads interaction_endpoint from the metadata of id (an auth server,
+// or a resource, as doc says); "" when it cannot be had (the user may still know where
+// to go; polling goes on).
+func (p *Poller) interactionEndpoint(ctx context.Context, id, doc string) string {
 	d := p.Discovery
 	if d == nil {
 		d = discovery.New(discovery.Config{Dev: p.Dev})
 		defer d.Close()
 	}
-	md, err := d.Metadata(ctx, as, discovery.DocIssuer)
+	md, err := d.Metadata(ctx, id, doc)
 	if err != nil {
-		p.logf("auth server metadata: %v", err)
+		p.logf("metadata of %s: %v", id, err)
 		return ""
 	}
 	ie, _ := md["interaction_endpoint"].(string)
@@ -482,15 +511,14 @@ func (p *Poller) interactionEndpoint(ctx context.Context, as string) string {
 
 // poll sends one signed GET to the pending URL.
 func (p *Poller) poll(ctx context.Context, loc *url.URL, wait time.Duration) (pollAnswer, error) {
+	if p.relay {
+		return p.pollRelay(ctx, loc, wait)
+	}
 	rctx, cancel := context.WithTimeout(ctx, wait+pollGrace)
 	defer cancel()
-	r, err := http.NewRequestWithContext(rctx, http.MethodGet, loc.String(), nil)
+	r, err := newPoll(rctx, loc, wait)
 	if err != nil {
 		return pollAnswer{}, err
-	}
-	r.Header.Set("Accept", "application/json")
-	if wait > 0 {
-		r.Header.Set("Prefer", "wait="+strconv.Itoa(int(wait/time.Second)))
 	}
 	status, hdr, body, err := p.do(r, nil)
 	if err != nil {
@@ -499,28 +527,94 @@ func (p *Poller) poll(ctx context.Context, loc *url.URL, wait time.Duration) (po
 		}
 		return pollAnswer{}, err
 	}
-	a := pollAnswer{retryAfter: retryAfter(hdr)}
-	a.applied = strings.Contains(strings.ToLower(hdr.Get("Preference-Applied")), "wait")
 	switch status {
 	case http.StatusOK:
 		var ok wire.TokenResponse
 		if json.Unmarshal(body, &ok) != nil || ok.AuthToken == "" {
 			return pollAnswer{}, flowErr(StepAuthToken, "the 200 answer to the poll carries no auth_token")
 		}
-		a.token = ok.AuthToken
-		return a, nil
+		return pollAnswer{token: ok.AuthToken}, nil
 	case http.StatusAccepted:
-		var pend wire.PendingResponse
-		_ = json.Unmarshal(body, &pend)
-		a.clarification = clean(pend.Clarification, 1000)
-		return a, nil
+		return pendingAnswer(hdr, body), nil
 	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		// The server (or a proxy in front of it) could not answer now; the pending
 		// request may well be intact, so it is polled again.
+		a := pendingAnswer(hdr, nil)
 		a.backoff = status
 		return a, nil
 	}
 	return pollAnswer{}, terminal(status, body)
+}
+
+// newPoll builds a poll of loc with Prefer: wait (draft-hardt-aauth §10.5) when wait > 0.
+func newPoll(ctx context.Context, loc *url.URL, wait time.Duration) (*http.Request, error) {
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, loc.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	r.Header.Set("Accept", "application/json")
+	if wait > 0 {
+		r.Header.Set("Prefer", "wait="+strconv.Itoa(int(wait/time.Second)))
+	}
+	return r, nil
+}
+
+// pendingAnswer reads a 202 answer (or a 5xx's Retry-After): Retry-After,
+// Preference-Applied and the clarification question, if any.
+func pendingAnswer(hdr http.Header, body []byte) pollAnswer {
+	a := pollAnswer{retryAfter: retryAfter(hdr)}
+	a.applied = strings.Contains(strings.ToLower(hdr.Get("Preference-Applied")), "wait")
+	if body != nil {
+		var pend wire.PendingResponse
+		_ = json.Unmarshal(body, &pend)
+		a.clarification = clean(pend.Clarification, 1000)
+	}
+	return a
+}
+
+// pollRelay is poll for a resource's pending URL (AwaitResponse): a 202 is read like an
+// auth server's, and any other answer is returned unread as the response, its body
+// still open (closing it releases the poll). The poll's time limit (wait + pollGrace)
+// covers the wait for the answer's headers, not the reading of its body.
+func (p *Poller) pollRelay(ctx context.Context, loc *url.URL, wait time.Duration) (pollAnswer, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(wait+pollGrace, cancel)
+	r, err := newPoll(rctx, loc, wait)
+	if err != nil {
+		cancel()
+		return pollAnswer{}, err
+	}
+	resp, err := p.send(r, nil)
+	timer.Stop()
+	if err != nil {
+		cancel()
+		if ctx.Err() != nil {
+			return pollAnswer{}, ctx.Err()
+		}
+		return pollAnswer{}, err
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+		return pollAnswer{resp: resp}, nil
+	}
+	defer cancel()
+	body, err := readPollAnswer(resp)
+	if err != nil {
+		return pollAnswer{}, err
+	}
+	return pendingAnswer(resp.Header, body), nil
+}
+
+// cancelOnClose is a response body whose Close also ends the request's context.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 // answer POSTs a clarification answer to the pending URL, signed over its body.
@@ -556,26 +650,45 @@ func (p *Poller) answer(ctx context.Context, loc *url.URL, text string) error {
 
 // do signs r with Credential (covering extra), sends it and reads the bounded answer.
 func (p *Poller) do(r *http.Request, extra []string) (int, http.Header, []byte, error) {
+	resp, err := p.send(r, extra)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	b, err := readPollAnswer(resp)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return resp.StatusCode, resp.Header, b, nil
+}
+
+// send signs r with Credential (covering extra) and sends it. A transport failure is a
+// *transientError.
+func (p *Poller) send(r *http.Request, extra []string) (*http.Response, error) {
 	// Every signature is accepted once on the pending URL: the nonce keeps polls in the
 	// same second distinct.
 	opts := httpsig.SignOptions{Dictionary: p.Dictionary, StdBase64: p.StdBase64, Created: p.now(), Extra: extra, Nonce: httpsig.NewNonce()}
 	if err := httpsig.Sign(r, p.Credential.Signer, p.Credential.SigKey(), opts); err != nil {
-		return 0, nil, nil, fmt.Errorf("agent: signing the poll: %w", err)
+		return nil, fmt.Errorf("agent: signing the poll: %w", err)
 	}
 	resp, err := p.base().RoundTrip(r)
 	if err != nil {
-		return 0, nil, nil, &transientError{fmt.Errorf("agent: polling %s: %w", r.URL.Redacted(), err)}
+		return nil, &transientError{fmt.Errorf("agent: polling %s: %w", r.URL.Redacted(), err)}
 	}
+	p.logf("%s %s signed with %s -> %s", r.Method, r.URL.Redacted(), p.Credential, resp.Status)
+	return resp, nil
+}
+
+// readPollAnswer reads (at most maxTokenResponse bytes of) an answer and closes it.
+func readPollAnswer(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse+1))
 	if err != nil {
-		return 0, nil, nil, &transientError{fmt.Errorf("agent: reading the poll answer: %w", err)}
+		return nil, &transientError{fmt.Errorf("agent: reading the poll answer: %w", err)}
 	}
 	if len(b) > maxTokenResponse {
-		return 0, nil, nil, fmt.Errorf("agent: the poll answer exceeds %d bytes", maxTokenResponse)
+		return nil, fmt.Errorf("agent: the poll answer exceeds %d bytes", maxTokenResponse)
 	}
-	p.logf("%s %s signed with %s -> %s", r.Method, r.URL.Redacted(), p.Credential, resp.Status)
-	return resp.StatusCode, resp.Header, b, nil
+	return b, nil
 }
 
 // terminal maps a final answer of the pending URL to an error.

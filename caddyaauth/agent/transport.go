@@ -50,6 +50,7 @@ func ParseChallenge(h http.Header) (Challenge, bool) {
 //   - a 401 with require=identity after a pseudonymous (or unsigned) request is retried
 //     once with Identity, and a 401 with require=pseudonym after an unsigned request is
 //     retried once signed;
+//
 //   - a 401 with require=auth-token (to a request signed with Identity; an hwk or
 //     unsigned request is first stepped up to Identity) runs the token flow: the resource
 //     token is checked (draft-hardt-aauth §17.2), the auth server named in the challenge (and
@@ -59,6 +60,13 @@ func ParseChallenge(h http.Header) (Challenge, bool) {
 //     with a new auth-token challenge, the token is dropped and the flow runs once more.
 //     Requests challenged for the same resource, key and scope while a flow is in
 //     progress wait for that flow and use its token (one token request, one consent).
+//     Before the flow asks for a new token, an expired cached token for the same
+//     resource, key, auth server and scope (kept for RefreshWindow) is refreshed
+//     (draft-hardt-aauth §11.6); only if the auth server refuses does the flow run.
+//
+//   - a 202 with AAuth: require=interaction and a Location, the resource's own deferral
+//     of the request (draft-hardt-aauth §4.5.7), goes to AwaitResponse, which waits for
+//     the user and polls; its answer is the response to the request.
 //
 // It never loops: each kind of retry happens at most once per request, and a 401 to the
 // last retry is returned to the caller. A failed flow is an error from RoundTrip
@@ -124,6 +132,15 @@ type Transport struct {
 	// and returns the auth token, which is then checked like a directly issued one.
 	// (*Poller).Await does this. nil means the flow stops with the *PendingError.
 	AwaitToken func(ctx context.Context, p *PendingError) (authToken string, err error)
+	// AwaitResponse, when set, is called when the resource itself answers a request with
+	// 202, AAuth: require=interaction (or approval) and a Location on its own origin
+	// (draft-hardt-aauth §4.5.7, §4.5.8.2): it shows the user where to approve (p's
+	// InteractionEndpoint and Code), polls p.Location signed with cred, the credential
+	// that signed the request, and returns the first answer that is not 202, which
+	// RoundTrip returns as the response to the request. (*Poller).AwaitResponse does
+	// this. nil means the 202 is returned to the caller (after a log line with the
+	// interaction URL).
+	AwaitResponse func(ctx context.Context, p *PendingError, cred *Credential) (*http.Response, error)
 
 	disc     *discovery.Client // lazily created when Discovery is nil; guarded by lazyMu
 	tokens   *TokenCache       // lazily created when TokenCache is nil; guarded by lazyMu
@@ -329,13 +346,17 @@ func (t *Transport) send(orig *http.Request, body []byte, cred *Credential) (*ht
 	}
 	if cred == nil {
 		t.logf("sending %s %s unsigned", r.Method, r.URL.Redacted())
-		return t.base().RoundTrip(r)
+	} else {
+		if err := t.sign(r, body, cred); err != nil {
+			return nil, err
+		}
+		t.logf("signed %s %s with %s", r.Method, r.URL.Redacted(), cred)
 	}
-	if err := t.sign(r, body, cred); err != nil {
-		return nil, err
+	resp, err := t.base().RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusAccepted {
+		return t.resourcePending(orig, resp, cred)
 	}
-	t.logf("signed %s %s with %s", r.Method, r.URL.Redacted(), cred)
-	return t.base().RoundTrip(r)
+	return resp, err
 }
 
 func (t *Transport) sign(r *http.Request, body []byte, cred *Credential) error {
