@@ -116,6 +116,7 @@ type Gateway struct {
 	signWith   *keys.Signer
 	reject     int
 	seen       []string
+	deferred   *deferState // nil until DeferAuthorized
 }
 
 // NewGateway starts a gateway that trusts authServer and requires scopes.
@@ -179,6 +180,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case PathResourceJWKS:
 		writeJSON(w, http.StatusOK, jwks(g.Key.Public))
 	default:
+		if strings.HasPrefix(r.URL.Path, PathResourcePending) {
+			g.servePendingPoll(w, r)
+			return
+		}
 		g.serveAPI(w, r)
 	}
 }
@@ -235,10 +240,13 @@ func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
 	g.seen = append(g.seen, kind)
 	g.mu.Unlock()
 	if ok {
-		writeJSON(w, http.StatusOK, map[string]string{
+		answer := map[string]string{
 			"resource": g.ID, "agent": res.Agent, "delegate": res.Delegate,
 			"scope": res.Token.Claims.Scope, "body": string(body),
-		})
+		}
+		if !g.deferRequest(w, res, answer) {
+			writeJSON(w, http.StatusOK, answer)
+		}
 		return
 	}
 	rt, as, err := g.mint(res, scopes)
