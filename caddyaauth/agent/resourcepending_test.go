@@ -200,7 +200,7 @@ func TestResourcePendingFollowed(t *testing.T) {
 
 func TestAwaitResponseRefuses(t *testing.T) {
 	key := genKey(t, keys.AlgEd25519, "")
-	p := &Poller{Dev: true}
+	p := &Poller{Dev: true, Credential: JWKSURI(genKey(t, keys.AlgEd25519, "k"), "http://127.0.0.1:1")}
 	atRes := &PendingError{AtResource: true, Origin: "http://127.0.0.1:1", Location: "http://127.0.0.1:1/pending/x"}
 	for _, tc := range []struct {
 		name string
