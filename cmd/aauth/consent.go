@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -123,19 +124,43 @@ func (u *consentUI) await(p *agent.Poller) func(context.Context, *agent.PendingE
 	}
 }
 
+// awaitResponse wraps Poller.AwaitResponse for Transport.AwaitResponse (a request the
+// resource deferred itself) as await does Poller.Await.
+func (u *consentUI) awaitResponse(p *agent.Poller) func(context.Context, *agent.PendingError, *agent.Credential) (*http.Response, error) {
+	return func(ctx context.Context, pe *agent.PendingError, cred *agent.Credential) (*http.Response, error) {
+		if u.onStart != nil {
+			u.onStart()
+		}
+		resp, err := p.AwaitResponse(ctx, pe, cred)
+		msg := ""
+		if err == nil {
+			msg = "the resource answered " + resp.Status
+		}
+		u.finishWith(msg)
+		if u.onEnd != nil {
+			u.onEnd()
+		}
+		return resp, err
+	}
+}
+
 // pending is Poller.OnPending: show where to approve, then start the progress display.
 func (u *consentUI) pending(pe *agent.PendingError) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	link := agent.InteractionURL(pe.InteractionEndpoint, pe.Code)
+	who, where := "The auth server", "Auth server: "+pe.AuthServer
+	if pe.AtResource {
+		who, where = "The resource", "Pending at: "+pe.Origin
+	}
 	var lines []string
 	switch {
 	case pe.Require == agent.RequireApproval || pe.Code == "":
-		lines = []string{"The auth server is getting approval for this request.", "", "  Auth server: " + pe.AuthServer}
+		lines = []string{who + " is getting approval for this request.", "", "  " + where}
 	case link != "":
 		lines = []string{"Approve this request in your browser:", "", "  " + link, "", "  Code: " + agent.FormatCode(pe.Code)}
 	default:
-		lines = []string{"Approve this request at the auth server:", "", "  " + pe.AuthServer, "", "  Code: " + agent.FormatCode(pe.Code)}
+		lines = []string{"Approve this request at " + strings.ToLower(who) + ":", "", "  " + where, "", "  Code: " + agent.FormatCode(pe.Code)}
 	}
 	if pe.Resource != "" {
 		lines = append(lines, "", "  Resource: "+pe.Resource)
@@ -275,8 +300,18 @@ func (u *consentUI) prompt(ctx context.Context, q string) (string, error) {
 	}
 }
 
-// finish stops the progress display.
+// finish stops the progress display, saying so when the user approved.
 func (u *consentUI) finish(approved bool) {
+	msg := ""
+	if approved {
+		msg = "approved"
+	}
+	u.finishWith(msg)
+}
+
+// finishWith stops the progress display and, unless msg is empty, says msg and the time
+// waited.
+func (u *consentUI) finishWith(msg string) {
 	u.mu.Lock()
 	stop, done := u.stop, u.done
 	u.stop = nil
@@ -289,8 +324,8 @@ func (u *consentUI) finish(approved bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.breakLineLocked()
-	if approved {
-		fmt.Fprintf(u.w, "aauth: approved after %s\n", time.Since(u.start).Truncate(time.Second))
+	if msg != "" {
+		fmt.Fprintf(u.w, "aauth: %s after %s\n", msg, time.Since(u.start).Truncate(time.Second))
 	}
 }
 

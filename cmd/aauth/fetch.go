@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +27,8 @@ const fetchUsage = `usage: aauth fetch [-key agent.jwk] [-id AGENT_ID | -agent-t
                    [-X METHOD] [-d DATA | -d @file] [-H 'Name: value']... [-dict] [-std-b64]
                    [-sign-body] [-purpose TEXT] [-dev] [-L] [-i] [-v] [-timeout 30s]
                    [-consent-timeout 10m] [-wait N] [-no-qr] [-open] [-answer TEXT] URL
+       aauth fetch -self -scope 'a b' -as AUTH_SERVER -key agent.jwk (-id AGENT_ID |
+                   -agent-token FILE) [-purpose TEXT] [-dev] [-v] [consent flags]
 
 Fetches URL like curl, signing the request with AAuth HTTP message signatures:
   -key and -id            identified as agent -id (scheme jwks_uri; the resource fetches
@@ -51,6 +54,15 @@ request is retried with the new auth token. Questions the user asks the agent ar
 answered with -answer TEXT, else typed at the terminal when stdin is one, else shown and
 left unanswered. -timeout applies to the HTTP exchanges before and after the wait.
 
+When the resource itself answers 202 with AAuth: require=interaction (a resource that
+needs the user's consent for a call of its own), the interaction URL and code are shown
+the same way, the resource's pending URL is polled with the key that signed the request,
+and its final answer (200, or e.g. 403 denied) is the response.
+
+-self asks the auth server -as for a token whose audience is the agent itself (no URL;
+needs an identity) granting -scope, with the same consent handling, and prints the token
+response JSON {"auth_token": …, "expires_in": …} on stdout.
+
 The response body goes to stdout (with -i, the status line and headers first). Exit
 status: 0 for success, 22 for an HTTP status of 400 or more (like curl -f) and when the
 auth server refuses the token request or the user denies it (or it expires), 1 when the
@@ -74,6 +86,8 @@ type fetchOptions struct {
 	noQR, openURL            bool
 	answer                   string
 	target                   *url.URL
+	self                     bool   // -self: a self-access token, no URL
+	scope, authServer        string // -scope and -as, with -self
 }
 
 func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -105,6 +119,24 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return code
 	}
 
+	// -timeout bounds the HTTP exchanges; the clock stops while the user decides.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	errTimeout := fmt.Errorf("no answer within %s (-timeout): %w", o.timeout, context.DeadlineExceeded)
+	timer := time.AfterFunc(o.timeout, func() { cancel(errTimeout) })
+	defer timer.Stop()
+	setConsentHooks(tr, o, stderr, vlog, timer)
+	failed := func(err error) int {
+		if context.Cause(ctx) == errTimeout {
+			err = errTimeout
+		}
+		vlog("error: %v", err)
+		return flowFailure(stderr, err, o.dev)
+	}
+	if o.self {
+		return fetchSelf(ctx, tr, o, stdout, failed)
+	}
+
 	var body []byte
 	if o.hasBody {
 		var err error
@@ -112,34 +144,36 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return failf(stderr, "fetch", "%v", err)
 		}
 	}
-	// -timeout bounds the HTTP exchanges; the clock stops while the user decides.
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	errTimeout := fmt.Errorf("no answer within %s (-timeout): %w", o.timeout, context.DeadlineExceeded)
-	timer := time.AfterFunc(o.timeout, func() { cancel(errTimeout) })
-	defer timer.Stop()
-	if tr.Identity != nil {
-		tr.AwaitToken = consentAwaiter(tr, o, stderr, vlog, timer)
-	}
 	req, err := newFetchRequest(ctx, o, body)
 	if err != nil {
 		return usageError(stderr, "fetch", "%v", err)
 	}
-
 	client := &http.Client{Transport: tr}
 	if !o.follow {
 		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		if context.Cause(ctx) == errTimeout {
-			err = errTimeout
-		}
-		vlog("error: %v", err)
-		return flowFailure(stderr, err, o.dev)
+		return failed(err)
 	}
 	defer resp.Body.Close()
 	return writeFetchResponse(resp, o, tr, stdout, stderr, vlog)
+}
+
+// fetchSelf gets a self-access token (-self) and prints it as the auth server's token
+// response would: {"auth_token": …, "expires_in": …}.
+func fetchSelf(ctx context.Context, tr *agent.Transport, o *fetchOptions, stdout io.Writer, failed func(error) int) int {
+	ct, err := tr.SelfAccessToken(ctx, o.authServer, o.scope)
+	if err != nil {
+		return failed(err)
+	}
+	out := wire.TokenResponse{AuthToken: ct.Token, ExpiresIn: max(0, int64(time.Until(ct.Expiry)/time.Second))}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return failed(err)
+	}
+	fmt.Fprintf(stdout, "%s\n", b)
+	return exitOK
 }
 
 // parseFetchFlags parses and checks the fetch command line; when ok is false, code is
@@ -168,18 +202,16 @@ func parseFetchFlags(args []string, stderr io.Writer) (o *fetchOptions, code int
 	fs.BoolVar(&o.noQR, "no-qr", false, "do not print a QR code of the interaction URL")
 	fs.BoolVar(&o.openURL, "open", false, "try to open the interaction URL in a browser")
 	fs.StringVar(&o.answer, "answer", "", "answer to any clarification question the user asks")
+	fs.BoolVar(&o.self, "self", false, "get a self-access token (audience: this agent) from -as instead of fetching a URL")
+	fs.StringVar(&o.scope, "scope", "", "with -self: the scope to ask for, space-separated")
+	fs.StringVar(&o.authServer, "as", "", "with -self: the auth server identifier, e.g. https://auth.example")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return nil, code, false
 	}
-	if len(pos) != 1 {
-		return nil, usageError(stderr, "fetch", "exactly one URL is required"), false
+	if code, ok := checkFetchTarget(o, pos, stderr); !ok {
+		return nil, code, false
 	}
-	target, err := url.Parse(pos[0])
-	if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
-		return nil, usageError(stderr, "fetch", "%q is not an http or https URL", pos[0]), false
-	}
-	o.target = target
 	if o.id != "" && o.tokenFile != "" {
 		return nil, usageError(stderr, "fetch", "-id and -agent-token are alternatives; pass one"), false
 	}
@@ -194,6 +226,33 @@ func parseFetchFlags(args []string, stderr io.Writer) (o *fetchOptions, code int
 	}
 	o.hasBody = flagSet(fs, "d")
 	return o, 0, true
+}
+
+// checkFetchTarget checks what is fetched: exactly one http(s) URL, or with -self none,
+// but -scope and -as and an identity. When ok is false, code is the exit status.
+func checkFetchTarget(o *fetchOptions, pos []string, stderr io.Writer) (code int, ok bool) {
+	switch {
+	case o.self && len(pos) > 0:
+		return usageError(stderr, "fetch", "-self takes no URL (it asks -as for a token), got %q", pos[0]), false
+	case o.self && strings.TrimSpace(o.scope) == "":
+		return usageError(stderr, "fetch", "-self needs -scope (the scope to ask for)"), false
+	case o.self && o.authServer == "":
+		return usageError(stderr, "fetch", "-self needs -as (the auth server to ask)"), false
+	case o.self && o.id == "" && o.tokenFile == "":
+		return usageError(stderr, "fetch", "-self needs an identity: -key with -id or -agent-token"), false
+	case o.self:
+		return 0, true
+	case o.scope != "" || o.authServer != "":
+		return usageError(stderr, "fetch", "-scope and -as go with -self"), false
+	case len(pos) != 1:
+		return usageError(stderr, "fetch", "exactly one URL is required"), false
+	}
+	target, err := url.Parse(pos[0])
+	if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
+		return usageError(stderr, "fetch", "%q is not an http or https URL", pos[0]), false
+	}
+	o.target = target
+	return 0, true
 }
 
 // setFetchCredentials loads (or makes up) the signing key and sets the transport's
@@ -236,9 +295,10 @@ func setFetchCredentials(tr *agent.Transport, o *fetchOptions, stderr io.Writer,
 	return 0, true
 }
 
-// consentAwaiter is the transport's AwaitToken hook: it shows the interaction URL and
-// polls for the user's decision, with the -timeout clock stopped while it waits.
-func consentAwaiter(tr *agent.Transport, o *fetchOptions, stderr io.Writer, vlog func(string, ...any), timer *time.Timer) func(context.Context, *agent.PendingError) (string, error) {
+// setConsentHooks sets the transport's AwaitToken (with an identity) and AwaitResponse
+// hooks: they show the interaction URL and poll for the user's decision, with the
+// -timeout clock stopped while they wait.
+func setConsentHooks(tr *agent.Transport, o *fetchOptions, stderr io.Writer, vlog func(string, ...any), timer *time.Timer) {
 	ui := &consentUI{w: stderr, tty: isTerminal(stderr), noQR: o.noQR, open: o.openURL,
 		answer: strings.TrimSpace(o.answer), vlog: vlog, verbose: o.verbose,
 		onStart: func() { timer.Stop() }, onEnd: func() { timer.Reset(o.timeout) }}
@@ -250,7 +310,13 @@ func consentAwaiter(tr *agent.Transport, o *fetchOptions, stderr io.Writer, vlog
 	if o.data == "@-" {
 		ui.inTTY = false // stdin held the body
 	}
-	return ui.await(ui.poller(tr.Identity, tr, pollWait, o.consentTimeout))
+	// The resource's pending URL is polled with the request's own credential, which
+	// AwaitResponse passes in; the Poller's credential is for the auth server.
+	p := ui.poller(tr.Identity, tr, pollWait, o.consentTimeout)
+	tr.AwaitResponse = ui.awaitResponse(p)
+	if tr.Identity != nil {
+		tr.AwaitToken = ui.await(p)
+	}
 }
 
 // newFetchRequest builds the request: method (GET, or POST with a body), body, the -H
