@@ -704,46 +704,6 @@ func TestTokenCache(t *testing.T) {
 			t.Errorf("invalid entries stored: %+v %d", got, c.Len())
 		}
 	})
-	t.Run("refresh window", func(t *testing.T) {
-		c := &TokenCache{Now: clock}
-		c.Put(CachedToken{Resource: "https://r.example", KeyJKT: "k1", Issuer: "https://as.example", Scope: "a", Token: "t1", Expiry: now.Add(time.Hour)})
-		c.Put(CachedToken{Resource: "https://r.example", KeyJKT: "k1", Issuer: "https://as.example", Scope: "b", Token: "t2", Expiry: now.Add(2 * time.Hour)})
-		if _, ok := c.refreshable("https://r.example", "k1", "https://as.example", "a"); ok {
-			t.Fatal("a usable token is refreshable")
-		}
-		if got, ok := c.getScope("https://r.example", "k1", "https://as.example", "a"); !ok || got.Token != "t1" {
-			t.Fatalf("getScope a: %+v %v", got, ok)
-		}
-		now = now.Add(90 * time.Minute) // t1 expired, t2 usable
-		for _, tc := range []struct {
-			jkt, iss, scope string
-			want            string
-		}{
-			{"k1", "https://as.example", "a", "t1"},
-			{"k1", "https://as.example", "b", ""},    // still usable: Get's business
-			{"k1", "https://other.example", "a", ""}, // another issuer
-			{"k2", "https://as.example", "a", ""},    // another key
-			{"k1", "https://as.example", "c", ""},    // another scope
-		} {
-			got, ok := c.refreshable("https://r.example", tc.jkt, tc.iss, tc.scope)
-			if ok != (tc.want != "") || got.Token != tc.want {
-				t.Errorf("refreshable(%s, %s, %s) = %q %v, want %q", tc.jkt, tc.iss, tc.scope, got.Token, ok, tc.want)
-			}
-		}
-		if got, ok := c.Get("https://r.example", "k1"); !ok || got.Token != "t2" {
-			t.Errorf("Get returned %+v %v, want the usable t2", got, ok)
-		}
-		if _, ok := c.getScope("https://r.example", "k1", "https://as.example", "a"); ok {
-			t.Error("getScope returned an expired token")
-		}
-		now = now.Add(RefreshWindow) // t1 is 24.5 h past exp, t2 23.5 h
-		if _, ok := c.refreshable("https://r.example", "k1", "https://as.example", "a"); ok || c.Len() != 1 {
-			t.Errorf("a token past its refresh window was kept (len %d)", c.Len())
-		}
-		if _, ok := c.refreshable("https://r.example", "k1", "https://as.example", "b"); !ok {
-			t.Error("t2 should be refreshable")
-		}
-	})
 	t.Run("delete", func(t *testing.T) {
 		c := &TokenCache{Now: clock}
 		c.Put(tok("https://r.example", "a", "t1", time.Hour))
@@ -823,6 +783,51 @@ func TestTokenCache(t *testing.T) {
 			t.Errorf("len %d exceeds the bound", c.Len())
 		}
 	})
+}
+
+// Expired tokens stay for a refresh only: Get never returns them, refreshable does,
+// for the same key, issuer and scope, until RefreshWindow past their expiry.
+func TestTokenCacheRefreshWindow(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	c := &TokenCache{Now: clock}
+	c.Put(CachedToken{Resource: "https://r.example", KeyJKT: "k1", Issuer: "https://as.example", Scope: "a", Token: "t1", Expiry: now.Add(time.Hour)})
+	c.Put(CachedToken{Resource: "https://r.example", KeyJKT: "k1", Issuer: "https://as.example", Scope: "b", Token: "t2", Expiry: now.Add(2 * time.Hour)})
+	if _, ok := c.refreshable("https://r.example", "k1", "https://as.example", "a"); ok {
+		t.Fatal("a usable token is refreshable")
+	}
+	if got, ok := c.getScope("https://r.example", "k1", "https://as.example", "a"); !ok || got.Token != "t1" {
+		t.Fatalf("getScope a: %+v %v", got, ok)
+	}
+	now = now.Add(90 * time.Minute) // t1 expired, t2 usable
+	for _, tc := range []struct {
+		jkt, iss, scope string
+		want            string
+	}{
+		{"k1", "https://as.example", "a", "t1"},
+		{"k1", "https://as.example", "b", ""},    // still usable: Get's business
+		{"k1", "https://other.example", "a", ""}, // another issuer
+		{"k2", "https://as.example", "a", ""},    // another key
+		{"k1", "https://as.example", "c", ""},    // another scope
+	} {
+		got, ok := c.refreshable("https://r.example", tc.jkt, tc.iss, tc.scope)
+		if ok != (tc.want != "") || got.Token != tc.want {
+			t.Errorf("refreshable(%s, %s, %s) = %q %v, want %q", tc.jkt, tc.iss, tc.scope, got.Token, ok, tc.want)
+		}
+	}
+	if got, ok := c.Get("https://r.example", "k1"); !ok || got.Token != "t2" {
+		t.Errorf("Get returned %+v %v, want the usable t2", got, ok)
+	}
+	if _, ok := c.getScope("https://r.example", "k1", "https://as.example", "a"); ok {
+		t.Error("getScope returned an expired token")
+	}
+	now = now.Add(RefreshWindow) // t1 is 24.5 h past exp, t2 23.5 h
+	if _, ok := c.refreshable("https://r.example", "k1", "https://as.example", "a"); ok || c.Len() != 1 {
+		t.Errorf("a token past its refresh window was kept (len %d)", c.Len())
+	}
+	if _, ok := c.refreshable("https://r.example", "k1", "https://as.example", "b"); !ok {
+		t.Error("t2 should be refreshable")
+	}
 }
 
 func TestOrigin(t *testing.T) {

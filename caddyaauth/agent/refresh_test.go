@@ -23,6 +23,24 @@ func shiftedCache() (*TokenCache, *atomic.Int64) {
 	return &TokenCache{Now: func() time.Time { return time.Now().Add(time.Duration(off.Load())) }}, &off
 }
 
+// withShortToken is a flow world whose agent (jwks_uri, with a shifted cache) holds a
+// token that lives a minute: a cache clock 2 minutes ahead sees it expired while the
+// auth server (real time) still knows it.
+func withShortToken(t *testing.T) (*flowWorld, *Transport, *logSink, *TokenCache, *atomic.Int64) {
+	t.Helper()
+	w := newFlowWorld(t)
+	logs := &logSink{}
+	tr := w.transport(httpsig.SchemeJWKSURI, logs)
+	cache, ahead := shiftedCache()
+	tr.TokenCache = cache
+	w.as.MutateAuthTokens(func(c *token.Claims) { c.Expiry = time.Now().Add(time.Minute).Unix() })
+	if resp, body := doRequest(t, tr, "GET", w.gw.ID+"/data", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d %s", resp.StatusCode, body)
+	}
+	w.as.MutateAuthTokens(nil)
+	return w, tr, logs, cache, ahead
+}
+
 func TestRefresh(t *testing.T) {
 	const (
 		kRes = agenttest.KindResource
@@ -55,18 +73,7 @@ func TestRefresh(t *testing.T) {
 			[]string{kRes, kRes}, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newFlowWorld(t)
-			logs := &logSink{}
-			tr := w.transport(httpsig.SchemeJWKSURI, logs)
-			cache, ahead := shiftedCache()
-			tr.TokenCache = cache
-			// The first token lives a minute, so a cache clock 2 minutes ahead sees it
-			// expired while the auth server (real time) still knows it.
-			w.as.MutateAuthTokens(func(c *token.Claims) { c.Expiry = time.Now().Add(time.Minute).Unix() })
-			if resp, body := doRequest(t, tr, "GET", w.gw.ID+"/data", "", nil); resp.StatusCode != 200 {
-				t.Fatalf("first request: %d %s", resp.StatusCode, body)
-			}
-			w.as.MutateAuthTokens(nil)
+			w, tr, logs, cache, ahead := withShortToken(t)
 			w.as.SetRefreshAnswer(tc.answer)
 			if tc.scopes != nil {
 				w.gw.SetScopes(tc.scopes...)
@@ -143,15 +150,8 @@ func TestRefreshSameGrant(t *testing.T) {
 // An auth server that cannot decide (5xx) is retried like any token request; then the
 // error is the outcome, no new flow runs, and the expired token stays for later.
 func TestRefreshOutage(t *testing.T) {
-	w := newFlowWorld(t)
-	logs := &logSink{}
-	tr := w.transport(httpsig.SchemeJWKSURI, logs)
+	w, tr, logs, cache, ahead := withShortToken(t)
 	tr.Sleep = func(ctx context.Context, _ time.Duration) error { return ctx.Err() }
-	cache, ahead := shiftedCache()
-	tr.TokenCache = cache
-	w.as.MutateAuthTokens(func(c *token.Claims) { c.Expiry = time.Now().Add(time.Minute).Unix() })
-	doRequest(t, tr, "GET", w.gw.ID+"/data", "", nil)
-	w.as.MutateAuthTokens(nil)
 	w.as.SetRefreshAnswer(agenttest.Deny(http.StatusServiceUnavailable, wire.CodeServerError, "restarting"))
 	ahead.Store(int64(2 * time.Minute))
 	req, _ := http.NewRequest("GET", w.gw.ID+"/data", nil)
