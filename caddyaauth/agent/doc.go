@@ -4,7 +4,9 @@
 // and a Signature-Key header and answers the resource's 401 challenges, stepping up from
 // a pseudonymous hwk signature to an identified one and, on require=auth-token, obtaining
 // an auth token from the named auth server and caching it; a [Poller] that waits for the
-// user's consent when the auth server defers (plugged in as [Transport].AwaitToken); and
+// user's consent when the auth server defers (plugged in as [Transport].AwaitToken) or
+// the resource itself does ([Transport].AwaitResponse); self-access tokens
+// ([Transport].SelfAccessToken) and refresh of expired tokens; and
 // a small agent [Server] that publishes the agent's metadata and JWKS and issues demo
 // agent tokens to delegates. Package agenttest has fake resources and auth servers for
 // testing agents. The package has no Caddy imports, so it can be linked into plain
@@ -168,8 +170,61 @@
 //   - AwaitToken: func(ctx, *PendingError) (authToken string, err error), called on a
 //     202: waits for the user and returns the auth token, which is then checked like a
 //     direct one; nil means the flow stops with the *PendingError.
+//   - AwaitResponse: func(ctx, *PendingError, *Credential) (*http.Response, error),
+//     called when the resource itself answers 202 (see "Requests the resource defers");
+//     [Poller].AwaitResponse does it; nil returns the 202.
 //   - Discovery: the *discovery.Client that fetches resource and auth server metadata
 //     and keys; nil means one created on first use.
+//
+// # Refresh
+//
+// The cache keeps a token that is no longer usable for [RefreshWindow] (24 h) past its
+// expiry, for a refresh only; it is never sent to a resource. When a resource
+// challenges for an auth token and the cache holds such an expired token for the same
+// resource, signing key, auth server and scope (the challenge's resource token's scope),
+// the flow first refreshes it (draft-hardt-aauth §11.6): a token request
+// {"auth_token": "<expired token>"}, signed with Identity (the key in the token's cnf),
+// to the token endpoint of the token's issuer. The new token is checked like a new one
+// (step 5), cached in the old one's place and used for the retry; no resource token is
+// sent and no consent is asked. A refusal (a 4xx, a 202, or a token that fails the
+// checks) drops the expired token and runs the challenge flow as usual. An auth server
+// that cannot decide (5xx, unreachable) is retried like any token request; then its
+// *TokenError is returned and the expired token stays for a later attempt. A token past
+// its refresh window is dropped and never refreshed. Logf says which of these happened.
+//
+// # Self-access
+//
+// [Transport].SelfAccessToken(ctx, authServer, scope) gets a token whose audience is
+// the agent itself (draft-hardt-aauth §4.5.5: single sign-on, or the agent's own
+// delegates): a token request {"scope": "…", "purpose": Purpose} signed with Identity,
+// to the token endpoint in authServer's metadata. A 202 goes to AwaitToken as in the
+// flow; the token is checked (iss = authServer, aud = the agent's identifier, cnf = its
+// key, no agent claim other than itself; [token.VerifySelfAccessToken]) and cached under
+// the agent's identifier, reused for the same auth server and scope while usable and
+// refreshed once expired:
+//
+//	tr := &agent.Transport{Identity: agent.JWKSURI(signer, "https://agent.example")}
+//	ct, err := tr.SelfAccessToken(ctx, "https://auth.example", "openid profile")
+//	// ct.Token is the auth token, ct.Expiry its expiry, ct.Scope the granted scope.
+//
+// # Requests the resource defers
+//
+// A resource may answer a request itself with 202 (draft-hardt-aauth §4.5.7), for
+// example a gateway whose backend calls another AAuth resource that needs the user's
+// consent first (§4.5.8.2, interaction chaining): Location (its pending URL),
+// Retry-After, AAuth: require=interaction; code="…", and a JSON body whose
+// interaction_endpoint is where the user enters the code. When the 202 carries
+// require=interaction (or approval) and a Location on the resource's own origin, and the
+// request was signed, the transport logs the interaction URL
+// ({interaction_endpoint}?code=…) and calls AwaitResponse with a [*PendingError]
+// (AtResource true, Origin, Location, Code, InteractionEndpoint, Resource) and the
+// credential that signed the request; [Poller].AwaitResponse polls the pending URL with
+// GETs signed by that credential (any scheme), through the same wait as Await (OnPending,
+// Prefer: wait, Retry-After, MaxDuration, retries after transport errors), and returns
+// the first answer that is not 202, which RoundTrip returns as the response to the
+// request: the resource's 200 after approval, or its 403 (denied), 408 (expired), 404 or
+// 5xx as they are. Without AwaitResponse, or for an ordinary 202 (no AAuth header), the
+// 202 is returned unchanged.
 //
 // # Consent
 //

@@ -129,6 +129,35 @@ func ExampleTransport_authToken() {
 	// purpose sent: [Read the demo data]
 }
 
+// SelfAccessToken gets a token whose audience is the agent itself (draft-hardt-aauth
+// §4.5.5); a second call for the same scope is served from the cache.
+func ExampleTransport_SelfAccessToken() {
+	tb := &exampleTB{}
+	defer tb.close()
+	authServer := agenttest.NewAuthServer(tb)
+
+	signer, err := keys.Generate(keys.AlgEd25519, "key-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	agentID, stop := startAgentServer(signer, "")
+	defer stop()
+
+	tr := &agent.Transport{Identity: agent.JWKSURI(signer, agentID), Dev: true}
+	for range 2 {
+		ct, err := tr.SelfAccessToken(context.Background(), authServer.ID, "openid profile")
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("audience is the agent:", ct.Resource == agentID, "scope:", ct.Scope)
+	}
+	fmt.Println("token requests:", authServer.Kinds())
+	// Output:
+	// audience is the agent: true scope: openid profile
+	// audience is the agent: true scope: openid profile
+	// token requests: [scope]
+}
+
 // When the auth server asks a person first (202 with an interaction code), a Poller set
 // as AwaitToken shows where to approve and polls until the decision; here the fake auth
 // server approves as soon as the agent reports the code.
