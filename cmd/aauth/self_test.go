@@ -155,12 +155,12 @@ func TestFetchResourcePending(t *testing.T) {
 				return tc.final
 			})
 			start := time.Now()
-			r := runCLI(t, "fetch", "-dev", "-wait", "0", "-key", tb.agentKey, "-id", tb.agentID, gw.ID+"/data")
+			r := runCLI(t, "fetch", "-dev", "-key", tb.agentKey, "-id", tb.agentID, gw.ID+"/data")
 			if r.code != tc.code || !strings.Contains(r.stdout, tc.stdoutHas) {
 				t.Fatalf("exit %d (want %d), stdout %q\nstderr:\n%s", r.code, tc.code, r.stdout, r.stderr)
 			}
 			polls := gw.ResourcePolls()
-			if len(polls) != 2 {
+			if len(polls) != 2 || polls[0].Prefer != "wait=20" || polls[0].Status != 202 || polls[1].Status != tc.final {
 				t.Fatalf("polls %+v", polls)
 			}
 			want := append([]string{"Approve this request in your browser:",
