@@ -82,14 +82,14 @@ type consentView struct {
 	Agent, VerifiedBy, KeyJKT, Resource, ClientName string
 	// Self: the agent asks for access to itself (self-access); Chain: a resource asks on
 	// behalf of the user (or agent) of an upstream token (token exchange).
-	Self  bool
-	Chain *chainView
-	Scopes                                          []scopeView
-	Purpose                                         string
-	Exchange                                        []exchange
-	Expires                                         string
-	CanAsk                                          bool
-	QuestionsLeft                                   int
+	Self          bool
+	Chain         *chainView
+	Scopes        []scopeView
+	Purpose       string
+	Exchange      []exchange
+	Expires       string
+	CanAsk        bool
+	QuestionsLeft int
 }
 
 type scopeView struct{ Name, Description string }
