@@ -1,7 +1,6 @@
 package authserver
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -190,4 +189,3 @@ func sigKeyOf(o *origin, doc string) httpsig.SigKey {
 	return k
 }
 
-var _ = context.Background

@@ -3,6 +3,7 @@ package authserver
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -273,6 +274,18 @@ func TestExchangeSeedFormResourceMetadataFallback(t *testing.T) {
 	tok := verifyAuthTokenAt(t, c.h, res.str("auth_token"), c.resource.ID, c.now())
 	if tok.Claims.Agent != c.r1.ID || tok.Claims.Confirmation.Key.Thumbprint != c.r1.Signer.Public.Thumbprint {
 		t.Fatalf("claims %+v", tok.Claims)
+	}
+
+	// With consent, R1 polls with jwks_uri naming its resource metadata.
+	res = c.exchange(formSeed, c.upstream(c.as1.Signer, nil), consentScope)
+	if res.Status != http.StatusAccepted {
+		t.Fatalf("want 202, got %d %s", res.Status, res.Raw)
+	}
+	c.browser().approve(res.str("code"), "bob")
+	poll := httptest.NewRequest(http.MethodGet, res.str("location"), nil)
+	signWith(t, poll, c.r1.Signer, sigKeyOf(c.r1, "aauth-resource.json"), c.now())
+	if tok := c.authToken(serve(t, c.h, poll)); tok.Claims.Subject != "alice" || tok.Claims.Agent != c.r1.ID {
+		t.Fatalf("after consent: %+v", tok.Claims)
 	}
 }
 
