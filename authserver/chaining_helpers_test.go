@@ -188,4 +188,3 @@ func sigKeyOf(o *origin, doc string) httpsig.SigKey {
 	k.Params = append(k.Params, httpsig.Param{Name: "well-known", Value: doc})
 	return k
 }
-
