@@ -62,92 +62,95 @@ func TestRefresh(t *testing.T) {
 
 // TestRefreshRefusals: every refusal of a refresh; none issues a token.
 func TestRefreshRefusals(t *testing.T) {
-	cases := []struct {
-		name   string
-		cfg    func(c *chain, h *Handler)
-		run    func(c *chain) result
-		status int
-		code   string
-		desc   string
-	}{
-		{"key other than cnf", nil, func(c *chain) result {
-			raw := c.directToken()
-			c.advance(2 * time.Hour)
-			return serve(c.t, c.h, c.refreshRequest(c.other, raw))
-		}, 400, "invalid_auth_token", "key other than"},
-		{"after the window", nil, func(c *chain) result {
-			raw := c.directToken()
-			c.advance(time.Hour + DefaultRefreshWindow)
-			return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
-		}, 400, "invalid_auth_token", "refresh window"},
-		{"after a configured window", func(_ *chain, h *Handler) { h.RefreshWindow = 600_000_000_000 }, func(c *chain) result {
-			raw := c.directToken()
-			c.advance(time.Hour + 10*time.Minute)
-			return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
-		}, 400, "invalid_auth_token", "refresh window"},
-		{"refresh off", func(_ *chain, h *Handler) { h.RefreshOff = true }, func(c *chain) result {
-			raw := c.directToken()
-			c.advance(2 * time.Hour)
-			return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
-		}, 400, "invalid_auth_token", "does not refresh"},
-		{"after revocation", nil, func(c *chain) result {
-			raw := c.consentToken(true)
-			c.advance(2 * time.Hour)
-			c.revokeAll()
-			return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
-		}, 403, "denied", "the grant was revoked"},
-		{"consent without a remembered decision", nil, func(c *chain) result {
-			raw := c.consentToken(false)
-			c.advance(2 * time.Hour)
-			return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
-		}, 403, "denied", "the grant was revoked"},
-		{"second refresh of the same token", nil, func(c *chain) result {
-			raw := c.directToken()
-			c.advance(2 * time.Hour)
-			c.ok(serve(c.t, c.h, c.refreshRequest(c.agent, raw)))
-			return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
-		}, 400, "invalid_auth_token", "already refreshed"},
-		{"token from another issuer", nil, func(c *chain) result {
-			raw := c.upstream(c.as1.Signer, func(cl *token.Claims) {
-				cl.Audience, cl.Agent = token.Audience{c.resource.ID}, c.agent.ID
-			})
-			return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
-		}, 400, "invalid_auth_token", "not issued by this auth server"},
-		{"our iss, another key", nil, func(c *chain) result {
-			raw := c.forged(withKID(c.t, c.rogue.Signer, asKey(c.t, c.h).KID))
-			return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
-		}, 400, "invalid_auth_token", "not signed by this auth server's key"},
-		{"another agent with the same key", nil, func(c *chain) result {
-			raw := c.directToken()
-			twin := newOrigin(c.t, "aauth-agent", "agent", "agent-key-1")
-			twin.Signer = c.agent.Signer
-			return serve(c.t, c.h, c.refreshRequest(twin, raw))
-		}, 400, "invalid_auth_token", "another agent"},
-		{"policy now denies", nil, func(c *chain) result {
-			raw := c.directToken()
-			c.advance(2 * time.Hour)
-			c.serve(c.handler(Handler{Issuer: testIssuer, Policy: &Policy{Default: EffectDeny}}, c.store))
-			return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
-		}, 403, "denied", "policy denies"},
-		{"policy now asks the user about a token without sub", nil, func(c *chain) result {
-			raw := c.directToken()
-			c.advance(2 * time.Hour)
-			c.serve(c.handler(Handler{Issuer: testIssuer, Policy: &Policy{Default: EffectConsent}}, c.store))
-			return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
-		}, 403, "denied", "asks the user"},
-		{"combined with a resource token", nil, func(c *chain) result {
-			return serve(c.t, c.h, c.signedRequest(`{"auth_token":"x","resource_token":"y"}`))
-		}, 400, "invalid_request", "cannot be combined"},
-		{"empty", nil, func(c *chain) result {
-			return serve(c.t, c.h, c.signedRequest(`{"auth_token":""}`))
-		}, 400, "invalid_request", "auth_token is empty"},
-	}
-	for _, tc := range cases {
+	for _, tc := range refreshRefusals {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newChain(t, tc.cfg)
 			checkRefusal(t, tc.run(c), tc.status, tc.code, tc.desc)
 		})
 	}
+}
+
+// refreshRefusals are the cases of TestRefreshRefusals: each runs in a fresh chain env
+// whose config cfg adjusts.
+var refreshRefusals = []struct {
+	name   string
+	cfg    func(c *chain, h *Handler)
+	run    func(c *chain) result
+	status int
+	code   string
+	desc   string
+}{
+	{"key other than cnf", nil, func(c *chain) result {
+		raw := c.directToken()
+		c.advance(2 * time.Hour)
+		return serve(c.t, c.h, c.refreshRequest(c.other, raw))
+	}, 400, "invalid_auth_token", "key other than"},
+	{"after the window", nil, func(c *chain) result {
+		raw := c.directToken()
+		c.advance(time.Hour + DefaultRefreshWindow)
+		return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
+	}, 400, "invalid_auth_token", "refresh window"},
+	{"after a configured window", func(_ *chain, h *Handler) { h.RefreshWindow = 600_000_000_000 }, func(c *chain) result {
+		raw := c.directToken()
+		c.advance(time.Hour + 10*time.Minute)
+		return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
+	}, 400, "invalid_auth_token", "refresh window"},
+	{"refresh off", func(_ *chain, h *Handler) { h.RefreshOff = true }, func(c *chain) result {
+		raw := c.directToken()
+		c.advance(2 * time.Hour)
+		return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
+	}, 400, "invalid_auth_token", "does not refresh"},
+	{"after revocation", nil, func(c *chain) result {
+		raw := c.consentToken(true)
+		c.advance(2 * time.Hour)
+		c.revokeAll()
+		return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
+	}, 403, "denied", "the grant was revoked"},
+	{"consent without a remembered decision", nil, func(c *chain) result {
+		raw := c.consentToken(false)
+		c.advance(2 * time.Hour)
+		return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
+	}, 403, "denied", "the grant was revoked"},
+	{"second refresh of the same token", nil, func(c *chain) result {
+		raw := c.directToken()
+		c.advance(2 * time.Hour)
+		c.ok(serve(c.t, c.h, c.refreshRequest(c.agent, raw)))
+		return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
+	}, 400, "invalid_auth_token", "already refreshed"},
+	{"token from another issuer", nil, func(c *chain) result {
+		raw := c.upstream(c.as1.Signer, func(cl *token.Claims) {
+			cl.Audience, cl.Agent = token.Audience{c.resource.ID}, c.agent.ID
+		})
+		return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
+	}, 400, "invalid_auth_token", "not issued by this auth server"},
+	{"our iss, another key", nil, func(c *chain) result {
+		raw := c.forged(withKID(c.t, c.rogue.Signer, asKey(c.t, c.h).KID))
+		return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
+	}, 400, "invalid_auth_token", "not signed by this auth server's key"},
+	{"another agent with the same key", nil, func(c *chain) result {
+		raw := c.directToken()
+		twin := newOrigin(c.t, "aauth-agent", "agent", "agent-key-1")
+		twin.Signer = c.agent.Signer
+		return serve(c.t, c.h, c.refreshRequest(twin, raw))
+	}, 400, "invalid_auth_token", "another agent"},
+	{"policy now denies", nil, func(c *chain) result {
+		raw := c.directToken()
+		c.advance(2 * time.Hour)
+		c.serve(c.handler(Handler{Issuer: testIssuer, Policy: &Policy{Default: EffectDeny}}, c.store))
+		return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
+	}, 403, "denied", "policy denies"},
+	{"policy now asks the user about a token without sub", nil, func(c *chain) result {
+		raw := c.directToken()
+		c.advance(2 * time.Hour)
+		c.serve(c.handler(Handler{Issuer: testIssuer, Policy: &Policy{Default: EffectConsent}}, c.store))
+		return serve(c.t, c.h, c.refreshRequest(c.agent, raw))
+	}, 403, "denied", "asks the user"},
+	{"combined with a resource token", nil, func(c *chain) result {
+		return serve(c.t, c.h, c.signedRequest(`{"auth_token":"x","resource_token":"y"}`))
+	}, 400, "invalid_request", "cannot be combined"},
+	{"empty", nil, func(c *chain) result {
+		return serve(c.t, c.h, c.signedRequest(`{"auth_token":""}`))
+	}, 400, "invalid_request", "auth_token is empty"},
 }
 
 // ok returns the token of a 200 answer.
