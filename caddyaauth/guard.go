@@ -101,9 +101,11 @@ func (g *serverGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	headers, resources := g.headers, g.resources
 	g.mu.RUnlock()
 	sanitizeRequest(r, headers)
-	if len(resources) > 0 && slices.Contains(WellKnownPaths, r.URL.Path) {
+	if len(resources) > 0 && isWellKnownPath(r.URL.Path) {
 		if h := g.app.wellKnownHandler(resources, r); h != nil {
-			return h.serveWellKnown(w, r)
+			if served, err := h.serveWellKnownPath(w, r); served {
+				return err
+			}
 		}
 	}
 	// The server's top-level chain always ends in the same terminal handler, so the

@@ -1,0 +1,24 @@
+package caddyaauth
+
+import (
+	"net/http"
+	"strings"
+)
+
+// Endpoints of interaction chaining (draft-hardt-aauth §4.5.8.2): where an agent polls a
+// request of ours that waits for a downstream consent, and where the person is sent on
+// to the downstream auth server's consent page.
+const (
+	PathChainPending  = "/.well-known/aauth-resource/pending/" // + <id>
+	PathChainInteract = "/.well-known/aauth-resource/interact" // ?code=<code>
+)
+
+// isChainPath reports whether path is one of the chaining endpoints.
+func isChainPath(path string) bool {
+	return path == PathChainInteract || (strings.HasPrefix(path, PathChainPending) && len(path) > len(PathChainPending))
+}
+
+// serveChainPath answers the chaining endpoints of a resource with an egress.
+func (h *Handler) serveChainPath(w http.ResponseWriter, r *http.Request) (bool, error) {
+	return false, nil
+}
