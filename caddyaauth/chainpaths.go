@@ -3,6 +3,11 @@ package caddyaauth
 import (
 	"net/http"
 	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/egress"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 )
 
 // Endpoints of interaction chaining (draft-hardt-aauth §4.5.8.2): where an agent polls a
@@ -21,4 +26,12 @@ func isChainPath(path string) bool {
 // serveChainPath answers the chaining endpoints of a resource with an egress.
 func (h *Handler) serveChainPath(w http.ResponseWriter, r *http.Request) (bool, error) {
 	return false, nil
+}
+
+// chainRegistry holds the requests waiting for a downstream consent.
+type chainRegistry struct{}
+
+// serveChained runs next; step 3 swaps the answer when a downstream consent is needed.
+func (h *Handler) serveChained(w http.ResponseWriter, r *http.Request, _ *reqverify.Result, _ *egress.Handle, next caddyhttp.Handler) error {
+	return next.ServeHTTP(w, r)
 }

@@ -385,6 +385,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if c := h.logger.Check(zap.DebugLevel, "aauth request verified"); c != nil {
 		c.Write(zap.String("level", res.Level), zap.String("scheme", res.Scheme), zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint))
 	}
+	if h.Egress {
+		return h.serveWithHandle(w, r, repl, res, next)
+	}
 	return next.ServeHTTP(w, r)
 }
 
