@@ -6,8 +6,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/egress"
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // Endpoints of interaction chaining (draft-hardt-aauth §4.5.8.2): where an agent polls a
@@ -23,15 +22,39 @@ func isChainPath(path string) bool {
 	return path == PathChainInteract || (strings.HasPrefix(path, PathChainPending) && len(path) > len(PathChainPending))
 }
 
-// serveChainPath answers the chaining endpoints of a resource with an egress.
+// serveChainPath answers the chaining endpoints of h's resource; served is false when
+// the resource has no egress state (the request goes on to the routes).
 func (h *Handler) serveChainPath(w http.ResponseWriter, r *http.Request) (bool, error) {
-	return false, nil
+	st := h.app.egressState()
+	if st == nil {
+		return false, nil
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET")
+		return true, writeJSONError(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "use GET")
+	}
+	if r.URL.Path == PathChainInteract {
+		return true, h.serveChainInteract(w, r, st)
+	}
+	rec := st.chains.get(strings.TrimPrefix(r.URL.Path, PathChainPending))
+	if rec == nil || rec.handler.Resource != h.Resource {
+		return true, writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
+	}
+	return true, rec.handler.serveChainPoll(w, r, st, rec)
 }
 
-// chainRegistry holds the requests waiting for a downstream consent.
-type chainRegistry struct{}
-
-// serveChained runs next; step 3 swaps the answer when a downstream consent is needed.
-func (h *Handler) serveChained(w http.ResponseWriter, r *http.Request, _ *reqverify.Result, _ *egress.Handle, next caddyhttp.Handler) error {
-	return next.ServeHTTP(w, r)
+// serveChainInteract sends the person on to the downstream auth server's consent page
+// for the interaction our code stands for.
+func (h *Handler) serveChainInteract(w http.ResponseWriter, r *http.Request, st *egressState) error {
+	rec := st.chains.byUserCode(r.URL.Query().Get("code"))
+	if rec == nil || rec.handler.Resource != h.Resource {
+		return writeJSONError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "unknown or expired code")
+	}
+	target, err := rec.downstreamInteractionURL(r.Context(), h.app)
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadGateway, err)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusSeeOther)
+	return nil
 }

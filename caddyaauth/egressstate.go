@@ -1,6 +1,9 @@
 package caddyaauth
 
 import (
+	"net/http"
+	"sync"
+
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/egress"
 )
 
@@ -12,6 +15,9 @@ type egressState struct {
 	handles *egress.Registry
 	tokens  *egress.TokenStore
 	chains  *chainRegistry
+
+	once      sync.Once
+	transport http.RoundTripper
 }
 
 func newEgressState() *egressState {
@@ -30,4 +36,10 @@ func (a *App) egressState() *egressState {
 		a.reg.egress = newEgressState()
 	}
 	return a.reg.egress
+}
+
+// outbound is the egress transport polls of downstream auth servers use.
+func (s *egressState) outbound(dev bool) http.RoundTripper {
+	s.once.Do(func() { s.transport = egress.NewTransport(dev, 0) })
+	return s.transport
 }

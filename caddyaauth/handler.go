@@ -343,6 +343,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return err
 		}
 	}
+	if rp := h.replayedRequest(r); rp != nil {
+		return h.serveReplayed(w, r, repl, rp, next)
+	}
 	target := h.target(r)
 	verifier := h.verifier
 	if h.Resource == "" {
