@@ -265,6 +265,9 @@ func (t *Transport) sharedAuthToken(ctx context.Context, u *url.URL, c Challenge
 		scope = rt.Claims.Scope
 	}
 	key := resID + "\x00" + t.Identity.Signer.Public.Thumbprint + "\x00" + scope
+	if t.UpstreamToken != "" {
+		key += "\x00" + t.UpstreamToken // exchanges for different callers never share a flow
+	}
 	return t.flights().do(ctx, key,
 		func(ctx context.Context) (CachedToken, error) { return t.refreshOrObtain(ctx, u, c, scope) },
 		func() { t.logf("an auth-token flow for %s is already in progress; waiting for it", resID) })
@@ -497,11 +500,15 @@ func (t *Transport) retryTokenCall(ctx context.Context, deadline time.Time, call
 // requestToken POSTs the resource token to the token endpoint, signed with Identity and
 // covering the body, and returns the auth token and expires_in of a 200 answer.
 func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourceToken, resID, as, interact string) (string, int64, error) {
-	body, err := json.Marshal(wire.TokenRequest{ResourceToken: resourceToken, Purpose: t.Purpose})
+	body, err := json.Marshal(wire.TokenRequest{ResourceToken: resourceToken, Purpose: t.Purpose, UpstreamToken: t.UpstreamToken})
 	if err != nil {
 		return "", 0, &FlowError{Step: StepTokenRequest, Err: err}
 	}
-	return t.postToken(ctx, endpoint, body, t.Identity, resID, as, interact)
+	cred := t.Identity
+	if t.UpstreamToken != "" && t.ExchangeForm != ExchangeBody {
+		cred = AuthToken(t.Identity.Signer, t.UpstreamToken) // exchange, Signature-Key form
+	}
+	return t.postToken(ctx, endpoint, body, cred, resID, as, interact)
 }
 
 // postToken POSTs body (JSON) to the token endpoint, signed with cred and covering the
