@@ -6,7 +6,9 @@ package integration
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -32,7 +34,16 @@ func TestMain(m *testing.M) {
 	// Caddy's autosave.json, its default storage and its config folder follow the XDG
 	// variables: point them into stateDir so no test (nor a binary a test starts) touches
 	// the user's own Caddy config or data. The in-process Caddy computed its paths when
-	// its package was initialised, so those are set directly.
+	// its package was initialised, so those are set directly. The Go build cache also
+	// follows XDG_CACHE_HOME: keep the user's (GOCACHE) so the tests that build the caddy
+	// and aauth binaries reuse it instead of compiling everything from scratch.
+	if os.Getenv("GOCACHE") == "" {
+		if out, err := exec.Command("go", "env", "GOCACHE").Output(); err == nil {
+			if err := os.Setenv("GOCACHE", strings.TrimSpace(string(out))); err != nil {
+				panic(err)
+			}
+		}
+	}
 	for _, v := range []string{"XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"} {
 		dir, err := os.MkdirTemp(stateDir, "xdg-")
 		if err != nil {
