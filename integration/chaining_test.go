@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
 )
 
 // Call chaining, all ours (draft-hardt-aauth §4.5.8): an agent calls API1; API1's
@@ -27,24 +29,34 @@ type chainEnv struct {
 	backend1                 *chainBackend
 }
 
-// chainBackend is API1's backend: it calls API2 through the egress (origin-form with
-// X-Aauth-Target) and answers with API2's answer. It records what the gateway told it.
+// chainBackend is API1's backend: it calls API2 through the egress and answers with
+// API2's answer. It records what the gateway told it. By default it names the target in
+// X-Aauth-Target (origin-form request to the egress); with proxy it uses the egress as
+// its HTTP proxy (absolute-form request-target), as a program with HTTP_PROXY set does.
 type chainBackend struct {
 	*httptest.Server
 	mu   sync.Mutex
 	seen []http.Header
 }
 
-func newChainBackend(t *testing.T, egressURL func() string, target func() string) *chainBackend {
+func newChainBackend(t *testing.T, egressURL func() string, target func() string, proxy bool) *chainBackend {
 	b := &chainBackend{}
-	client := &http.Client{Transport: loopbackTransport(), Timeout: 30 * time.Second}
+	tr := loopbackTransport()
+	if proxy {
+		tr.Proxy = func(*http.Request) (*url.URL, error) { return url.Parse(egressURL()) }
+	}
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.mu.Lock()
 		b.seen = append(b.seen, r.Header.Clone())
 		b.mu.Unlock()
 		req, _ := http.NewRequest(http.MethodGet, egressURL()+"/data", nil)
+		if proxy {
+			req, _ = http.NewRequest(http.MethodGet, target(), nil)
+		} else {
+			req.Header.Set("X-Aauth-Target", target())
+		}
 		req.Header.Set("X-Aauth-Handle", r.Header.Get("X-Aauth-Handle"))
-		req.Header.Set("X-Aauth-Target", target())
 		resp, err := client.Do(req)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
@@ -90,7 +102,7 @@ func chainConfig(env *chainEnv, as2Policy string) string {
 	reverse_proxy %s
 }
 
-%s {
+http://:%s {
 	bind 127.0.0.1
 	aauth_egress
 }
@@ -108,7 +120,7 @@ func chainConfig(env *chainEnv, as2Policy string) string {
 %s
 %s`, env.storage,
 		env.apiID, env.apiID, env.authID, strings.TrimPrefix(env.backend1.URL, "http://"),
-		env.egressURL,
+		strings.TrimPrefix(env.egressURL, "http://127.0.0.1:"),
 		env.api2ID, env.api2ID, env.as2ID, env.echo2.addr(),
 		authServerBlock(env.authID, "", env.hashes),
 		fmt.Sprintf(`%s {
@@ -125,6 +137,12 @@ func chainConfig(env *chainEnv, as2Policy string) string {
 }
 
 func startChain(t *testing.T, as2Policy string) *chainEnv {
+	return startChainWith(t, as2Policy, false)
+}
+
+// startChainWith starts the chain; proxy makes API1's backend use the egress as its HTTP
+// proxy.
+func startChainWith(t *testing.T, as2Policy string, proxy bool) *chainEnv {
 	t.Helper()
 	env := &chainEnv{consentEnv: consentEnv{agentSrv: newAgentServer(t), storage: storageDir(t), users: map[string]string{"alice": alicePassword}}}
 	env.hashes = bcryptHashes(t, env.users)
@@ -134,7 +152,7 @@ func startChain(t *testing.T, as2Policy string) *chainEnv {
 	env.as2ID = "http://127.0.0.1:" + freePort(t)
 	env.egressURL = "http://127.0.0.1:" + freePort(t)
 	env.echo2 = newEchoBackend(t)
-	env.backend1 = newChainBackend(t, func() string { return env.egressURL }, func() string { return env.api2ID + "/data" })
+	env.backend1 = newChainBackend(t, func() string { return env.egressURL }, func() string { return env.api2ID + "/data" }, proxy)
 	caddytest.NewTester(t).InitServer(chainConfig(env, as2Policy), "caddyfile")
 	return env
 }
@@ -233,4 +251,38 @@ func TestChainingConsentAtAS2(t *testing.T) {
 	if again := a.get(pb.Location); again.res.status != http.StatusNotFound {
 		t.Fatalf("poll after the terminal answer: %d %s", again.res.status, again.res.body)
 	}
+}
+
+// TestChainingProxyModeLibraryFollows: API1's backend uses the egress as a plain HTTP
+// proxy (absolute-form request-target), AS2 asks for consent, and the agent library
+// follows API1's own 202 (Transport.AwaitResponse): it reports the interaction URL, the
+// person approves at AS2 through it, and the library's request returns API2's answer.
+func TestChainingProxyModeLibraryFollows(t *testing.T) {
+	env := startChainWith(t, "consent scope data.read", true)
+	onPending, pending := pendingSink()
+	a := newConsentAgent(env.identity(), "chaining test", onPending)
+	tr := a.client.Transport.(*agent.Transport)
+	tr.AwaitResponse = (&agent.Poller{
+		Base: loopbackTransport(), Credential: env.identity(), Dev: true,
+		Wait: 5 * time.Second, MaxDuration: 60 * time.Second, OnPending: onPending,
+	}).AwaitResponse
+	ch := a.start(env.apiID + "/data")
+	// First AS1's consent for the agent's own token, then API1's 202 for AS2's consent.
+	p1 := waitPending(t, pending, 15*time.Second)
+	if err := newWebUser(env.authID).approve(p1.Code, "alice", alicePassword); err != nil {
+		t.Fatal(err)
+	}
+	p2 := waitPending(t, pending, 30*time.Second)
+	if !p2.AtResource || p2.InteractionEndpoint != env.apiID+"/.well-known/aauth-resource/interact" {
+		t.Fatalf("second pending request: %+v", p2)
+	}
+	u := newWebUser(env.as2ID)
+	pg := u.read(u.c.Get(p2.InteractionEndpoint + "?code=" + url.QueryEscape(p2.Code)))
+	if pg.err != nil || !strings.HasPrefix(pg.url, env.as2ID+"/interact?code=") {
+		t.Fatalf("interaction redirect ended at %q (%v)", pg.url, pg.err)
+	}
+	if err := u.approve(strings.TrimPrefix(pg.url, env.as2ID+"/interact?code="), "alice", alicePassword); err != nil {
+		t.Fatal(err)
+	}
+	env.checkChained(t, waitOutcome(t, ch, 60*time.Second))
 }
