@@ -120,6 +120,14 @@ func (e *Egress) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		wire.WriteError(w, http.StatusForbidden, wire.Error{Code: egress.CodeInvalidHandle, Description: err.Error()})
 		return nil
 	}
+	if r.Method == http.MethodConnect {
+		// A tunnel's bytes are TLS the egress cannot sign; the backend names the target
+		// with an http:// URL instead and the egress calls it over https.
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		wire.WriteError(w, http.StatusMethodNotAllowed, wire.Error{Code: egress.CodeInvalidTarget,
+			Description: "aauth_egress cannot sign inside a CONNECT tunnel: request the http:// URL through the proxy; the egress upgrades it to https"})
+		return nil
+	}
 	target, err := e.policy.Resolve(r, HeaderTarget)
 	if err != nil {
 		status := http.StatusBadRequest

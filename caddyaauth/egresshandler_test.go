@@ -74,7 +74,11 @@ func (w *egressWorld) handle(t *testing.T, inbound string, life time.Duration) *
 // call sends the backend's request through the egress from peer.
 func (w *egressWorld) call(t *testing.T, peer, handle, target string) *httptest.ResponseRecorder {
 	t.Helper()
-	r := httptest.NewRequest(http.MethodGet, target, nil)
+	method := http.MethodGet
+	if m, authority, ok := strings.Cut(target, " "); ok { // "CONNECT host:port"
+		method, target = m, "http://"+authority
+	}
+	r := httptest.NewRequest(method, target, nil)
 	r.RemoteAddr = peer
 	if handle != "" {
 		r.Header.Set(HeaderHandle, handle)
@@ -117,6 +121,7 @@ func TestEgressRefusals(t *testing.T) {
 		{"handle after the inbound token expired", loop, expired.ID, "http://127.0.0.1:1/x", 403, egress.CodeInvalidHandle},
 		{"target not in the allow list", loop, live.ID, "http://127.0.0.2:1/x", 403, egress.CodeInvalidTarget},
 		{"no target", loop, live.ID, "/x", 400, egress.CodeInvalidTarget},
+		{"CONNECT tunnel", loop, live.ID, "CONNECT 127.0.0.1:1", 405, egress.CodeInvalidTarget},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := w.call(t, tc.peer, tc.handle, tc.target)
