@@ -39,8 +39,9 @@ import (
 //
 // Unlike the caddytest scenarios of this package (admin 2999, http 9080, https 9443, Caddy
 // in process), this test runs separate processes on the ports Caddyfile.example and the
-// README use: 8080 (gateway), 8081 (auth server), 9000 (demo backend), 2019 (Caddy's
-// default admin endpoint) and 8001 (agent server). It skips when one of them is taken.
+// README use: 8080 (gateway), 8081 (auth server), 8082 and 8083 (the partner API and its
+// auth server), 8090 (the egress), 9000 (demo backend), 2019 (Caddy's default admin
+// endpoint) and 8001 (agent server). It skips when one of them is taken.
 func TestExampleCaddyfileWithCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the end-to-end test that builds the caddy and aauth binaries and runs Caddyfile.example")
@@ -49,6 +50,9 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 		{"8080", "the Caddyfile.example gateway (http://localhost:8080)"},
 		{"8081", "the Caddyfile.example auth server (http://localhost:8081)"},
 		{"9000", "the Caddyfile.example demo backend (http://127.0.0.1:9000)"},
+		{"8082", "the Caddyfile.example partner API (http://localhost:8082)"},
+		{"8083", "the Caddyfile.example partner auth server (http://localhost:8083)"},
+		{"8090", "the Caddyfile.example egress (http://127.0.0.1:8090)"},
 		{"2019", "Caddy's default admin endpoint (localhost:2019), which Caddyfile.example keeps"},
 		{"8001", "the README's agent server (http://127.0.0.1:8001)"},
 	} {
@@ -180,6 +184,20 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 			if !strings.Contains(out.stderr, step) {
 				t.Errorf("-v output lacks %q\n%s", step, out)
 			}
+		}
+	})
+
+	// Call chaining: /partner/* lets the request through with a handle; the route's
+	// reverse_proxy (the stand-in backend) calls the egress, which exchanges the agent's
+	// auth token at the partner's auth server (8083, trusting 8081) and calls the partner
+	// API (8082) as http://localhost:8080. The partner's backend sees the first API.
+	t.Run("partner API through the egress", func(t *testing.T) {
+		out := runCLI(t, aauthBin, work, nil, "fetch", "-dev", "-key", "agent.jwk", "-id", "http://127.0.0.1:8001", "http://localhost:8080/partner/hello")
+		out.wantExit(t, 0)
+		e := out.echo(t)
+		if e["path"] != "/data/hello" || e["level"] != "authorized" || e["scope"] != "partner.read" ||
+			e["issuer"] != "http://localhost:8083" || e["agent"] != "http://localhost:8080" {
+			t.Fatalf("the partner's backend saw %v", e)
 		}
 	})
 
