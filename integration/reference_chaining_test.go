@@ -30,6 +30,7 @@ type chainResult struct {
 		Method string `json:"method"`
 		URL    string `json:"url"`
 		Status int    `json:"status"`
+		Error  string `json:"error,omitempty"`
 	} `json:"exchanges"`
 }
 

@@ -119,11 +119,18 @@ async def read_command(loop):
 
 
 def record_exchanges(httpx, log):
-    """Wraps httpx's send so every request the agent makes is listed with its status."""
+    """Wraps httpx's send so every request the agent makes is listed with its status (and,
+    for an error, the start of the answer)."""
     sync_send, async_send = httpx.Client.send, httpx.AsyncClient.send
 
     def note(request, response):
-        log.append({"method": request.method, "url": str(request.url), "status": response.status_code})
+        entry = {"method": request.method, "url": str(request.url), "status": response.status_code}
+        if response.status_code >= 400:
+            try:  # an error answer's body says why (it carries no token)
+                entry["error"] = response.text[:300]
+            except Exception:  # a streamed body not read yet
+                pass
+        log.append(entry)
 
     def send(self, request, *a, **kw):
         response = sync_send(self, request, *a, **kw)
