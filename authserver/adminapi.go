@@ -13,15 +13,18 @@ import (
 
 // GrantInfo is a remembered grant as the admin API lists it.
 type GrantInfo struct {
-	ID       string    `json:"id"`
-	Issuer   string    `json:"issuer"`
-	User     string    `json:"user"`
-	Agent    string    `json:"agent"`
-	Delegate string    `json:"delegate,omitempty"`
-	Resource string    `json:"resource"`
-	Scopes   []string  `json:"scopes"`
-	Created  time.Time `json:"created"`
-	Expires  time.Time `json:"expires"`
+	ID       string   `json:"id"`
+	Issuer   string   `json:"issuer"`
+	User     string   `json:"user"`
+	Agent    string   `json:"agent"`
+	Delegate string   `json:"delegate,omitempty"`
+	Resource string   `json:"resource"`
+	Scopes   []string `json:"scopes"`
+	// Subject is the upstream user a token exchange decision was made for (the sub its
+	// tokens carry); empty for a plain decision.
+	Subject string    `json:"subject,omitempty"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
 }
 
 func init() {
@@ -72,7 +75,7 @@ func (a *GrantsAdmin) handleList(w http.ResponseWriter, r *http.Request) error {
 		for _, g := range gs {
 			out = append(out, GrantInfo{
 				ID: g.ID, Issuer: s.issuer, User: g.User, Agent: g.Agent, Delegate: g.Delegate,
-				Resource: g.Resource, Scopes: g.Scopes,
+				Resource: g.Resource, Scopes: g.Scopes, Subject: g.Subject,
 				Created: time.Unix(g.Created, 0).UTC(), Expires: time.Unix(g.Expires, 0).UTC(),
 			})
 		}

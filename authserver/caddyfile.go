@@ -33,7 +33,9 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		allow_long_tokens [true|false]              # permit token_lifetime over 1h
 //		require_signed_body [true|false]            # POST bodies must be covered by content-digest
 //		signature_window  <duration>                # default 60s
-//		trust_issuer      <https identifier>...     # repeatable
+//		trust_issuer      <https identifier>...     # repeatable; upstream auth servers for token exchange
+//		max_exchange_depth <n>                      # token exchanges in one call chain, default 3 (1-16)
+//		refresh_window    <duration> | off          # refresh up to this long after expiry, default 24h (at most 30d)
 //		policy {
 //			<allow|consent|deny> [agent <id|*>...] [resource <id|*>...] [scope <scope>...]
 //			default <allow|consent|deny>            # default deny
@@ -92,6 +94,18 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 			return d.ArgErr()
 		}
 		h.TrustIssuers = append(h.TrustIssuers, args...)
+	case "max_exchange_depth":
+		var v string
+		if !d.AllArgs(&v) {
+			return d.ArgErr()
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return d.Errf("max_exchange_depth: %q is not a whole number from 1 to %d", v, MaxExchangeDepthLimit)
+		}
+		h.MaxExchangeDepth = n
+	case "refresh_window":
+		return h.parseRefreshWindow(d)
 	case "policy":
 		if d.NextArg() {
 			return d.ArgErr()
@@ -172,6 +186,24 @@ func (h *Handler) parseAllowUnsignedBody(d *caddyfile.Dispenser) error {
 		return d.Err("allow_unsigned_body is deprecated: uncovered bodies are accepted by default; use require_signed_body to demand a signed body")
 	}
 	h.AllowUnsignedBody = true
+	return nil
+}
+
+// parseRefreshWindow reads `refresh_window <duration>` or `refresh_window off`.
+func (h *Handler) parseRefreshWindow(d *caddyfile.Dispenser) error {
+	var v string
+	if !d.AllArgs(&v) {
+		return d.ArgErr()
+	}
+	if v == "off" {
+		h.RefreshOff, h.RefreshWindow = true, 0
+		return nil
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return d.Errf("refresh_window: %q is not a positive duration or off", v)
+	}
+	h.RefreshWindow, h.RefreshOff = caddy.Duration(dur), false
 	return nil
 }
 

@@ -112,6 +112,17 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			issuer https://auth.example.com
 			token_rate_limit off
 		}`, Handler{Issuer: "https://auth.example.com", TokenRateLimit: &RateLimit{Off: true}}},
+		{"chaining options", `aauth_server {
+			issuer https://auth.example.com
+			trust_issuer https://auth1.example.com
+			max_exchange_depth 5
+			refresh_window 12h
+		}`, Handler{Issuer: "https://auth.example.com", TrustIssuers: []string{"https://auth1.example.com"},
+			MaxExchangeDepth: 5, RefreshWindow: caddy.Duration(12 * time.Hour)}},
+		{"refresh_window off", `aauth_server {
+			issuer https://auth.example.com
+			refresh_window off
+		}`, Handler{Issuer: "https://auth.example.com", RefreshOff: true}},
 		{"dev identifier shape", `aauth_server {
 			issuer http://127.0.0.1:9443
 		}`, Handler{Issuer: "http://127.0.0.1:9443"}},
@@ -208,6 +219,17 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"allow_unsigned_body false", "aauth_server {\n" + iss + "allow_unsigned_body false\n}", "use require_signed_body"},
 		{"allow_unsigned_body and require_signed_body", "aauth_server {\n" + iss + "allow_unsigned_body\nrequire_signed_body\n}", "conflicts"},
 		{"duplicate default", "aauth_server {\n" + iss + "policy {\ndefault allow\ndefault deny\n}\n}", "policy default specified more than once"},
+		{"max_exchange_depth no arg", "aauth_server {\n" + iss + "max_exchange_depth\n}", "wrong argument count"},
+		{"max_exchange_depth zero", "aauth_server {\n" + iss + "max_exchange_depth 0\n}", "not a whole number from 1 to 16"},
+		{"max_exchange_depth word", "aauth_server {\n" + iss + "max_exchange_depth deep\n}", "not a whole number"},
+		{"max_exchange_depth too large", "aauth_server {\n" + iss + "max_exchange_depth 17\n}", "max_exchange_depth must be between 1 and 16"},
+		{"max_exchange_depth twice", "aauth_server {\n" + iss + "max_exchange_depth 2\nmax_exchange_depth 3\n}", "specified more than once"},
+		{"refresh_window no arg", "aauth_server {\n" + iss + "refresh_window\n}", "wrong argument count"},
+		{"refresh_window bad", "aauth_server {\n" + iss + "refresh_window never\n}", "not a positive duration or off"},
+		{"refresh_window zero", "aauth_server {\n" + iss + "refresh_window 0s\n}", "not a positive duration or off"},
+		{"refresh_window too long", "aauth_server {\n" + iss + "refresh_window 31d\n}", "at most 30 days"},
+		{"refresh_window two args", "aauth_server {\n" + iss + "refresh_window 1h off\n}", "wrong argument count"},
+		{"refresh_window twice", "aauth_server {\n" + iss + "refresh_window 1h\nrefresh_window off\n}", "specified more than once"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -257,6 +279,14 @@ func TestValidate(t *testing.T) {
 		{"rate limit huge", Handler{Issuer: iss, TokenRateLimit: &RateLimit{Requests: maxTokenRateRequests + 1}}, "token_rate_limit: requests"},
 		{"rate limit short window", Handler{Issuer: iss, TokenRateLimit: &RateLimit{Requests: 5, Window: caddy.Duration(time.Millisecond)}}, "token_rate_limit: window"},
 		{"rate limit negative window", Handler{Issuer: iss, TokenRateLimit: &RateLimit{Requests: 5, Window: -1}}, "token_rate_limit: window"},
+		{"max_exchange_depth", Handler{Issuer: iss, MaxExchangeDepth: 16}, ""},
+		{"negative max_exchange_depth", Handler{Issuer: iss, MaxExchangeDepth: -1}, "max_exchange_depth must be between 1 and 16"},
+		{"max_exchange_depth over limit", Handler{Issuer: iss, MaxExchangeDepth: 17}, "max_exchange_depth must be between 1 and 16"},
+		{"refresh_window 30d", Handler{Issuer: iss, RefreshWindow: caddy.Duration(MaxRefreshWindow)}, ""},
+		{"refresh_window over 30d", Handler{Issuer: iss, RefreshWindow: caddy.Duration(MaxRefreshWindow + time.Second)}, "refresh_window must be positive and at most 30 days"},
+		{"negative refresh_window", Handler{Issuer: iss, RefreshWindow: -1}, "refresh_window must be positive"},
+		{"refresh_off", Handler{Issuer: iss, RefreshOff: true}, ""},
+		{"refresh_off with refresh_window", Handler{Issuer: iss, RefreshOff: true, RefreshWindow: caddy.Duration(time.Hour)}, "conflicts with refresh_off"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -350,6 +380,11 @@ func TestValidateJSON(t *testing.T) {
 		{`{` + iss + `, "token_rate_limit": {"requests": 100001, "window": "1m"}}`, "requests must be a whole number from 1 to 100000"},
 		{`{` + iss + `, "token_rate_limit": {"requests": 60, "window": "48h"}}`, "window must be between 1s and 24h0m0s, got 48h0m0s"},
 		{`{` + iss + `, "require_signed_body": true, "allow_unsigned_body": true}`, "conflicts"},
+		{`{` + iss + `, "max_exchange_depth": 40}`, "max_exchange_depth must be between 1 and 16, got 40"},
+		{`{` + iss + `, "refresh_window": "800h"}`, "refresh_window must be positive and at most 30 days"},
+		{`{` + iss + `, "refresh_window": "1h", "refresh_off": true}`, "conflicts with refresh_off"},
+		{`{` + iss + `, "trust_issuers": ["https://p.example"], "max_exchange_depth": 2, "refresh_window": "48h"}`, ""},
+		{`{` + iss + `, "refresh_off": true}`, ""},
 		{`{` + iss + `, "policy": {"rules": [{"effect": "allow", "agents": ["https://a.example"], "scopes": ["read"]}]}, "token_rate_limit": {"requests": 10, "window": "1m"}}`, ""},
 	} {
 		var h Handler

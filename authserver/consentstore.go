@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
@@ -69,6 +70,19 @@ type pendingRecord struct {
 	Txn      string         `json:"txn,omitempty"`
 	RTJTI    string         `json:"resource_token_jti,omitempty"`
 
+	// Self-access: Resource is the agent itself and the token has no agent claim
+	// (draft-hardt-aauth §4.5.5).
+	Self bool `json:"self,omitempty"`
+
+	// Token exchange (draft-hardt-aauth §4.5.8): the upstream token's sub, carried into
+	// the token instead of the consenting user when set; the new token's exchange_depth
+	// (> 0 marks an exchange); the upstream token's issuer and agent, for the consent
+	// page.
+	Subject        string `json:"subject,omitempty"`
+	ExchangeDepth  int    `json:"exchange_depth,omitempty"`
+	UpstreamIssuer string `json:"upstream_iss,omitempty"`
+	UpstreamAgent  string `json:"upstream_agent,omitempty"`
+
 	// Untrusted text and metadata read at token-request time.
 	Purpose           string            `json:"purpose,omitempty"`
 	ClientName        string            `json:"client_name,omitempty"`
@@ -113,6 +127,19 @@ func (p *pendingRecord) clone() pendingRecord {
 	c.Exchange = slices.Clone(p.Exchange)
 	c.UsedSigs = slices.Clone(p.UsedSigs)
 	return c
+}
+
+// authGrant is what the token issued after the user's approval states: sub is the sub
+// carried over by an exchange, else the consenting user.
+func (p *pendingRecord) authGrant(key *keys.PublicKey) authGrant {
+	sub := p.Subject
+	if sub == "" {
+		sub = p.User
+	}
+	return authGrant{
+		Agent: p.Agent, Delegate: p.Delegate, Key: key, Resource: p.Resource,
+		Scope: p.Scope, Txn: p.Txn, Subject: sub, Self: p.Self, Depth: p.ExchangeDepth,
+	}
 }
 
 // scopes returns the requested scopes as a list.

@@ -32,6 +32,18 @@ type grant struct {
 	Scopes   []string `json:"scopes"`
 	Created  int64    `json:"created"`
 	Expires  int64    `json:"expires"`
+	// Subject is set on a decision about a token exchange made on behalf of an upstream
+	// user: the upstream token's sub, which the tokens carry (draft-hardt-aauth §4.5.8).
+	// Empty for a plain decision, whose tokens carry User.
+	Subject string `json:"subject,omitempty"`
+}
+
+// tokenSubject is the sub of tokens issued under g.
+func (g *grant) tokenSubject() string {
+	if g.Subject != "" {
+		return g.Subject
+	}
+	return g.User
 }
 
 const grantIDBytes = 16
@@ -106,8 +118,8 @@ type grantAsker struct {
 }
 
 // findGrant returns the newest live grant for asker that covers every requested scope
-// and whose user is still allowed to consent (userOK).
-func (s *consentStore) findGrant(ctx context.Context, asker grantAsker, scopes []string, userOK func(string) bool, now time.Time) (*grant, error) {
+// and that ok accepts (its user is still allowed to consent, its subject fits).
+func (s *consentStore) findGrant(ctx context.Context, asker grantAsker, scopes []string, ok func(*grant) bool, now time.Time) (*grant, error) {
 	gs, err := s.loadGrants(ctx, s.storage(), grantFile(asker.Agent, asker.Resource))
 	if err != nil {
 		return nil, err
@@ -116,7 +128,7 @@ func (s *consentStore) findGrant(ctx context.Context, asker grantAsker, scopes [
 	for i := range gs {
 		g := &gs[i]
 		if g.Agent != asker.Agent || g.Resource != asker.Resource || g.Delegate != asker.Delegate ||
-			g.KeyJKT == "" || g.KeyJKT != asker.KeyJKT || now.Unix() >= g.Expires || !userOK(g.User) {
+			g.KeyJKT == "" || g.KeyJKT != asker.KeyJKT || now.Unix() >= g.Expires || !ok(g) {
 			continue
 		}
 		covers := true
@@ -148,7 +160,7 @@ func (s *consentStore) addGrant(ctx context.Context, g grant) (grant, error) {
 		}
 		out := gs[:0]
 		for _, old := range gs {
-			if old.User == g.User && old.KeyJKT == g.KeyJKT && old.Delegate == g.Delegate && old.Expires > g.Created {
+			if old.User == g.User && old.Subject == g.Subject && old.KeyJKT == g.KeyJKT && old.Delegate == g.Delegate && old.Expires > g.Created {
 				for _, sc := range old.Scopes {
 					if !slices.Contains(g.Scopes, sc) {
 						g.Scopes = append(g.Scopes, sc)

@@ -10,7 +10,8 @@
 //
 //	GET|HEAD /.well-known/aauth-issuer.json   AS metadata (also at the bare name)
 //	GET|HEAD /jwks.json                       the AS signing keys
-//	POST     /token                           token endpoint (resource access mode)
+//	POST     /token                           token endpoint: resource access, self-access,
+//	                                          token exchange, refresh
 //	GET|POST /pending/{id}                    pending URL: signed polls (Prefer: wait=N
 //	                                          long polls) and clarification answers
 //	GET|POST /interact                        consent pages: code entry, login, consent
@@ -89,6 +90,17 @@ const (
 	// of this module accepts (default 5m), so an agent that runs its own "resource"
 	// cannot make the server keep a record for longer.
 	maxResourceTokenLifetime = time.Hour
+
+	// DefaultMaxExchangeDepth is the default max_exchange_depth: how many token
+	// exchanges a call chain may go through; MaxExchangeDepthLimit is the largest value
+	// accepted.
+	DefaultMaxExchangeDepth = 3
+	MaxExchangeDepthLimit   = 16
+
+	// DefaultRefreshWindow is how long after expiry an auth token can be refreshed;
+	// MaxRefreshWindow is the largest refresh_window accepted.
+	DefaultRefreshWindow = 24 * time.Hour
+	MaxRefreshWindow     = 30 * 24 * time.Hour
 )
 
 // Handler is the AAuth auth server. See the package documentation for its endpoints and
@@ -127,9 +139,26 @@ type Handler struct {
 	SignatureWindow caddy.Duration `json:"signature_window,omitempty"`
 
 	// TrustIssuers are upstream auth servers whose auth tokens this server accepts in
-	// token exchange (call chaining). Validated now; token exchange itself is not
-	// implemented yet.
+	// token exchange (call chaining, draft-hardt-aauth §4.5.8): a request carrying
+	// upstream_token is refused unless the upstream token's iss is one of these (exact
+	// string). The upstream token is verified with the keys that issuer publishes
+	// ({iss}/.well-known/aauth-issuer.json → jwks_uri).
 	TrustIssuers []string `json:"trust_issuers,omitempty"`
+
+	// MaxExchangeDepth bounds call chains: a token obtained by exchange carries the
+	// private claim exchange_depth (1 for an exchange of a plain token, one more for each
+	// further exchange), and an exchange that would exceed MaxExchangeDepth is refused
+	// with 403. Default 3; at most 16.
+	MaxExchangeDepth int `json:"max_exchange_depth,omitempty"`
+
+	// RefreshWindow is how long after its expiry an auth token this server issued can
+	// still be refreshed (draft-hardt-aauth §11.6, a signed {"auth_token": …} from the
+	// key in its cnf). Default 24h; at most 30 days. See RefreshOff.
+	RefreshWindow caddy.Duration `json:"refresh_window,omitempty"`
+
+	// RefreshOff disables refresh: every {"auth_token": …} request is refused.
+	// Conflicts with RefreshWindow.
+	RefreshOff bool `json:"refresh_off,omitempty"`
 
 	// Policy decides each verified token request: allow (issue a token), consent (ask the
 	// user) or deny. Without a policy every request is denied.
@@ -179,6 +208,8 @@ type Handler struct {
 	pendingLifetime time.Duration
 	maxPollWait     time.Duration
 	rememberFor     time.Duration
+	maxDepth        int           // max_exchange_depth, default applied
+	refreshWindow   time.Duration // 0: refresh is off
 
 	replayKey  string // replayPool reference, released in Cleanup
 	consentKey string // consentPool reference, released in Cleanup
@@ -284,6 +315,13 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	h.maxPollWait = durationOr(h.MaxPollWait, DefaultMaxPollWait)
 	h.rememberFor = durationOr(h.RememberFor, DefaultRememberFor)
 	h.consent.tokens.configure(h.tokenRate())
+	h.maxDepth = h.MaxExchangeDepth
+	if h.maxDepth == 0 {
+		h.maxDepth = DefaultMaxExchangeDepth
+	}
+	if !h.RefreshOff {
+		h.refreshWindow = durationOr(h.RefreshWindow, DefaultRefreshWindow)
+	}
 
 	h.verifier = &reqverify.Verifier{
 		Discovery: h.discovery,
@@ -371,6 +409,9 @@ func (h *Handler) Validate() error {
 	if err := h.validateConsent(); err != nil {
 		return err
 	}
+	if err := h.validateChaining(); err != nil {
+		return err
+	}
 	if err := h.validateRateLimit(); err != nil {
 		return err
 	}
@@ -399,6 +440,20 @@ func (h *Handler) validateConsent() error {
 	}
 	if h.Policy.canConsent() && len(h.Users) == 0 && h.UserFrom == "" {
 		return errors.New("consent needs users: user or user_from")
+	}
+	return nil
+}
+
+// validateChaining checks max_exchange_depth and refresh_window.
+func (h *Handler) validateChaining() error {
+	if d := h.MaxExchangeDepth; d < 0 || d > MaxExchangeDepthLimit {
+		return fmt.Errorf("max_exchange_depth must be between 1 and %d, got %d", MaxExchangeDepthLimit, d)
+	}
+	if w := time.Duration(h.RefreshWindow); w < 0 || w > MaxRefreshWindow {
+		return fmt.Errorf("refresh_window must be positive and at most %s, got %s", humanDuration(MaxRefreshWindow), w)
+	}
+	if h.RefreshOff && h.RefreshWindow != 0 {
+		return errors.New("refresh_window conflicts with refresh_off (refresh_window off)")
 	}
 	return nil
 }

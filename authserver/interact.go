@@ -80,15 +80,27 @@ type pageData struct {
 
 type consentView struct {
 	Agent, VerifiedBy, KeyJKT, Resource, ClientName string
-	Scopes                                          []scopeView
-	Purpose                                         string
-	Exchange                                        []exchange
-	Expires                                         string
-	CanAsk                                          bool
-	QuestionsLeft                                   int
+	// Self: the agent asks for access to itself (self-access); Chain: a resource asks on
+	// behalf of the user (or agent) of an upstream token (token exchange).
+	Self          bool
+	Chain         *chainView
+	Scopes        []scopeView
+	Purpose       string
+	Exchange      []exchange
+	Expires       string
+	CanAsk        bool
+	QuestionsLeft int
 }
 
 type scopeView struct{ Name, Description string }
+
+// chainView is what a token exchange's consent page shows about the upstream token: the
+// user it names (sub, empty when it names none), the agent it was issued to, the auth
+// server that issued it, and how many exchanges the new token is from the original.
+type chainView struct {
+	Subject, UpstreamAgent, UpstreamIssuer string
+	Depth                                  int
+}
 
 type grantView struct {
 	ID, Agent, Resource string
@@ -341,8 +353,11 @@ func (it *interaction) serverError(what string, err error) {
 func (h *Handler) consentView(rec pendingRecord) *consentView {
 	v := &consentView{
 		Agent: rec.Agent, KeyJKT: rec.KeyJKT, Resource: rec.Resource, ClientName: rec.ClientName,
-		Purpose: rec.Purpose, Exchange: rec.Exchange,
+		Purpose: rec.Purpose, Exchange: rec.Exchange, Self: rec.Self,
 		Expires: time.Unix(rec.Expires, 0).UTC().Format("2 Jan 2006 15:04:05 UTC"),
+	}
+	if rec.ExchangeDepth > 0 {
+		v.Chain = &chainView{Subject: rec.Subject, UpstreamAgent: rec.UpstreamAgent, UpstreamIssuer: rec.UpstreamIssuer, Depth: rec.ExchangeDepth}
 	}
 	switch {
 	case rec.Delegate != "":
@@ -542,7 +557,7 @@ func (h *Handler) recordDecision(ctx context.Context, id, user string, approve, 
 func (h *Handler) rememberGrant(ctx context.Context, user string, rec *pendingRecord, now time.Time) {
 	g, err := h.consent.addGrant(ctx, grant{
 		User: user, Agent: rec.Agent, Delegate: rec.Delegate, KeyJKT: rec.KeyJKT, Resource: rec.Resource,
-		Scopes: rec.scopes(), Created: now.Unix(), Expires: now.Add(h.rememberFor).Unix(),
+		Scopes: rec.scopes(), Created: now.Unix(), Expires: now.Add(h.rememberFor).Unix(), Subject: rec.Subject,
 	})
 	if err != nil {
 		h.logger.Error("storing remembered grant", zap.Error(err))

@@ -17,7 +17,6 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
@@ -67,10 +66,13 @@ func (h *Handler) userMayConsent(name string) bool {
 // a token at once, with the grant's user as sub), or a new pending request that has
 // already taken its place among the undecided ones (draft-hardt-aauth §11.3). ok false
 // means the request was answered (429 over a bound, 500).
-func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, res *reqverify.Result, rt *token.Token, req *tokenRequest, now time.Time) (g *grant, rec *pendingRecord, ok bool) {
-	c := &rt.Claims
-	asker := grantAsker{Agent: res.Agent, Delegate: res.Delegate, KeyJKT: res.Key.Thumbprint, Resource: c.Issuer}
-	g, err := h.consent.findGrant(r.Context(), asker, strings.Fields(c.Scope), h.userMayConsent, now)
+func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, ask *tokenAsk, now time.Time) (g *grant, rec *pendingRecord, ok bool) {
+	asker := grantAsker{Agent: ask.Agent, Delegate: ask.Delegate, KeyJKT: ask.Key.Thumbprint, Resource: ask.Resource}
+	// A remembered decision made on behalf of an upstream user applies only to exchanges
+	// for that same user; a plain decision only where no upstream user is named.
+	g, err := h.consent.findGrant(r.Context(), asker, strings.Fields(ask.Scope), func(g *grant) bool {
+		return g.Subject == ask.Subject && h.userMayConsent(g.User)
+	}, now)
 	if err != nil {
 		h.serverError(w, r, "reading remembered grants", err)
 		return nil, nil, false
@@ -79,19 +81,26 @@ func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, res *re
 		return g, nil, true
 	}
 	rec = &pendingRecord{
-		ID:       newPendingID(),
-		Created:  now.Unix(),
-		Expires:  now.Add(h.pendingLifetime).Unix(),
-		Agent:    res.Agent,
-		Scheme:   res.Scheme,
-		Delegate: res.Delegate,
-		KeyJKT:   res.Key.Thumbprint,
-		Key:      res.Key.Members(),
-		Resource: c.Issuer,
-		Scope:    c.Scope,
-		Txn:      c.Txn,
-		RTJTI:    c.ID,
-		Purpose:  req.Purpose,
+		ID:             newPendingID(),
+		Created:        now.Unix(),
+		Expires:        now.Add(h.pendingLifetime).Unix(),
+		Agent:          ask.Agent,
+		Scheme:         ask.Scheme,
+		Delegate:       ask.Delegate,
+		KeyJKT:         ask.Key.Thumbprint,
+		Key:            ask.Key.Members(),
+		Resource:       ask.Resource,
+		Scope:          ask.Scope,
+		Txn:            ask.Txn,
+		Purpose:        ask.Purpose,
+		Self:           ask.Self,
+		Subject:        ask.Subject,
+		ExchangeDepth:  ask.Depth,
+		UpstreamIssuer: ask.UpstreamIssuer,
+		UpstreamAgent:  ask.UpstreamAgent,
+	}
+	if ask.RT != nil {
+		rec.RTJTI = ask.RT.Claims.ID
 	}
 	if err := h.consent.admit(rec, now.Unix()); err != nil {
 		w.Header().Set("Retry-After", "60")
@@ -112,6 +121,7 @@ func (h *Handler) createPending(w http.ResponseWriter, r *http.Request, rec *pen
 	h.logger.Info("consent requested",
 		zap.String("agent", rec.Agent), zap.String("delegate", rec.Delegate),
 		zap.String("resource", rec.Resource), zap.String("scope", rec.Scope),
+		zap.Bool("self", rec.Self), zap.Int("exchange_depth", rec.ExchangeDepth),
 		zap.String("purpose", clip(rec.Purpose)))
 	if err := wire.Seed.WriteInteraction(w, h.pendingURL(rec.ID), rec.Code, retryAfter); err != nil {
 		h.serverError(w, r, "writing the interaction challenge", err)
@@ -137,6 +147,9 @@ func (h *Handler) readMetadata(ctx context.Context, rec *pendingRecord) {
 		}
 	} else if c := h.logger.Check(zap.DebugLevel, "agent metadata unavailable for consent"); c != nil {
 		c.Write(zap.String("agent", rec.Agent), zap.Error(err))
+	}
+	if rec.Self {
+		return // the resource is the agent itself: it publishes no resource metadata
 	}
 	if obj, err := h.discovery.Metadata(ctx, rec.Resource, discovery.DocResource); err == nil {
 		var md wire.ResourceMetadata
@@ -357,10 +370,7 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 			h.serverError(w, r, "pending request key", err)
 			return
 		}
-		raw, lifetime, err := h.mintAuthToken(r.Context(), authGrant{
-			Agent: rec.Agent, Delegate: rec.Delegate, Key: key, Resource: rec.Resource,
-			Scope: rec.Scope, Txn: rec.Txn, Subject: rec.User,
-		}, now)
+		raw, lifetime, err := h.mintAuthToken(r.Context(), rec.authGrant(key), now)
 		if err != nil {
 			h.serverError(w, r, "minting auth token", err)
 			return

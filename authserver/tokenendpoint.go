@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,7 +22,9 @@ import (
 // serveToken is the token endpoint. Order: method, Content-Type and Content-Length (no
 // body read), the request signature (the body is read only after it verified, so an
 // unauthenticated client never gets 100 Continue), the agent's rate limit, the body, the
-// resource token, the policy and bounds, its jti, and finally the auth token.
+// resource token, the policy and bounds, its jti, and finally the auth token. A token
+// exchange in the seed form (an auth token in Signature-Key) takes its own path
+// (seedExchange), since its signing key is named by the body.
 func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		h.methodNotAllowed(w, r, http.MethodPost)
@@ -31,6 +34,10 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		h.refuseBody(w, r, err, tokenBodyTooLarge)
 		return
 	}
+	if seedForm(r.Header) {
+		h.seedExchange(w, r)
+		return
+	}
 
 	res, ok := h.verifyRequest(w, r)
 	if !ok {
@@ -38,9 +45,7 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	// Per agent, after the signature (an unverified agent id would let anyone spend
 	// another agent's budget) and before the body, the resource token and the jti record.
-	if ok, retry := h.consent.tokens.allow(res.Agent, h.now()); !ok {
-		w.Header().Set("Retry-After", strconv.FormatInt(int64((retry+time.Second-1)/time.Second), 10))
-		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many token requests from this agent; retry later", nil)
+	if !h.allowAgent(w, r, res.Agent) {
 		return
 	}
 
@@ -51,14 +56,26 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 
 	switch {
 	case req.has("auth_token"):
-		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "refresh (auth_token) is not supported yet", nil)
+		h.refresh(w, r, res, req)
 	case req.has("upstream_token"):
-		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "token exchange (upstream_token) is not supported yet", nil)
+		h.exchange(w, r, res, req)
 	case req.has("resource_token"):
 		h.resourceAccess(w, r, res, req)
+	case req.has("scope"):
+		h.selfAccess(w, r, res, req)
 	default:
 		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "unsupported request", nil)
 	}
+}
+
+// allowAgent takes one token request from the agent's rate budget, or answers 429.
+func (h *Handler) allowAgent(w http.ResponseWriter, r *http.Request, agent string) bool {
+	ok, retry := h.consent.tokens.allow(agent, h.now())
+	if !ok {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((retry+time.Second-1)/time.Second), 10))
+		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many token requests from this agent; retry later", nil)
+	}
+	return ok
 }
 
 // readRequest reads (bounded, bound to the signature) and parses the body.
@@ -78,34 +95,94 @@ func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, res *reqve
 // resourceAccess handles {"resource_token": …} (draft-hardt-aauth §11.1–§11.2, verified
 // as in §16.2.3).
 func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *reqverify.Result, req *tokenRequest) {
-	if req.ResourceToken == "" {
-		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "resource_token is empty", nil)
+	rt, ok := h.verifyResourceToken(w, r, res, req.ResourceToken)
+	if !ok {
 		return
 	}
-	now := h.now()
-	rt, err := token.VerifyResourceToken(r.Context(), req.ResourceToken, token.Options{
-		Now:         now,
+	c := &rt.Claims
+	h.decide(w, r, &tokenAsk{
+		Agent: res.Agent, Delegate: res.Delegate, Scheme: res.Scheme, Key: res.Key,
+		Resource: c.Issuer, Scope: c.Scope, Txn: c.Txn, Purpose: req.Purpose, RT: rt,
+	})
+}
+
+// verifyResourceToken verifies a resource token presented by the verified caller res:
+// signature with the resource's published keys, aud = this server, lifetime, and that it
+// was issued to this caller (agent) for the key that signed the request (agent_jkt).
+func (h *Handler) verifyResourceToken(w http.ResponseWriter, r *http.Request, res *reqverify.Result, raw string) (*token.Token, bool) {
+	if raw == "" {
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "resource_token is empty", nil)
+		return nil, false
+	}
+	rt, err := token.VerifyResourceToken(r.Context(), raw, token.Options{
+		Now:         h.now(),
 		Audience:    h.Issuer,
 		MaxLifetime: maxResourceTokenLifetime,
 	}, h.resourceKey)
 	if err != nil {
 		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, resourceTokenMessage(err), nil)
-		return
+		return nil, false
 	}
 	c := &rt.Claims
 	if c.Agent != res.Agent {
 		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, "resource token was issued to another agent", nil)
-		return
+		return nil, false
 	}
 	if c.AgentJKT != res.Key.Thumbprint {
 		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, "agent_jkt does not match the key that signed this request", nil)
-		return
+		return nil, false
 	}
-	// The policy outcome is the switch point of the request's fate. Everything that can
-	// still refuse the request (policy, a direct grant without scope, the bounds on
-	// undecided requests) is decided before the jti is spent, so only a request that then
-	// succeeds writes a jti record: refused requests cause no storage growth.
-	effect := h.Policy.Evaluate(res.Agent, c.Issuer, strings.Fields(c.Scope))
+	return rt, true
+}
+
+// tokenAsk is a verified token request for the policy to decide: who asks (agent,
+// delegate, key and how it was verified), for what (resource, scope, txn) and, after a
+// token exchange, on whose behalf. Resource access, self-access and token exchange all
+// end in decide.
+type tokenAsk struct {
+	Agent, Delegate, Scheme string
+	Key                     *keys.PublicKey
+	Resource, Scope, Txn    string
+	Purpose                 string
+
+	// Self marks self-access (draft-hardt-aauth §4.5.5): Resource is the agent itself and
+	// the token has no agent claim.
+	Self bool
+
+	// Token exchange (draft-hardt-aauth §4.5.8): the upstream token's sub (carried over
+	// into the new token) and where it came from, and the new token's exchange_depth.
+	Subject                       string
+	Depth                         int
+	UpstreamIssuer, UpstreamAgent string
+
+	// RT is the verified resource token whose jti the request spends (nil for
+	// self-access).
+	RT *token.Token
+}
+
+// grant is what a token issued for the ask states; user is the consenting user (empty
+// for a direct grant). A sub carried over by an exchange wins over the user.
+func (a *tokenAsk) grant(user string) authGrant {
+	sub := a.Subject
+	if sub == "" {
+		sub = user
+	}
+	return authGrant{
+		Agent: a.Agent, Delegate: a.Delegate, Key: a.Key, Resource: a.Resource,
+		Scope: a.Scope, Txn: a.Txn, Subject: sub, Self: a.Self, Depth: a.Depth,
+	}
+}
+
+// decide applies the policy to a verified ask and answers: 403 (deny), 200 with a token
+// (allow, or consent covered by a remembered grant) or 202 with a pending URL (consent).
+// The policy outcome is the switch point of the request's fate. Everything that can still
+// refuse the request (policy, a direct grant with nothing to grant, the bounds on
+// undecided requests) is decided before the resource token's jti is spent, so only a
+// request that then succeeds writes a jti record: refused requests cause no storage
+// growth.
+func (h *Handler) decide(w http.ResponseWriter, r *http.Request, ask *tokenAsk) {
+	now := h.now()
+	effect := h.Policy.Evaluate(ask.Agent, ask.Resource, strings.Fields(ask.Scope))
 	if effect != EffectAllow && effect != EffectConsent {
 		h.writeError(w, r, http.StatusForbidden, wire.CodeDenied, "policy denies this request", nil)
 		return
@@ -115,56 +192,68 @@ func (h *Handler) resourceAccess(w http.ResponseWriter, r *http.Request, res *re
 		pending    *pendingRecord // consent: otherwise, the admitted pending request
 	)
 	if effect == EffectAllow {
-		if c.Scope == "" {
+		if ask.Scope == "" && ask.Subject == "" {
 			// Without a user (sub), scope is what makes an auth token valid at the resource.
 			h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, "resource token has no scope, which a direct grant needs", nil)
 			return
 		}
 	} else {
 		var ok bool
-		if remembered, pending, ok = h.prepareConsent(w, r, res, rt, req, now); !ok {
+		if remembered, pending, ok = h.prepareConsent(w, r, ask, now); !ok {
 			return
 		}
 	}
-	fresh, err := h.replay.use(r.Context(), c.Issuer, c.ID, time.Unix(c.Expiry, 0), now)
-	if err != nil || !fresh {
-		if pending != nil {
-			h.consent.release(pending.ID)
-		}
-		if err != nil {
-			h.serverError(w, r, "checking resource token jti", err)
-		} else {
-			h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, "resource token already used", nil)
-		}
+	if !h.spendResourceToken(w, r, ask.RT, pending, now) {
 		return
 	}
 	switch {
 	case effect == EffectAllow:
-		h.issueToken(w, r, authGrant{
-			Agent: res.Agent, Delegate: res.Delegate, Key: res.Key, Resource: c.Issuer,
-			Scope: c.Scope, Txn: c.Txn,
-		}, now)
+		h.issueToken(w, r, ask.grant(""), now)
 	case remembered != nil:
 		h.logger.Info("remembered consent applies",
-			zap.String("agent", res.Agent), zap.String("resource", c.Issuer),
+			zap.String("agent", ask.Agent), zap.String("resource", ask.Resource),
 			zap.String("user", remembered.User), zap.String("grant", remembered.ID))
-		h.issueToken(w, r, authGrant{
-			Agent: res.Agent, Delegate: res.Delegate, Key: res.Key, Resource: c.Issuer,
-			Scope: c.Scope, Txn: c.Txn, Subject: remembered.User,
-		}, now)
+		h.issueToken(w, r, ask.grant(remembered.User), now)
 	default:
 		h.createPending(w, r, pending)
 	}
 }
 
+// spendResourceToken records the resource token's jti (a resource token is accepted
+// once); on a replay or a storage failure it answers, releases the admitted pending
+// request and returns false. A nil rt (self-access) spends nothing.
+func (h *Handler) spendResourceToken(w http.ResponseWriter, r *http.Request, rt *token.Token, pending *pendingRecord, now time.Time) bool {
+	if rt == nil {
+		return true
+	}
+	c := &rt.Claims
+	fresh, err := h.replay.use(r.Context(), c.Issuer, c.ID, time.Unix(c.Expiry, 0), now)
+	if err == nil && fresh {
+		return true
+	}
+	if pending != nil {
+		h.consent.release(pending.ID)
+	}
+	if err != nil {
+		h.serverError(w, r, "checking resource token jti", err)
+	} else {
+		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, "resource token already used", nil)
+	}
+	return false
+}
+
 // authGrant is what an auth token states: who may use it (the agent and its key), where
-// (the resource), for what (scope, txn) and for whom (the consenting user, if any).
+// (the resource), for what (scope, txn) and for whom (the consenting user, if any). A
+// self-access token (Self) is for the agent itself: aud = the agent, no agent claim. Depth
+// is the exchange_depth of a token obtained by exchange (0: none).
 type authGrant struct {
 	Agent, Delegate string
 	Key             *keys.PublicKey
 	Resource        string
 	Scope, Txn      string
 	Subject         string
+	Self            bool
+	Depth           int
 }
 
 // issueToken mints a token for g and answers 200.
@@ -180,12 +269,15 @@ func (h *Handler) issueToken(w http.ResponseWriter, r *http.Request, g authGrant
 		zap.String("resource", g.Resource),
 		zap.String("scope", g.Scope),
 		zap.String("user", g.Subject),
+		zap.Bool("self", g.Self),
+		zap.Int("exchange_depth", g.Depth),
 		zap.Int64("expires_in", lifetime))
 	h.writeJSON(w, http.StatusOK, wire.TokenResponse{AuthToken: raw, ExpiresIn: lifetime})
 }
 
 // mintAuthToken signs an auth+jwt for g: iss, aud = the resource, a fresh jti, iat/exp,
-// agent, agent_delegate, sub, scope, txn and cnf.jwk = the agent's signing key.
+// agent (not for self-access), agent_delegate, sub, scope, txn, cnf.jwk = the agent's
+// signing key, and exchange_depth after a token exchange.
 func (h *Handler) mintAuthToken(ctx context.Context, g authGrant, now time.Time) (string, int64, error) {
 	signer, err := h.key.Signer(ctx)
 	if err != nil {
@@ -205,6 +297,12 @@ func (h *Handler) mintAuthToken(ctx context.Context, g authGrant, now time.Time)
 		Txn:           g.Txn,
 		AgentDelegate: g.Delegate,
 		Confirmation:  &token.Confirmation{Key: g.Key},
+	}
+	if g.Self {
+		claims.Agent = ""
+	}
+	if g.Depth > 0 {
+		claims.Extra = map[string]json.RawMessage{ClaimExchangeDepth: json.RawMessage(strconv.Itoa(g.Depth))}
 	}
 	raw, err := token.Mint(signer, token.TypAuth, claims)
 	return raw, lifetime, err

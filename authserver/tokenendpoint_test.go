@@ -206,9 +206,10 @@ func TestTokenEndpointRefusals(t *testing.T) {
 		{"invalid UTF-8", signed("{\"purpose\":\"\xff\",\"resource_token\":\"a\"}"), 400, "invalid_request", "UTF-8"},
 		{"purpose too long", signed(`{"resource_token":"a","purpose":"` + strings.Repeat("é", 1025) + `"}`), 400, "invalid_request", "purpose"},
 		{"empty resource_token", signed(`{"resource_token":""}`), 400, "invalid_request", "empty"},
-		{"refresh", signed(`{"auth_token":"x"}`), 400, "invalid_request", "not supported yet"},
-		{"token exchange", signed(`{"resource_token":"x","upstream_token":"y"}`), 400, "invalid_request", "not supported yet"},
-		{"self-access", signed(`{"scope":"data.read"}`), 400, "invalid_request", "unsupported request"},
+		{"refresh of garbage", signed(`{"auth_token":"x"}`), 400, "invalid_auth_token", "not a valid auth token"},
+		{"token exchange of garbage", signed(`{"resource_token":"x","upstream_token":"y"}`), 400, "invalid_auth_token", "not a valid auth token"},
+		{"self-access the policy denies", signed(`{"scope":"data.read forbidden"}`), 403, "denied", "policy denies"},
+		{"self-access without scope", signed(`{"scope":" "}`), 400, "invalid_request", "scope is empty"},
 		{"nothing", signed(`{}`), 400, "invalid_request", "unsupported request"},
 		{"wrong content type", func() *http.Request {
 			req := e.signedRequest(body(rt(nil)))

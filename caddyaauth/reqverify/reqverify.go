@@ -106,22 +106,7 @@ func (v *Verifier) now() time.Time {
 
 // Verify checks a request described by t (whose Header holds the signature headers).
 func (v *Verifier) Verify(ctx context.Context, t httpsig.Target) (*Result, error) {
-	lim := v.Limits
-	if lim == (httpsig.Limits{}) {
-		lim = httpsig.DefaultLimits
-	}
-	sig, err := httpsig.Parse(t.Header, lim)
-	if err != nil {
-		return nil, err
-	}
-	if err := v.Policy.Check(sig, t, v.now()); err != nil {
-		return nil, err
-	}
-	// An algorithm no supported key can have is refused before any key is fetched.
-	if sig.Alg != "" && sig.Alg != keys.AlgEd25519 && sig.Alg != keys.AlgECDSAP256 {
-		return nil, fail(httpsig.CodeUnsupportedAlgorithm, "unsupported alg (use ed25519 or ecdsa-p256-sha256)")
-	}
-	base, err := httpsig.Base(sig, t)
+	sig, base, err := v.Prepare(t)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +125,35 @@ func (v *Verifier) Verify(ctx context.Context, t httpsig.Target) (*Result, error
 		return nil, err
 	}
 	return res, nil
+}
+
+// Prepare runs the checks of Verify that need no key: it parses the three signature
+// headers, applies the policy (covered components, created/expires window) and the
+// algorithm allow-list, and builds the RFC 9421 §2.5 signature base. The caller then
+// verifies the signature itself with httpsig.Verify(sig, base, key). It serves requests
+// whose signing key is found another way than through their Signature-Key scheme (the
+// auth server's token exchange, where the key is named by a resource token's agent_jkt).
+func (v *Verifier) Prepare(t httpsig.Target) (*httpsig.Signature, []byte, error) {
+	lim := v.Limits
+	if lim == (httpsig.Limits{}) {
+		lim = httpsig.DefaultLimits
+	}
+	sig, err := httpsig.Parse(t.Header, lim)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := v.Policy.Check(sig, t, v.now()); err != nil {
+		return nil, nil, err
+	}
+	// An algorithm no supported key can have is refused before any key is fetched.
+	if sig.Alg != "" && sig.Alg != keys.AlgEd25519 && sig.Alg != keys.AlgECDSAP256 {
+		return nil, nil, fail(httpsig.CodeUnsupportedAlgorithm, "unsupported alg (use ed25519 or ecdsa-p256-sha256)")
+	}
+	base, err := httpsig.Base(sig, t)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sig, base, nil
 }
 
 func (v *Verifier) hwk(sig *httpsig.Signature, base []byte, res *Result) error {

@@ -263,3 +263,35 @@ func TestVerifyHardening(t *testing.T) {
 		}
 	})
 }
+
+// TestPrepare: Prepare parses and checks a signed request without resolving its key; the
+// signature base it returns verifies with the signing key and with no other, and a
+// broken or stale signature is refused before any key is looked up.
+func TestPrepare(t *testing.T) {
+	f := newFixture(t)
+	signer, _ := keys.Generate(keys.AlgEd25519, "k")
+	other, _ := keys.Generate(keys.AlgEd25519, "k")
+	target := sign(t, signer, jwt("not-even-a-token"))
+	sig, base, err := f.v.Prepare(target)
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	if sig.Key.Scheme != httpsig.SchemeJWT || sig.Key.Get("jwt") != "not-even-a-token" {
+		t.Errorf("Signature-Key %+v", sig.Key)
+	}
+	if err := httpsig.Verify(sig, base, signer.Public); err != nil {
+		t.Errorf("the signing key does not verify: %v", err)
+	}
+	if err := httpsig.Verify(sig, base, other.Public); err == nil {
+		t.Error("another key verifies")
+	}
+	stale := *f.v
+	stale.Now = func() time.Time { return time.Now().Add(10 * time.Minute) }
+	if _, _, err := stale.Prepare(target); err == nil {
+		t.Error("a signature outside the window was prepared")
+	}
+	target.Header.Del("Signature")
+	if _, _, err := f.v.Prepare(target); err == nil {
+		t.Error("a request without Signature was prepared")
+	}
+}
