@@ -62,6 +62,7 @@ type registry struct {
 	guards    map[*caddyhttp.Server]*serverGuard
 	resources map[string][]*Handler
 	onStart   []func(context.Context) error // see OnStart
+	egress    *egressState                  // handles, downstream tokens, chains; see egressState
 }
 
 // CaddyModule returns the Caddy module information.

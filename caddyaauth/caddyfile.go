@@ -75,6 +75,9 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //		keep_signature_headers
 //		replay            off|unsafe|all              # default unsafe on auth-token routes, else off
 //		max_token_lifetime <duration>                 # agent and auth tokens; default 24h
+//		agent_identity    [resource_key|own_key]      # the resource is an agent too
+//		egress                                        # forward a handle for aauth_egress
+//		header handle     <X-Header-Name>             # rename X-Aauth-Handle
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return UnmarshalBlock(d, repeatable, func(opt string) error { return h.unmarshalOption(d, opt) })
@@ -156,6 +159,19 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 		return oneArg(d, &h.Replay)
 	case "max_token_lifetime":
 		return parseLifetime(d, &h.MaxTokenLifetime)
+	case "agent_identity":
+		h.AgentIdentity = AgentKeyResource
+		if d.NextArg() {
+			h.AgentIdentity = d.Val()
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		if h.AgentIdentity != AgentKeyResource && h.AgentIdentity != AgentKeyOwn {
+			return d.Errf("agent_identity: want resource_key or own_key, got %q", h.AgentIdentity)
+		}
+	case "egress":
+		return flagOption(d, &h.Egress)
 	default:
 		return d.Errf("unrecognized aauth option %q", opt)
 	}

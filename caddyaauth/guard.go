@@ -101,15 +101,46 @@ func (g *serverGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	headers, resources := g.headers, g.resources
 	g.mu.RUnlock()
 	sanitizeRequest(r, headers)
-	if len(resources) > 0 && slices.Contains(WellKnownPaths, r.URL.Path) {
+	if len(resources) > 0 && isWellKnownPath(r.URL.Path) {
 		if h := g.app.wellKnownHandler(resources, r); h != nil {
-			return h.serveWellKnown(w, r)
+			if served, err := h.serveWellKnownPath(w, r); served {
+				return err
+			}
 		}
 	}
 	// The server's top-level chain always ends in the same terminal handler, so the
 	// routes are compiled once, on first use (after Caddy provisioned them).
-	g.once.Do(func() { g.compile = g.rest.Compile(next) })
+	g.once.Do(func() {
+		c := g.rest.Compile(next)
+		g.mu.Lock() // replay reads it under the lock, outside the once
+		g.compile = c
+		g.mu.Unlock()
+	})
 	return g.compile.ServeHTTP(w, r)
+}
+
+// replay runs a request the gateway replays (interaction chaining) through the server's
+// routes, sanitized like any request. The routes have been compiled: the original
+// request went through them.
+func (g *serverGuard) replay(w http.ResponseWriter, r *http.Request) error {
+	g.mu.RLock()
+	headers, compiled := g.headers, g.compile
+	g.mu.RUnlock()
+	sanitizeRequest(r, headers)
+	if compiled == nil {
+		return caddyhttp.Error(http.StatusInternalServerError, errors.New("aauth: the server's routes are not compiled yet"))
+	}
+	return compiled.ServeHTTP(w, r)
+}
+
+// guardOf returns the guard of srv, nil when it has none.
+func (a *App) guardOf(srv *caddyhttp.Server) *serverGuard {
+	if a == nil || a.reg == nil || srv == nil {
+		return nil
+	}
+	a.reg.mu.Lock()
+	defer a.reg.mu.Unlock()
+	return a.reg.guards[srv]
 }
 
 // sanitizeRequest removes client-sent identity headers from r: as header fields, as

@@ -127,9 +127,24 @@ type Handler struct {
 	// else 24h.
 	MaxTokenLifetime caddy.Duration `json:"max_token_lifetime,omitempty"`
 
+	// AgentIdentity makes the resource an agent as well (draft-hardt-aauth §4.5.8: a
+	// resource that calls other resources acts as an agent): the gateway publishes
+	// agent metadata and an agent JWKS for the resource identifier, and signs its own
+	// outbound requests (aauth_egress) with that key. "resource_key" reuses the resource
+	// signing key; "own_key" keeps a separate Ed25519 key in storage. Needs require
+	// auth-token and resource.
+	AgentIdentity string `json:"agent_identity,omitempty"`
+
+	// Egress gives the backend of every request this route passes a handle (header
+	// X-Aauth-Handle, placeholder {http.aauth.handle}) with which it may call other
+	// AAuth resources through an aauth_egress route on behalf of this request. It
+	// implies agent_identity resource_key when agent_identity is not set.
+	Egress bool `json:"egress,omitempty"`
+
 	logger      *zap.Logger
 	app         *App          // this config's aauth app: resource registry and server guards
 	key         *keystore.Key // resource signing key (auth-token routes)
+	agentKey    *keystore.Key // the key of the resource's agent identity (agent_identity)
 	verifier    *reqverify.Verifier
 	authorities []string
 	renamed     []string // custom upstream header names, stripped from client requests
@@ -216,6 +231,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				}
 				return nil
 			})
+			if err := h.provisionAgentIdentity(ctx); err != nil {
+				return err
+			}
 			h.app.registerResource(h)
 			if guarded {
 				guard.serveResource(h.Resource)
@@ -280,8 +298,8 @@ func (h *Handler) Validate() error {
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(h.Headers)) {
-		if !isIdentityField(k) {
-			return fmt.Errorf("header: unknown field %q (want one of level, scheme, agent, delegate, sub, scope, jkt, txn, issuer)", k)
+		if !isIdentityField(k) && k != handleField {
+			return fmt.Errorf("header: unknown field %q (want one of level, scheme, agent, delegate, sub, scope, jkt, txn, issuer, handle)", k)
 		}
 		if v := h.Headers[k]; v != "-" && !strings.HasPrefix(strings.ToLower(v), "x-") {
 			return fmt.Errorf("header: %s: custom upstream header names must start with X- (got %q)", k, v)
@@ -302,7 +320,7 @@ func (h *Handler) Validate() error {
 	} else if h.AuthServer != "" || len(h.TrustIssuers) > 0 || len(h.Scopes) > 0 {
 		return errors.New("auth_server, trust_issuer and scope need require auth-token")
 	}
-	return nil
+	return h.validateAgentIdentity()
 }
 
 // Cleanup releases the shared replay store.
@@ -320,8 +338,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if repl == nil {
 		repl = caddy.NewReplacer()
 	}
-	if h.Require == RequireAuthToken && h.isWellKnown(r) {
-		return h.serveWellKnown(w, r)
+	if h.Require == RequireAuthToken {
+		if served, err := h.serveWellKnownPath(w, r); served {
+			return err
+		}
+	}
+	if rp := h.replayedRequest(r); rp != nil {
+		return h.serveReplayed(w, r, repl, rp, next)
 	}
 	target := h.target(r)
 	verifier := h.verifier
@@ -364,6 +387,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	caddyhttp.SetVar(r.Context(), verifiedVar, true)
 	if c := h.logger.Check(zap.DebugLevel, "aauth request verified"); c != nil {
 		c.Write(zap.String("level", res.Level), zap.String("scheme", res.Scheme), zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint))
+	}
+	if h.Egress {
+		return h.serveWithHandle(w, r, repl, res, next)
 	}
 	return next.ServeHTTP(w, r)
 }

@@ -24,6 +24,9 @@ var identityFields = []struct{ key, header string }{
 	{"issuer", "X-Aauth-Issuer"},
 }
 
+// handleField is the key of the `header` option that renames X-Aauth-Handle.
+const handleField = "handle"
+
 func isIdentityField(key string) bool {
 	for _, f := range identityFields {
 		if f.key == key {

@@ -29,8 +29,28 @@ const (
 // has an auth-token route, whatever the route's own matcher.
 var WellKnownPaths = []string{PathResourceMetadata, PathResourceMetadataBare, PathResourceJWKS, PathResourceToken}
 
-func (h *Handler) isWellKnown(r *http.Request) bool {
-	return slices.Contains(WellKnownPaths, r.URL.Path)
+// isWellKnownPath reports whether path is one the guard hands to a resource's handler:
+// the resource documents, the agent documents (answered only when the resource has an
+// agent identity) and the interaction chaining endpoints.
+func isWellKnownPath(path string) bool {
+	return slices.Contains(WellKnownPaths, path) || slices.Contains(AgentWellKnownPaths, path) || isChainPath(path)
+}
+
+// serveWellKnownPath answers r when its path is one of the resource's well-known
+// documents or endpoints; served is false when it is not (the request goes on).
+func (h *Handler) serveWellKnownPath(w http.ResponseWriter, r *http.Request) (served bool, err error) {
+	p := r.URL.Path
+	switch {
+	case slices.Contains(WellKnownPaths, p):
+		return true, h.serveWellKnown(w, r)
+	case slices.Contains(AgentWellKnownPaths, p):
+		if a := h.agentHandler(); a != nil {
+			return true, a.serveAgentWellKnown(w, r)
+		}
+	case isChainPath(p):
+		return h.serveChainPath(w, r)
+	}
+	return false, nil
 }
 
 // serveWellKnown answers the resource's metadata, JWKS and resource token endpoint.

@@ -251,6 +251,9 @@ func (t *Transport) sharedAuthToken(ctx context.Context, u *url.URL, c Challenge
 		scope = rt.Claims.Scope
 	}
 	key := resID + "\x00" + t.Identity.Signer.Public.Thumbprint + "\x00" + scope
+	if t.UpstreamToken != "" {
+		key += "\x00" + t.UpstreamToken // exchanges for different callers never share a flow
+	}
 	return t.flights().do(ctx, key,
 		func(ctx context.Context) (CachedToken, error) { return t.obtainAuthToken(ctx, u, c) },
 		func() { t.logf("an auth-token flow for %s is already in progress; waiting for it", resID) })
@@ -506,7 +509,7 @@ func (t *Transport) requestTokenRetrying(ctx context.Context, endpoint *url.URL,
 // covering the body, and returns the auth token and expires_in of a 200 answer.
 func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourceToken, resID, as, interact string) (string, int64, error) {
 	step := StepTokenRequest
-	body, err := json.Marshal(wire.TokenRequest{ResourceToken: resourceToken, Purpose: t.Purpose})
+	body, err := json.Marshal(wire.TokenRequest{ResourceToken: resourceToken, Purpose: t.Purpose, UpstreamToken: t.UpstreamToken})
 	if err != nil {
 		return "", 0, &FlowError{Step: step, Err: err}
 	}
@@ -519,7 +522,11 @@ func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourc
 	httpsig.SetContentDigest(r, body)
 	opts := httpsig.SignOptions{Dictionary: t.Dictionary, StdBase64: t.StdBase64, Created: t.now(),
 		Extra: []string{"content-type", "content-digest"}, Nonce: httpsig.NewNonce()}
-	if err := httpsig.Sign(r, t.Identity.Signer, t.Identity.SigKey(), opts); err != nil {
+	cred := t.Identity
+	if t.UpstreamToken != "" && t.ExchangeForm != ExchangeBody {
+		cred = AuthToken(t.Identity.Signer, t.UpstreamToken) // exchange, Signature-Key form
+	}
+	if err := httpsig.Sign(r, cred.Signer, cred.SigKey(), opts); err != nil {
 		return "", 0, flowErr(step, "signing: %w", err)
 	}
 	resp, err := t.base().RoundTrip(r)
@@ -534,7 +541,7 @@ func (t *Transport) requestToken(ctx context.Context, endpoint *url.URL, resourc
 	if len(rb) > maxTokenResponse {
 		return "", 0, flowErr(step, "the answer exceeds %d bytes", maxTokenResponse)
 	}
-	t.logf("token request: POST %s signed with %s -> %s", endpoint.Redacted(), t.Identity, resp.Status)
+	t.logf("token request: POST %s signed with %s -> %s", endpoint.Redacted(), cred, resp.Status)
 
 	switch {
 	case resp.StatusCode == http.StatusOK:

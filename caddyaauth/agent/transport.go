@@ -13,6 +13,12 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
+// Forms of a token exchange request (Transport.ExchangeForm).
+const (
+	ExchangeSignatureKey = "signature_key"
+	ExchangeBody         = "body"
+)
+
 // HeaderAAuth is the response header carrying the resource's challenge (package wire).
 const HeaderAAuth = wire.HeaderAAuth
 
@@ -124,6 +130,17 @@ type Transport struct {
 	// and returns the auth token, which is then checked like a directly issued one.
 	// (*Poller).Await does this. nil means the flow stops with the *PendingError.
 	AwaitToken func(ctx context.Context, p *PendingError) (authToken string, err error)
+
+	// UpstreamToken, when set, turns every token request into a token exchange
+	// (draft-hardt-aauth §4.5.8, call chaining): the body carries it as upstream_token
+	// next to the resource token. It is the auth token a resource acting as an agent
+	// received from its own caller; it is never logged.
+	UpstreamToken string
+	// ExchangeForm is how an exchange is signed: ExchangeSignatureKey (the default)
+	// presents UpstreamToken in Signature-Key (scheme jwt) and signs with Identity's key;
+	// ExchangeBody signs with Identity as usual and sends the upstream token in the body
+	// only.
+	ExchangeForm string
 
 	disc     *discovery.Client // lazily created when Discovery is nil; guarded by lazyMu
 	tokens   *TokenCache       // lazily created when TokenCache is nil; guarded by lazyMu

@@ -79,16 +79,34 @@ func (c *Client) control(network, address string, _ syscall.RawConn) error {
 	if c.cfg.Dev {
 		return nil
 	}
+	allow := IsPublicAddr
+	if c.allowAddr != nil {
+		allow = c.allowAddr
+	}
+	return checkDial(network, address, allow)
+}
+
+// DialControl is the dial rule of discovery fetches as a net.Dialer Control function,
+// for other outbound clients that must not become SSRF gadgets (the gateway's egress):
+// TCP only, and only addresses IsPublicAddr accepts, checked after DNS resolution just
+// before connect(2). In dev it is nil (anything may be dialled).
+func DialControl(dev bool) func(network, address string, c syscall.RawConn) error {
+	if dev {
+		return nil
+	}
+	return func(network, address string, _ syscall.RawConn) error {
+		return checkDial(network, address, IsPublicAddr)
+	}
+}
+
+// checkDial refuses a dial that is not TCP to an address allow accepts.
+func checkDial(network, address string, allow func(netip.Addr) bool) error {
 	if network != "tcp4" && network != "tcp6" {
 		return fmt.Errorf("%w: network %s", ErrBlocked, network)
 	}
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
 		return fmt.Errorf("%w: unparsable dial address", ErrBlocked)
-	}
-	allow := IsPublicAddr
-	if c.allowAddr != nil {
-		allow = c.allowAddr
 	}
 	if a := ap.Addr().WithZone("").Unmap(); !allow(a) {
 		return fmt.Errorf("%w: refusing to dial non-public address %s", ErrBlocked, a)

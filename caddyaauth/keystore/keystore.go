@@ -23,6 +23,7 @@ import (
 const (
 	RoleResource = "resource" // a gateway's resource identifier
 	RoleIssuer   = "issuer"   // an auth server's issuer
+	RoleAgent    = "agent"    // a resource's own agent key (agent_identity own_key)
 )
 
 // Record folders under an issuer's Layout.

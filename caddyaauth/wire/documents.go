@@ -95,6 +95,9 @@ func ReadDocument(obj map[string]any, dst any) {
 type TokenRequest struct {
 	Purpose       string `json:"purpose,omitempty"`
 	ResourceToken string `json:"resource_token"`
+	// UpstreamToken makes the request a token exchange (draft-hardt-aauth §4.5.8): the
+	// auth token the calling resource received from its own caller.
+	UpstreamToken string `json:"upstream_token,omitempty"`
 }
 
 // WriteInteraction answers 202: the request waits for the user at location, who enters

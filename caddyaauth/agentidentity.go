@@ -1,0 +1,139 @@
+package caddyaauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
+)
+
+// Values of agent_identity: which key the resource signs with when it acts as an agent.
+const (
+	AgentKeyResource = "resource_key" // the resource signing key
+	AgentKeyOwn      = "own_key"      // a separate Ed25519 key in storage (keystore.RoleAgent)
+)
+
+// Agent documents a resource with an agent identity publishes (draft-hardt-aauth §13.1:
+// a resource that calls other resources is an agent and is known by its metadata), at
+// the .json name and the bare name, plus the agent JWKS.
+const (
+	PathAgentMetadata     = "/.well-known/aauth-agent.json"
+	PathAgentMetadataBare = "/.well-known/aauth-agent"
+	PathAgentJWKS         = "/.well-known/aauth-agent/jwks.json"
+)
+
+// AgentWellKnownPaths are the agent documents the guard serves for a resource whose
+// routes have an agent identity.
+var AgentWellKnownPaths = []string{PathAgentMetadata, PathAgentMetadataBare, PathAgentJWKS}
+
+// agentIdentity is the effective agent_identity: egress alone implies resource_key.
+func (h *Handler) agentIdentity() string {
+	if h.AgentIdentity == "" && h.Egress {
+		return AgentKeyResource
+	}
+	return h.AgentIdentity
+}
+
+// validateAgentIdentity checks agent_identity and egress.
+func (h *Handler) validateAgentIdentity() error {
+	switch h.AgentIdentity {
+	case "", AgentKeyResource, AgentKeyOwn:
+	default:
+		return fmt.Errorf("agent_identity: unknown key %q (want resource_key or own_key)", h.AgentIdentity)
+	}
+	if h.agentIdentity() != "" && (h.Require != RequireAuthToken || h.Resource == "") {
+		return errors.New("agent_identity and egress need require auth-token and resource")
+	}
+	return nil
+}
+
+// provisionAgentIdentity sets up the agent key of an auth-token route with an agent
+// identity and checks that the other routes of the resource agree on it.
+func (h *Handler) provisionAgentIdentity(ctx caddy.Context) error {
+	id := h.agentIdentity()
+	for _, sib := range h.app.resourceHandlers(h.Resource) {
+		if o := sib.agentIdentity(); o != "" && id != "" && o != id {
+			return fmt.Errorf("resource %s: agent_identity %s here but %s on another route", h.Resource, id, o)
+		}
+	}
+	switch id {
+	case AgentKeyResource:
+		h.agentKey = h.key
+	case AgentKeyOwn:
+		h.agentKey = keystore.NewKey(ctx.Storage(), keystore.LayoutOf(keystore.RoleAgent, h.Resource), keys.AlgEd25519)
+		h.app.OnStart(func(ctx context.Context) error {
+			if _, err := h.agentKey.Signer(ctx); err != nil {
+				return fmt.Errorf("agent signing key: %w", err)
+			}
+			return nil
+		})
+	}
+	return nil
+}
+
+// agentHandler returns the first route of h's resource that has an agent identity, nil
+// when none has.
+func (h *Handler) agentHandler() *Handler {
+	for _, sib := range h.siblings() {
+		if sib.agentKey != nil {
+			return sib
+		}
+	}
+	return nil
+}
+
+// agentSigner is the key the resource signs with as an agent.
+func (h *Handler) agentSigner(ctx context.Context) (*keys.Signer, error) {
+	if h.agentKey == nil {
+		return nil, errors.New("the resource has no agent identity")
+	}
+	s, err := h.agentKey.Signer(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("agent signing key: %w", err)
+	}
+	return s, nil
+}
+
+// agentMetadata is the resource's agent document: the resource identifier is the agent
+// identifier.
+func (h *Handler) agentMetadata() wire.AgentMetadata {
+	name := h.Resource
+	if u, err := url.Parse(h.Resource); err == nil && u.Host != "" {
+		name = u.Host
+	}
+	return wire.AgentMetadata{Agent: h.Resource, JWKSURI: h.Resource + PathAgentJWKS, ClientName: name}
+}
+
+// serveAgentWellKnown answers the agent metadata and the agent JWKS.
+func (h *Handler) serveAgentWellKnown(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return writeJSONError(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "use GET")
+	}
+	var body []byte
+	if r.URL.Path == PathAgentJWKS {
+		signer, err := h.agentSigner(r.Context())
+		if err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, err)
+		}
+		body = keystore.JWKS(signer.Public)
+	} else {
+		body, _ = json.Marshal(h.agentMetadata())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+	return nil
+}

@@ -1,0 +1,60 @@
+package caddyaauth
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
+)
+
+// Endpoints of interaction chaining (draft-hardt-aauth §4.5.8.2): where an agent polls a
+// request of ours that waits for a downstream consent, and where the person is sent on
+// to the downstream auth server's consent page.
+const (
+	PathChainPending  = "/.well-known/aauth-resource/pending/" // + <id>
+	PathChainInteract = "/.well-known/aauth-resource/interact" // ?code=<code>
+)
+
+// isChainPath reports whether path is one of the chaining endpoints.
+func isChainPath(path string) bool {
+	return path == PathChainInteract || (strings.HasPrefix(path, PathChainPending) && len(path) > len(PathChainPending))
+}
+
+// serveChainPath answers the chaining endpoints of h's resource; served is false when
+// the resource has no egress state (the request goes on to the routes).
+func (h *Handler) serveChainPath(w http.ResponseWriter, r *http.Request) (bool, error) {
+	st := h.app.egressState()
+	if st == nil {
+		return false, nil
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET")
+		return true, writeJSONError(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "use GET")
+	}
+	if r.URL.Path == PathChainInteract {
+		return true, h.serveChainInteract(w, r, st)
+	}
+	rec := st.chains.get(strings.TrimPrefix(r.URL.Path, PathChainPending))
+	if rec == nil || rec.handler.Resource != h.Resource {
+		return true, writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
+	}
+	return true, rec.handler.serveChainPoll(w, r, st, rec)
+}
+
+// serveChainInteract sends the person on to the downstream auth server's consent page
+// for the interaction our code stands for.
+func (h *Handler) serveChainInteract(w http.ResponseWriter, r *http.Request, st *egressState) error {
+	rec := st.chains.byUserCode(r.URL.Query().Get("code"))
+	if rec == nil || rec.handler.Resource != h.Resource {
+		return writeJSONError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "unknown or expired code")
+	}
+	target, err := rec.downstreamInteractionURL(r.Context(), h.app)
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadGateway, err)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusSeeOther)
+	return nil
+}

@@ -1,0 +1,163 @@
+package caddyaauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/egress"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
+)
+
+// maxChainWait caps the Prefer: wait honoured on a chained pending URL.
+const maxChainWait = 20 * time.Second
+
+// serveChainPoll answers a poll of a chained request (draft-hardt-aauth §4.5.8.2): signed
+// by the key of the original request; we poll the downstream auth server (signed as the
+// resource's agent); 202 while it waits; on approval the downstream token is cached and
+// the original request replayed, whose answer is the poll's answer; a downstream 403 or
+// 408 is passed on; after any terminal answer the pending URL is 404.
+func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egressState, rec *chainRecord) error {
+	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
+	if !ok {
+		return err
+	}
+	if res.Key.Thumbprint != rec.res.Key.Thumbprint {
+		return writeJSONError(w, http.StatusForbidden, wire.CodeInvalidKey, "the pending request belongs to another key")
+	}
+	if !rec.poll.TryLock() {
+		h.writeChainPending(w, rec, time.Second) // another poll is in progress
+		return nil
+	}
+	defer rec.poll.Unlock()
+	if st.chains.get(rec.id) != rec {
+		return writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
+	}
+	if !h.now().Before(rec.expires) {
+		st.chains.remove(rec)
+		return writeJSONError(w, http.StatusRequestTimeout, wire.CodeExpired, "the request expired before the user approved it")
+	}
+	tok, err := h.pollDownstream(r, rec)
+	if err == nil {
+		err = (&egress.Proxy{Discovery: h.app.Discovery()}).AcceptToken(r.Context(), rec.interaction, h.Resource, rec.signer, tok)
+		if err != nil {
+			st.chains.remove(rec)
+			return caddyhttp.Error(http.StatusBadGateway, err)
+		}
+		st.chains.remove(rec)
+		return h.replayChain(w, r, rec)
+	}
+	return h.answerDownstreamOutcome(w, st, rec, err)
+}
+
+// pollDownstream polls the downstream pending URL as the resource's agent for up to the
+// agent's Prefer: wait (capped), and returns the auth token once approved.
+func (h *Handler) pollDownstream(r *http.Request, rec *chainRecord) (string, error) {
+	wait := time.Second
+	if v, ok := strings.CutPrefix(strings.TrimSpace(r.Header.Get("Prefer")), "wait="); ok {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			wait = min(time.Duration(n)*time.Second, maxChainWait)
+		}
+	}
+	pe := *rec.interaction.Pending
+	pe.RetryAfter = 0
+	p := &agent.Poller{
+		Base:       h.app.egressState().outbound(h.app.Dev),
+		Credential: agent.JWKSURI(rec.signer, h.Resource),
+		Dev:        h.app.Dev,
+		Discovery:  h.app.Discovery(),
+		Wait:       wait,
+		// At least one poll; the deadline ends the wait while the answer is still 202.
+		MaxDuration: wait + time.Second,
+	}
+	return p.Await(r.Context(), &pe)
+}
+
+// answerDownstreamOutcome answers a poll the downstream did not approve (yet).
+func (h *Handler) answerDownstreamOutcome(w http.ResponseWriter, st *egressState, rec *chainRecord, err error) error {
+	var te *agent.TokenError
+	switch {
+	case errors.Is(err, agent.ErrConsentDenied):
+		st.chains.remove(rec)
+		return writeJSONError(w, http.StatusForbidden, wire.CodeDenied, "the user denied the downstream request")
+	case errors.Is(err, agent.ErrConsentExpired):
+		st.chains.remove(rec)
+		return writeJSONError(w, http.StatusRequestTimeout, wire.CodeExpired, "the downstream request expired before the user approved it")
+	case errors.Is(err, agent.ErrPendingGone):
+		st.chains.remove(rec)
+		return writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "the downstream pending request is gone")
+	case errors.As(err, &te) && !te.Temporary():
+		st.chains.remove(rec)
+		return writeJSONError(w, te.Status, te.Code, te.Description)
+	}
+	// Still waiting (the poll's deadline passed with 202), or the downstream auth server
+	// could not be reached this time: the agent polls again.
+	h.writeChainPending(w, rec, 2*time.Second)
+	return nil
+}
+
+// replayKey marks a request replayed by the gateway after a downstream consent, already
+// verified: the aauth handler of its resource takes the identity from it.
+type replayKey struct{}
+
+type replayed struct {
+	resource string
+	rec      *chainRecord
+}
+
+// replayChain runs the original request again through its server's routes as already
+// verified, with a fresh replacer and vars, writing the answer to w.
+func (h *Handler) replayChain(w http.ResponseWriter, poll *http.Request, rec *chainRecord) error {
+	g := h.app.guardOf(rec.srv)
+	if g == nil {
+		return caddyhttp.Error(http.StatusInternalServerError, errors.New("aauth: no route list to replay the request through"))
+	}
+	ctx := context.WithValue(poll.Context(), replayKey{}, &replayed{resource: h.Resource, rec: rec})
+	req, err := http.NewRequestWithContext(ctx, rec.req.method, rec.req.uri, strings.NewReader(string(rec.req.body)))
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	req.RequestURI, req.Host, req.Header = rec.req.uri, rec.req.host, rec.req.header.Clone()
+	req.Proto, req.ProtoMajor, req.ProtoMinor = poll.Proto, poll.ProtoMajor, poll.ProtoMinor
+	req.RemoteAddr, req.TLS = poll.RemoteAddr, poll.TLS
+	if rec.req.body == nil {
+		req.Body, req.ContentLength = http.NoBody, 0
+	}
+	req = caddyhttp.PrepareRequest(req, newReplacer(), w, rec.srv)
+	return g.replay(w, req)
+}
+
+// replayedRequest returns the replay mark of r when it is for h's resource.
+func (h *Handler) replayedRequest(r *http.Request) *replayed {
+	rp, _ := r.Context().Value(replayKey{}).(*replayed)
+	if rp == nil || rp.resource != h.Resource {
+		return nil
+	}
+	return rp
+}
+
+// serveReplayed passes on a replayed request with the original request's identity, and
+// (egress routes) a fresh handle bound to the same inbound token.
+func (h *Handler) serveReplayed(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, rp *replayed, next caddyhttp.Handler) error {
+	res := rp.rec.res
+	h.setIdentity(r, repl, res)
+	if !h.KeepSignatureHeaders {
+		r.Header.Del("Signature")
+		r.Header.Del("Signature-Input")
+		r.Header.Del("Signature-Key")
+	}
+	caddyhttp.SetVar(r.Context(), verifiedVar, true)
+	if h.Egress {
+		return h.serveWithHandle(w, r, repl, res, next)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+func newReplacer() *caddy.Replacer { return caddy.NewReplacer() }

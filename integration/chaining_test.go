@@ -1,0 +1,236 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+// Call chaining, all ours (draft-hardt-aauth §4.5.8): an agent calls API1; API1's
+// unmodified backend (a tiny Go server) calls API2 through API1's loopback egress with
+// the handle the gateway forwarded; API1's gateway exchanges the agent's auth token at
+// AS2, which trusts AS1; API2's backend (an echo) reports what it received.
+
+type chainEnv struct {
+	consentEnv
+	api2ID, as2ID, egressURL string
+	echo2                    *echoBackend
+	backend1                 *chainBackend
+}
+
+// chainBackend is API1's backend: it calls API2 through the egress (origin-form with
+// X-Aauth-Target) and answers with API2's answer. It records what the gateway told it.
+type chainBackend struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []http.Header
+}
+
+func newChainBackend(t *testing.T, egressURL func() string, target func() string) *chainBackend {
+	b := &chainBackend{}
+	client := &http.Client{Transport: loopbackTransport(), Timeout: 30 * time.Second}
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.mu.Lock()
+		b.seen = append(b.seen, r.Header.Clone())
+		b.mu.Unlock()
+		req, _ := http.NewRequest(http.MethodGet, egressURL()+"/data", nil)
+		req.Header.Set("X-Aauth-Handle", r.Header.Get("X-Aauth-Handle"))
+		req.Header.Set("X-Aauth-Target", target())
+		resp, err := client.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(b.Close)
+	return b
+}
+
+func (b *chainBackend) requests() []http.Header {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]http.Header(nil), b.seen...)
+}
+
+func chainConfig(env *chainEnv, as2Policy string) string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	skip_install_trust
+	storage file_system %s
+	aauth {
+		dev
+	}
+}
+
+%s {
+	aauth {
+		require auth-token
+		resource %s
+		auth_server %s
+		scope data.write
+		txn
+		egress
+	}
+	reverse_proxy %s
+}
+
+%s {
+	bind 127.0.0.1
+	aauth_egress
+}
+
+%s {
+	aauth {
+		require auth-token
+		resource %s
+		auth_server %s
+		scope data.read
+	}
+	reverse_proxy %s
+}
+
+%s
+%s`, env.storage,
+		env.apiID, env.apiID, env.authID, strings.TrimPrefix(env.backend1.URL, "http://"),
+		env.egressURL,
+		env.api2ID, env.api2ID, env.as2ID, env.echo2.addr(),
+		authServerBlock(env.authID, "", env.hashes),
+		fmt.Sprintf(`%s {
+	aauth_server {
+		issuer %s
+		trust_issuer %s
+		policy {
+			%s
+			default deny
+		}
+%s	}
+}
+`, env.as2ID, env.as2ID, env.authID, as2Policy, userLines(env.hashes, "\t\t")))
+}
+
+func startChain(t *testing.T, as2Policy string) *chainEnv {
+	t.Helper()
+	env := &chainEnv{consentEnv: consentEnv{agentSrv: newAgentServer(t), storage: storageDir(t), users: map[string]string{"alice": alicePassword}}}
+	env.hashes = bcryptHashes(t, env.users)
+	env.apiID = "http://localhost:" + freePort(t)
+	env.authID = "http://127.0.0.1:" + freePort(t)
+	env.api2ID = "http://localhost:" + freePort(t)
+	env.as2ID = "http://127.0.0.1:" + freePort(t)
+	env.egressURL = "http://127.0.0.1:" + freePort(t)
+	env.echo2 = newEchoBackend(t)
+	env.backend1 = newChainBackend(t, func() string { return env.egressURL }, func() string { return env.api2ID + "/data" })
+	caddytest.NewTester(t).InitServer(chainConfig(env, as2Policy), "caddyfile")
+	return env
+}
+
+// authorizedAgent runs the agent's first call to API1 through AS1's consent (alice
+// approves), so its auth token carries sub alice and a txn.
+func (env *chainEnv) authorizedAgent(t *testing.T) (*consentAgent, agentOutcome) {
+	t.Helper()
+	onPending, pending := pendingSink()
+	a := newConsentAgent(env.identity(), "chaining test", onPending)
+	ch := a.start(env.apiID + "/data")
+	p := waitPending(t, pending, 15*time.Second)
+	if err := newWebUser(env.authID).approve(p.Code, "alice", alicePassword); err != nil {
+		t.Fatal(err)
+	}
+	return a, waitOutcome(t, ch, 60*time.Second)
+}
+
+// checkChained checks what API2's backend saw: API1 as the agent, alice, the txn API1's
+// backend saw.
+func (env *chainEnv) checkChained(t *testing.T, out agentOutcome) {
+	t.Helper()
+	if out.err != nil || out.res.status != 200 {
+		t.Fatalf("chained call: status %d err %v body %s", out.res.status, out.err, out.res.body)
+	}
+	seen := env.backend1.requests()
+	txn := seen[len(seen)-1].Get("X-Aauth-Txn")
+	if txn == "" || seen[0].Get("X-Aauth-Subject") != "alice" {
+		t.Fatalf("API1's backend saw txn %q sub %q", txn, seen[0].Get("X-Aauth-Subject"))
+	}
+	for name, want := range map[string]string{"X-Aauth-Agent": env.apiID, "X-Aauth-Subject": "alice", "X-Aauth-Txn": txn, "X-Aauth-Level": "authorized"} {
+		if got := out.res.backendHeader(name); got != want {
+			t.Errorf("API2's backend saw %s %q, want %q", name, got, want)
+		}
+	}
+	for _, name := range []string{"X-Aauth-Handle", "X-Aauth-Target"} {
+		if got := out.res.backendHeader(name); got != "" {
+			t.Errorf("API2's backend saw %s %q", name, got)
+		}
+	}
+}
+
+func TestChainingAllOurs(t *testing.T) {
+	env := startChain(t, "allow scope data.read")
+	// API1 publishes its agent identity (the resource key).
+	md := get(t, plainClient(), env.apiID+"/.well-known/aauth-agent.json").mustStatus(t, 200)
+	var doc map[string]any
+	if json.Unmarshal(md.body, &doc) != nil || doc["agent"] != env.apiID || doc["jwks_uri"] != env.apiID+"/.well-known/aauth-agent/jwks.json" {
+		t.Fatalf("agent metadata %s", md.body)
+	}
+	a, out := env.authorizedAgent(t)
+	env.checkChained(t, out)
+	// A second call reuses the downstream token cached for this inbound token.
+	env.checkChained(t, a.get(env.apiID+"/data"))
+}
+
+// pendingBody is our 202's body.
+type pendingBody struct {
+	Status, Location, Require, Code string
+	InteractionEndpoint             string `json:"interaction_endpoint"`
+}
+
+func TestChainingConsentAtAS2(t *testing.T) {
+	env := startChain(t, "consent scope data.read")
+	a, out := env.authorizedAgent(t)
+	if out.err != nil || out.res.status != http.StatusAccepted {
+		t.Fatalf("want 202 from API1 (downstream consent), got %d %v %s", out.res.status, out.err, out.res.body)
+	}
+	var pb pendingBody
+	if err := json.Unmarshal(out.res.body, &pb); err != nil || pb.Code == "" || pb.Require != "interaction" ||
+		pb.Location != out.res.header.Get("Location") || !strings.HasPrefix(pb.Location, env.apiID+"/.well-known/aauth-resource/pending/") ||
+		pb.InteractionEndpoint != env.apiID+"/.well-known/aauth-resource/interact" {
+		t.Fatalf("202 body %s (Location %q)", out.res.body, out.res.header.Get("Location"))
+	}
+	if aa := out.res.header.Get("AAuth"); !strings.Contains(aa, "require=interaction") || !strings.Contains(aa, pb.Code) {
+		t.Fatalf("AAuth %q", aa)
+	}
+	// The person follows our interaction URL to AS2's consent page and approves there.
+	u := newWebUser(env.as2ID)
+	p := u.read(u.c.Get(pb.InteractionEndpoint + "?code=" + url.QueryEscape(pb.Code)))
+	if p.err != nil || !strings.HasPrefix(p.url, env.as2ID+"/interact?code=") {
+		t.Fatalf("interaction redirect ended at %q (%v)", p.url, p.err)
+	}
+	as2Code := strings.TrimPrefix(p.url, env.as2ID+"/interact?code=")
+	if err := u.approve(as2Code, "alice", alicePassword); err != nil {
+		t.Fatal(err)
+	}
+	// The agent polls our pending URL (signed with its key); the original call completes.
+	var final agentOutcome
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if final = a.get(pb.Location); final.err != nil || final.res.status != http.StatusAccepted {
+			break
+		}
+	}
+	env.checkChained(t, final)
+	if again := a.get(pb.Location); again.res.status != http.StatusNotFound {
+		t.Fatalf("poll after the terminal answer: %d %s", again.res.status, again.res.body)
+	}
+}
