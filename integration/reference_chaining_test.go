@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,12 +47,22 @@ func (r chainResult) String() string {
 // exchange returns the status of the first request the driver made with method to a URL
 // with the origin and path prefix, or 0.
 func (r chainResult) exchange(method, prefix string) int {
-	for _, e := range r.Exchanges {
-		if e.Method == method && strings.HasPrefix(e.URL, prefix) {
-			return e.Status
-		}
+	if s := r.statuses(method, prefix); len(s) > 0 {
+		return s[0]
 	}
 	return 0
+}
+
+// statuses lists the statuses of every request the driver made with method to a URL
+// with the prefix, in order.
+func (r chainResult) statuses(method, prefix string) []int {
+	var out []int
+	for _, e := range r.Exchanges {
+		if e.Method == method && strings.HasPrefix(e.URL, prefix) {
+			out = append(out, e.Status)
+		}
+	}
+	return out
 }
 
 // chainDriver is driver.py in chain mode.
@@ -568,8 +579,11 @@ func TestReferenceChainInteraction(t *testing.T) {
 	if r.Status != 200 {
 		t.Fatalf("the reference agent's chained request ended with %d:\n%s", r.Status, r)
 	}
-	if r.exchange("GET", api1+"/chain/report") != 202 || r.exchange("GET", api1+"/.well-known/aauth-resource/pending/") == 0 {
-		t.Errorf("want a 202 from API1 and polls of its pending URL:\n%s", r)
+	// The agent's own requests: challenged (401), then with its token deferred by our
+	// gateway (202), then polls of API1's pending URL ending in 200.
+	polls := r.statuses("GET", api1+"/.well-known/aauth-resource/pending/")
+	if got := r.statuses("GET", api1+"/chain/report"); !slices.Equal(got, []int{401, 202}) || len(polls) == 0 || polls[len(polls)-1] != 200 {
+		t.Errorf("want 401 and 202 from API1, then polls of its pending URL ending in 200:\n%s", r)
 	}
 	var call egressCall
 	if err := json.Unmarshal([]byte(r.Body), &call); err != nil || call.InboundAgent != agentID {
