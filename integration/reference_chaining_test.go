@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -487,36 +488,43 @@ func TestReferenceChainEgressToReferenceResource(t *testing.T) {
 	}
 }
 
-// TestReferenceChainInteraction (scenario c): the reference phase-9 agent
-// (Agent.request_resource, sig_scheme jwks_uri) completes a chained consent
-// (draft-hardt-aauth §4.5.8.2) where our gateway is Resource 1. API1's backend calls API2
-// through the egress (origin-form, X-Aauth-Target); API2's auth server AS2 trusts AS1 and
-// asks the user, so the exchange answers 202; our gateway answers the agent 202 with its
-// own pending URL and interaction code. The person (the test) opens API1's interaction
-// URL, follows the 303 to AS2's consent page, signs in as alice and approves; the
-// agent's polling of API1's pending URL ends in 200 with the backend's answer, in which
-// API2's backend saw agent API1 and sub alice.
-func TestReferenceChainInteraction(t *testing.T) {
-	drv := startChainDriver(t)
-	agentID := drv.start(t, map[string]any{"op": "agent", "name": "agent"})
-	api1 := "http://127.0.0.1:" + freePort(t)
-	as1 := "http://127.0.0.1:" + freePort(t)
-	api2 := "http://127.0.0.1:" + freePort(t)
-	as2 := "http://127.0.0.1:" + freePort(t)
-	egress := "http://127.0.0.1:" + freePort(t)
+// interactionEnv is scenario c's setup: API1 (our gateway, AS1 ours) whose backends call,
+// through the egress, either API2 (ours, AS2 ours asking the user) or the reference's R2
+// (its AS2 asking the user), both auth servers trusting AS1.
+type interactionEnv struct {
+	drv                          chainDriver
+	agentID                      string
+	api1, as1, api2, as2, egress string
+	r2, refAS2                   string
+	backend, refBackend          *egressBackend
+}
+
+func startInteraction(t *testing.T) *interactionEnv {
+	t.Helper()
+	port := func() string { return "http://127.0.0.1:" + freePort(t) }
+	env := &interactionEnv{drv: startChainDriver(t), api1: port(), as1: port(), api2: port(), as2: port(), egress: port()}
+	env.agentID = env.drv.start(t, map[string]any{"op": "agent", "name": "agent"})
+	env.refAS2 = env.drv.start(t, map[string]any{"op": "auth_server", "name": "as2", "consent": true, "trust": []string{env.as1}})
+	env.r2 = env.drv.start(t, map[string]any{"op": "resource", "name": "r2", "auth_server": env.refAS2})
 	echo := newEchoBackend(t)
-	backend := newEgressBackend(t, egress, api2+"/data/report", false)
+	env.backend = newEgressBackend(t, env.egress, env.api2+"/data/report", false)
+	env.refBackend = newEgressBackend(t, env.egress, env.r2+"/data-auth", false)
 	hashes := bcryptHashes(t, map[string]string{"alice": alicePassword})
-	cfg := chainCaddyGlobal(t) + fmt.Sprintf(`
-%[1]s {
-	aauth /chain/* {
+	route := func(path string) string {
+		return fmt.Sprintf(`aauth %s {
 		require auth-token
-		resource %[1]s
-		auth_server %[2]s
+		resource %s
+		auth_server %s
 		scope data.read
 		agent_identity resource_key
 		egress
+	}`, path, env.api1, env.as1)
 	}
+	cfg := chainCaddyGlobal(t) + fmt.Sprintf(`
+%[1]s {
+	%[9]s
+	%[10]s
+	reverse_proxy /ref/* %[11]s
 	reverse_proxy %[6]s
 }
 
@@ -553,57 +561,99 @@ func TestReferenceChainInteraction(t *testing.T) {
 
 %[5]s {
 	aauth_egress {
-		allow %[3]s
+		allow %[3]s %[12]s
 	}
 }
-`, api1, as1, api2, as2, egress, backend.addr(), echo.addr(), userLines(hashes, "\t\t"))
-	startCaddy(t, cfg, as2+"/.well-known/aauth-issuer.json")
+`, env.api1, env.as1, env.api2, env.as2, env.egress, env.backend.addr(), echo.addr(), userLines(hashes, "\t\t"),
+		route("/chain/*"), route("/ref/*"), env.refBackend.addr(), env.r2)
+	startCaddy(t, cfg, env.as2+"/.well-known/aauth-issuer.json")
+	return env
+}
 
+// chained has the reference agent request path on API1 with the person at decide (given
+// the downstream consent page API1's interaction URL led to), checks the agent's
+// sequence (401, 202, polls of API1's pending URL ending in 200) and the backend's first
+// egress call (503 interaction_required), and returns API1's backend's final answer.
+func (env *interactionEnv) chained(t *testing.T, path, consentPrefix string, backend *egressBackend, decide func(t *testing.T, user *demoUser, at *url.URL)) egressCall {
+	t.Helper()
 	person := func(t *testing.T, link string) {
-		if !strings.HasPrefix(link, api1+"/") || !strings.Contains(link, "code=") {
-			t.Fatalf("interaction URL %q is not on API1 (%s)", link, api1)
+		if !strings.HasPrefix(link, env.api1+"/.well-known/aauth-resource/interact?code=") {
+			t.Fatalf("interaction URL %q is not API1's (%s)", link, env.api1)
 		}
-		// Our gateway sends the person on to AS2's consent page (303).
+		// Our gateway sends the person on to the downstream consent page (303).
 		user := newDemoUser(t)
 		req, _ := http.NewRequest(http.MethodGet, link, nil)
 		status, at, page := user.fetch(t, req)
-		if status != 200 || !strings.HasPrefix(at.String(), as2+"/interact?code=") {
-			t.Fatalf("API1's interaction URL led to %s (%d), want AS2's consent page:\n%s", at, status, page)
+		if status != 200 || !strings.HasPrefix(at.String(), consentPrefix) {
+			t.Fatalf("API1's interaction URL led to %s (%d), want %s…:\n%s", at, status, consentPrefix, page)
 		}
-		consent := signIn(t, user, at.String(), api1)
-		if status, _, done := user.submit(t, at, consent, "approve", nil); status != 200 || !strings.Contains(done, "Access approved") {
-			t.Fatalf("approve: %d\n%s", status, done)
-		}
+		decide(t, user, at)
 	}
-	r := drv.run(t, map[string]any{"op": "fetch", "agent": "agent", "url": api1 + "/chain/report", "scheme": "jwks_uri"}, person)
+	r := env.drv.run(t, map[string]any{"op": "fetch", "agent": "agent", "url": env.api1 + path, "scheme": "jwks_uri"}, person)
 	if r.Status != 200 {
 		t.Fatalf("the reference agent's chained request ended with %d:\n%s", r.Status, r)
 	}
-	// The agent's own requests: challenged (401), then with its token deferred by our
-	// gateway (202), then polls of API1's pending URL ending in 200.
-	polls := r.statuses("GET", api1+"/.well-known/aauth-resource/pending/")
-	if got := r.statuses("GET", api1+"/chain/report"); !slices.Equal(got, []int{401, 202}) || len(polls) == 0 || polls[len(polls)-1] != 200 {
+	polls := r.statuses("GET", env.api1+"/.well-known/aauth-resource/pending/")
+	if got := r.statuses("GET", env.api1+path); !slices.Equal(got, []int{401, 202}) || len(polls) == 0 || polls[len(polls)-1] != 200 {
 		t.Errorf("want 401 and 202 from API1, then polls of its pending URL ending in 200:\n%s", r)
 	}
-	var call egressCall
-	if err := json.Unmarshal([]byte(r.Body), &call); err != nil || call.InboundAgent != agentID {
-		t.Fatalf("not API1's backend answer for the reference agent:\n%s", r)
+	var final egressCall
+	if err := json.Unmarshal([]byte(r.Body), &final); err != nil || final.InboundAgent != env.agentID || final.Status != 200 {
+		t.Fatalf("not API1's backend's answer with the downstream's 200:\n%s", r)
 	}
-	var e echoed
-	if err := json.Unmarshal([]byte(call.Body), &e); err != nil || call.Status != 200 {
-		t.Fatalf("API2 answered the egress %d: %s", call.Status, call.Body)
-	}
-	if e.header("X-Aauth-Agent") != api1 || e.header("X-Aauth-Subject") != "alice" || e.header("X-Aauth-Issuer") != as2 {
-		t.Fatalf("API2's backend saw agent %q, subject %q, issuer %q", e.header("X-Aauth-Agent"), e.header("X-Aauth-Subject"), e.header("X-Aauth-Issuer"))
-	}
-	// The backend ran twice: once answered 503 by the egress (discarded by the gateway),
-	// once replayed after the approval.
+	// The backend ran twice: first the egress answered it 503 interaction_required (the
+	// gateway discarded that answer), then it was replayed after the approval.
+	var first egressCall
 	select {
-	case first := <-backend.calls:
-		if first.Status != http.StatusServiceUnavailable || !strings.Contains(first.Body, "interaction_required") {
-			t.Errorf("the backend's first egress call got %d, want 503 interaction_required: %s", first.Status, first.Body)
-		}
+	case first = <-backend.calls:
 	default:
-		t.Error("the backend made no egress call")
+		t.Fatal("the backend made no egress call")
 	}
+	if first.Status != http.StatusServiceUnavailable || !strings.Contains(first.Body, "interaction_required") {
+		t.Errorf("the backend's first egress call got %d, want 503 interaction_required: %s", first.Status, first.Body)
+	}
+	return final
+}
+
+// TestReferenceChainInteraction (scenario c): the reference phase-9 agent
+// (Agent.request_resource, sig_scheme jwks_uri) completes a chained consent
+// (draft-hardt-aauth §4.5.8.2) where our gateway is Resource 1. API1's backend calls the
+// downstream resource through the egress (origin-form, X-Aauth-Target); the downstream
+// auth server trusts AS1 and asks the user, so the exchange answers 202 and our gateway
+// answers the agent 202 with its own pending URL and interaction code. The person (the
+// test) opens API1's interaction URL, follows the 303 to the downstream consent page,
+// signs in and approves; the agent's polling of API1's pending URL ends in 200 with the
+// backend's answer. Downstream is either ours (API2 and AS2: API2's backend sees agent
+// API1 and sub alice) or the reference's (R2 and its AS2: R2 answers agent API1).
+func TestReferenceChainInteraction(t *testing.T) {
+	env := startInteraction(t)
+
+	t.Run("downstream ours", func(t *testing.T) {
+		final := env.chained(t, "/chain/report", env.as2+"/interact?code=", env.backend, func(t *testing.T, user *demoUser, at *url.URL) {
+			consent := signIn(t, user, at.String(), env.api1)
+			if status, _, done := user.submit(t, at, consent, "approve", nil); status != 200 || !strings.Contains(done, "Access approved") {
+				t.Fatalf("approve: %d\n%s", status, done)
+			}
+		})
+		var e echoed
+		if err := json.Unmarshal([]byte(final.Body), &e); err != nil {
+			t.Fatalf("API2 answered the egress: %s", final.Body)
+		}
+		if e.header("X-Aauth-Agent") != env.api1 || e.header("X-Aauth-Subject") != "alice" || e.header("X-Aauth-Issuer") != env.as2 {
+			t.Fatalf("API2's backend saw agent %q, subject %q, issuer %q", e.header("X-Aauth-Agent"), e.header("X-Aauth-Subject"), e.header("X-Aauth-Issuer"))
+		}
+	})
+
+	t.Run("downstream reference", func(t *testing.T) {
+		final := env.chained(t, "/ref/report", env.refAS2+"/interact?code=", env.refBackend, func(t *testing.T, _ *demoUser, at *url.URL) {
+			refDecide(t, at.String(), "grant")
+		})
+		var granted struct {
+			Message string `json:"message"`
+			Agent   string `json:"agent"`
+		}
+		if err := json.Unmarshal([]byte(final.Body), &granted); err != nil || granted.Message != "Access granted" || granted.Agent != env.api1 {
+			t.Fatalf("R2 answered the egress: %s", final.Body)
+		}
+	})
 }
