@@ -20,6 +20,11 @@
 //
 // Every other path is passed to the next handler.
 //
+// Besides resource access ({"resource_token"}), the token endpoint serves self-access
+// ({"scope"}, selfaccess.go, draft-hardt-aauth §4.5.5), token exchange
+// ({"resource_token", "upstream_token"} in two forms, exchange.go, §4.5.8) and refresh
+// ({"auth_token"}, refresh.go, §11.6).
+//
 // The consent flow (policy outcome "consent", draft-hardt-aauth §10–§11): the token endpoint
 // stores the verified request behind a pending URL and answers 202 with an interaction
 // code; the user enters the code at /interact, signs in (built-in Users, or UserFrom an
