@@ -29,6 +29,27 @@ Modes:
         {"event": "clarifications", "answers": ["..."]}: the clarification answers that
         auth server holds for requests still pending. Runs until stdin is closed.
 
+  driver.py chain
+      Call chaining (draft-hardt-aauth §4.5.5 agent as audience, §4.5.8 call chaining):
+      starts nothing until told; every participant is named by the test. Event
+      {"event": "ready"}, then one event per command:
+        {"op": "auth_server", "name": n, "consent": bool, "trust": ["<issuer>", ...]}
+        {"op": "resource", "name": n, "auth_server": "<id>", "txn": bool,
+         "downstream": "<URL>"}                      (downstream: for /data-chain-auth)
+        {"op": "agent", "name": n}
+            → {"event": "started", "name": n, "id": "<id>"}
+        {"op": "fetch", "agent": n, "url": "...", "scheme": "hwk" | "jwks_uri"}
+            Agent.request_resource, with the agent's stored token cleared first.
+        {"op": "self", "agent": n, "auth_server": "<id>", "scope": "..."}
+            Agent.request_self_authorization (phase 5).
+        {"op": "downstream", "resource": n, "url": "...", "upstream_token": "..."}
+            Resource.call_downstream_resource (phase 7, form (ii) exchange).
+            → {"event": "result", "status": N, "body": "...", "aauth": "...",
+               "token": "<the agent's auth token, or the self-access token>",
+               "exchanges": [...]}
+        {"op": "continue"}  answers an {"event": "interaction", "url": ...} as in agent mode.
+      A participant that raises is reported as {"event": "error", "error": "..."}.
+
 Besides the participants' constructors and Agent.request_resource, the driver replaces
 the reference agent's user simulator (the person is the Go test), clears the agent's
 stored auth token between flows, records the HTTP exchanges the agent makes, and reads an
@@ -98,11 +119,18 @@ async def read_command(loop):
 
 
 def record_exchanges(httpx, log):
-    """Wraps httpx's send so every request the agent makes is listed with its status."""
+    """Wraps httpx's send so every request the agent makes is listed with its status (and,
+    for an error, the start of the answer)."""
     sync_send, async_send = httpx.Client.send, httpx.AsyncClient.send
 
     def note(request, response):
-        log.append({"method": request.method, "url": str(request.url), "status": response.status_code})
+        entry = {"method": request.method, "url": str(request.url), "status": response.status_code}
+        if response.status_code >= 400:
+            try:  # an error answer's body says why (it carries no token)
+                entry["error"] = response.text[:300]
+            except Exception:  # a streamed body not read yet
+                pass
+        log.append(entry)
 
     def send(self, request, *a, **kw):
         response = sync_send(self, request, *a, **kw)
@@ -201,14 +229,100 @@ async def servers_mode():
         server.should_exit = True
 
 
+async def start_participant(cmd, participants, running):
+    """Starts the auth server, resource or agent a chain-mode command names."""
+    from participants.agent import Agent
+    from participants.auth_server import AuthServer
+    from participants.resource import Resource
+
+    sock, pid = listener()
+    op = cmd["op"]
+    if op == "auth_server":
+        p = AuthServer(pid, port=0, require_user_consent=bool(cmd.get("consent")),
+                       trusted_auth_servers=list(cmd.get("trust") or []))
+    elif op == "resource":
+        p = Resource(pid, port=0, auth_server=cmd["auth_server"], enable_txn=bool(cmd.get("txn")),
+                     downstream_resource_url=cmd.get("downstream"))
+    else:
+        p = Agent(pid, port=0, use_user_simulator=True, clarification_supported=False)
+    running.append(serve_in_thread(p.app, sock))
+    participants[cmd["name"]] = p
+    return {"event": "started", "name": cmd["name"], "id": pid}
+
+
+async def run_chain_command(cmd, participants, exchanges):
+    """Runs one flow of chain mode and returns its result event."""
+    op = cmd.get("op")
+    del exchanges[:]
+    token, resp = None, None
+    if op == "fetch":
+        agent = participants[cmd["agent"]]
+        agent.auth_token = None  # a fresh flow: the agent reuses any token it holds
+        resp = await agent.request_resource(resource_url=cmd["url"], sig_scheme=cmd.get("scheme", "jwks_uri"))
+        token = agent.auth_token
+    elif op == "self":
+        agent = participants[cmd["agent"]]
+        agent.auth_token = None
+        token = await agent.request_self_authorization(scope=cmd["scope"], auth_server=cmd["auth_server"])
+    elif op == "downstream":
+        res = participants[cmd["resource"]]
+        resp = await res.call_downstream_resource(downstream_url=cmd["url"], method=cmd.get("method", "GET"),
+                                                  upstream_auth_token=cmd["upstream_token"])
+    else:
+        return {"event": "error", "error": "unexpected command %r" % (cmd,)}
+    return {
+        "event": "result",
+        "status": resp.status_code if resp is not None else 0,
+        "body": resp.text if resp is not None else "",
+        "aauth": resp.headers.get("aauth", "") if resp is not None else "",
+        "token": token or "",
+        "exchanges": list(exchanges),
+    }
+
+
+async def chain_mode():
+    import participants.user_simulator as user_simulator
+
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    exchanges, participants, running = [], {}, []
+    record_exchanges(httpx, exchanges)
+
+    async def person(self, interaction_url, auth_server_base=None):
+        emit({"event": "interaction", "url": interaction_url})
+        cmd = await read_command(loop)
+        return bool(cmd) and cmd.get("op") == "continue"
+
+    user_simulator.UserSimulator.complete_interaction = person
+    emit({"event": "ready"})
+    while True:
+        cmd = await read_command(loop)
+        if cmd is None:
+            break
+        try:
+            if cmd.get("op") in ("auth_server", "resource", "agent"):
+                emit(await start_participant(cmd, participants, running))
+            else:
+                emit(await run_chain_command(cmd, participants, exchanges))
+        except Exception as e:  # reported to the test, which fails with it
+            import traceback
+            traceback.print_exc()
+            emit({"event": "error", "error": "%s: %s" % (type(e).__name__, e)})
+    for server in running:
+        server.should_exit = True
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     if mode == "agent":
         asyncio.run(agent_mode())
     elif mode == "servers":
         asyncio.run(servers_mode())
+    elif mode == "chain":
+        asyncio.run(chain_mode())
     else:
-        sys.stderr.write("usage: driver.py agent|servers\n")
+        sys.stderr.write("usage: driver.py agent|servers|chain\n")
         sys.exit(2)
 
 
