@@ -143,10 +143,12 @@ func (c *TokenCache) find(resourceID, jkt string, ok func(*CachedToken) bool) (C
 }
 
 // Put stores t under its resource, key thumbprint and scope, replacing a token stored
-// there before. A token without resource, key thumbprint or text, or one no longer
-// usable, is not stored.
+// there before. A token without resource, key thumbprint or text, or one past its
+// refresh window, is not stored. A token that is already too close to its expiry to be
+// sent (an auth server issuing very short lifetimes) is still stored: Get never returns
+// it, but it can be refreshed.
 func (c *TokenCache) Put(t CachedToken) {
-	if t.Resource == "" || t.KeyJKT == "" || t.Token == "" || !t.usable(c.now()) {
+	if t.Resource == "" || t.KeyJKT == "" || t.Token == "" || t.dead(c.now()) {
 		return
 	}
 	c.mu.Lock()

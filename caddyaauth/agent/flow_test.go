@@ -690,11 +690,18 @@ func TestTokenCache(t *testing.T) {
 		if c.Len() != 2 {
 			t.Errorf("the expired entry was not kept for a refresh: %d", c.Len())
 		}
-		c.Put(tok("https://r.example", "c", "t3", 10*time.Second)) // unusable from the start
-		if c.Len() != 2 {
-			t.Errorf("an unusable token was stored")
+		// Unusable from the start (a 10 s lifetime is inside the margin): stored for a
+		// refresh, never handed out.
+		c.Put(tok("https://r.example", "c", "t3", 10*time.Second))
+		if got, _ := c.Get("https://r.example", "k1"); c.Len() != 3 || got.Token != "t1" {
+			t.Errorf("a short-lived token: Len %d, Get %q; want it kept (3) and t1 handed out", c.Len(), got.Token)
+		}
+		c.Put(tok("https://r.example", "d", "t6", -RefreshWindow-time.Second)) // past its refresh window
+		if c.Len() != 3 {
+			t.Errorf("a token past its refresh window was stored")
 		}
 		c.Delete("https://r.example", "t2")
+		c.Delete("https://r.example", "t3")
 		c.Put(tok("", "a", "t4", time.Hour))
 		c.Put(tok("https://r.example", "a", "", time.Hour))
 		noKey := tok("https://r.example", "a", "t5", time.Hour)
