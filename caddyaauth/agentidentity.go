@@ -129,11 +129,5 @@ func (h *Handler) serveAgentWellKnown(w http.ResponseWriter, r *http.Request) er
 	} else {
 		body, _ = json.Marshal(h.agentMetadata())
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "public, max-age=300")
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		_, _ = w.Write(body)
-	}
-	return nil
+	return writeDocument(w, r, body)
 }

@@ -1,6 +1,7 @@
 package caddyaauth
 
 import (
+	"math"
 	"strconv"
 	"strings"
 
@@ -140,15 +141,7 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 	case "require_components":
 		return appendArgs(d, &h.RequireComponents)
 	case "max_body":
-		var v string
-		if !d.AllArgs(&v) {
-			return d.ArgErr()
-		}
-		n, err := humanize.ParseBytes(v)
-		if err != nil || n == 0 {
-			return d.Errf("max_body: invalid size %q", v)
-		}
-		h.MaxBody = int64(n)
+		return byteSize(d, "max_body", &h.MaxBody)
 	case "keep_signature_headers":
 		return flagOption(d, &h.KeepSignatureHeaders)
 	case "header":
@@ -316,3 +309,17 @@ var repeatable = map[string]bool{"authority": true, "header": true, "require_com
 
 // Interface guards
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+// byteSize reads one positive size argument ("1MiB", "512KB", "4096") into dst.
+func byteSize(d *caddyfile.Dispenser, opt string, dst *int64) error {
+	var v string
+	if !d.AllArgs(&v) {
+		return d.ArgErr()
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil || n == 0 || n > math.MaxInt64 {
+		return d.Errf("%s: invalid size %q", opt, v)
+	}
+	*dst = int64(n)
+	return nil
+}

@@ -147,13 +147,7 @@ func (h *Handler) replayedRequest(r *http.Request) *replayed {
 // (egress routes) a fresh handle bound to the same inbound token.
 func (h *Handler) serveReplayed(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, rp *replayed, next caddyhttp.Handler) error {
 	res := rp.rec.res
-	h.setIdentity(r, repl, res)
-	if !h.KeepSignatureHeaders {
-		r.Header.Del("Signature")
-		r.Header.Del("Signature-Input")
-		r.Header.Del("Signature-Key")
-	}
-	caddyhttp.SetVar(r.Context(), verifiedVar, true)
+	h.markVerified(r, repl, res)
 	if h.Egress {
 		return h.serveWithHandle(w, r, repl, res, next)
 	}

@@ -4,7 +4,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/dustin/go-humanize"
 )
 
 func init() {
@@ -37,15 +36,7 @@ func (e *Egress) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "handle_header":
 			return oneArg(d, &e.HandleHeader)
 		case "max_body":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			n, err := humanize.ParseBytes(v)
-			if err != nil || n == 0 {
-				return d.Errf("max_body: invalid size %q", v)
-			}
-			e.MaxBody = int64(n)
+			return byteSize(d, "max_body", &e.MaxBody)
 		case "timeout":
 			return positiveDuration(d, &e.Timeout, func(v string, _ error) error {
 				return d.Errf("timeout: invalid duration %q", v)
@@ -53,7 +44,6 @@ func (e *Egress) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized aauth_egress option %q", opt)
 		}
-		return nil
 	})
 }
 

@@ -378,13 +378,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return err
 	}
-	h.setIdentity(r, repl, res)
-	if !h.KeepSignatureHeaders {
-		r.Header.Del("Signature")
-		r.Header.Del("Signature-Input")
-		r.Header.Del("Signature-Key")
-	}
-	caddyhttp.SetVar(r.Context(), verifiedVar, true)
+	h.markVerified(r, repl, res)
 	if c := h.logger.Check(zap.DebugLevel, "aauth request verified"); c != nil {
 		c.Write(zap.String("level", res.Level), zap.String("scheme", res.Scheme), zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint))
 	}
@@ -392,6 +386,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveWithHandle(w, r, repl, res, next)
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// markVerified sets the verified identity for the upstream (headers, placeholders) and
+// removes the signature fields unless keep_signature_headers is set.
+func (h *Handler) markVerified(r *http.Request, repl *caddy.Replacer, res *reqverify.Result) {
+	h.setIdentity(r, repl, res)
+	if !h.KeepSignatureHeaders {
+		r.Header.Del("Signature")
+		r.Header.Del("Signature-Input")
+		r.Header.Del("Signature-Key")
+	}
+	caddyhttp.SetVar(r.Context(), verifiedVar, true)
 }
 
 func (h *Handler) renamedHeaders() []string {

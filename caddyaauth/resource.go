@@ -77,6 +77,13 @@ func (h *Handler) serveWellKnown(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		body, _ = json.Marshal(h.metadata())
 	}
+	return writeDocument(w, r, body)
+}
+
+// writeDocument answers a GET or HEAD for a public well-known JSON document (metadata or
+// JWKS), cacheable for five minutes (draft-hardt-aauth §13: agents and auth servers
+// cache these documents).
+func writeDocument(w http.ResponseWriter, r *http.Request, body []byte) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	w.WriteHeader(http.StatusOK)
