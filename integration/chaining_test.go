@@ -77,19 +77,8 @@ func (b *chainBackend) requests() []http.Header {
 	return append([]http.Header(nil), b.seen...)
 }
 
-func chainConfig(env *chainEnv, as2Policy string) string {
-	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-	skip_install_trust
-	storage file_system %s
-	aauth {
-		dev
-	}
-}
-
+func chainConfig(t *testing.T, env *chainEnv, as2Policy string) string {
+	return fmt.Sprintf(`%s
 %s {
 	aauth {
 		require auth-token
@@ -118,7 +107,7 @@ http://:%s {
 }
 
 %s
-%s`, env.storage,
+%s`, globalOptions(t, true),
 		env.apiID, env.apiID, env.authID, strings.TrimPrefix(env.backend1.URL, "http://"),
 		strings.TrimPrefix(env.egressURL, "http://127.0.0.1:"),
 		env.api2ID, env.api2ID, env.as2ID, env.echo2.addr(),
@@ -144,7 +133,7 @@ func startChain(t *testing.T, as2Policy string) *chainEnv {
 // proxy.
 func startChainWith(t *testing.T, as2Policy string, proxy bool) *chainEnv {
 	t.Helper()
-	env := &chainEnv{consentEnv: consentEnv{agentSrv: newAgentServer(t), storage: storageDir(t), users: map[string]string{"alice": alicePassword}}}
+	env := &chainEnv{consentEnv: consentEnv{agentSrv: newAgentServer(t), users: map[string]string{"alice": alicePassword}}}
 	env.hashes = bcryptHashes(t, env.users)
 	env.apiID = "http://localhost:" + freePort(t)
 	env.authID = "http://127.0.0.1:" + freePort(t)
@@ -153,7 +142,7 @@ func startChainWith(t *testing.T, as2Policy string, proxy bool) *chainEnv {
 	env.egressURL = "http://127.0.0.1:" + freePort(t)
 	env.echo2 = newEchoBackend(t)
 	env.backend1 = newChainBackend(t, func() string { return env.egressURL }, func() string { return env.api2ID + "/data" }, proxy)
-	caddytest.NewTester(t).InitServer(chainConfig(env, as2Policy), "caddyfile")
+	caddytest.NewTester(t).InitServer(chainConfig(t, env, as2Policy), "caddyfile")
 	return env
 }
 

@@ -43,29 +43,18 @@ func (l *logLines) since(n int) (string, int) {
 
 func startRefreshEnv(t *testing.T) *consentEnv {
 	t.Helper()
-	env := &consentEnv{backend: newEchoBackend(t), agentSrv: newAgentServer(t), storage: storageDir(t),
+	env := &consentEnv{backend: newEchoBackend(t), agentSrv: newAgentServer(t),
 		users: map[string]string{"alice": alicePassword}}
 	env.hashes = bcryptHashes(t, env.users)
 	env.apiID = "http://localhost:" + freePort(t)
 	env.authID = "http://127.0.0.1:" + freePort(t)
-	cfg := fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-	skip_install_trust
-	storage file_system %s
-	aauth {
-		dev
-	}
-}
-
+	cfg := fmt.Sprintf(`%s
 %s {
 	%s
 	reverse_proxy %s
 }
 
-%s`, env.storage, env.apiID, apiBlock(env.apiID, env.authID), env.backend.addr(),
+%s`, globalOptions(t, true), env.apiID, apiBlock(env.apiID, env.authID), env.backend.addr(),
 		authServerBlock(env.authID, "token_lifetime 2s", env.hashes))
 	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
 	return env
