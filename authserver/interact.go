@@ -16,6 +16,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
 )
 
 // Interaction paths (below PathInteract).
@@ -123,7 +125,7 @@ func (h *Handler) serveInteract(w http.ResponseWriter, r *http.Request) {
 		h.serveStyle(w, r)
 		return
 	}
-	it := &interaction{h: h, w: w, r: r, ip: clientIP(r)}
+	it := &interaction{h: h, w: w, r: r, ip: caddyaauth.ClientIP(r)}
 	if c, err := r.Cookie(sessionCookie); err == nil && validRandomID(c.Value, 32) {
 		it.sid = c.Value
 	}

@@ -96,6 +96,18 @@ func TestChainEndpoints(t *testing.T) {
 	if w := serve("GET", PathChainInteract+"?code="+rec.code); w.Code != 400 {
 		t.Fatalf("interact after the terminal answer: %d", w.Code)
 	}
+	// Wrong codes are limited per client (3 were sent above): then 429 with Retry-After,
+	// even for a code that exists.
+	rec2 := &chainRecord{handler: h, expires: h.now().Add(time.Minute)}
+	if err := st.chains.add(rec2, h.now()); err != nil {
+		t.Fatal(err)
+	}
+	for range chainWrongCodes - 3 {
+		serve("GET", PathChainInteract+"?code=ZZZZZZZZ")
+	}
+	if w := serve("GET", PathChainInteract+"?code="+rec2.code); w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("after %d wrong codes: %d %v", chainWrongCodes, w.Code, w.Header())
+	}
 }
 
 // TestServeChainedSwapsResponse: the backend ran into a downstream consent through the

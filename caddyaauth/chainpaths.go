@@ -2,7 +2,9 @@ package caddyaauth
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
@@ -46,8 +48,14 @@ func (h *Handler) serveChainPath(w http.ResponseWriter, r *http.Request) (bool, 
 // serveChainInteract sends the person on to the downstream auth server's consent page
 // for the interaction our code stands for.
 func (h *Handler) serveChainInteract(w http.ResponseWriter, r *http.Request, st *egressState) error {
+	ip, now := ClientIP(r), h.now()
+	if st.chains.misses.blocked(ip, now) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(chainWrongWindow/time.Second)))
+		return writeJSONError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many unknown codes from this client; try again in a minute")
+	}
 	rec := st.chains.byUserCode(r.URL.Query().Get("code"))
 	if rec == nil || rec.handler.Resource != h.Resource {
+		st.chains.misses.miss(ip, now)
 		return writeJSONError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "unknown or expired code")
 	}
 	target, err := rec.downstreamInteractionURL(r.Context(), h.app)

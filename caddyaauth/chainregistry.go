@@ -52,6 +52,7 @@ type chainRegistry struct {
 	mu     sync.Mutex
 	byID   map[string]*chainRecord
 	byCode map[string]*chainRecord
+	misses codeMisses // unknown codes per client at the interact endpoint
 }
 
 var errTooManyChains = errors.New("aauth: too many requests wait for a downstream consent")
