@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
 
 // The on-disk token cache keeps the auth tokens a command obtained, so the next command
@@ -131,9 +132,12 @@ func (d *diskCache) wrap(base http.RoundTripper) http.RoundTripper {
 		sigKey := req.Header.Get("Signature-Key")
 		resp, err := base.RoundTrip(req)
 		if err == nil && resp.StatusCode == http.StatusUnauthorized && sigKey != "" {
+			wanted, scoped := challengedScope(resp.Header)
 			d.mu.Lock()
 			for _, ct := range d.loaded {
-				if strings.Contains(sigKey, ct.Token) {
+				// A token refused because the route wants another scope stays cached
+				// for the routes it is good for.
+				if strings.Contains(sigKey, ct.Token) && (!scoped || wanted == ct.Scope) {
 					d.refused[ct.Token] = true
 				}
 			}
@@ -141,6 +145,20 @@ func (d *diskCache) wrap(base http.RoundTripper) http.RoundTripper {
 		}
 		return resp, err
 	})
+}
+
+// challengedScope is the scope of the resource token in an auth-token challenge, read
+// without verification (only to tell "wrong scope" from "bad token").
+func challengedScope(h http.Header) (string, bool) {
+	c, ok := agent.ParseChallenge(h)
+	if !ok || c.ResourceToken == "" {
+		return "", false
+	}
+	rt, err := token.Parse(c.ResourceToken, token.TypResource)
+	if err != nil {
+		return "", false
+	}
+	return rt.Claims.Scope, true
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
