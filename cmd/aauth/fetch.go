@@ -28,7 +28,7 @@ import (
 const fetchUsage = `usage: aauth fetch [-key agent.jwk] [-id AGENT_ID | -agent-token FILE] [-pseudonym]
                    [-X METHOD] [-d DATA | -d @file] [-H 'Name: value']... [-dict] [-std-b64]
                    [-sign-body] [-purpose TEXT] [-dev] [-L] [-i] [-v] [-timeout 30s]
-                   [-consent-timeout 10m] [-wait N] [-no-qr] [-open] [-answer TEXT] URL
+                   [-consent-timeout 10m] [-wait 20s] [-no-qr] [-open] [-answer TEXT] URL
        aauth fetch -self -scope 'a b' -as AUTH_SERVER -key agent.jwk (-id AGENT_ID |
                    -agent-token FILE) [-purpose TEXT] [-dev] [-v] [consent flags]
 
@@ -50,8 +50,8 @@ it. -dev allows http:// and loopback resources and auth servers (local demos onl
 When the auth server needs the user's consent (202), stderr shows where to approve: the
 interaction URL ({interaction_endpoint}?code=CODE), the code (e.g. ABCD-2345) and a QR
 code of the URL (-no-qr hides it; -open also tries to open the URL in a browser). The
-pending request is then polled, signed with the same key, with Prefer: wait=N (-wait,
-0 for plain polling), until the user decides or -consent-timeout passes; on approval the
+pending request is then polled, signed with the same key, with Prefer: wait (-wait,
+0s for plain polling), until the user decides or -consent-timeout passes; on approval the
 request is retried with the new auth token. Questions the user asks the agent are
 answered with -answer TEXT, else typed at the terminal when stdin is one, else shown and
 left unanswered. -timeout applies to the HTTP exchanges before and after the wait.
@@ -65,11 +65,18 @@ and its final answer (200, or e.g. 403 denied) is the response.
 needs an identity) granting -scope, with the same consent handling, and prints the token
 response JSON {"auth_token": …, "expires_in": …} on stdout.
 
-The response body goes to stdout (with -i, the status line and headers first). Exit
-status: 0 for success, 22 for an HTTP status of 400 or more (like curl -f) and when the
-auth server refuses the token request or the user denies it (or it expires), 1 when the
-request could not be made or no decision came in time, 2 for usage errors. -v describes
-each step on stderr; it never prints keys or tokens.
+Identified requests use the token cache ($XDG_CACHE_HOME/aauth, one 0600 file per key;
+-no-cache or AAUTH_NO_CACHE=1 skip it): a token obtained once is sent by later commands
+until it expires, then refreshed. -key, -id, -agent-token and -dev default to
+$AAUTH_KEY, $AAUTH_ID, $AAUTH_AGENT_TOKEN and $AAUTH_DEV, else to the profile (-profile,
+$AAUTH_PROFILE, in $XDG_CONFIG_HOME/aauth/config.json).
+
+The response body goes to stdout (with -i, the status line and headers first); a
+failure is one line on stderr, with the HTTP status when there was one. Exit status: 0
+success, 1 local error, 2 usage error, 3 denied (by the user, or HTTP 403), 4 expired
+(or HTTP 408, or -consent-timeout passed), 22 other HTTP 4xx (like curl -f), 23 HTTP
+5xx, 130 interrupted (Ctrl-C). -v describes each step on stderr; it never prints keys
+or tokens.
 `
 
 // fetchOptions are the flags and the URL of one fetch command.
