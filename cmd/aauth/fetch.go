@@ -27,8 +27,9 @@ import (
 
 const fetchUsage = `usage: aauth fetch [-key agent.jwk] [-id AGENT_ID | -agent-token FILE] [-pseudonym]
                    [-X METHOD] [-d DATA | -d @file] [-H 'Name: value']... [-dict] [-std-b64]
-                   [-sign-body] [-purpose TEXT] [-dev] [-L] [-i] [-v] [-timeout 30s]
-                   [-consent-timeout 10m] [-wait 20s] [-no-qr] [-open] [-answer TEXT] URL
+                   [-sign-body] [-purpose TEXT] [-dev] [-profile NAME] [-no-cache] [-L] [-i] [-v]
+                   [-timeout 30s] [-consent-timeout 10m] [-wait 20s] [-no-qr] [-open]
+                   [-answer TEXT] URL
        aauth fetch -self -scope 'a b' -as AUTH_SERVER -key agent.jwk (-id AGENT_ID |
                    -agent-token FILE) [-purpose TEXT] [-dev] [-v] [consent flags]
 
@@ -49,7 +50,7 @@ it. -dev allows http:// and loopback resources and auth servers (local demos onl
 
 When the auth server needs the user's consent (202), stderr shows where to approve: the
 interaction URL ({interaction_endpoint}?code=CODE), the code (e.g. ABCD-2345) and a QR
-code of the URL (-no-qr hides it; -open also tries to open the URL in a browser). The
+code of the URL when stderr is a terminal (-no-qr hides it; -open also tries to open the URL in a browser). The
 pending request is then polled, signed with the same key, with Prefer: wait (-wait,
 0s for plain polling), until the user decides or -consent-timeout passes; on approval the
 request is retried with the new auth token. Questions the user asks the agent are

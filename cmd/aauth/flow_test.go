@@ -56,10 +56,6 @@ func TestFetchAuthTokenFlow(t *testing.T) {
 			[]string{"jwks_uri"}, "", []string{"resource-token", "need -dev"}},
 		{"auth server refuses", append([]string{"-dev"}, ident...), agenttest.Deny(403, "denied", "the user said no"), exitDenied, 1,
 			[]string{"jwks_uri"}, "", []string{"aauth: auth server refused: denied: the user said no (HTTP 403)\n"}},
-		{"auth server: bad request", append([]string{"-dev"}, ident...), agenttest.Deny(400, "invalid_request", "no"), exitHTTP, 1,
-			[]string{"jwks_uri"}, "", []string{"aauth: auth server refused: invalid_request: no (HTTP 400)\n"}},
-		{"auth server: 503, back in a minute", append([]string{"-dev"}, ident...), busy(60), exitServer, 1,
-			[]string{"jwks_uri"}, "", []string{"(HTTP 503)\n", "aauth: the auth server could not decide the request now; try again in 1m0s"}},
 		{"auth server defers", append([]string{"-dev"}, ident...), agenttest.Pending(as.ID+"/pending/p1", "ABCD2345", 1), exitHTTP, 1,
 			[]string{"jwks_uri"}, "", []string{"Approve this request in your browser:", as.ID + "/interact?code=ABCD2345",
 				"Code: ABCD-2345", "aauth: the pending request is gone", "(HTTP 404 or 410 from the pending URL)"}},
@@ -94,6 +90,33 @@ func TestFetchAuthTokenFlow(t *testing.T) {
 	}
 	if p := as.Purposes(); len(p) == 0 || p[0] != "CLI test" {
 		t.Errorf("purposes %q", p)
+	}
+}
+
+// TestFetchAuthServerStatus: the auth server's 4xx is exit status 22, its 5xx 23, each
+// with the status on stderr.
+func TestFetchAuthServerStatus(t *testing.T) {
+	tb := newTestbed(t)
+	as := agenttest.NewAuthServer(t)
+	gw := agenttest.NewGateway(t, as.ID, "data.read")
+	for _, tc := range []struct {
+		answer func(http.ResponseWriter) bool
+		code   int
+		want   []string
+	}{
+		{agenttest.Deny(400, "invalid_request", "no"), exitHTTP, []string{"aauth: auth server refused: invalid_request: no (HTTP 400)\n"}},
+		{busy(60), exitServer, []string{"(HTTP 503)\n", "aauth: the auth server could not decide the request now; try again in 1m0s"}},
+	} {
+		as.SetAnswer(tc.answer)
+		r := runCLI(t, "fetch", "-dev", "-key", tb.agentKey, "-id", tb.agentID, gw.ID+"/data")
+		if r.code != tc.code {
+			t.Errorf("exit %d, want %d; stderr %q", r.code, tc.code, r.stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+			}
+		}
 	}
 }
 
