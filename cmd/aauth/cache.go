@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 )
 
@@ -81,7 +82,9 @@ type diskCache struct {
 
 // openDiskCache reads the cache file of the key whose thumbprint is jkt (a missing or
 // unreadable file is an empty cache) and returns it with a TokenCache holding its tokens.
-func openDiskCache(dir, jkt string) (*diskCache, *agent.TokenCache, error) {
+// Without dev, tokens of http:// or loopback resources and issuers (cached by a command
+// with -dev) stay on disk but are not used: such a command would refuse to get them.
+func openDiskCache(dir, jkt string, dev bool) (*diskCache, *agent.TokenCache, error) {
 	if !thumbprintRE.MatchString(jkt) {
 		return nil, nil, fmt.Errorf("key thumbprint %q cannot name a cache file", jkt)
 	}
@@ -90,7 +93,9 @@ func openDiskCache(dir, jkt string) (*diskCache, *agent.TokenCache, error) {
 	d.loaded = d.read()
 	tc := agent.NewTokenCache(0)
 	for _, ct := range d.loaded { // oldest first, so the newest is the one Get prefers
-		tc.Put(ct)
+		if discovery.ValidateIdentifier(ct.Resource, dev) == nil && discovery.ValidateIdentifier(ct.Issuer, dev) == nil {
+			tc.Put(ct)
+		}
 	}
 	return d, tc, nil
 }

@@ -77,6 +77,16 @@ func TestTokenCacheAcrossInvocations(t *testing.T) {
 		t.Errorf("the refreshed token was not cached: %d token requests", as.Hits())
 	}
 
+	// Without -dev the tokens of the http:// test servers are not used (nor dropped).
+	r = runCLI(t, "fetch", "-key", tb.agentKey, "-id", tb.agentID, gw.ID+"/data")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "need -dev") || as.Hits() != 2 {
+		t.Errorf("without -dev: exit %d, %d token requests; stderr %q", r.code, as.Hits(), r.stderr)
+	}
+	fetch()
+	if as.Hits() != 2 {
+		t.Errorf("the token was dropped by the command without -dev: %d token requests", as.Hits())
+	}
+
 	fetch("-no-cache")
 	if as.Hits() != 3 {
 		t.Errorf("-no-cache: %d token requests, want 3", as.Hits())

@@ -208,7 +208,7 @@ func useDiskCache(tr *agent.Transport, o *fetchOptions, stderr io.Writer, vlog f
 		fmt.Fprintf(stderr, "aauth: no token cache: %v\n", err)
 		return nil
 	}
-	dc, tc, err := openDiskCache(dir, tr.Identity.Signer.Public.Thumbprint)
+	dc, tc, err := openDiskCache(dir, tr.Identity.Signer.Public.Thumbprint, o.dev)
 	if err != nil {
 		fmt.Fprintf(stderr, "aauth: no token cache: %v\n", err)
 		return nil
