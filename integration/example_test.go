@@ -260,7 +260,7 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 			link,
 			"Code: " + code[:4] + "-" + code[4:],
 			"Resource: http://localhost:8080",
-			"aauth: waiting for approval…",
+			"aauth: waiting for approval… 0s, 10m left (Ctrl-C to cancel)",
 			"aauth: approved after ",
 		} {
 			if !strings.Contains(out.stderr, want) {
@@ -272,11 +272,31 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 		}
 	})
 
+	// The token cache: the next command sends the consented token at once (no token
+	// request, no second consent), from a 0600 file named by the key thumbprint.
+	t.Run("the consented token is reused by the next command", func(t *testing.T) {
+		out := runCLI(t, aauthBin, work, nil, "fetch", "-dev", "-v", "-key", "agent.jwk", "-id", "http://127.0.0.1:8001", "http://localhost:8080/write/report")
+		out.wantExit(t, 0)
+		if e := out.echo(t); e["subject"] != "alice" || e["scope"] != "data.write" {
+			t.Fatalf("backend saw %v", e)
+		}
+		if !strings.Contains(out.stderr, "using the cached auth token for http://localhost:8080") ||
+			strings.Contains(out.stderr, "POST http://localhost:8081/token") || strings.Contains(out.stderr, "interact?code=") {
+			t.Errorf("want the cached token and no token request:\n%s", out)
+		}
+		dir := strings.TrimSpace(runCLI(t, aauthBin, work, nil, "cache", "dir").stdout)
+		fi, err := os.Stat(filepath.Join(dir, agentThumbprint+".json"))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("cache file: %v %v", fi, err)
+		}
+	})
+
 	// "Remember this decision": the next request gets its token without asking; the
 	// decision shows on the user's grants page and in Caddy's admin API, where it is
-	// revoked, after which the agent is asked again.
+	// revoked, after which the agent is asked again. -no-cache, so that each command
+	// asks the auth server instead of sending the token cached above.
 	t.Run("remembered decision, listed and revoked", func(t *testing.T) {
-		args := []string{"fetch", "-dev", "-no-qr", "-key", "agent.jwk", "-id", "http://127.0.0.1:8001", "http://localhost:8080/write/report"}
+		args := []string{"fetch", "-dev", "-no-qr", "-no-cache", "-key", "agent.jwk", "-id", "http://127.0.0.1:8001", "http://localhost:8080/write/report"}
 		cli := startCLI(t, aauthBin, work, args...)
 		user := newDemoUser(t)
 		user.approve(t, cli.interactionURL(t, 30*time.Second), true)

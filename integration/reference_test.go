@@ -538,7 +538,9 @@ func TestCLIAgainstReference(t *testing.T) {
 	agentID := "http://127.0.0.1:" + freePort(t)
 	serve := startProcess(t, "aauth serve", work, nil, bin, "serve", "-key", "agent.jwk", "-id", agentID, "-clarification")
 	waitHTTP(t, serve, agentID+"/.well-known/aauth-agent.json", 15*time.Second)
-	identity := []string{"-dev", "-no-qr", "-key", "agent.jwk", "-id", agentID}
+	// -no-cache: "consent denied" follows "consent approved" for the same resource and key,
+	// and must reach the consent page instead of sending the token cached by the first.
+	identity := []string{"-dev", "-no-qr", "-no-cache", "-key", "agent.jwk", "-id", agentID}
 
 	// granted checks the reference resource's answer to an authorized request.
 	granted := func(t *testing.T, out cliResult) {

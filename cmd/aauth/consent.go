@@ -61,12 +61,13 @@ func isTerminal(w any) bool {
 // writes to stderr go through mu, because the progress ticker runs concurrently.
 type consentUI struct {
 	w       io.Writer
-	tty     bool      // stderr is a terminal: one progress line rewritten in place
-	noQR    bool      // -no-qr
-	open    bool      // -open
-	answer  string    // -answer
-	in      io.Reader // where prompted answers are read
-	inTTY   bool      // in is a terminal: prompt for answers
+	tty     bool          // stderr is a terminal: one progress line rewritten in place
+	noQR    bool          // -no-qr (a QR code is drawn only on a terminal anyway)
+	limit   time.Duration // -consent-timeout: the time left is shown
+	open    bool          // -open
+	answer  string        // -answer
+	in      io.Reader     // where prompted answers are read
+	inTTY   bool          // in is a terminal: prompt for answers
 	lines   *bufio.Reader
 	vlog    func(string, ...any)
 	verbose bool // vlog prints: its lines must not run into the progress line
@@ -166,7 +167,7 @@ func (u *consentUI) pending(pe *agent.PendingError) {
 		lines = append(lines, "", "  Resource: "+pe.Resource)
 	}
 	fmt.Fprint(u.w, box(lines))
-	if link != "" && !u.noQR {
+	if link != "" && !u.noQR && u.tty {
 		if q, err := qrcode.New(link, qrcode.Medium); err == nil {
 			fmt.Fprint(u.w, q.ToSmallString(false))
 		} else {
@@ -185,7 +186,7 @@ func (u *consentUI) pending(pe *agent.PendingError) {
 		every = time.Second
 		u.drawLocked()
 	} else {
-		fmt.Fprintln(u.w, "aauth: waiting for approval…")
+		fmt.Fprintln(u.w, "aauth: "+u.waitingLocked(true))
 	}
 	go u.tick(every, u.stop, u.done)
 }
@@ -208,12 +209,38 @@ func (u *consentUI) tick(every time.Duration, stop, done chan struct{}) {
 	}
 }
 
-// drawLocked shows the time waited: rewriting one line on a terminal, else one line.
-func (u *consentUI) drawLocked() {
-	s := fmt.Sprintf("waiting for approval… %s", time.Since(u.start).Truncate(time.Second))
+// waitingLocked is the waiting line: the time waited, the time left until
+// -consent-timeout and, on a terminal or in the first line, how to cancel.
+func (u *consentUI) waitingLocked(first bool) string {
+	waited := time.Since(u.start).Truncate(time.Second)
+	s := fmt.Sprintf("waiting for approval… %s", waited)
+	if u.limit > 0 {
+		s += ", " + shortDuration(max(0, u.limit-waited)) + " left"
+	}
+	if u.tty || first {
+		s += " (Ctrl-C to cancel)"
+	}
 	if u.note != "" {
 		s += " (" + u.note + ")"
 	}
+	return s
+}
+
+// shortDuration prints whole seconds without trailing zero units: 10m, 1h30m, 9m48s.
+func shortDuration(d time.Duration) string {
+	s := d.Truncate(time.Second).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// drawLocked shows the waiting line: rewritten in place on a terminal, else one line.
+func (u *consentUI) drawLocked() {
+	s := u.waitingLocked(false)
 	if u.tty {
 		fmt.Fprintf(u.w, "\r\033[K%s", s)
 		u.lineOpen = true

@@ -55,7 +55,8 @@ func TestFetchConsent(t *testing.T) {
 				}
 			},
 			stderrHas: []string{"Approve this request in your browser:", "/interact?code=", "Code: ", "┌", "└",
-				"aauth: waiting for approval…\n", "aauth: waiting for approval… 1s\n", "aauth: approved after "},
+				"aauth: waiting for approval… 0s, 10m left (Ctrl-C to cancel)\n", "aauth: waiting for approval… 1s, 9m59s left\n",
+				"aauth: approved after "},
 			check: func(t *testing.T, as *agenttest.AuthServer, id string) {
 				polls := as.Polls()
 				if len(polls) != 1 || polls[0].Prefer != "wait=20" || polls[0].Status != 200 {
@@ -141,20 +142,20 @@ func TestFetchConsent(t *testing.T) {
 			hook: func(as *agenttest.AuthServer, id string, n int) {
 				later(200*time.Millisecond, func() { _ = as.Deny(id) })
 			},
-			code:      exitHTTP,
-			stderrHas: []string{"aauth: the user denied the request\n"},
+			code:      exitDenied,
+			stderrHas: []string{"aauth: the user denied the request (HTTP 403 from the pending URL)\n"},
 			stderrNot: []string{"approved after"},
 		},
 		{
 			name:      "expired",
 			hook:      func(as *agenttest.AuthServer, id string, n int) { _ = as.Expire(id) },
-			code:      exitHTTP,
-			stderrHas: []string{"aauth: the request expired before the user approved it\n"},
+			code:      exitExpired,
+			stderrHas: []string{"aauth: the request expired before the user approved it (HTTP 408 from the pending URL)\n"},
 		},
 		{
 			name:      "no decision in time",
-			args:      []string{"-wait", "1", "-consent-timeout", "2s"},
-			code:      exitFailure,
+			args:      []string{"-wait", "1s", "-consent-timeout", "2s"},
+			code:      exitExpired,
 			stderrHas: []string{"aauth: gave up waiting for the user's approval (-consent-timeout)"},
 		},
 	} {
@@ -178,15 +179,16 @@ func TestFetchConsent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The box and the QR code come first, whatever happens next.
+			// The box comes first, whatever happens next; no QR code, since stderr is
+			// not a terminal here (TestConsentUITerminal draws one).
 			want := append([]string{as.ID + "/interact?code=" + code, "Code: " + agent.FormatCode(code)}, tc.stderrHas...)
 			for _, s := range want {
 				if !strings.Contains(r.stderr, s) {
 					t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
 				}
 			}
-			if !slices.Contains(tc.args, "-no-qr") && !strings.ContainsAny(r.stderr, qrChars) {
-				t.Errorf("no QR code:\n%s", r.stderr)
+			if strings.ContainsAny(r.stderr, qrChars) {
+				t.Errorf("a QR code on a stderr that is not a terminal:\n%s", r.stderr)
 			}
 			for _, s := range tc.stderrNot {
 				if strings.Contains(r.stderr, s) {
@@ -259,16 +261,20 @@ func TestBox(t *testing.T) {
 // On a terminal the progress is one line, rewritten in place.
 func TestConsentUITerminal(t *testing.T) {
 	var buf strings.Builder
-	u := &consentUI{w: &buf, tty: true, noQR: true, vlog: func(string, ...any) {}}
+	u := &consentUI{w: &buf, tty: true, limit: 10 * time.Minute, vlog: func(string, ...any) {}}
 	u.pending(&agent.PendingError{Code: "ABCD2345", Require: agent.RequireInteraction,
 		InteractionEndpoint: "https://as.example/interact", AuthServer: "https://as.example"})
 	time.Sleep(1100 * time.Millisecond)
 	u.progress(agent.ProgressClarification+"Why?", 0)
 	u.finish(true)
 	out := buf.String()
+	if !strings.ContainsAny(out, qrChars) {
+		t.Errorf("no QR code on a terminal:\n%s", out)
+	}
 	for _, want := range []string{
 		"│   https://as.example/interact?code=ABCD2345 │", "│   Code: ABCD-2345",
-		"\r\033[Kwaiting for approval… 0s", "\r\033[Kwaiting for approval… 1s\naauth: the user asks: Why?\n",
+		"\r\033[Kwaiting for approval… 0s, 10m left (Ctrl-C to cancel)",
+		"\r\033[Kwaiting for approval… 1s, 9m59s left (Ctrl-C to cancel)\naauth: the user asks: Why?\n",
 		"aauth: approved after ",
 	} {
 		if !strings.Contains(out, want) {

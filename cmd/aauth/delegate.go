@@ -25,19 +25,24 @@ token to the named auth servers or resources. Prefer AAUTH_DELEGATE_SECRET over 
 func cmdDelegate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("delegate", delegateUsage, stderr)
 	server := fs.String("server", "", "agent server URL (required)")
-	keyFile := fs.String("key", "", "delegate private JWK file (required)")
+	var creds credFlags
+	creds.add(fs, "delegate private JWK file (required)", "", false, false)
+	keyFile := &creds.key
 	sub := fs.String("sub", "delegate-1", "delegate id, stable across key rotations")
 	secret := fs.String("secret", "", "delegate secret of the agent server (default $"+envDelegateSecret+")")
 	var aud stringList
 	fs.Var(&aud, "aud", "audience of the token (repeatable)")
 	out := fs.String("o", "", "write the token to this file (mode 0600) instead of stdout")
-	timeout := fs.Duration("timeout", 30*time.Second, "request timeout")
+	timeout := fs.Duration("timeout", 30*time.Second, "request timeout, a duration such as 30s")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
 	}
 	if len(pos) > 0 {
 		return usageError(stderr, "delegate", "unexpected argument %q", pos[0])
+	}
+	if err := creds.resolve(fs); err != nil {
+		return usageError(stderr, "delegate", "%v", err)
 	}
 	if *server == "" || *keyFile == "" {
 		return usageError(stderr, "delegate", "-server and -key are required")

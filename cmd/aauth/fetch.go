@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -25,8 +27,9 @@ import (
 
 const fetchUsage = `usage: aauth fetch [-key agent.jwk] [-id AGENT_ID | -agent-token FILE] [-pseudonym]
                    [-X METHOD] [-d DATA | -d @file] [-H 'Name: value']... [-dict] [-std-b64]
-                   [-sign-body] [-purpose TEXT] [-dev] [-L] [-i] [-v] [-timeout 30s]
-                   [-consent-timeout 10m] [-wait N] [-no-qr] [-open] [-answer TEXT] URL
+                   [-sign-body] [-purpose TEXT] [-dev] [-profile NAME] [-no-cache] [-L] [-i] [-v]
+                   [-timeout 30s] [-consent-timeout 10m] [-wait 20s] [-no-qr] [-open]
+                   [-answer TEXT] URL
        aauth fetch -self -scope 'a b' -as AUTH_SERVER -key agent.jwk (-id AGENT_ID |
                    -agent-token FILE) [-purpose TEXT] [-dev] [-v] [consent flags]
 
@@ -47,9 +50,9 @@ it. -dev allows http:// and loopback resources and auth servers (local demos onl
 
 When the auth server needs the user's consent (202), stderr shows where to approve: the
 interaction URL ({interaction_endpoint}?code=CODE), the code (e.g. ABCD-2345) and a QR
-code of the URL (-no-qr hides it; -open also tries to open the URL in a browser). The
-pending request is then polled, signed with the same key, with Prefer: wait=N (-wait,
-0 for plain polling), until the user decides or -consent-timeout passes; on approval the
+code of the URL when stderr is a terminal (-no-qr hides it; -open also tries to open the URL in a browser). The
+pending request is then polled, signed with the same key, with Prefer: wait (-wait,
+0s for plain polling), until the user decides or -consent-timeout passes; on approval the
 request is retried with the new auth token. Questions the user asks the agent are
 answered with -answer TEXT, else typed at the terminal when stdin is one, else shown and
 left unanswered. -timeout applies to the HTTP exchanges before and after the wait.
@@ -63,11 +66,18 @@ and its final answer (200, or e.g. 403 denied) is the response.
 needs an identity) granting -scope, with the same consent handling, and prints the token
 response JSON {"auth_token": …, "expires_in": …} on stdout.
 
-The response body goes to stdout (with -i, the status line and headers first). Exit
-status: 0 for success, 22 for an HTTP status of 400 or more (like curl -f) and when the
-auth server refuses the token request or the user denies it (or it expires), 1 when the
-request could not be made or no decision came in time, 2 for usage errors. -v describes
-each step on stderr; it never prints keys or tokens.
+Identified requests use the token cache ($XDG_CACHE_HOME/aauth, one 0600 file per key;
+-no-cache or AAUTH_NO_CACHE=1 skip it): a token obtained once is sent by later commands
+until it expires, then refreshed. -key, -id, -agent-token and -dev default to
+$AAUTH_KEY, $AAUTH_ID, $AAUTH_AGENT_TOKEN and $AAUTH_DEV, else to the profile (-profile,
+$AAUTH_PROFILE, in $XDG_CONFIG_HOME/aauth/config.json).
+
+The response body goes to stdout (with -i, the status line and headers first); a
+failure is one line on stderr, with the HTTP status when there was one. Exit status: 0
+success, 1 local error, 2 usage error, 3 denied (by the user, or HTTP 403), 4 expired
+(or HTTP 408, or -consent-timeout passed), 22 other HTTP 4xx (like curl -f), 23 HTTP
+5xx, 130 interrupted (Ctrl-C). -v describes each step on stderr; it never prints keys
+or tokens.
 `
 
 // fetchOptions are the flags and the URL of one fetch command.
@@ -82,7 +92,8 @@ type fetchOptions struct {
 	dev                      bool
 	purpose                  string
 	timeout, consentTimeout  time.Duration
-	wait                     int
+	wait                     waitFlag
+	noCache                  bool
 	noQR, openURL            bool
 	answer                   string
 	target                   *url.URL
@@ -118,25 +129,50 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if code, ok := setFetchCredentials(tr, o, stderr, vlog); !ok {
 		return code
 	}
+	dc := useDiskCache(tr, o, stderr, vlog)
 
-	// -timeout bounds the HTTP exchanges; the clock stops while the user decides.
-	ctx, cancel := context.WithCancelCause(ctx)
+	// Ctrl-C and SIGTERM end the command (exit 130) rather than kill it, so the waiting
+	// line is ended and the token cache written. -timeout bounds the HTTP exchanges; the
+	// clock stops while the user decides.
+	sigCtx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, cancel := context.WithCancelCause(sigCtx)
 	defer cancel(nil)
 	errTimeout := fmt.Errorf("no answer within %s (-timeout): %w", o.timeout, context.DeadlineExceeded)
 	timer := time.AfterFunc(o.timeout, func() { cancel(errTimeout) })
 	defer timer.Stop()
 	setConsentHooks(tr, o, stderr, vlog, timer)
 	failed := func(err error) int {
+		if sigCtx.Err() != nil && ctx.Err() != nil && context.Cause(ctx) != errTimeout {
+			fmt.Fprintln(stderr, "\naauth: interrupted")
+			return exitInterrupted
+		}
 		if context.Cause(ctx) == errTimeout {
 			err = errTimeout
 		}
 		vlog("error: %v", err)
 		return flowFailure(stderr, err, o.dev)
 	}
+	var extra []agent.CachedToken
 	if o.self {
-		return fetchSelf(ctx, tr, o, stdout, failed)
+		var ct *agent.CachedToken
+		code, ct = fetchSelf(ctx, tr, o, stdout, failed)
+		if ct != nil {
+			extra = append(extra, *ct)
+		}
+	} else {
+		code = fetchURL(ctx, tr, o, stdout, stderr, vlog, failed)
 	}
+	if dc != nil {
+		if err := dc.save(tr.TokenCache, extra...); err != nil {
+			fmt.Fprintf(stderr, "aauth: could not write the token cache: %v\n", err)
+		}
+	}
+	return code
+}
 
+// fetchURL sends the request of a fetch command and writes the response.
+func fetchURL(ctx context.Context, tr *agent.Transport, o *fetchOptions, stdout, stderr io.Writer, vlog func(string, ...any), failed func(error) int) int {
 	var body []byte
 	if o.hasBody {
 		var err error
@@ -160,30 +196,55 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return writeFetchResponse(resp, o, tr, stdout, stderr, vlog)
 }
 
+// useDiskCache gives an identified transport the on-disk token cache of its key, unless
+// -no-cache or AAUTH_NO_CACHE turns it off. A cache that cannot be opened is reported
+// and skipped: the command still works, it only asks for a token again.
+func useDiskCache(tr *agent.Transport, o *fetchOptions, stderr io.Writer, vlog func(string, ...any)) *diskCache {
+	if tr.Identity == nil || o.noCache || cacheDisabledByEnv() {
+		return nil
+	}
+	dir, err := cacheDir()
+	if err != nil {
+		fmt.Fprintf(stderr, "aauth: no token cache: %v\n", err)
+		return nil
+	}
+	dc, tc, err := openDiskCache(dir, tr.Identity.Signer.Public.Thumbprint, o.dev)
+	if err != nil {
+		fmt.Fprintf(stderr, "aauth: no token cache: %v\n", err)
+		return nil
+	}
+	tr.TokenCache = tc
+	tr.Base = dc.wrap(tr.Base)
+	vlog("token cache: %s (%d token(s))", dc.path, len(dc.loaded))
+	return dc
+}
+
 // fetchSelf gets a self-access token (-self) and prints it as the auth server's token
-// response would: {"auth_token": …, "expires_in": …}.
-func fetchSelf(ctx context.Context, tr *agent.Transport, o *fetchOptions, stdout io.Writer, failed func(error) int) int {
+// response would: {"auth_token": …, "expires_in": …}. It returns the token for the
+// cache.
+func fetchSelf(ctx context.Context, tr *agent.Transport, o *fetchOptions, stdout io.Writer, failed func(error) int) (int, *agent.CachedToken) {
 	ct, err := tr.SelfAccessToken(ctx, o.authServer, o.scope)
 	if err != nil {
-		return failed(err)
+		return failed(err), nil
 	}
 	out := wire.TokenResponse{AuthToken: ct.Token, ExpiresIn: max(0, int64(time.Until(ct.Expiry)/time.Second))}
 	b, err := json.Marshal(out)
 	if err != nil {
-		return failed(err)
+		return failed(err), nil
 	}
 	fmt.Fprintf(stdout, "%s\n", b)
-	return exitOK
+	return exitOK, &ct
 }
 
 // parseFetchFlags parses and checks the fetch command line; when ok is false, code is
 // the exit status to return.
 func parseFetchFlags(args []string, stderr io.Writer) (o *fetchOptions, code int, ok bool) {
-	o = &fetchOptions{}
+	o = &fetchOptions{wait: waitFlag(agent.DefaultPollWait)}
 	fs := newFlags("fetch", fetchUsage, stderr)
-	fs.StringVar(&o.keyFile, "key", "", "private JWK file (agent key, or delegate key with -agent-token)")
-	fs.StringVar(&o.id, "id", "", "agent identifier for the jwks_uri scheme, e.g. https://agent.example")
-	fs.StringVar(&o.tokenFile, "agent-token", "", "file holding an agent token for the jwt scheme")
+	var creds credFlags
+	creds.add(fs, "private JWK file (agent key, or delegate key with -agent-token)",
+		"agent identifier for the jwks_uri scheme, e.g. https://agent.example", true, true)
+	fs.BoolVar(&o.noCache, "no-cache", false, "neither read nor write the on-disk token cache (default $"+envNoCache+")")
 	fs.BoolVar(&o.pseudonym, "pseudonym", false, "sign with hwk first; step up to the identity only when asked")
 	fs.StringVar(&o.method, "X", "", "request method (default GET, or POST with -d)")
 	fs.StringVar(&o.data, "d", "", "request body; @file reads a file, @- reads stdin")
@@ -194,12 +255,11 @@ func parseFetchFlags(args []string, stderr io.Writer) (o *fetchOptions, code int
 	fs.BoolVar(&o.follow, "L", false, "follow redirects (each hop is signed anew)")
 	fs.BoolVar(&o.include, "i", false, "print the status line and response headers before the body")
 	fs.BoolVar(&o.verbose, "v", false, "describe each step on stderr")
-	fs.BoolVar(&o.dev, "dev", false, "allow http:// and loopback resource and auth server identifiers (local demos)")
 	fs.StringVar(&o.purpose, "purpose", "", "reason for the access, sent to the auth server and shown at consent")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "time limit of the HTTP exchanges (the wait for consent not counted)")
 	fs.DurationVar(&o.consentTimeout, "consent-timeout", agent.DefaultConsentDuration, "how long to wait for the user's consent")
-	fs.IntVar(&o.wait, "wait", int(agent.DefaultPollWait/time.Second), "Prefer: wait seconds for each consent poll (0: plain polling)")
-	fs.BoolVar(&o.noQR, "no-qr", false, "do not print a QR code of the interaction URL")
+	fs.Var(&o.wait, "wait", "Prefer: wait for each consent poll, a duration such as 20s (0: plain polling)")
+	fs.BoolVar(&o.noQR, "no-qr", false, "do not print a QR code of the interaction URL (never printed when stderr is not a terminal)")
 	fs.BoolVar(&o.openURL, "open", false, "try to open the interaction URL in a browser")
 	fs.StringVar(&o.answer, "answer", "", "answer to any clarification question the user asks")
 	fs.BoolVar(&o.self, "self", false, "get a self-access token (audience: this agent) from -as instead of fetching a URL")
@@ -209,6 +269,10 @@ func parseFetchFlags(args []string, stderr io.Writer) (o *fetchOptions, code int
 	if !ok {
 		return nil, code, false
 	}
+	if err := creds.resolve(fs); err != nil {
+		return nil, usageError(stderr, "fetch", "%v", err), false
+	}
+	o.keyFile, o.id, o.tokenFile, o.dev = creds.key, creds.id, creds.agentToken, creds.dev
 	if code, ok := checkFetchTarget(o, pos, stderr); !ok {
 		return nil, code, false
 	}
@@ -218,8 +282,8 @@ func parseFetchFlags(args []string, stderr io.Writer) (o *fetchOptions, code int
 	if (o.id != "" || o.tokenFile != "") && o.keyFile == "" {
 		return nil, usageError(stderr, "fetch", "-id and -agent-token need -key"), false
 	}
-	if o.timeout <= 0 || o.consentTimeout <= 0 || o.wait < 0 {
-		return nil, usageError(stderr, "fetch", "-timeout and -consent-timeout must be positive, -wait at least 0"), false
+	if o.timeout <= 0 || o.consentTimeout <= 0 || o.wait < 0 || o.wait%waitFlag(time.Second) != 0 {
+		return nil, usageError(stderr, "fetch", "-timeout and -consent-timeout must be positive, -wait whole seconds, at least 0"), false
 	}
 	if n := utf8.RuneCountInString(o.answer); n > agent.MaxClarificationLen {
 		return nil, usageError(stderr, "fetch", "-answer has %d characters; at most %d are allowed", n, agent.MaxClarificationLen), false
@@ -299,10 +363,10 @@ func setFetchCredentials(tr *agent.Transport, o *fetchOptions, stderr io.Writer,
 // hooks: they show the interaction URL and poll for the user's decision, with the
 // -timeout clock stopped while they wait.
 func setConsentHooks(tr *agent.Transport, o *fetchOptions, stderr io.Writer, vlog func(string, ...any), timer *time.Timer) {
-	ui := &consentUI{w: stderr, tty: isTerminal(stderr), noQR: o.noQR, open: o.openURL,
+	ui := &consentUI{w: stderr, tty: isTerminal(stderr), noQR: o.noQR, open: o.openURL, limit: o.consentTimeout,
 		answer: strings.TrimSpace(o.answer), vlog: vlog, verbose: o.verbose,
 		onStart: func() { timer.Stop() }, onEnd: func() { timer.Reset(o.timeout) }}
-	pollWait := time.Duration(o.wait) * time.Second
+	pollWait := time.Duration(o.wait)
 	if pollWait == 0 {
 		pollWait = -1 // no Prefer header
 	}
@@ -375,10 +439,28 @@ func writeFetchResponse(resp *http.Response, o *fetchOptions, tr *agent.Transpor
 	if _, err := io.Copy(stdout, resp.Body); err != nil {
 		return failf(stderr, "fetch", "reading the response: %v", err)
 	}
-	if resp.StatusCode >= 400 {
-		return exitHTTP
+	code := statusExit(resp.StatusCode)
+	if code != exitOK {
+		fmt.Fprintf(stderr, "aauth fetch: HTTP %s (exit status %d)\n", resp.Status, code)
 	}
-	return exitOK
+	return code
+}
+
+// statusExit maps an HTTP status to the exit status: 403 denied, 408 expired (what a
+// resource that waited for the user's decision answers, draft-hardt-aauth §4.5.7), other
+// 4xx 22 (as curl -f), 5xx 23.
+func statusExit(status int) int {
+	switch {
+	case status < 400:
+		return exitOK
+	case status == http.StatusForbidden:
+		return exitDenied
+	case status == http.StatusRequestTimeout:
+		return exitExpired
+	case status >= 500:
+		return exitServer
+	}
+	return exitHTTP
 }
 
 // flagSet reports whether the flag was given, so -d "" (an empty body) differs from no -d.
@@ -448,42 +530,29 @@ func hint(stderr io.Writer, c wire.Challenge, tr *agent.Transport) {
 }
 
 // flowFailure reports a request that ended without a response: the auth server's
-// refusal or deferral of the token request (exit 22, like an HTTP error), or anything
-// else (exit 1).
+// refusal (by its HTTP status: denied, expired, 4xx, 5xx), the user's decision, or
+// anything else (exit 1), with the HTTP status when there was one.
 func flowFailure(stderr io.Writer, err error, dev bool) int {
 	var te *agent.TokenError
 	var pe *agent.PendingError
 	var fe *agent.FlowError
 	switch {
 	case errors.As(err, &te):
-		code := te.Code
-		if code == "" {
-			code = strconv.Itoa(te.Status)
-		}
-		fmt.Fprintf(stderr, "aauth: auth server refused: %s: %s\n", code, te.Description)
-		if te.Temporary() {
-			// A 5xx: the server could not decide now; the request was retried already.
-			later := "later"
-			if te.RetryAfter > 0 {
-				later = "in " + te.RetryAfter.String()
-			}
-			fmt.Fprintf(stderr, "aauth: the auth server could not decide the request now; try again %s\n", later)
-		}
-		return exitHTTP
+		return tokenFailure(stderr, te)
 	case errors.Is(err, agent.ErrConsentDenied):
-		fmt.Fprintln(stderr, "aauth: the user denied the request")
-		return exitHTTP
+		fmt.Fprintln(stderr, "aauth: the user denied the request (HTTP 403 from the pending URL)")
+		return exitDenied
 	case errors.Is(err, agent.ErrConsentExpired):
-		fmt.Fprintln(stderr, "aauth: the request expired before the user approved it")
-		return exitHTTP
+		fmt.Fprintln(stderr, "aauth: the request expired before the user approved it (HTTP 408 from the pending URL)")
+		return exitExpired
 	case errors.Is(err, agent.ErrPendingGone):
-		fmt.Fprintln(stderr, "aauth: the pending request is gone (already answered, or unknown to the auth server)")
+		fmt.Fprintln(stderr, "aauth: the pending request is gone: already answered, or unknown to the auth server (HTTP 404 or 410 from the pending URL)")
 		return exitHTTP
 	case errors.Is(err, agent.ErrConsentTimeout):
 		fmt.Fprintln(stderr, "aauth: gave up waiting for the user's approval (-consent-timeout)")
-		return exitFailure
+		return exitExpired
 	case errors.As(err, &pe):
-		fmt.Fprintf(stderr, "aauth: user consent required at %s (code %s)\n", pe.Location, pe.Code)
+		fmt.Fprintf(stderr, "aauth: user consent required at %s (code %s; HTTP 202)\n", pe.Location, pe.Code)
 		return exitHTTP
 	case errors.As(err, &fe) && !dev && (errors.Is(err, discovery.ErrBlocked) || errors.Is(err, discovery.ErrInvalid)):
 		failf(stderr, "fetch", "%v", err)
@@ -491,4 +560,53 @@ func flowFailure(stderr io.Writer, err error, dev bool) int {
 		return exitFailure
 	}
 	return failf(stderr, "fetch", "%v", err)
+}
+
+// tokenFailure reports the auth server's refusal of a token request, with its status.
+func tokenFailure(stderr io.Writer, te *agent.TokenError) int {
+	code := te.Code
+	if code == "" {
+		code = strconv.Itoa(te.Status)
+	}
+	status := ""
+	if te.Status != 0 {
+		status = fmt.Sprintf(" (HTTP %d)", te.Status)
+	}
+	fmt.Fprintf(stderr, "aauth: auth server refused: %s: %s%s\n", code, te.Description, status)
+	exit := statusExit(te.Status)
+	switch {
+	case te.Code == wire.CodeDenied:
+		exit = exitDenied
+	case te.Code == wire.CodeExpired:
+		exit = exitExpired
+	case exit == exitOK:
+		exit = exitHTTP
+	}
+	if te.Temporary() {
+		// A 5xx: the server could not decide now; the request was retried already.
+		later := "later"
+		if te.RetryAfter > 0 {
+			later = "in " + te.RetryAfter.String()
+		}
+		fmt.Fprintf(stderr, "aauth: the auth server could not decide the request now; try again %s\n", later)
+	}
+	return exit
+}
+
+// waitFlag is -wait: a duration (20s), or for compatibility a bare number of seconds.
+type waitFlag time.Duration
+
+func (w *waitFlag) String() string { return time.Duration(*w).String() }
+
+func (w *waitFlag) Set(v string) error {
+	if n, err := strconv.Atoi(v); err == nil {
+		*w = waitFlag(time.Duration(n) * time.Second)
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("want a duration such as 20s")
+	}
+	*w = waitFlag(d)
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -53,11 +54,11 @@ func TestFetchAuthTokenFlow(t *testing.T) {
 			[]string{"hwk", "jwks_uri", "jwt:auth+jwt"}, `"scope":"data.read"`, nil},
 		{"without -dev", ident, nil, 1, 0,
 			[]string{"jwks_uri"}, "", []string{"resource-token", "need -dev"}},
-		{"auth server refuses", append([]string{"-dev"}, ident...), agenttest.Deny(403, "denied", "the user said no"), 22, 1,
-			[]string{"jwks_uri"}, "", []string{"aauth: auth server refused: denied: the user said no\n"}},
-		{"auth server defers", append([]string{"-dev"}, ident...), agenttest.Pending(as.ID+"/pending/p1", "ABCD2345", 1), 22, 1,
+		{"auth server refuses", append([]string{"-dev"}, ident...), agenttest.Deny(403, "denied", "the user said no"), exitDenied, 1,
+			[]string{"jwks_uri"}, "", []string{"aauth: auth server refused: denied: the user said no (HTTP 403)\n"}},
+		{"auth server defers", append([]string{"-dev"}, ident...), agenttest.Pending(as.ID+"/pending/p1", "ABCD2345", 1), exitHTTP, 1,
 			[]string{"jwks_uri"}, "", []string{"Approve this request in your browser:", as.ID + "/interact?code=ABCD2345",
-				"Code: ABCD-2345", "aauth: the pending request is gone"}},
+				"Code: ABCD-2345", "aauth: the pending request is gone", "(HTTP 404 or 410 from the pending URL)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			as.SetAnswer(tc.answer)
@@ -89,5 +90,44 @@ func TestFetchAuthTokenFlow(t *testing.T) {
 	}
 	if p := as.Purposes(); len(p) == 0 || p[0] != "CLI test" {
 		t.Errorf("purposes %q", p)
+	}
+}
+
+// TestFetchAuthServerStatus: the auth server's 4xx is exit status 22, its 5xx 23, each
+// with the status on stderr.
+func TestFetchAuthServerStatus(t *testing.T) {
+	tb := newTestbed(t)
+	as := agenttest.NewAuthServer(t)
+	gw := agenttest.NewGateway(t, as.ID, "data.read")
+	for _, tc := range []struct {
+		answer func(http.ResponseWriter) bool
+		code   int
+		want   []string
+	}{
+		{agenttest.Deny(400, "invalid_request", "no"), exitHTTP, []string{"aauth: auth server refused: invalid_request: no (HTTP 400)\n"}},
+		{busy(60), exitServer, []string{"(HTTP 503)\n", "aauth: the auth server could not decide the request now; try again in 1m0s"}},
+	} {
+		as.SetAnswer(tc.answer)
+		r := runCLI(t, "fetch", "-dev", "-key", tb.agentKey, "-id", tb.agentID, gw.ID+"/data")
+		if r.code != tc.code {
+			t.Errorf("exit %d, want %d; stderr %q", r.code, tc.code, r.stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+			}
+		}
+	}
+}
+
+// busy answers a token request 503 with Retry-After: secs; past the library's retry cap
+// (10 s), it gives up at once.
+func busy(secs int) func(http.ResponseWriter) bool {
+	return func(w http.ResponseWriter) bool {
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"busy"}`))
+		return true
 	}
 }

@@ -17,12 +17,18 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 )
 
-// Exit statuses. 22 matches curl -f, so scripts can treat both tools alike.
+// Exit statuses (the table in README.md). 22 matches curl -f for a 4xx, so scripts can
+// treat both tools alike; denied, expired and 5xx have their own so a script can tell
+// "ask again later" from "the answer is no".
 const (
-	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 2
-	exitHTTP    = 22
+	exitOK          = 0   // success
+	exitFailure     = 1   // a local error: bad file, network, timeout, cache
+	exitUsage       = 2   // a usage error: unknown flag, missing argument
+	exitDenied      = 3   // the user denied the request, or an HTTP 403
+	exitExpired     = 4   // the request expired before anyone decided, or an HTTP 408
+	exitHTTP        = 22  // any other HTTP 4xx, from the resource or the auth server
+	exitServer      = 23  // an HTTP 5xx, from the resource or the auth server
+	exitInterrupted = 130 // Ctrl-C (SIGINT) or SIGTERM, as shells report it
 )
 
 // envDelegateSecret keeps the delegate secret out of the process list.
@@ -37,6 +43,8 @@ commands:
   serve     run an agent server: metadata, JWKS and demo delegate tokens
   delegate  get an agent token for a delegate key from an agent server
   fetch     fetch a URL like curl, signing the request and answering AAuth challenges
+  cache     show or clear the on-disk token cache
+  version   print the version of aauth and of Go it was built with
 
 Run 'aauth <command> -h' for the flags of a command.
 `
@@ -68,6 +76,10 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return cmdDelegate(ctx, rest, stdout, stderr)
 	case "fetch":
 		return cmdFetch(ctx, rest, stdout, stderr)
+	case "cache":
+		return cmdCache(rest, stdout, stderr)
+	case "version", "-version", "--version":
+		return cmdVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return exitOK
@@ -91,15 +103,23 @@ func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
 
 // parseFlags parses flags anywhere on the command line (curl users put them after the
 // URL) and returns the positional arguments. Everything after "--" is positional. It
-// returns the exit status to use when parsing stopped (-h or a bad flag).
+// returns the exit status to use when parsing stopped: -h prints the usage; a bad flag
+// gets one line and a pointer to -h, not the whole usage.
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, int, bool) {
 	var pos []string
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	defer func() { fs.SetOutput(out); fs.Usage = usage }()
 	for {
 		if err := fs.Parse(args); err != nil {
+			fs.SetOutput(out)
 			if errors.Is(err, flag.ErrHelp) {
+				usage()
 				return nil, exitOK, false
 			}
-			return nil, exitUsage, false
+			cmd := strings.TrimPrefix(fs.Name(), "aauth ")
+			return nil, usageError(out, cmd, "%v", err), false
 		}
 		rest := fs.Args()
 		consumed := len(args) - len(rest)
@@ -116,7 +136,7 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, int, bool) {
 
 // usageError prints a one-line problem and a pointer to -h.
 func usageError(stderr io.Writer, cmd, format string, a ...any) int {
-	fmt.Fprintf(stderr, "aauth %s: %s\nRun 'aauth %s -h' for usage.\n", cmd, fmt.Sprintf(format, a...), cmd)
+	fmt.Fprintf(stderr, "aauth %s: %s\nsee 'aauth %s -h'\n", cmd, fmt.Sprintf(format, a...), cmd)
 	return exitUsage
 }
 

@@ -48,7 +48,7 @@ func TestFetchSelf(t *testing.T) {
 		}, 0, []string{"Approve this request in your browser:", "/interact?code=", "Code: ", "Resource: " + tb.agentID, "aauth: approved after"}},
 		{"refused", append([]string{"-dev"}, ident...), func(as *agenttest.AuthServer) {
 			as.SetAnswer(agenttest.Deny(http.StatusForbidden, wire.CodeDenied, "no SSO for you"))
-		}, exitHTTP, []string{"aauth: auth server refused: denied: no SSO for you"}},
+		}, exitDenied, []string{"aauth: auth server refused: denied: no SSO for you (HTTP 403)"}},
 		{"without -dev", ident, nil, exitFailure, []string{"need -dev"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -143,7 +143,8 @@ func TestFetchResourcePending(t *testing.T) {
 		stderrHas []string
 	}{
 		{"approved", 200, 0, `"scope":"data.read"`, []string{"aauth: the resource answered 200 OK after"}},
-		{"denied", 403, exitHTTP, `"error":"denied"`, []string{"aauth: the resource answered 403 Forbidden after"}},
+		{"denied", 403, exitDenied, `"error":"denied"`, []string{"aauth: the resource answered 403 Forbidden after", "aauth fetch: HTTP 403 Forbidden (exit status 3)"}},
+		{"expired", 408, exitExpired, "", []string{"aauth: the resource answered 408 Request Timeout after", "aauth fetch: HTTP 408 Request Timeout (exit status 4)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			as := agenttest.NewAuthServer(t)
@@ -170,8 +171,8 @@ func TestFetchResourcePending(t *testing.T) {
 					t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
 				}
 			}
-			if !strings.ContainsAny(r.stderr, qrChars) {
-				t.Errorf("no QR code:\n%s", r.stderr)
+			if strings.ContainsAny(r.stderr, qrChars) {
+				t.Errorf("a QR code on a stderr that is not a terminal:\n%s", r.stderr)
 			}
 			if strings.Contains(r.stdout+r.stderr, "eyJ") {
 				t.Errorf("a token was printed")

@@ -57,8 +57,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 func parseServeFlags(args []string, stderr io.Writer) (o *serveOptions, code int, ok bool) {
 	o = &serveOptions{}
 	fs := newFlags("serve", serveUsage, stderr)
-	fs.StringVar(&o.keyFile, "key", "", "agent private JWK file (required)")
-	fs.StringVar(&o.id, "id", "", "agent identifier, e.g. https://agent.example (required)")
+	var creds credFlags
+	creds.add(fs, "agent private JWK file (required)", "agent identifier, e.g. https://agent.example (required)", false, false)
 	fs.StringVar(&o.listen, "listen", "", "listen address (default: -id's host:port)")
 	fs.StringVar(&o.name, "name", "", "client_name published in the metadata")
 	fs.StringVar(&o.secret, "delegate-secret", "", "enable POST /delegate/token with this bearer secret (default $"+envDelegateSecret+")")
@@ -73,6 +73,10 @@ func parseServeFlags(args []string, stderr io.Writer) (o *serveOptions, code int
 	if len(pos) > 0 {
 		return nil, usageError(stderr, "serve", "unexpected argument %q", pos[0]), false
 	}
+	if err := creds.resolve(fs); err != nil {
+		return nil, usageError(stderr, "serve", "%v", err), false
+	}
+	o.keyFile, o.id = creds.key, creds.id
 	if o.keyFile == "" || o.id == "" {
 		return nil, usageError(stderr, "serve", "-key and -id are required"), false
 	}
