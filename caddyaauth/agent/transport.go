@@ -162,6 +162,7 @@ type Transport struct {
 	disc     *discovery.Client // lazily created when Discovery is nil; guarded by lazyMu
 	tokens   *TokenCache       // lazily created when TokenCache is nil; guarded by lazyMu
 	inflight *flightGroup      // auth-token flows in progress; lazily created, guarded by lazyMu
+	backoffs *serverGate       // per-auth-server backoff after outage answers; lazily created, guarded by lazyMu
 }
 
 func (t *Transport) logf(format string, a ...any) {
