@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,4 +160,66 @@ func (t *Transport) gate() *serverGate {
 func (t *Transport) tokenRetrier(what, as string) retrier {
 	return retrier{what: what, attempts: tokenAttempts, maxWait: tokenRetryCap,
 		now: t.now, sleep: t.sleep, logf: t.logf, gate: t.gate(), key: as}
+}
+
+// Retries of a request the resource's gateway could not verify for an outage.
+const (
+	gatewayAttempts = 4                // the first request and three retries
+	gatewayRetryCap = 30 * time.Second // the longest Retry-After waited for
+	maxOutageBody   = 4 << 10          // how much of a 503 is read to recognise it
+)
+
+// gatewayOutage reports whether resp is the gateway's "cannot verify now" answer: 503
+// with a JSON error temporarily_unavailable (its metadata or JWKS fetch for the agent or
+// the auth server failed). Such a request never reached the upstream, so sending it
+// again is safe whatever its method. wait is the Retry-After (1 s when absent). The
+// body is put back for the caller.
+func gatewayOutage(resp *http.Response) (wait time.Duration, ok bool) {
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		return 0, false
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxOutageBody))
+	rest := resp.Body
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(b), rest), rest}
+	if err != nil || wire.DecodeError(b).Code != wire.CodeTemporarilyUnavailable {
+		return 0, false
+	}
+	wait = retryAfter(resp.Header)
+	if wait < 0 {
+		wait = time.Second
+	}
+	return max(wait, time.Second), true
+}
+
+// sendRiding is send, repeated while the gateway answers that it cannot verify the
+// request for an outage (gatewayOutage): after its Retry-After, at most gatewayAttempts
+// times, never waiting longer than gatewayRetryCap at once nor past the request
+// context's deadline. The credential (a cached auth token) is kept: the refusal is not
+// a verdict on it, so no new token flow is run. The last 503 is returned as the
+// response when the budget is spent.
+func (t *Transport) sendRiding(req *http.Request, body []byte, cred *Credential) (*http.Response, error) {
+	ctx := req.Context()
+	for attempt := 1; ; attempt++ {
+		resp, err := t.send(req, body, cred)
+		if err != nil {
+			return nil, err
+		}
+		wait, ok := gatewayOutage(resp)
+		if !ok {
+			return resp, nil
+		}
+		dl, hasDL := ctx.Deadline()
+		if attempt >= gatewayAttempts || wait > gatewayRetryCap || (hasDL && !t.now().Add(wait).Before(dl)) {
+			t.logf("the resource could not verify the request %d times (temporarily_unavailable); giving up", attempt)
+			return resp, nil
+		}
+		t.logf("the resource cannot verify the request now (temporarily_unavailable); retry %d of %d in %s", attempt, gatewayAttempts-1, wait)
+		discard(resp)
+		if err := t.sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
 }

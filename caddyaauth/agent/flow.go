@@ -234,7 +234,7 @@ func (t *Transport) authTokenFlow(req *http.Request, body []byte, c Challenge) (
 		return nil, err
 	}
 	t.logf("retrying %s %s with the auth token", req.Method, req.URL.Redacted())
-	resp, err := t.send(req, body, AuthToken(t.Identity.Signer, ct.Token))
+	resp, err := t.sendRiding(req, body, AuthToken(t.Identity.Signer, ct.Token))
 	if err != nil {
 		return nil, err
 	}

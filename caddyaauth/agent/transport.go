@@ -247,7 +247,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	cred := t.initial()
-	resp, err := t.send(req, body, cred)
+	resp, err := t.sendRiding(req, body, cred)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +280,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	t.logf("retrying with %s", next.Scheme)
 	discard(resp)
-	resp, err = t.send(req, body, next)
+	resp, err = t.sendRiding(req, body, next)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || next != t.Identity {
 		return resp, err
 	}
@@ -302,7 +302,7 @@ func (t *Transport) tryCachedToken(req *http.Request, body []byte) (*http.Respon
 		return nil, false, nil
 	}
 	t.logf("using the cached auth token for %s (scope %q, expires %s)", resID, ct.Scope, ct.Expiry.UTC().Format(time.RFC3339))
-	resp, err := t.send(req, body, AuthToken(t.Identity.Signer, ct.Token))
+	resp, err := t.sendRiding(req, body, AuthToken(t.Identity.Signer, ct.Token))
 	if err != nil {
 		return nil, true, err
 	}
