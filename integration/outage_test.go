@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,6 +77,66 @@ func outageLines(t *testing.T, logFile string) []map[string]any {
 	return out
 }
 
+// outageEnv is a gateway in front of an echo backend whose auth server (agenttest) can
+// drop every JWKS request, and an agent that fetched the JWKS before the outage.
+type outageEnv struct {
+	as       *agenttest.AuthServer
+	jwksDown atomic.Bool
+	jwksHits atomic.Int64
+	backend  *echoBackend
+	apiID    string
+	logFile  string
+	agentSrv *agentServer
+	disc     *discovery.Client
+	mu       sync.Mutex
+	logs     []string // the agent library's log
+}
+
+func startOutage(t *testing.T) *outageEnv {
+	env := &outageEnv{as: agenttest.NewAuthServer(t), backend: newEchoBackend(t), agentSrv: newAgentServer(t)}
+	env.as.SetJWKSAnswer(func(http.ResponseWriter) bool {
+		env.jwksHits.Add(1)
+		if env.jwksDown.Load() {
+			panic(http.ErrAbortHandler) // the connection is dropped: unreachable
+		}
+		return false
+	})
+	env.apiID = "http://localhost:" + freePort(t)
+	env.logFile = filepath.Join(storageDir(t), "caddy.log")
+	caddytest.NewTester(t).InitServer(outageConfig(t, env.apiID, env.as.ID, env.logFile, env.backend), "caddyfile")
+	// The outage is between the gateway and the auth server's JWKS: the agent fetched the
+	// JWKS before (it checks the auth tokens it receives) and keeps its copy.
+	env.disc = discovery.New(discovery.Config{Dev: true})
+	t.Cleanup(env.disc.Close)
+	if _, err := env.disc.Key(t.Context(), env.as.ID, discovery.DocIssuer, env.as.Signer().Public.KID); err != nil {
+		t.Fatal(err)
+	}
+	env.jwksDown.Store(true)
+	return env
+}
+
+// client is an agent library client for the jwks_uri agent; the request contexts bound
+// each step.
+func (env *outageEnv) client() *http.Client {
+	tr := &agent.Transport{Identity: agent.JWKSURI(env.agentSrv.signer, env.agentSrv.id), Dev: true, Discovery: env.disc,
+		Logf: func(f string, a ...any) {
+			env.mu.Lock()
+			env.logs = append(env.logs, fmt.Sprintf(f, a...))
+			env.mu.Unlock()
+		}}
+	c := agentClient(tr)
+	c.Timeout = 0
+	return c
+}
+
+func (env *outageEnv) get(t *testing.T, c *http.Client, within time.Duration) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, env.apiID+"/data", nil)
+	return do(t, c, req)
+}
+
 // TestOutageAuthServerJWKS: the auth server's JWKS cannot be fetched and the gateway has
 // no copy. The gateway answers 503 temporarily_unavailable with Retry-After (not 401
 // invalid_auth_token) and logs one Warn line; the agent library keeps its auth token and
@@ -83,44 +144,13 @@ func outageLines(t *testing.T, logFile string) []map[string]any {
 // once the JWKS is back the same token goes through. Then the auth server replaces its
 // key under the same kid: a token signed with the new key is accepted within 2 s.
 func TestOutageAuthServerJWKS(t *testing.T) {
-	as := agenttest.NewAuthServer(t)
-	var jwksDown atomic.Bool
-	var jwksHits atomic.Int64
-	jwksDown.Store(true)
-	as.SetJWKSAnswer(func(http.ResponseWriter) bool {
-		jwksHits.Add(1)
-		if jwksDown.Load() {
-			panic(http.ErrAbortHandler) // the connection is dropped: unreachable
-		}
-		return false
-	})
-	backend := newEchoBackend(t)
-	apiID := "http://localhost:" + freePort(t)
-	logFile := filepath.Join(storageDir(t), "caddy.log")
-	caddytest.NewTester(t).InitServer(outageConfig(t, apiID, as.ID, logFile, backend), "caddyfile")
-	agentSrv := newAgentServer(t)
-	// The outage is between the gateway and the auth server's JWKS: the agent fetched the
-	// JWKS before (it checks the auth tokens it receives) and keeps its copy.
-	disc := discovery.New(discovery.Config{Dev: true})
-	t.Cleanup(disc.Close)
-	jwksDown.Store(false)
-	if _, err := disc.Key(t.Context(), as.ID, discovery.DocIssuer, as.Signer().Public.KID); err != nil {
-		t.Fatal(err)
-	}
-	jwksDown.Store(true)
-	var logLines []string
-	tr := &agent.Transport{Identity: agent.JWKSURI(agentSrv.signer, agentSrv.id), Dev: true, Discovery: disc,
-		Logf: func(f string, a ...any) { logLines = append(logLines, fmt.Sprintf(f, a...)) }}
-	client := agentClient(tr)
-	client.Timeout = 0 // the request contexts bound each test step
+	env := startOutage(t)
+	client := env.client()
 
 	// The outage: the library retries after Retry-After within the request's deadline,
 	// then hands the 503 back.
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, apiID+"/data", nil)
 	start := time.Now()
-	r := do(t, client, req).mustStatus(t, http.StatusServiceUnavailable)
+	r := env.get(t, client, 4*time.Second).mustStatus(t, http.StatusServiceUnavailable)
 	if r.header.Get("Retry-After") == "" || r.errorCode(t) != "temporarily_unavailable" ||
 		!strings.Contains(string(r.body), "the auth server's JWKS could not be fetched") {
 		t.Fatalf("503 headers %v body %s", r.header, r.body)
@@ -128,64 +158,50 @@ func TestOutageAuthServerJWKS(t *testing.T) {
 	if took := time.Since(start); took < time.Second {
 		t.Errorf("the library gave up after %s without backing off", took)
 	}
-	if n := as.Hits(); n != 1 {
-		t.Fatalf("%d token requests during the outage, want 1", n)
-	}
-	if backend.hits.Load() != 0 {
-		t.Fatal("the backend was reached")
+	if n := env.as.Hits(); n != 1 || env.backend.hits.Load() != 0 {
+		t.Fatalf("%d token requests during the outage (want 1), backend hits %d", n, env.backend.hits.Load())
 	}
 	// A second request during the outage: the cached token, no new token request.
-	ctx2, cancel2 := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel2()
-	req, _ = http.NewRequestWithContext(ctx2, http.MethodGet, apiID+"/data", nil)
-	do(t, client, req).mustStatus(t, http.StatusServiceUnavailable)
-	if n := as.Hits(); n != 1 {
+	env.get(t, client, 2*time.Second).mustStatus(t, http.StatusServiceUnavailable)
+	if n := env.as.Hits(); n != 1 {
 		t.Fatalf("%d token requests after a second request, want 1", n)
 	}
-	if got := outageLines(t, logFile); len(got) != 1 {
+	if got := outageLines(t, env.logFile); len(got) != 1 {
 		t.Fatalf("%d Warn lines about the outage, want 1: %v", len(got), got)
-	} else if got[0]["level"] != "warn" || got[0]["issuer"] != as.ID {
+	} else if got[0]["level"] != "warn" || got[0]["issuer"] != env.as.ID {
 		t.Fatalf("Warn line %v", got[0])
 	}
-	if fetches := jwksHits.Load(); fetches > 8 {
+	if fetches := env.jwksHits.Load(); fetches > 8 {
 		t.Errorf("the gateway fetched the JWKS %d times during the outage", fetches)
 	}
 
 	// Recovery: the same auth token goes through once the JWKS is back.
-	jwksDown.Store(false)
-	ctx3, cancel3 := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel3()
-	req, _ = http.NewRequestWithContext(ctx3, http.MethodGet, apiID+"/data", nil)
-	r = do(t, client, req).mustStatus(t, http.StatusOK)
-	if r.backendHeader("X-Aauth-Level") != "authorized" || as.Hits() != 1 {
-		t.Fatalf("after recovery: level %q, %d token requests", r.backendHeader("X-Aauth-Level"), as.Hits())
+	env.jwksDown.Store(false)
+	r = env.get(t, client, 30*time.Second).mustStatus(t, http.StatusOK)
+	if r.backendHeader("X-Aauth-Level") != "authorized" || env.as.Hits() != 1 {
+		t.Fatalf("after recovery: level %q, %d token requests", r.backendHeader("X-Aauth-Level"), env.as.Hits())
 	}
-	for _, l := range logLines {
-		if strings.Contains(l, "eyJ") {
-			t.Fatalf("the agent log holds a token: %s", l)
-		}
+	env.mu.Lock()
+	agentLog := strings.Join(env.logs, "\n")
+	env.mu.Unlock()
+	if strings.Contains(agentLog, "eyJ") {
+		t.Fatalf("the agent log holds a token:\n%s", agentLog)
 	}
 
 	t.Run("key replaced under the same kid is accepted within 2 s", func(t *testing.T) {
 		time.Sleep(1100 * time.Millisecond) // the gateway's JWKS copy is no longer brand new
-		next, err := keys.Generate(keys.AlgEd25519, as.Signer().Public.KID)
+		next, err := keys.Generate(keys.AlgEd25519, env.as.Signer().Public.KID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		as.ReplaceKey(next)
+		env.as.ReplaceKey(next)
 		replaced := time.Now()
-		fresh := &agent.Transport{Identity: agent.JWKSURI(agentSrv.signer, agentSrv.id), Dev: true, Discovery: disc}
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, apiID+"/data", nil)
-		c := agentClient(fresh)
-		c.Timeout = 0
-		do(t, c, req).mustStatus(t, http.StatusOK)
+		env.get(t, env.client(), 2*time.Second).mustStatus(t, http.StatusOK) // a new client: no cached token
 		if took := time.Since(replaced); took > 2*time.Second {
 			t.Fatalf("accepted after %s", took)
 		}
-		if as.Hits() != 2 {
-			t.Fatalf("%d token requests, want 2", as.Hits())
+		if env.as.Hits() != 2 {
+			t.Fatalf("%d token requests, want 2", env.as.Hits())
 		}
 	})
 }
