@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +46,9 @@ func outageConfig(t *testing.T, apiID, as, logFile string, backend *echoBackend)
 }
 
 %s {
+	aauth /ident/* {
+		require identity
+	}
 	aauth {
 		require auth-token
 		resource %s
@@ -204,4 +208,39 @@ func TestOutageAuthServerJWKS(t *testing.T) {
 			t.Fatalf("%d token requests, want 2", env.as.Hits())
 		}
 	})
+}
+
+// TestOutageAgentJWKS: on an identity route, an agent server that cannot be reached (and
+// was never fetched) is a 503 temporarily_unavailable naming the agent's metadata, with
+// Retry-After and one Warn line, not 401 unknown_key; an agent server that answers 404
+// is still a 401.
+func TestOutageAgentJWKS(t *testing.T) {
+	env := startOutage(t)
+	gone := newAgentServer(t)
+	gone.Close()
+	tr := &agent.Transport{Identity: agent.JWKSURI(gone.signer, gone.id), Dev: true}
+	c := agentClient(tr)
+	c.Timeout = 0
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, env.apiID+"/ident/data", nil)
+	r := do(t, c, req).mustStatus(t, http.StatusServiceUnavailable)
+	if r.header.Get("Retry-After") == "" || r.errorCode(t) != "temporarily_unavailable" ||
+		!strings.Contains(string(r.body), "the agent's metadata could not be fetched") {
+		t.Fatalf("503 headers %v body %s", r.header, r.body)
+	}
+	if got := outageLines(t, env.logFile); len(got) != 1 || got[0]["issuer"] != gone.id {
+		t.Fatalf("Warn lines %v", got)
+	}
+	// An agent whose server answers, but not with metadata, is a bad identity.
+	notFound := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(notFound.Close)
+	tr = &agent.Transport{Identity: agent.JWKSURI(gone.signer, notFound.URL), Dev: true}
+	r = get(t, agentClient(tr), env.apiID+"/ident/data").mustStatus(t, http.StatusUnauthorized)
+	if r.errorCode(t) != "unknown_key" {
+		t.Fatalf("body %s", r.body)
+	}
+	if env.backend.hits.Load() != 0 {
+		t.Fatal("the backend was reached")
+	}
 }
