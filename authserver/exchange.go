@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
@@ -116,6 +117,10 @@ func (h *Handler) seedExchange(w http.ResponseWriter, r *http.Request) {
 
 // refuseSignature answers a request whose signature could not be verified.
 func (h *Handler) refuseSignature(w http.ResponseWriter, r *http.Request, err error) {
+	if ue, ok := reqverify.Unavailable(err); ok {
+		caddyaauth.WriteUnavailable(w, r, h.logger, h.outages, ue)
+		return
+	}
 	if status, e, ok := reqverify.Refusal(err); ok {
 		h.writeError(w, r, status, e.Code, e.Description, e.RequiredComponents)
 		return
@@ -167,6 +172,10 @@ func (h *Handler) verifyUpstream(w http.ResponseWriter, r *http.Request, raw str
 		Issuers:     h.TrustIssuers,
 		MaxLifetime: reqverify.DefaultMaxTokenLifetime,
 	}, h.issuerKey)
+	if ue, ok := reqverify.AsUnavailable(err, "the upstream auth server's", pre.Claims.Issuer); ok {
+		caddyaauth.WriteUnavailable(w, r, h.logger, h.outages, ue)
+		return nil, 0, false
+	}
 	if err != nil {
 		return refuse(upstreamMessage(err))
 	}
@@ -251,6 +260,10 @@ func (h *Handler) callerKey(w http.ResponseWriter, r *http.Request, sig *httpsig
 	key, err := h.discovery.KeyByThumbprint(ctx, agent, discovery.DocAgent, jkt)
 	if err != nil && !errors.Is(err, discovery.ErrBlocked) && !errors.Is(err, discovery.ErrInvalid) {
 		key, err = h.discovery.KeyByThumbprint(ctx, agent, discovery.DocResource, jkt)
+	}
+	if ue, ok := reqverify.AsUnavailable(err, "the calling resource's", agent); ok {
+		caddyaauth.WriteUnavailable(w, r, h.logger, h.outages, ue)
+		return nil, false
 	}
 	if err != nil {
 		msg := "the calling resource's keys could not be fetched"

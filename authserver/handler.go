@@ -208,6 +208,7 @@ type Handler struct {
 	discovery *discovery.Client
 	replay    *replayStore
 	consent   *consentStore
+	outages   *caddyaauth.OutageLog // rate-limits the Warn line of 503 temporarily_unavailable
 	metadata  []byte
 
 	pendingLifetime time.Duration
@@ -277,6 +278,7 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	if h.logger == nil {
 		h.logger = zap.NewNop()
 	}
+	h.outages = new(caddyaauth.OutageLog)
 	h.now = d.now
 	if h.now == nil {
 		h.now = time.Now

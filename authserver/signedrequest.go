@@ -18,6 +18,10 @@ func (h *Handler) verifyRequest(w http.ResponseWriter, r *http.Request) (*reqver
 	}
 	res, err := h.verifier.Verify(r.Context(), h.target(r))
 	if err != nil {
+		if ue, ok := reqverify.Unavailable(err); ok {
+			caddyaauth.WriteUnavailable(w, r, h.logger, h.outages, ue)
+			return nil, false
+		}
 		if status, e, ok := reqverify.Refusal(err); ok {
 			h.writeError(w, r, status, e.Code, e.Description, e.RequiredComponents)
 			return nil, false

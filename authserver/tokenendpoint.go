@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
@@ -119,6 +120,10 @@ func (h *Handler) verifyResourceToken(w http.ResponseWriter, r *http.Request, re
 		Audience:    h.Issuer,
 		MaxLifetime: maxResourceTokenLifetime,
 	}, h.resourceKey)
+	if ue, ok := reqverify.AsUnavailable(err, "the resource's", ""); ok {
+		caddyaauth.WriteUnavailable(w, r, h.logger, h.outages, ue)
+		return nil, false
+	}
 	if err != nil {
 		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidResourceToken, resourceTokenMessage(err), nil)
 		return nil, false

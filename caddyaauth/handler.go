@@ -150,6 +150,7 @@ type Handler struct {
 	renamed     []string // custom upstream header names, stripped from client requests
 	now         func() time.Time
 
+	outages       *OutageLog    // rate-limits the Warn line of 503 temporarily_unavailable
 	replay        *replay.Store // nil when the replay policy is off
 	replayMode    string
 	releaseReplay func() error // drops the shared replay store
@@ -166,6 +167,7 @@ const defaultMaxBody = 1 << 20
 // resource registry).
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.outages = new(OutageLog)
 	if h.Require == "" {
 		h.Require = RequireIdentity
 	}
@@ -483,8 +485,13 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request, v *reqverify.Ve
 }
 
 // refuse answers a request refused by verification or by its body (reqverify.Refusal):
-// a 401 challenge, a 413 or a 400 error body; any other error is a caddyhttp 400.
+// a 401 challenge, a 413 or a 400 error body; any other error is a caddyhttp 400. A
+// verification that could not be finished for an outage is a 503 (WriteUnavailable).
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
+	if ue, ok := reqverify.Unavailable(err); ok {
+		WriteUnavailable(w, r, h.logger, h.outages, ue)
+		return nil
+	}
 	status, e, ok := reqverify.Refusal(err)
 	switch {
 	case !ok:

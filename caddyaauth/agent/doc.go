@@ -147,7 +147,24 @@
 //     times in all, after its Retry-After (RFC 9110 §10.2.3, up to 10 s) or 1, 2, 4 s with
 //     jitter; the flow is never started over. The last refusal is then reported, with
 //     Temporary() true and RetryAfter set when the server sent one. Transport.Sleep
-//     replaces the timer (tests).
+//     replaces the timer (tests). The backoff is remembered per auth server: a later
+//     flow does not send a token request there before it is over (at most one token
+//     request per backoff interval), and one that cannot wait that long (more than 10 s,
+//     or past its resource token's expiry) fails at once with a 503 TokenError,
+//     temporarily_unavailable. The auth server's metadata fetch at flow start, and the
+//     check of the issued token against its JWKS, are retried the same way while the
+//     document cannot be fetched (discovery.ErrUnavailable); the clarification answer
+//     POST of a consent wait too, never past the end of the wait. A token whose
+//     signature fails with the cached JWKS triggers one refetch of it (a key replaced
+//     under the same kid).
+//
+// A resource gateway that cannot verify a request because it cannot fetch the agent's
+// or the auth server's keys answers 503 with Retry-After and the JSON error
+// temporarily_unavailable. That is not a verdict on the credential: Transport keeps the
+// auth token and sends the same request again after the Retry-After (RFC 9110 §10.2.3,
+// at most 30 s), up to three times and within the request context's deadline, then
+// returns the last 503 as the response. It never runs the token flow again for it. Any
+// other 503 (the upstream's own) is returned as it is.
 //   - [*PendingError]: the auth server deferred the request (202): Location (the pending
 //     URL, on the auth server's origin), Require (interaction or approval), Code,
 //     RetryAfter, AuthServer, InteractionEndpoint, Resource. Set AwaitToken (for example

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -235,7 +234,7 @@ func (t *Transport) authTokenFlow(req *http.Request, body []byte, c Challenge) (
 		return nil, err
 	}
 	t.logf("retrying %s %s with the auth token", req.Method, req.URL.Redacted())
-	resp, err := t.send(req, body, AuthToken(t.Identity.Signer, ct.Token))
+	resp, err := t.sendRiding(req, body, AuthToken(t.Identity.Signer, ct.Token))
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +357,7 @@ func (t *Transport) obtainAuthToken(ctx context.Context, u *url.URL, c Challenge
 	t.logf("resource token checked: typ %s, iss %s, scope %q, expires %s",
 		rt.Header.Typ, rt.Claims.Issuer, rt.Claims.Scope, unixTime(rt.Claims.Expiry))
 
-	endpoint, interact, err := t.tokenEndpoint(ctx, as)
+	endpoint, interact, err := t.tokenEndpoint(ctx, as, time.Unix(rt.Claims.Expiry, 0))
 	if err != nil {
 		return CachedToken{}, err
 	}
@@ -422,10 +421,17 @@ func (t *Transport) checkResourceToken(ctx context.Context, c Challenge, resID, 
 }
 
 // tokenEndpoint reads the auth server's metadata: the token endpoint must be on the auth
-// server's own origin. It also returns the interaction endpoint (may be empty).
-func (t *Transport) tokenEndpoint(ctx context.Context, as string) (*url.URL, string, error) {
+// server's own origin. It also returns the interaction endpoint (may be empty). A fetch
+// that fails in a passing way (discovery.ErrUnavailable: the auth server is down or
+// restarting) is retried like a token request, never at or after deadline.
+func (t *Transport) tokenEndpoint(ctx context.Context, as string, deadline time.Time) (*url.URL, string, error) {
 	step := StepAuthServer
-	md, err := t.discoveryClient().Metadata(ctx, as, discovery.DocIssuer)
+	var md map[string]any
+	err := t.tokenRetrier("auth server metadata", as).run(ctx, deadline, func() error {
+		var err error
+		md, err = t.discoveryClient().Metadata(ctx, as, discovery.DocIssuer)
+		return err
+	})
 	if err != nil {
 		return nil, "", flowErr(step, "auth server metadata: %w", err)
 	}
@@ -454,47 +460,28 @@ const (
 // cannot decide, never after the resource token expired (rtExpiry): the flow is not
 // started over, so no new resource token is minted for each attempt.
 func (t *Transport) requestTokenRetrying(ctx context.Context, endpoint *url.URL, resourceToken, resID, as, interact string, rtExpiry time.Time) (string, int64, error) {
-	return t.retryTokenCall(ctx, rtExpiry, func() (string, int64, error) {
+	return t.retryTokenCall(ctx, as, rtExpiry, func() (string, int64, error) {
 		return t.requestToken(ctx, endpoint, resourceToken, resID, as, interact)
 	})
 }
 
-// retryTokenCall runs call, a token request, again while the auth server cannot be
-// reached (connection refused or reset, EOF, timeout) or answers 500, 502, 503 or 504:
-// after a backoff (the answer's Retry-After, RFC 9110 §10.2.3, else 1, 2, 4 s with
-// jitter), at most tokenAttempts times in all, and never at or after deadline. A
-// Retry-After beyond tokenRetryCap is not waited for here. Then the last error is
-// returned (a *TokenError with RetryAfter for the caller's backoff).
-func (t *Transport) retryTokenCall(ctx context.Context, deadline time.Time, call func() (string, int64, error)) (string, int64, error) {
-	for attempt := 1; ; attempt++ {
-		raw, exp, err := call()
-		var te *TokenError
-		var tr *transientError
-		wait := time.Duration(-1)
-		switch {
-		case err == nil || ctx.Err() != nil:
-			return raw, exp, err
-		case errors.As(err, &te) && te.Temporary():
-			if te.RetryAfter > 0 {
-				wait = te.RetryAfter
-			}
-		case errors.As(err, &tr):
-		default:
-			return raw, exp, err
-		}
-		if wait < 0 {
-			d := time.Second << (attempt - 1)
-			wait = d/2 + rand.N(d/2+1)
-		}
-		if attempt >= tokenAttempts || wait > tokenRetryCap || !t.now().Add(wait).Before(deadline) {
-			t.logf("token request failed %d times (%v); giving up", attempt, err)
-			return raw, exp, err
-		}
-		t.logf("token request failed (%v); retry %d of %d in %s", err, attempt, tokenAttempts-1, wait.Round(time.Millisecond))
-		if err := t.sleep(ctx, wait); err != nil {
-			return "", 0, err
-		}
-	}
+// retryTokenCall runs call, a token request to the auth server as, again while the auth
+// server cannot be reached (connection refused or reset, EOF, timeout) or answers 500,
+// 502, 503 or 504: after a backoff (the answer's Retry-After, RFC 9110 §10.2.3, else 1,
+// 2, 4 s with jitter), at most tokenAttempts times in all, and never at or after
+// deadline. A Retry-After beyond tokenRetryCap is not waited for here. Then the last
+// error is returned (a *TokenError with RetryAfter for the caller's backoff). The
+// backoff is remembered per auth server: a later flow does not ask as again before it
+// is over (at most one token request per backoff interval), see retrier.
+func (t *Transport) retryTokenCall(ctx context.Context, as string, deadline time.Time, call func() (string, int64, error)) (string, int64, error) {
+	var raw string
+	var exp int64
+	err := t.tokenRetrier("token request", as).run(ctx, deadline, func() error {
+		var err error
+		raw, exp, err = call()
+		return err
+	})
+	return raw, exp, err
 }
 
 // requestToken POSTs the resource token to the token endpoint, signed with Identity and

@@ -290,7 +290,7 @@ func (p *Poller) await(ctx context.Context, pe *PendingError, loc *url.URL) (pol
 		delay = p.pendingDelay(a, pollStart)
 		p.logf("poll %d: pending (prefer wait applied: %t); next poll in %s", polls, a.applied, delay)
 
-		sent, err := p.clarify(ctx, loc, cl, a.clarification, start, elapsed)
+		sent, err := p.clarify(ctx, loc, cl, a.clarification, start, deadline)
 		if err != nil {
 			return pollAnswer{}, err
 		}
@@ -419,8 +419,10 @@ type clarifications struct {
 // clarify handles the question q of a pending answer. A question seen before is ignored;
 // one that cannot be answered (no Clarify, or MaxClarifications reached) or that Clarify
 // leaves unanswered is only reported through OnProgress; otherwise Clarify's answer is
-// posted to loc and sent is true.
-func (p *Poller) clarify(ctx context.Context, loc *url.URL, cl *clarifications, q string, start time.Time, elapsed time.Duration) (sent bool, err error) {
+// posted to loc (retried while the auth server cannot answer, never at or after
+// deadline, the end of the wait) and sent is true.
+func (p *Poller) clarify(ctx context.Context, loc *url.URL, cl *clarifications, q string, start, deadline time.Time) (sent bool, err error) {
+	elapsed := p.now().Sub(start)
 	if q == "" || cl.answered[q] {
 		return false, nil
 	}
@@ -445,7 +447,9 @@ func (p *Poller) clarify(ctx context.Context, loc *url.URL, cl *clarifications, 
 	if n := utf8.RuneCountInString(ans); n > MaxClarificationLen {
 		return false, fmt.Errorf("agent: the clarification answer has %d characters; at most %d are allowed", n, MaxClarificationLen)
 	}
-	if err := p.answer(ctx, loc, ans); err != nil {
+	r := retrier{what: "clarification answer", attempts: tokenAttempts, maxWait: tokenRetryCap,
+		now: p.now, sleep: p.sleep, logf: p.logf}
+	if err := r.run(ctx, deadline, func() error { return p.answer(ctx, loc, ans) }); err != nil {
 		return false, err
 	}
 	cl.rounds++
@@ -632,7 +636,7 @@ func (p *Poller) answer(ctx context.Context, loc *url.URL, text string) error {
 	r.Header.Set("Content-Type", "application/json")
 	r.Header.Set("Accept", "application/json")
 	httpsig.SetContentDigest(r, body)
-	status, _, rb, err := p.do(r, []string{"content-type", "content-digest"})
+	status, hdr, rb, err := p.do(r, []string{"content-type", "content-digest"})
 	if err != nil {
 		return err
 	}
@@ -644,6 +648,10 @@ func (p *Poller) answer(ctx context.Context, loc *url.URL, text string) error {
 		// The user decided before the answer arrived: the next poll has the outcome.
 		p.logf("clarification answer not needed any more (409)")
 		return nil
+	}
+	if retryableStatus(status) {
+		e := wire.DecodeError(rb)
+		return &TokenError{Status: status, Code: clean(e.Code, 64), Description: clean(e.Description, 300), RetryAfter: max(retryAfter(hdr), 0)}
 	}
 	return terminal(status, rb)
 }

@@ -69,7 +69,7 @@ func (t *Transport) refresh(ctx context.Context, old CachedToken) (CachedToken, 
 	if err != nil {
 		return CachedToken{}, &FlowError{Step: StepAgent, Err: err}
 	}
-	endpoint, interact, err := t.tokenEndpoint(ctx, old.Issuer)
+	endpoint, interact, err := t.tokenEndpoint(ctx, old.Issuer, old.Expiry.Add(RefreshWindow))
 	if err != nil {
 		return CachedToken{}, err
 	}
@@ -77,7 +77,7 @@ func (t *Transport) refresh(ctx context.Context, old CachedToken) (CachedToken, 
 	if err != nil {
 		return CachedToken{}, &FlowError{Step: StepTokenRequest, Err: err}
 	}
-	raw, expiresIn, err := t.retryTokenCall(ctx, old.Expiry.Add(RefreshWindow), func() (string, int64, error) {
+	raw, expiresIn, err := t.retryTokenCall(ctx, old.Issuer, old.Expiry.Add(RefreshWindow), func() (string, int64, error) {
 		return t.postToken(ctx, endpoint, body, t.Identity, old.Resource, old.Issuer, interact)
 	})
 	if err != nil {

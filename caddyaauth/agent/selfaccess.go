@@ -68,7 +68,7 @@ func (t *Transport) SelfAccessToken(ctx context.Context, authServer, scope strin
 
 // obtainSelfAccess asks as for a self-access token for scope, and caches it.
 func (t *Transport) obtainSelfAccess(ctx context.Context, me, as, scope string) (CachedToken, error) {
-	endpoint, interact, err := t.tokenEndpoint(ctx, as)
+	endpoint, interact, err := t.tokenEndpoint(ctx, as, t.now().Add(selfAccessDeadline))
 	if err != nil {
 		return CachedToken{}, err
 	}
@@ -77,7 +77,7 @@ func (t *Transport) obtainSelfAccess(ctx context.Context, me, as, scope string) 
 	if err != nil {
 		return CachedToken{}, &FlowError{Step: StepTokenRequest, Err: err}
 	}
-	raw, expiresIn, err := t.retryTokenCall(ctx, t.now().Add(selfAccessDeadline), func() (string, int64, error) {
+	raw, expiresIn, err := t.retryTokenCall(ctx, as, t.now().Add(selfAccessDeadline), func() (string, int64, error) {
 		return t.postToken(ctx, endpoint, body, t.Identity, me, as, interact)
 	})
 	if raw, expiresIn, err = t.awaitToken(ctx, raw, expiresIn, err); err != nil {

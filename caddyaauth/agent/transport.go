@@ -162,6 +162,7 @@ type Transport struct {
 	disc     *discovery.Client // lazily created when Discovery is nil; guarded by lazyMu
 	tokens   *TokenCache       // lazily created when TokenCache is nil; guarded by lazyMu
 	inflight *flightGroup      // auth-token flows in progress; lazily created, guarded by lazyMu
+	backoffs *serverGate       // per-auth-server backoff after outage answers; lazily created, guarded by lazyMu
 }
 
 func (t *Transport) logf(format string, a ...any) {
@@ -246,7 +247,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	cred := t.initial()
-	resp, err := t.send(req, body, cred)
+	resp, err := t.sendRiding(req, body, cred)
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +280,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	t.logf("retrying with %s", next.Scheme)
 	discard(resp)
-	resp, err = t.send(req, body, next)
+	resp, err = t.sendRiding(req, body, next)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || next != t.Identity {
 		return resp, err
 	}
@@ -301,7 +302,7 @@ func (t *Transport) tryCachedToken(req *http.Request, body []byte) (*http.Respon
 		return nil, false, nil
 	}
 	t.logf("using the cached auth token for %s (scope %q, expires %s)", resID, ct.Scope, ct.Expiry.UTC().Format(time.RFC3339))
-	resp, err := t.send(req, body, AuthToken(t.Identity.Signer, ct.Token))
+	resp, err := t.sendRiding(req, body, AuthToken(t.Identity.Signer, ct.Token))
 	if err != nil {
 		return nil, true, err
 	}

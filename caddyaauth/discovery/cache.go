@@ -34,6 +34,8 @@ type entry struct {
 	expires    time.Time // fresh until
 	staleUntil time.Time // servable on refresh failure until
 	forcedAt   time.Time // last unknown-kid refresh
+	// sigForcedAt is the last bad-signature refresh (RefreshKey).
+	sigForcedAt time.Time
 
 	err     error         // last failure
 	retryAt time.Time     // no new fetch before this (negative cache)
@@ -50,11 +52,14 @@ type call struct {
 // get returns the value for u: fresh from the cache, or from a single shared fetch. force
 // skips a fresh cache entry (unknown-kid refresh) but still honours the failure backoff.
 // The fetch runs detached from ctx with its own Timeout, so a waiter that gives up does
-// not cancel it for the others.
+// not cancel it for the others. A copy past its freshness but within its stale limit is
+// served when the refresh takes longer than StaleWait; the refresh goes on in the
+// background.
 func (c *Client) get(ctx context.Context, k *kind, u string, force bool, check func(map[string]any) (any, error)) (any, error) {
 	key := k.cacheKey(u)
 	now := c.cfg.Now()
 	c.mu.Lock()
+	var stale any
 	if e := c.entries[key]; e != nil {
 		c.lru.MoveToFront(e.elem)
 		// e is only read under c.mu: a concurrent fetch rewrites it.
@@ -69,9 +74,12 @@ func (c *Client) get(ctx context.Context, k *kind, u string, force bool, check f
 				c.staleServed.Add(1)
 				return val, nil
 			}
-			err := e.err
+			err := asUnavailable(e.err, k, u, e.retryAt.Sub(now))
 			c.mu.Unlock()
 			return nil, err
+		}
+		if !force && e.val != nil && now.Before(e.staleUntil) {
+			stale = e.val
 		}
 	}
 	cl := c.inflight[key]
@@ -81,11 +89,28 @@ func (c *Client) get(ctx context.Context, k *kind, u string, force bool, check f
 		go c.run(key, k, u, check, cl)
 	}
 	c.mu.Unlock()
+	return c.wait(ctx, cl, k, u, stale)
+}
+
+// wait waits for the shared fetch cl. With a stale copy in hand it waits at most
+// StaleWait and then serves the copy.
+func (c *Client) wait(ctx context.Context, cl *call, k *kind, u string, stale any) (any, error) {
+	var slow <-chan time.Time
+	if stale != nil {
+		t := time.NewTimer(c.cfg.StaleWait)
+		defer t.Stop()
+		slow = t.C
+	}
 	select {
 	case <-cl.done:
 		return cl.val, cl.err
+	case <-slow:
+		c.staleServed.Add(1)
+		c.log.Debug("discovery refresh slow, serving cached copy", zap.String("kind", k.name), zap.String("url", clip(u)))
+		return stale, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %s: %w", ErrFetch, u, context.Cause(ctx))
+		err := transient(fmt.Errorf("%w: %s: %w", ErrFetch, clip(u), context.Cause(ctx)))
+		return nil, asUnavailable(err, k, u, time.Second)
 	}
 }
 
@@ -117,6 +142,7 @@ func (c *Client) run(key string, k *kind, u string, check func(map[string]any) (
 	} else {
 		e.backoff = min(max(2*e.backoff, minBackoff), maxBackoff)
 		e.retryAt = now.Add(e.backoff)
+		err = asUnavailable(err, k, u, e.backoff)
 		e.err = err
 		if e.val != nil && now.Before(e.staleUntil) {
 			val, err, stale = e.val, nil, true

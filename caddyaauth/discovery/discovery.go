@@ -3,8 +3,10 @@
 // redirects, public addresses only (checked when the socket is dialled, so DNS rebinding
 // cannot slip through), capped bodies, a total deadline per fetch, one shared in-flight
 // fetch per URL, a bounded cache that honours Cache-Control within [MinTTL, MaxTTL],
-// stale-on-error, throttled retries of failing URLs, and at most one unknown-kid JWKS
-// refresh per RefreshInterval per issuer.
+// stale-on-error, stale-while-refresh, throttled retries of failing URLs, at most one
+// unknown-kid JWKS refresh per RefreshInterval and one bad-signature JWKS refresh per
+// KeyChangeInterval per issuer, and ErrUnavailable (with a retry time) for outages, so
+// callers can tell "could not fetch" from "fetched, and the key is not there".
 //
 // The package has no Caddy imports: the gateway, the auth server and the agent library all
 // use it.
@@ -63,9 +65,16 @@ type Config struct {
 	MinTTL, MaxTTL   time.Duration // clamp for Cache-Control max-age, defaults 1m and 24h
 	DefaultTTL       time.Duration // when no Cache-Control, default 10m
 	RefreshInterval  time.Duration // unknown-kid refetch at most once per this per issuer, default 1m
-	MaxEntries       int           // bound on cached documents, default 4096 (LRU eviction)
-	Now              func() time.Time
-	Logger           *zap.Logger // nil → no logging; client mistakes at Debug, never tokens or keys
+	// KeyChangeInterval: after a signature fails with a cached key, the JWKS is
+	// refetched at most once per this per issuer (RefreshKey), default 5s.
+	KeyChangeInterval time.Duration
+	// StaleWait: how long a lookup whose cached copy is past its freshness (but within
+	// MaxTTL of the last good fetch) waits for the refresh before it is served the stale
+	// copy while the refresh goes on in the background, default 250ms.
+	StaleWait  time.Duration
+	MaxEntries int // bound on cached documents, default 4096 (LRU eviction)
+	Now        func() time.Time
+	Logger     *zap.Logger // nil → no logging; client mistakes at Debug, never tokens or keys
 
 	// MaxConcurrentFetches bounds outbound fetches in flight across all URLs (default 32),
 	// so a flood of distinct identifiers cannot turn the server into a fetch amplifier.
@@ -88,6 +97,8 @@ func (c *Config) setDefaults() {
 	def(&c.MaxTTL, 24*time.Hour)
 	def(&c.DefaultTTL, 10*time.Minute)
 	def(&c.RefreshInterval, time.Minute)
+	def(&c.KeyChangeInterval, 5*time.Second)
+	def(&c.StaleWait, 250*time.Millisecond)
 	if c.MaxTTL < c.MinTTL {
 		c.MaxTTL = c.MinTTL
 	}
@@ -142,7 +153,7 @@ type Client struct {
 	entries    map[string]*entry // cache key → entry
 	lru        *list.List        // of *entry, front = most recently used
 	inflight   map[string]*call
-	lastForced map[string]time.Time // issuer id → last unknown-kid refresh
+	lastForced map[string]time.Time // issuer id → last unknown-kid refresh ("sig " + id: bad-signature refresh)
 
 	fetches     atomic.Int64
 	fetchErrors atomic.Int64
@@ -292,7 +303,8 @@ func (c *Client) metadata(ctx context.Context, id, doc string) (map[string]any, 
 		if err == nil {
 			return v.(map[string]any), u, nil
 		}
-		if firstErr == nil {
+		if firstErr == nil || (errors.Is(err, ErrUnavailable) && !errors.Is(firstErr, ErrUnavailable)) {
+			// An outage of the second name outranks "not served" of the first.
 			firstErr = err
 		}
 		// Only "not served here" moves on to the bare name; anything else (blocked,
@@ -382,16 +394,7 @@ func (c *Client) allowRefresh(id, key string) bool {
 		return false
 	}
 	if len(c.lastForced) >= c.cfg.MaxEntries {
-		for k, t := range c.lastForced {
-			if now.Sub(t) >= ri {
-				delete(c.lastForced, k)
-			}
-		}
-		if len(c.lastForced) >= c.cfg.MaxEntries {
-			// Still full of fresh claims: a cardinality flood. The per-URL check above
-			// still bounds refreshes, so dropping the map only loses per-id memory.
-			clear(c.lastForced)
-		}
+		c.pruneForced(now)
 	}
 	c.lastForced[id] = now
 	if e != nil {

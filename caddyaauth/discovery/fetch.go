@@ -128,7 +128,7 @@ func (c *Client) fetch(ctx context.Context, k *kind, u string, check func(map[st
 	case c.sem <- struct{}{}:
 		defer func() { <-c.sem }()
 	case <-ctx.Done():
-		return fail(fmt.Errorf("fetch budget exhausted: %w", ctx.Err()))
+		return fail(transient(fmt.Errorf("fetch budget exhausted: %w", ctx.Err())))
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -140,10 +140,16 @@ func (c *Client) fetch(ctx context.Context, k *kind, u string, check func(map[st
 	c.fetches.Add(1)
 	resp, err := c.client().Do(req)
 	if err != nil {
-		return fail(err)
+		if errors.Is(err, ErrBlocked) {
+			return fail(err)
+		}
+		return fail(transient(err)) // refused, reset, timed out: the server may come back
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		if transientStatus(resp.StatusCode) {
+			return fail(transient(&statusError{resp.StatusCode}))
+		}
 		return fail(&statusError{resp.StatusCode})
 	}
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
@@ -159,7 +165,7 @@ func (c *Client) fetch(ctx context.Context, k *kind, u string, check func(map[st
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return fail(err)
+		return fail(transient(err))
 	}
 	if int64(len(body)) > limit {
 		return fail(fmt.Errorf("body exceeds the %d-byte cap", limit))

@@ -188,12 +188,15 @@ func (v *Verifier) jwksURI(ctx context.Context, sig *httpsig.Signature, base []b
 	}
 	pub, err := v.Discovery.Key(ctx, id, doc, kid)
 	if err != nil {
+		if ue := unavailable(err, "the agent's", id); ue != nil {
+			return ue
+		}
 		if errors.Is(err, discovery.ErrUnknownKey) {
 			return fail(CodeUnknownKey, "no key with that kid in the agent's JWKS")
 		}
 		return fail(CodeUnknownKey, "the agent's keys could not be fetched")
 	}
-	if err := httpsig.Verify(sig, base, pub); err != nil {
+	if pub, err = v.verifyWithKeyChange(ctx, sig, base, id, doc, kid, pub); err != nil {
 		return err
 	}
 	res.Key, res.Level, res.Agent = pub, LevelIdentity, id
@@ -252,13 +255,20 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	case token.TypAgent:
 		opts := token.Options{Now: now, Audience: v.Self, MaxLifetime: v.maxTokenLifetime()}
 		// The resolver refuses an iss that is not a valid identifier before fetching.
-		tok, err = token.VerifyAgentToken(ctx, raw, opts, v.agentKeyResolver())
+		tok, err = v.verifyToken(ctx, discovery.DocAgent, func(r token.KeyResolver) (*token.Token, error) {
+			return token.VerifyAgentToken(ctx, raw, opts, r)
+		})
 	case token.TypAuth:
 		opts := token.Options{Now: now, Audience: v.AuthTokens.Audience, Issuers: v.AuthTokens.Issuers, MaxLifetime: v.maxTokenLifetime()}
-		tok, err = token.VerifyAuthToken(ctx, raw, opts, v.issuerKeyResolver())
-		if err != nil {
+		tok, err = v.verifyToken(ctx, discovery.DocIssuer, func(r token.KeyResolver) (*token.Token, error) {
+			return token.VerifyAuthToken(ctx, raw, opts, r)
+		})
+		if err != nil && !isUnavailable(err) {
 			return v.staleAuthToken(ctx, raw, pre, opts, err, res)
 		}
+	}
+	if ue := unavailable(err, issuerRole(typ), pre.Claims.Issuer); ue != nil {
+		return ue
 	}
 	if err != nil {
 		return tokenError(typ, err)
@@ -288,6 +298,9 @@ func (v *Verifier) staleAuthToken(ctx context.Context, raw string, pre *token.To
 		relaxed.Audience = pre.Claims.Audience[0]
 	}
 	tok, err := token.VerifyAuthToken(ctx, raw, relaxed, v.issuerKeyResolver())
+	if ue := unavailable(err, issuerRole(token.TypAuth), pre.Claims.Issuer); ue != nil {
+		return ue
+	}
 	if err != nil || tok.Claims.Agent == "" || checkNames(tok, token.TypAuth) != nil {
 		return tokenError(token.TypAuth, cause)
 	}
@@ -354,15 +367,6 @@ func (v *Verifier) bind(sig *httpsig.Signature, base []byte, res *Result, tok *t
 	return nil
 }
 
-func (v *Verifier) agentKeyResolver() token.KeyResolver {
-	return func(ctx context.Context, iss, kid string) (*keys.PublicKey, error) {
-		if err := discovery.ValidateIdentifier(iss, v.Dev); err != nil {
-			return nil, err
-		}
-		return v.Discovery.Key(ctx, iss, "aauth-agent", kid)
-	}
-}
-
 func (v *Verifier) issuerKeyResolver() token.KeyResolver {
 	return func(ctx context.Context, iss, kid string) (*keys.PublicKey, error) {
 		if err := discovery.ValidateIdentifier(iss, v.Dev); err != nil {
@@ -371,6 +375,16 @@ func (v *Verifier) issuerKeyResolver() token.KeyResolver {
 		return v.Discovery.Key(ctx, iss, "aauth-issuer", kid)
 	}
 }
+
+// issuerRole names the issuer of a token kind in an UnavailableError message.
+func issuerRole(typ string) string {
+	if typ == token.TypAuth {
+		return "the auth server's"
+	}
+	return "the agent server's"
+}
+
+func isUnavailable(err error) bool { return errors.Is(err, discovery.ErrUnavailable) }
 
 func codeFor(typ string) string {
 	if typ == token.TypAuth {

@@ -69,12 +69,17 @@ func ReadSignedBody(r *http.Request, sig *httpsig.Signature, p BodyPolicy) ([]by
 
 // Refusal maps an error of Verify, CheckBody, ReadSignedBody or DecodeJSON to the status
 // and error body an endpoint answers: *Error → 401 with its code (and required
-// components), ErrBodyTooLarge → 413, *BodyError → 400 invalid_request. ok is false for
+// components), *UnavailableError → 503 temporarily_unavailable (the caller adds
+// Retry-After), ErrBodyTooLarge → 413, *BodyError → 400 invalid_request. ok is false for
 // any other error: a server fault for Verify, an unreadable body (400) for the others.
 func Refusal(err error) (status int, e wire.Error, ok bool) {
 	var ve *Error
 	var be *BodyError
+	var ue *UnavailableError
 	switch {
+	case errors.As(err, &ue):
+		status, e := unavailableRefusal(ue)
+		return status, e, true
 	case errors.As(err, &ve):
 		return http.StatusUnauthorized, wire.Error{Code: ve.Code, Description: ve.Msg, RequiredComponents: ve.RequiredComponents}, true
 	case errors.Is(err, ErrBodyTooLarge):

@@ -286,7 +286,8 @@ func (g *Gateway) mint(res *reqverify.Result, scopes []string) (string, string, 
 // the signed request and the resource token and then issues an auth token for the
 // resource token's scope (or answers as SetAnswer says).
 type AuthServer struct {
-	ID     string // the issuer identifier, http://127.0.0.1:PORT
+	ID string // the issuer identifier, http://127.0.0.1:PORT
+	// Key signs the auth tokens; after ReplaceKey, read it with Signer.
 	Key    *keys.Signer
 	Server *httptest.Server
 
@@ -298,6 +299,7 @@ type AuthServer struct {
 	consent       *consentState // nil unless EnableConsent was called
 	tokenEndpoint string
 	answer        func(http.ResponseWriter) bool
+	jwksAnswer    func(http.ResponseWriter) bool
 	mutate        func(*token.Claims)
 	hits          int
 	kinds         []string
@@ -339,6 +341,30 @@ func (a *AuthServer) MutateAuthTokens(f func(*token.Claims)) {
 	a.mu.Lock()
 	a.mutate = f
 	a.mu.Unlock()
+}
+
+// SetJWKSAnswer installs f, called for each request of the JWKS; when f returns true it
+// has answered (an outage: a 503, or panic(http.ErrAbortHandler) for a dropped
+// connection). nil serves the JWKS again.
+func (a *AuthServer) SetJWKSAnswer(f func(http.ResponseWriter) bool) {
+	a.mu.Lock()
+	a.jwksAnswer = f
+	a.mu.Unlock()
+}
+
+// ReplaceKey makes s the signing key of the auth tokens issued from now on, and the only
+// key of the JWKS (a rotation under the same kid when s has the old kid).
+func (a *AuthServer) ReplaceKey(s *keys.Signer) {
+	a.mu.Lock()
+	a.Key = s
+	a.mu.Unlock()
+}
+
+// Signer is the current signing key.
+func (a *AuthServer) Signer() *keys.Signer {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.Key
 }
 
 // Hits is the number of requests the token endpoint received.
@@ -387,7 +413,13 @@ func (a *AuthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			InteractionEndpoint: a.ID + PathInteract, JWKSURI: a.ID + PathIssuerJWKS,
 		})
 	case PathIssuerJWKS:
-		writeJSON(w, http.StatusOK, jwks(a.Key.Public))
+		a.mu.Lock()
+		f := a.jwksAnswer
+		a.mu.Unlock()
+		if f != nil && f(w) {
+			return
+		}
+		writeJSON(w, http.StatusOK, jwks(a.Signer().Public))
 	case PathToken:
 		a.mu.Lock()
 		a.hits++

@@ -412,7 +412,7 @@ func (a *AuthServer) answerPoll(w http.ResponseWriter, rec *pendingRec) {
 		if mutate != nil {
 			mutate(&claims)
 		}
-		at, err := token.Mint(a.Key, token.TypAuth, claims)
+		at, err := token.Mint(a.Signer(), token.TypAuth, claims)
 		if err != nil {
 			a.fail(w, http.StatusInternalServerError, wire.CodeServerError, err.Error())
 			return

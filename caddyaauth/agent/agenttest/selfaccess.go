@@ -92,7 +92,7 @@ func (a *AuthServer) serveRefresh(w http.ResponseWriter, r *http.Request, res *r
 		verify = token.VerifySelfAccessToken
 	}
 	o := token.Options{Now: time.Now(), Audience: old.Claims.Audience[0], Issuers: []string{a.ID}, ExpiredGrace: 24 * time.Hour}
-	old, err = verify(r.Context(), raw, o, func(context.Context, string, string) (*keys.PublicKey, error) { return a.Key.Public, nil })
+	old, err = verify(r.Context(), raw, o, func(context.Context, string, string) (*keys.PublicKey, error) { return a.Signer().Public, nil })
 	if err != nil {
 		a.fail(w, http.StatusBadRequest, wire.CodeInvalidAuthToken, err.Error())
 		return
@@ -121,7 +121,7 @@ func (a *AuthServer) issue(w http.ResponseWriter, c token.Claims) {
 	if mutate != nil {
 		mutate(&c)
 	}
-	at, err := token.Mint(a.Key, token.TypAuth, c)
+	at, err := token.Mint(a.Signer(), token.TypAuth, c)
 	if err != nil {
 		a.fail(w, http.StatusInternalServerError, wire.CodeServerError, err.Error())
 		return
