@@ -202,8 +202,6 @@ type consentStore struct {
 
 	storageRef
 
-	stripes [64]sync.Mutex // serialise read-modify-write per pending id
-
 	mu       sync.Mutex
 	pending  map[string]*pendingEntry
 	codes    map[string]codeRecord
@@ -339,11 +337,6 @@ func (s *consentStore) checkCSRF(ctx context.Context, sid, tok string) (bool, er
 	return hmac.Equal([]byte(want), []byte(tok)), nil
 }
 
-func (s *consentStore) stripe(id string) *sync.Mutex {
-	sum := sha256.Sum256([]byte(id))
-	return &s.stripes[int(sum[0])%len(s.stripes)]
-}
-
 // ---- pending requests ----
 
 // admit takes rec's place among the undecided requests (see admissions); rec needs its
@@ -372,7 +365,6 @@ func (s *consentStore) create(ctx context.Context, rec *pendingRecord) (err erro
 	if rec.ID == "" {
 		rec.ID = newPendingID()
 	}
-	st := s.storage()
 	rec.Status = statusPending
 	rec.Version = 1
 	for i := 0; ; i++ {
@@ -380,54 +372,48 @@ func (s *consentStore) create(ctx context.Context, rec *pendingRecord) (err erro
 			return errors.New("no free interaction code")
 		}
 		code := newCode()
-		s.mu.Lock()
-		_, taken := s.codes[code]
-		if !taken {
-			s.codes[code] = codeRecord{ID: rec.ID, Exp: rec.Expires} // reserve
-		}
-		s.mu.Unlock()
-		if taken || st.Exists(ctx, s.codeKey(code)) {
-			if !taken {
-				s.mu.Lock()
-				delete(s.codes, code)
-				s.mu.Unlock()
-			}
+		craw, _ := json.Marshal(codeRecord{ID: rec.ID, Exp: rec.Expires})
+		_, err := s.state().Update(ctx, s.codeKey(code), createOnly(craw))
+		if errors.Is(err, errTaken) {
 			continue
+		}
+		if err != nil {
+			return fmt.Errorf("storing interaction code: %w", err)
 		}
 		rec.Code = code
 		break
 	}
-	fail := func(err error) error {
-		s.mu.Lock()
-		delete(s.codes, rec.Code)
-		s.mu.Unlock()
-		return err
-	}
 	raw, err := json.Marshal(rec)
+	if err == nil {
+		_, err = s.state().Update(ctx, s.pendingKey(rec.ID), createOnly(raw))
+	}
 	if err != nil {
-		return fail(err)
-	}
-	if err := st.Store(ctx, s.pendingKey(rec.ID), raw); err != nil {
-		return fail(fmt.Errorf("storing pending request: %w", err))
-	}
-	craw, _ := json.Marshal(codeRecord{ID: rec.ID, Exp: rec.Expires})
-	if err := st.Store(ctx, s.codeKey(rec.Code), craw); err != nil {
-		return fail(fmt.Errorf("storing interaction code: %w", err))
+		return fmt.Errorf("storing pending request: %w", err)
 	}
 	s.mu.Lock()
+	s.codes[rec.Code] = codeRecord{ID: rec.ID, Exp: rec.Expires}
 	s.pending[rec.ID] = &pendingEntry{rec: rec.clone(), changed: make(chan struct{}), synced: time.Now()}
 	s.mu.Unlock()
 	return nil
 }
 
-// readPending loads a record from storage.
-func (s *consentStore) readPending(ctx context.Context, id string) (pendingRecord, error) {
-	raw, err := s.storage().Load(ctx, s.pendingKey(id))
-	if errors.Is(err, fs.ErrNotExist) {
-		return pendingRecord{}, errNotFound
+// errTaken: a record that must be new exists already.
+var errTaken = errors.New("already exists")
+
+// createOnly is a state update that stores raw where nothing is stored yet.
+func createOnly(raw []byte) func([]byte) ([]byte, error) {
+	return func(old []byte) ([]byte, error) {
+		if old != nil {
+			return nil, errTaken
+		}
+		return raw, nil
 	}
-	if err != nil {
-		return pendingRecord{}, fmt.Errorf("loading pending request: %w", err)
+}
+
+// decodePending parses the stored pending record id (raw nil: not stored).
+func decodePending(raw []byte, id string) (pendingRecord, error) {
+	if raw == nil {
+		return pendingRecord{}, errNotFound
 	}
 	var rec pendingRecord
 	if err := json.Unmarshal(raw, &rec); err != nil || rec.ID != id {
@@ -436,11 +422,24 @@ func (s *consentStore) readPending(ctx context.Context, id string) (pendingRecor
 	return rec, nil
 }
 
+// readPending loads a record from storage, without a lock (read-only answers).
+func (s *consentStore) readPending(ctx context.Context, id string) (pendingRecord, error) {
+	raw, err := s.state().Load(ctx, s.pendingKey(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return pendingRecord{}, errNotFound
+	}
+	if err != nil {
+		return pendingRecord{}, fmt.Errorf("loading pending request: %w", err)
+	}
+	return decodePending(raw, id)
+}
+
 // get returns a copy of the record and the channel that is closed on its next change.
 // A record not in memory is loaded from storage (after a restart, or when another
 // instance created it); one whose last storage sync is older than maxAge is re-read, so
 // decisions taken by another instance become visible (maxAge 0: never re-read a record
-// that is in memory).
+// that is in memory). What get returns may be outdated: it serves read-only answers
+// (202, pages); every state change re-reads storage under the lock (update).
 func (s *consentStore) get(ctx context.Context, id string, maxAge time.Duration) (pendingRecord, <-chan struct{}, error) {
 	s.mu.Lock()
 	e, ok := s.pending[id]
@@ -454,86 +453,76 @@ func (s *consentStore) get(ctx context.Context, id string, maxAge time.Duration)
 }
 
 // sync re-reads a record from storage into memory, waking waiters when it changed.
+// Storage is the truth: a record gone from storage is gone from memory too.
 func (s *consentStore) sync(ctx context.Context, id string) (pendingRecord, <-chan struct{}, error) {
-	mu := s.stripe(id)
-	mu.Lock()
-	defer mu.Unlock()
 	rec, err := s.readPending(ctx, id)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.pending[id]
-	if err != nil {
-		if ok && errors.Is(err, errNotFound) {
-			// not (or no longer) in storage: memory is all there is
-			e.synced = time.Now()
-			return e.rec.clone(), e.changed, nil
-		}
-		return pendingRecord{}, nil, err
-	}
-	if !ok {
-		e = &pendingEntry{rec: rec, changed: make(chan struct{})}
-		s.pending[id] = e
-	} else if rec.Version > e.rec.Version {
-		e.rec = rec
-		close(e.changed)
-		e.changed = make(chan struct{})
-	}
-	if rec.Status != statusPending {
-		s.admitted.release(id) // decided elsewhere
-	}
-	e.synced = time.Now()
-	return e.rec.clone(), e.changed, nil
-}
-
-// update applies fn to the newest version of a record (storage first, so concurrent
-// instances on one storage see each other's changes), stores it and wakes waiters. If fn
-// returns an error nothing is written.
-func (s *consentStore) update(ctx context.Context, id string, fn func(*pendingRecord) error) (pendingRecord, error) {
-	mu := s.stripe(id)
-	mu.Lock()
-	defer mu.Unlock()
-	rec, err := s.readPending(ctx, id)
-	if err != nil {
+	if errors.Is(err, errNotFound) {
 		s.mu.Lock()
-		e, ok := s.pending[id]
-		if ok && errors.Is(err, errNotFound) {
-			rec, err = e.rec.clone(), nil
+		if e, ok := s.pending[id]; ok {
+			delete(s.pending, id)
+			close(e.changed)
 		}
 		s.mu.Unlock()
-		if err != nil {
-			return pendingRecord{}, err
-		}
 	}
-	s.mu.Lock()
-	if e, ok := s.pending[id]; ok && e.rec.Version > rec.Version {
-		rec = e.rec.clone()
-	}
-	s.mu.Unlock()
-	if err := fn(&rec); err != nil {
-		return rec, err
-	}
-	rec.Version++
-	raw, err := json.Marshal(&rec)
 	if err != nil {
+		return pendingRecord{}, nil, err
+	}
+	rec, ch := s.cache(rec)
+	return rec, ch, nil
+}
+
+// cache puts a record just read from or written to storage into memory, unless memory
+// already holds a newer version (cached by a concurrent call), and wakes waiters when the
+// version moved on. It returns the cached record and its change channel.
+func (s *consentStore) cache(rec pendingRecord) (pendingRecord, <-chan struct{}) {
+	s.mu.Lock()
+	e, ok := s.pending[rec.ID]
+	switch {
+	case !ok:
+		e = &pendingEntry{rec: rec.clone(), changed: make(chan struct{})}
+		s.pending[rec.ID] = e
+	case rec.Version > e.rec.Version:
+		e.rec = rec.clone()
+		close(e.changed)
+		e.changed = make(chan struct{})
+	case rec.Version == e.rec.Version:
+		e.rec = rec.clone() // e.g. a new signature list
+	}
+	e.synced = time.Now()
+	out, ch := e.rec.clone(), e.changed
+	s.mu.Unlock()
+	if out.Status != statusPending {
+		s.admitted.release(out.ID) // decided (here or elsewhere): the place is free again
+	}
+	return out, ch
+}
+
+// update applies fn to the stored record under the state store's lock (re-read from
+// storage, never from memory, so of concurrent changes on any number of instances each
+// sees the one before), stores it with a new version and wakes waiters. If fn returns
+// an error nothing is written; the record fn saw is returned with the error.
+func (s *consentStore) update(ctx context.Context, id string, fn func(*pendingRecord) error) (pendingRecord, error) {
+	var rec pendingRecord
+	_, err := s.state().Update(ctx, s.pendingKey(id), func(old []byte) ([]byte, error) {
+		r, err := decodePending(old, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(&r); err != nil {
+			rec = r
+			return nil, err
+		}
+		r.Version++
+		rec = r
+		return json.Marshal(&r)
+	})
+	if err != nil {
+		if errors.Is(err, errNotFound) {
+			_, _, _ = s.sync(ctx, id) // drop a memory copy of a record gone from storage
+		}
 		return rec, err
 	}
-	if err := s.storage().Store(ctx, s.pendingKey(id), raw); err != nil {
-		return rec, fmt.Errorf("storing pending request: %w", err)
-	}
-	s.mu.Lock()
-	e, ok := s.pending[id]
-	if !ok {
-		e = &pendingEntry{changed: make(chan struct{})}
-		s.pending[id] = e
-	}
-	e.rec = rec.clone()
-	e.synced = time.Now()
-	close(e.changed)
-	e.changed = make(chan struct{})
-	s.mu.Unlock()
-	if rec.Status != statusPending {
-		s.admitted.release(id) // decided: the place is free again
-	}
+	rec, _ = s.cache(rec)
 	return rec, nil
 }
 
@@ -551,68 +540,37 @@ const maxUsedSigs = 128
 // useSignature records that a signature (hash: of its signature base) was used on
 // pending request id until exp, and refuses one that was used before (RFC 9421 §7.2.2:
 // replay is for the application to prevent; a captured poll replayed after the decision
-// would otherwise take the one-time answer). The list lives in the pending record, read
-// from storage first, so a restart or another instance on the same storage refuses the
-// replay too; as with every record, storage has no compare-and-swap, so two instances
-// racing on the very same signature can both accept it. The write does not bump the
-// record's version (nothing the waiters care about changed). It returns the freshest
-// record and its change channel.
+// would otherwise take the one-time answer). The list lives in the pending record and is
+// changed under the state store's lock, so of any number of instances sharing the
+// storage exactly one accepts a signature. The write does not bump the record's version
+// (nothing the waiters care about changed). It returns the record as stored (the
+// freshest) and its change channel.
 func (s *consentStore) useSignature(ctx context.Context, id, hash string, exp, now int64) (pendingRecord, <-chan struct{}, error) {
-	mu := s.stripe(id)
-	mu.Lock()
-	defer mu.Unlock()
-	rec, err := s.readPending(ctx, id)
-	s.mu.Lock()
-	e, inMem := s.pending[id]
-	if err != nil && inMem && errors.Is(err, errNotFound) {
-		rec, err = e.rec.clone(), nil
-	}
-	if err == nil && inMem {
-		if e.rec.Version > rec.Version {
-			rec = e.rec.clone()
+	var rec pendingRecord
+	_, err := s.state().Update(ctx, s.pendingKey(id), func(old []byte) ([]byte, error) {
+		r, err := decodePending(old, id)
+		if err != nil {
+			return nil, err
 		}
-		// What this process saw counts even if a write from elsewhere dropped it.
-		for _, u := range e.rec.UsedSigs {
-			if !slices.Contains(rec.UsedSigs, u) {
-				rec.UsedSigs = append(rec.UsedSigs, u)
-			}
+		r.UsedSigs = slices.DeleteFunc(r.UsedSigs, func(u usedSig) bool { return now >= u.Exp })
+		if slices.ContainsFunc(r.UsedSigs, func(u usedSig) bool { return u.Hash == hash }) {
+			return nil, errSignatureUsed
 		}
-	}
-	s.mu.Unlock()
+		if len(r.UsedSigs) >= maxUsedSigs {
+			return nil, errTooManySigs
+		}
+		r.UsedSigs = append(r.UsedSigs, usedSig{Hash: hash, Exp: exp})
+		rec = r
+		return json.Marshal(&r)
+	})
 	if err != nil {
+		if errors.Is(err, errNotFound) {
+			_, _, _ = s.sync(ctx, id)
+		}
 		return pendingRecord{}, nil, err
 	}
-	rec.UsedSigs = slices.DeleteFunc(rec.UsedSigs, func(u usedSig) bool { return now >= u.Exp })
-	if slices.ContainsFunc(rec.UsedSigs, func(u usedSig) bool { return u.Hash == hash }) {
-		return pendingRecord{}, nil, errSignatureUsed
-	}
-	if len(rec.UsedSigs) >= maxUsedSigs {
-		return pendingRecord{}, nil, errTooManySigs
-	}
-	rec.UsedSigs = append(rec.UsedSigs, usedSig{Hash: hash, Exp: exp})
-	raw, err := json.Marshal(&rec)
-	if err != nil {
-		return pendingRecord{}, nil, err
-	}
-	if err := s.storage().Store(ctx, s.pendingKey(id), raw); err != nil {
-		return pendingRecord{}, nil, fmt.Errorf("storing pending request: %w", err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, inMem = s.pending[id]
-	switch {
-	case !inMem:
-		e = &pendingEntry{rec: rec.clone(), changed: make(chan struct{})}
-		s.pending[id] = e
-	case rec.Version > e.rec.Version:
-		e.rec = rec.clone()
-		close(e.changed)
-		e.changed = make(chan struct{})
-	default:
-		e.rec.UsedSigs = slices.Clone(rec.UsedSigs)
-	}
-	e.synced = time.Now()
-	return e.rec.clone(), e.changed, nil
+	rec, ch := s.cache(rec)
+	return rec, ch, nil
 }
 
 // ---- interaction codes ----
@@ -626,7 +584,7 @@ func (s *consentStore) lookupCode(ctx context.Context, code string) (codeRecord,
 		return c, nil
 	}
 	// Storage is the truth for "used" (another instance may have consumed it).
-	raw, err := s.storage().Load(ctx, s.codeKey(code))
+	raw, err := s.state().Load(ctx, s.codeKey(code))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if ok {
@@ -646,17 +604,28 @@ func (s *consentStore) lookupCode(ctx context.Context, code string) (codeRecord,
 	return rec, nil
 }
 
-// consumeCode marks a code used (single use: the user's decision consumes it).
+// errCodeUsed: the interaction code was consumed already (here or on another instance).
+var errCodeUsed = errors.New("interaction code already used")
+
+// consumeCode marks a code used (single use: the user's decision consumes it), under
+// the state store's lock; errCodeUsed when another decision consumed it first.
 func (s *consentStore) consumeCode(ctx context.Context, code string, c codeRecord) error {
 	c.Used = true
 	raw, _ := json.Marshal(c)
-	if err := s.storage().Store(ctx, s.codeKey(code), raw); err != nil {
+	_, err := s.state().Update(ctx, s.codeKey(code), func(old []byte) ([]byte, error) {
+		var prev codeRecord
+		if old != nil && json.Unmarshal(old, &prev) == nil && prev.Used {
+			return nil, errCodeUsed
+		}
+		return raw, nil
+	})
+	if err != nil && !errors.Is(err, errCodeUsed) {
 		return fmt.Errorf("storing interaction code: %w", err)
 	}
 	s.mu.Lock()
 	s.codes[code] = c
 	s.mu.Unlock()
-	return nil
+	return err
 }
 
 // ---- login sessions ----

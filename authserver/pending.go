@@ -40,7 +40,7 @@ const (
 
 	// storageRecheck is how often a waiting poll re-reads storage, to see decisions
 	// taken by another instance sharing the storage.
-	storageRecheck = time.Second
+	storageRecheck = 250 * time.Millisecond
 )
 
 var errNoLongerPending = errors.New("no longer pending")

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/state"
 )
 
 // replayPool holds one replay store per issuer, shared by every handler instance of that
@@ -36,16 +37,13 @@ var (
 // accepted once (draft-hardt-aauth §16.2.3: jti not seen before). Records live in storage under
 // aauth/issuer/<safe issuer>/jti/<hex sha256(iss "\n" jti)>, holding the token's expiry, so
 // a restart or another instance on the same storage still refuses a replay; an in-memory
-// index answers repeat submissions without storage reads. Check-and-store is atomic within
-// the process (a lock per record stripe); across a cluster, storage has no
-// compare-and-swap, so two instances racing on the very same token can both accept it.
+// index answers repeat submissions without storage reads. Check-and-store is one
+// state.Store.Once step, atomic across every instance sharing the storage.
 type replayStore struct {
 	prefix string
 	logger *zap.Logger
 
 	storageRef
-
-	stripes [64]sync.Mutex // serialise check-and-store per record
 
 	mu   sync.Mutex
 	seen map[string]int64 // record name → exp (unix seconds)
@@ -86,16 +84,18 @@ func loadReplayStore(issuer string, st certmagic.Storage, logger *zap.Logger) (*
 	return s, nil
 }
 
-// storageRef is the storage a pooled store writes to; the handler of a new config hands
-// the shared store its storage again, which may have changed.
+// storageRef is the storage a pooled store writes to, and the state store doing the
+// atomic steps on it; the handler of a new config hands the shared store its storage
+// again, which may have changed.
 type storageRef struct {
 	mu sync.RWMutex
 	st certmagic.Storage
+	ss state.Store
 }
 
 func (r *storageRef) setStorage(st certmagic.Storage) {
 	r.mu.Lock()
-	r.st = st
+	r.st, r.ss = st, state.NewStorage(st)
 	r.mu.Unlock()
 }
 
@@ -103,6 +103,14 @@ func (r *storageRef) storage() certmagic.Storage {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.st
+}
+
+// state returns the store for the atomic steps: every single-use check and every state
+// change goes through it, so it holds across all instances sharing the storage.
+func (r *storageRef) state() state.Store {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.ss
 }
 
 // Destruct stops the sweeper (called by the pool when the last handler lets go).
@@ -114,40 +122,27 @@ func (s *replayStore) Destruct() error {
 
 // use records the token (iss, jti) valid until exp and reports whether this is its first
 // use at now. An error means the record could not be checked or stored; the caller must
-// then refuse the token.
+// then refuse the token. The check-and-store is one state.Store.Once step (under the
+// storage's lock, re-reading storage), so of any number of instances sharing the storage
+// exactly one accepts the token; the in-memory index only answers "seen" (a use never
+// becomes unused before exp), never "fresh".
 func (s *replayStore) use(ctx context.Context, iss, jti string, exp, now time.Time) (bool, error) {
 	sum := sha256.Sum256([]byte(iss + "\n" + jti))
 	name := hex.EncodeToString(sum[:])
-	stripe := &s.stripes[int(sum[0])%len(s.stripes)]
-	stripe.Lock()
-	defer stripe.Unlock()
-
 	s.mu.Lock()
 	e, ok := s.seen[name]
 	s.mu.Unlock()
 	if ok && now.Unix() < e {
 		return false, nil
 	}
-	st := s.storage()
-	key := path.Join(s.prefix, name)
-	raw, err := st.Load(ctx, key)
-	switch {
-	case err == nil:
-		var rec replayRecord
-		if json.Unmarshal(raw, &rec) == nil && now.Unix() < rec.Exp {
-			s.remember(name, rec.Exp)
-			return false, nil
-		}
-		// an expired or unreadable record: the token it guarded is dead; overwrite it
-	case !errors.Is(err, fs.ErrNotExist):
-		return false, fmt.Errorf("loading jti record: %w", err)
+	fresh, err := s.state().Once(ctx, path.Join(s.prefix, name), exp)
+	if err != nil {
+		return false, fmt.Errorf("jti record: %w", err)
 	}
-	val, _ := json.Marshal(replayRecord{Exp: exp.Unix()})
-	if err := st.Store(ctx, key, val); err != nil {
-		return false, fmt.Errorf("storing jti record: %w", err)
+	if fresh {
+		s.remember(name, exp.Unix())
 	}
-	s.remember(name, exp.Unix())
-	return true, nil
+	return fresh, nil
 }
 
 func (s *replayStore) remember(name string, exp int64) {
