@@ -64,7 +64,7 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 	for {
 		ok, err := s.client.SetNX(ctx, key, token, ttl).Result()
 		if err != nil {
-			return fmt.Errorf("redis storage lock %q: %w", name, err)
+			return fmt.Errorf("redis storage lock %q: %w", name, unavailable(err))
 		}
 		if ok {
 			s.hold(key, token, ttl)
@@ -131,7 +131,7 @@ func (s *Storage) Unlock(ctx context.Context, name string) error {
 	l.stop()
 	n, err := releaseScript.Run(ctx, s.client, []string{key}, l.token).Int()
 	if err != nil {
-		return fmt.Errorf("redis storage unlock %q: %w", name, err)
+		return fmt.Errorf("redis storage unlock %q: %w", name, unavailable(err))
 	}
 	if n == 0 {
 		return fmt.Errorf("redis storage unlock %q: the lock had expired (held longer than lock_ttl without renewal)", name)

@@ -147,10 +147,14 @@ func normalize(key string) string {
 	return k
 }
 
-// wrap names the failing operation without the value.
+// wrap names the failing operation without the value; a failure to talk to Redis
+// matches ErrUnavailable.
 func (s *Storage) wrap(op, key string, err error) error {
 	if err == nil {
 		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		err = unavailable(err)
 	}
 	return fmt.Errorf("redis storage %s %q: %w", op, key, err)
 }
