@@ -27,6 +27,9 @@ const (
 	CodeNotFound             = "not_found"
 	CodeExpired              = "expired"
 	CodeServerError          = "server_error"
+	// The server's shared state (e.g. Redis) cannot be reached: retry after Retry-After
+	// (503; the code is RFC 6749 §4.1.2.1's temporarily_unavailable).
+	CodeTemporarilyUnavailable = "temporarily_unavailable"
 
 	// Agent server delegate endpoint: a missing or wrong shared secret.
 	CodeInvalidToken = "invalid_token"
