@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/internal/redistest"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/redisstore/redistest"
 )
 
 func TestStateOnceExactlyOnceAcrossClients(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/internal/redistest"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/redisstore/redistest"
 )
 
 // newTestStorage returns a storage with a client of its own (as a separate process
