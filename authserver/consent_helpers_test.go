@@ -19,6 +19,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
@@ -335,7 +336,7 @@ func benchPending(b *testing.B) (*Handler, *origin, string) {
 	resource := newOrigin(b, "aauth-resource", "resource", "res-key-1")
 	agent := newOrigin(b, "aauth-agent", "agent", "agent-key-1")
 	h := &Handler{Issuer: "https://bench.example", Policy: &Policy{Default: EffectConsent}, Users: testUsers(b)[:1]}
-	if err := h.provision(context.Background(), deps{storage: newTestStorage(b), discovery: client, dev: true, logger: zap.NewNop(),
+	if err := h.provision(context.Background(), deps{storage: &certmagic.FileStorage{Path: b.TempDir()}, discovery: client, dev: true, logger: zap.NewNop(),
 		now: func() time.Time { return testNow }}); err != nil {
 		b.Fatal(err)
 	}

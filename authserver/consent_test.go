@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -991,21 +992,39 @@ func TestConsentValidation(t *testing.T) {
 	}
 }
 
-// BenchmarkPoll measures a signed poll of a pending request (signature verification
-// included; the agent's key is cached).
+// BenchmarkPoll measures a signed poll of a pending request that answers 202
+// (signature verification and the single-use signature spend included; the agent's key
+// is cached). Every poll carries a fresh signature (each is accepted once) and the clock
+// moves on half a second per poll, so old signatures leave the window; a new pending
+// request is made every 1000 polls, before its lifetime runs out.
 func BenchmarkPoll(b *testing.B) {
-	h, agent, id := benchPending(b)
-	req := httptest.NewRequest(http.MethodGet, h.Issuer+PathPending+id, nil)
-	signWith(b, req, agent.Signer, jwksKey(agent), testNow)
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		r := req.Clone(context.Background())
+	var h *Handler
+	var reqs []*http.Request
+	var clock atomic.Int64
+	for i := range b.N {
+		if i%1000 == 0 {
+			b.StopTimer()
+			hh, agent, id := benchPending(b)
+			h = hh
+			h.now = func() time.Time { return time.Unix(0, clock.Load()) }
+			reqs = reqs[:0]
+			for j := range min(1000, b.N-i) {
+				req := httptest.NewRequest(http.MethodGet, h.Issuer+PathPending+id, nil)
+				opts := httpsig.SignOptions{Created: testNow.Add(time.Duration(j) * time.Second / 2), Nonce: strconv.Itoa(j)}
+				if err := httpsig.Sign(req, agent.Signer, jwksKey(agent), opts); err != nil {
+					b.Fatal(err)
+				}
+				reqs = append(reqs, req)
+			}
+			b.StartTimer()
+		}
+		clock.Store(testNow.Add(time.Duration(i%1000) * time.Second / 2).UnixNano())
 		rec := httptest.NewRecorder()
-		_ = h.ServeHTTP(rec, r, next)
+		_ = h.ServeHTTP(rec, reqs[i%1000], next)
 		if rec.Code != http.StatusAccepted {
-			b.Fatalf("status %d %s", rec.Code, rec.Body)
+			b.Fatalf("poll %d: status %d %s", i, rec.Code, rec.Body)
 		}
 	}
 }

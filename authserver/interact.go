@@ -320,7 +320,8 @@ func (it *interaction) find(raw, callback string) (string, pendingRecord, bool) 
 	}
 	guess = false // a real code, used or not
 	if cr.Used {
-		it.errorPage(http.StatusGone, "Code already used", "This code has already been used. If the agent still needs access, ask it for a new code.")
+		// a code is used up by the decision on its request (here or on another instance)
+		it.errorPage(http.StatusGone, "Already decided", "This request has already been approved or denied: its code has already been used. If the agent still needs access, ask it for a new code.")
 		return "", pendingRecord{}, false
 	}
 	rec, _, err := h.consent.get(ctx, cr.ID, storageRecheck)

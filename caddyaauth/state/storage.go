@@ -16,9 +16,12 @@ import (
 	"github.com/caddyserver/certmagic"
 )
 
-// Storage implements Store over a certmagic.Storage: each step takes the storage's lock
-// for the key (certmagic's file_system storage locks with lock files that every process
-// on the same directory honours), re-reads the key from storage, writes, and unlocks.
+// Storage implements Store over a certmagic.Storage: each step takes a cross-process
+// lock for the key, re-reads the key from storage, writes, and unlocks. On a
+// certmagic.FileStorage (Caddy's file_system storage) on Unix the lock is flock(2) on one
+// of a fixed set of stripe files under <root>/locks/aauth_state (never stale: the kernel
+// drops it when the holder dies; no fsync); on other storages it is the storage's
+// Lock/Unlock.
 // Inside one process a mutex per key stripe queues callers before they contend for the
 // storage lock, so at most one goroutine per process polls a held lock.
 //
@@ -26,11 +29,12 @@ import (
 // storage whose Lock is a no-op gives no cross-process guarantee.
 type Storage struct {
 	st      certmagic.Storage
+	flock   func(ctx context.Context, sum [32]byte) (func(), error) // nil: st's Lock
 	stripes [256]sync.Mutex
 }
 
 // NewStorage returns a Store keeping its state in st.
-func NewStorage(st certmagic.Storage) *Storage { return &Storage{st: st} }
+func NewStorage(st certmagic.Storage) *Storage { return &Storage{st: st, flock: flockFor(st)} }
 
 // Storage returns the certmagic storage behind s.
 func (s *Storage) Storage() certmagic.Storage { return s.st }
@@ -112,6 +116,14 @@ func (s *Storage) lock(ctx context.Context, key string) (func(), error) {
 	sum := sha256.Sum256([]byte(key))
 	stripe := &s.stripes[sum[0]]
 	stripe.Lock()
+	if s.flock != nil {
+		release, err := s.flock(ctx, sum)
+		if err != nil {
+			stripe.Unlock()
+			return nil, fmt.Errorf("state: locking %s: %w", key, err)
+		}
+		return func() { release(); stripe.Unlock() }, nil
+	}
 	name := "aauth_state_" + hex.EncodeToString(sum[:16])
 	if err := s.storageLock(ctx, name); err != nil {
 		stripe.Unlock()
