@@ -320,8 +320,9 @@ func (e *clusterEnv) raceDecisions(t *testing.T, trials int) {
 			t.Fatal(err)
 		}
 		ub := e.userOn("b", ua)
+		csrf := ua.csrf() // read before the posts: each post rewrites ua's last page
 		form := func(action string) url.Values {
-			return url.Values{"csrf": {ua.csrf()}, "code": {code}, "action": {action}}
+			return url.Values{"csrf": {csrf}, "code": {code}, "action": {action}}
 		}
 		var pa, pb page
 		var wg sync.WaitGroup

@@ -5,6 +5,7 @@
 package redisstore
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -18,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 // Defaults of the client settings.
@@ -31,6 +33,21 @@ const (
 	minLockTTL         = time.Second
 	maxKeyPrefixLength = 256
 )
+
+func init() {
+	// go-redis logs connection trouble (a refused dial, a dropped connection) through a
+	// package-wide logger that writes to stderr; send it to Caddy's log instead. At
+	// DEBUG: the failures that matter reach the caller as errors, which log them.
+	redis.SetLogger(caddyLogger{})
+}
+
+type caddyLogger struct{}
+
+func (caddyLogger) Printf(_ context.Context, format string, v ...any) {
+	if c := caddy.Log().Named("redis").Check(zap.DebugLevel, "go-redis"); c != nil {
+		c.Write(zap.String("detail", fmt.Sprintf(format, v...)))
+	}
+}
 
 // Config is how to reach one Redis server. The storage module and the aauth app's redis
 // state backend use the same fields; two modules with the same settings share one client
@@ -113,6 +130,9 @@ func (c Config) options() *redis.Options {
 		// One try per command: callers fail closed and decide about retrying; a
 		// retried write could apply twice.
 		MaxRetries: -1,
+		// One dial per attempt, not go-redis's default of 5 tries 100ms apart: while
+		// the server is down a request should learn it at once and answer 503.
+		DialerRetries: 1,
 		// Identify ourselves only through the protocol handshake go-redis already does.
 		DisableIdentity: true,
 	}
