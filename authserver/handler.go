@@ -246,6 +246,15 @@ type deps struct {
 	now       func() time.Time
 }
 
+// records is where the replay and consent stores keep their records: the state
+// backend when one is configured, else the storage.
+func (d deps) records() certmagic.Storage {
+	if d.state != nil {
+		return d.state
+	}
+	return d.storage
+}
+
 // Provision takes the settings and the discovery client from the aauth app and
 // references on the shared replay and consent stores. Nothing is written to storage
 // here (`caddy validate` provisions too): the signing key and the interaction key are
@@ -314,10 +323,7 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	}
 	h.key = keystore.NewKey(d.storage, keystore.LayoutOf(keystore.RoleIssuer, h.Issuer), keys.AlgEd25519)
 
-	records := d.storage
-	if d.state != nil {
-		records = d.state
-	}
+	records := d.records()
 	h.sharedLimit, _ = records.(sharedRateLimiter)
 	replay, err := loadReplayStore(h.Issuer, records, h.logger)
 	if err != nil {

@@ -105,4 +105,3 @@ func expectUnavailable(t *testing.T, what string, a answer) {
 		t.Errorf("%s: %d Retry-After %q %.200s; want 503 temporarily_unavailable with Retry-After", what, a.status, a.header.Get("Retry-After"), a.body)
 	}
 }
-
