@@ -194,7 +194,8 @@ type Handler struct {
 	// TokenRateLimit bounds the signed token requests each agent (by identifier) may make
 	// to the token endpoint: Requests per Window, default 60 per minute; past it the
 	// endpoint answers 429 with Retry-After before reading the body. Counted per process,
-	// kept across config reloads. {"off": true} disables it.
+	// kept across config reloads; with a Redis state backend (or Redis storage) counted
+	// in Redis for all instances together. {"off": true} disables it.
 	TokenRateLimit *RateLimit `json:"token_rate_limit,omitempty"`
 
 	logger    *zap.Logger
@@ -210,6 +211,9 @@ type Handler struct {
 	consent   *consentStore
 	outages   *caddyaauth.OutageLog // rate-limits the Warn line of 503 temporarily_unavailable
 	metadata  []byte
+	// sharedLimit, when the records' store has one (Redis), counts the token rate
+	// limit for every instance together instead of per process.
+	sharedLimit sharedRateLimiter
 
 	pendingLifetime time.Duration
 	maxPollWait     time.Duration
@@ -235,11 +239,21 @@ var bodyComponents = []string{"content-type", "content-digest"}
 // deps is what provisioning needs from its environment; Provision takes it from Caddy,
 // tests build it directly.
 type deps struct {
-	storage   certmagic.Storage
+	storage   certmagic.Storage // signing keys
+	state     certmagic.Storage // records (pending, codes, jti, grants); nil: storage
 	discovery *discovery.Client
 	dev       bool
 	logger    *zap.Logger
 	now       func() time.Time
+}
+
+// records is where the replay and consent stores keep their records: the state
+// backend when one is configured, else the storage.
+func (d deps) records() certmagic.Storage {
+	if d.state != nil {
+		return d.state
+	}
+	return d.storage
 }
 
 // Provision takes the settings and the discovery client from the aauth app and
@@ -252,7 +266,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := h.provision(ctx, deps{storage: ctx.Storage(), discovery: app.Discovery(), dev: app.Dev, logger: h.logger}); err != nil {
+	d := deps{storage: ctx.Storage(), discovery: app.Discovery(), dev: app.Dev, logger: h.logger}
+	if st := app.State(); st != nil {
+		d.state = st
+	}
+	if err := h.provision(ctx, d); err != nil {
 		return err
 	}
 	app.OnStart(h.start)
@@ -307,13 +325,15 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	}
 	h.key = keystore.NewKey(d.storage, keystore.LayoutOf(keystore.RoleIssuer, h.Issuer), keys.AlgEd25519)
 
-	replay, err := loadReplayStore(h.Issuer, d.storage, h.logger)
+	records := d.records()
+	h.sharedLimit, _ = records.(sharedRateLimiter)
+	replay, err := loadReplayStore(h.Issuer, records, h.logger)
 	if err != nil {
 		return err
 	}
 	h.replay, h.replayKey = replay, h.Issuer
 
-	consent, err := loadConsentStore(ctx, h.Issuer, d.storage, h.logger)
+	consent, err := loadConsentStore(ctx, h.Issuer, records, h.logger)
 	if err != nil {
 		return err
 	}

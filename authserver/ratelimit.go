@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -31,6 +32,12 @@ type RateLimit struct {
 	Window caddy.Duration `json:"window,omitempty"`
 	// Off disables the limit.
 	Off bool `json:"off,omitempty"`
+}
+
+// sharedRateLimiter is a rate limit kept outside the process, shared by every instance
+// (the Redis state backend's Allow: the same GCRA as tokenLimiter, in Redis).
+type sharedRateLimiter interface {
+	Allow(ctx context.Context, key string, requests int, window time.Duration) (ok bool, retry time.Duration, err error)
 }
 
 // tokenLimiter is a GCRA (generic cell rate algorithm) limiter keyed by agent: for each

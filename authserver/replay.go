@@ -95,8 +95,17 @@ type storageRef struct {
 
 func (r *storageRef) setStorage(st certmagic.Storage) {
 	r.mu.Lock()
-	r.st, r.ss = st, state.NewStorage(st)
+	r.st, r.ss = st, stateOf(st)
 	r.mu.Unlock()
+}
+
+// stateOf returns st's own atomic steps when it has them (the Redis storage and state
+// backend: SET NX, WATCH/MULTI), else the lock-around-storage steps of state.Storage.
+func stateOf(st certmagic.Storage) state.Store {
+	if ss, ok := st.(state.Store); ok {
+		return ss
+	}
+	return state.NewStorage(st)
 }
 
 func (r *storageRef) storage() certmagic.Storage {

@@ -2,6 +2,8 @@ package authserver
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,7 +73,19 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 
 // allowAgent takes one token request from the agent's rate budget, or answers 429.
 func (h *Handler) allowAgent(w http.ResponseWriter, r *http.Request, agent string) bool {
-	ok, retry := h.consent.tokens.allow(agent, h.now())
+	ok, retry := true, time.Duration(0)
+	if h.sharedLimit != nil {
+		n, window := h.tokenRate()
+		sum := sha256.Sum256([]byte(h.Issuer + "\n" + agent))
+		var err error
+		ok, retry, err = h.sharedLimit.Allow(r.Context(), "token/"+hex.EncodeToString(sum[:]), n, window)
+		if err != nil {
+			h.serverError(w, r, "token rate limit", err)
+			return false
+		}
+	} else {
+		ok, retry = h.consent.tokens.allow(agent, h.now())
+	}
 	if !ok {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((retry+time.Second-1)/time.Second), 10))
 		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many token requests from this agent; retry later", nil)

@@ -14,9 +14,11 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/state"
 )
 
 func init() {
@@ -42,6 +44,15 @@ type App struct {
 	// (default 1048576, about 70 MB when full). A full store refuses requests that
 	// need it with 503 until entries expire; it never forgets a live entry.
 	ReplayCapacity int `json:"replay_capacity,omitempty"`
+
+	// State is where the auth server keeps what must hold across every instance: the
+	// single-use marks (resource-token jti, interaction codes), pending requests and
+	// their decisions, and the token rate limit. A module in the aauth.state namespace,
+	// e.g. {"backend": "redis", "address": "…"}; without one, Caddy's storage with its
+	// locks (see the "Running a cluster" section of the README).
+	StateRaw json.RawMessage `json:"state,omitempty" caddy:"namespace=aauth.state inline_key=backend"`
+
+	state StateBackend // loaded from StateRaw; nil: Caddy's storage
 
 	// What this config's handlers registered while they were provisioned: the guard in
 	// front of each HTTP server that has aauth handlers, and the auth-token handlers of
@@ -86,8 +97,31 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.discovery, a.releaseDiscovery = client, release
+	if a.StateRaw != nil {
+		mod, err := ctx.LoadModule(a, "StateRaw")
+		if err != nil {
+			return fmt.Errorf("loading the aauth state backend: %w", err)
+		}
+		st, ok := mod.(StateBackend)
+		if !ok {
+			return fmt.Errorf("aauth state backend %T is not a certmagic.Storage and state.Store", mod)
+		}
+		a.state = st
+	}
 	return nil
 }
+
+// StateBackend is a module of the aauth.state namespace: a certmagic.Storage (for the
+// records the auth server lists and sweeps) whose state.Store steps are atomic across
+// every instance using it.
+type StateBackend interface {
+	certmagic.Storage
+	state.Store
+}
+
+// State returns the configured state backend, or nil when the auth server keeps its
+// state in Caddy's storage.
+func (a *App) State() StateBackend { return a.state }
 
 // Validate checks the switches.
 func (a *App) Validate() error {

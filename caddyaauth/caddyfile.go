@@ -1,6 +1,7 @@
 package caddyaauth
 
 import (
+	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
@@ -273,11 +274,31 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.Errf("replay_capacity: want a whole number of entries of at least %d, got %q", minReplayCapacity, v)
 			}
 			app.ReplayCapacity = n
+		case "state":
+			raw, err := parseState(d)
+			if err != nil {
+				return nil, err
+			}
+			app.StateRaw = raw
 		default:
 			return nil, d.Errf("unrecognized aauth global option %q", d.Val())
 		}
 	}
 	return httpcaddyfile.App{Name: "aauth", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// parseState reads `state <backend> { … }`: the backend module aauth.state.<backend>
+// parses its own block (e.g. `state redis { address … }`).
+func parseState(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "aauth.state."+name)
+	if err != nil {
+		return nil, err
+	}
+	return caddyconfig.JSONModuleObject(unm, "backend", name, nil), nil
 }
 
 // parseLifetime reads the one argument of max_token_lifetime: a positive duration (zero

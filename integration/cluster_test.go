@@ -38,14 +38,24 @@ type clusterEnv struct {
 	cred     *agent.Credential
 	hashes   map[string]string
 	rr       atomic.Uint64
+	// globals are the instances' global options about state (storage, aauth), with %s
+	// for the test's directory; empty: one file_system storage in that directory.
+	globals string
+	procs   [2]*process
 }
 
-func startCluster(t *testing.T) *clusterEnv {
+func startCluster(t *testing.T) *clusterEnv { return startClusterWith(t, "") }
+
+// startClusterWith starts the two instances with globals (see clusterEnv.globals).
+func startClusterWith(t *testing.T, globals string) *clusterEnv {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: skipping a test that builds and runs two caddy processes")
 	}
-	e := &clusterEnv{dir: t.TempDir(), agentSrv: newAgentServer(t)}
+	e := &clusterEnv{dir: t.TempDir(), agentSrv: newAgentServer(t), globals: globals}
+	if e.globals == "" {
+		e.globals = "storage file_system %s/storage\n\taauth {\n\t\tdev\n\t}"
+	}
 	e.cred = agent.JWKSURI(e.agentSrv.signer, e.agentSrv.id)
 	e.bin = filepath.Join(e.dir, "caddy")
 	goBuild(t, moduleRoot(t), e.bin, "./cmd/caddy")
@@ -98,10 +108,7 @@ func (e *clusterEnv) startInstance(t *testing.T, i int, port, backend string) {
 	env := []string{"XDG_DATA_HOME=" + filepath.Join(home, "data"), "XDG_CONFIG_HOME=" + filepath.Join(home, "config"), "HOME=" + home}
 	cfg := fmt.Sprintf(`{
 	admin off
-	storage file_system %s
-	aauth {
-		dev
-	}
+	%s
 }
 
 http://:%s {
@@ -115,7 +122,7 @@ http://:%s {
 		}
 %s	}
 }
-`, filepath.Join(e.dir, "storage"), port, e.lbURL, userLines(e.hashes, "\t\t"))
+`, strings.ReplaceAll(e.globals, "%s", e.dir), port, e.lbURL, userLines(e.hashes, "\t\t"))
 	if i == 0 {
 		cfg += fmt.Sprintf(`
 %s {
@@ -135,6 +142,7 @@ http://:%s {
 		t.Fatal(err)
 	}
 	p := startProcess(t, "caddy-"+"ab"[i:i+1], e.dir, env, e.bin, "run", "--config", file, "--adapter", "caddyfile")
+	e.procs[i] = p
 	waitHTTP(t, p, e.direct[i]+"/.well-known/aauth-issuer.json", 30*time.Second)
 }
 
@@ -143,6 +151,7 @@ type answer struct {
 	status int
 	body   string
 	err    error
+	header http.Header
 }
 
 // send signs req as the agent (with a fresh nonce, so identical requests differ) and
@@ -160,7 +169,7 @@ func (e *clusterEnv) send(req *http.Request, instance string, extra ...string) a
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return answer{status: resp.StatusCode, body: string(b), err: err}
+	return answer{status: resp.StatusCode, body: string(b), err: err, header: resp.Header}
 }
 
 // tokenRequest posts a signed token request for rt to instance.
@@ -311,8 +320,9 @@ func (e *clusterEnv) raceDecisions(t *testing.T, trials int) {
 			t.Fatal(err)
 		}
 		ub := e.userOn("b", ua)
+		csrf := ua.csrf() // read before the posts: each post rewrites ua's last page
 		form := func(action string) url.Values {
-			return url.Values{"csrf": {ua.csrf()}, "code": {code}, "action": {action}}
+			return url.Values{"csrf": {csrf}, "code": {code}, "action": {action}}
 		}
 		var pa, pb page
 		var wg sync.WaitGroup

@@ -27,10 +27,10 @@ const (
 	CodeNotFound             = "not_found"
 	CodeExpired              = "expired"
 	CodeServerError          = "server_error"
-
-	// A document needed to verify the request (an auth server's or agent's metadata or
-	// JWKS) could not be fetched: answered with 503 and Retry-After. The name is the
-	// OAuth one for a passing server condition (RFC 6749 §4.1.2.1).
+	// A passing server condition, answered with 503 and Retry-After: a document needed
+	// to verify the request (an auth server's or agent's metadata or JWKS) could not be
+	// fetched, or the server's shared state (e.g. Redis) cannot be reached. The name is
+	// the OAuth one (RFC 6749 §4.1.2.1).
 	CodeTemporarilyUnavailable = "temporarily_unavailable"
 
 	// Agent server delegate endpoint: a missing or wrong shared secret.
