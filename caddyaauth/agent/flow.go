@@ -245,6 +245,16 @@ func (t *Transport) authTokenFlow(req *http.Request, body []byte, c Challenge) (
 	return resp, nil
 }
 
+// challengeScope is the scope of c's resource token, read without verification, only to
+// keep apart requests (and cached tokens) that need different grants; the flow checks
+// the resource token before relying on it.
+func challengeScope(c Challenge) string {
+	if rt, err := token.Parse(c.ResourceToken, token.TypResource); err == nil {
+		return rt.Claims.Scope
+	}
+	return ""
+}
+
 // sharedAuthToken obtains an auth token for challenge c received from the resource at u,
 // running the flow once for all the requests that are challenged for the same resource,
 // signing key and scope at the same time: a request challenged while a flow is in
@@ -257,12 +267,7 @@ func (t *Transport) authTokenFlow(req *http.Request, body []byte, c Challenge) (
 // (refreshOrObtain).
 func (t *Transport) sharedAuthToken(ctx context.Context, u *url.URL, c Challenge) (CachedToken, error) {
 	resID := t.resourceID(u)
-	// The scope is read without verification, only to keep apart requests that need
-	// different grants; the flow checks the resource token before relying on it.
-	var scope string
-	if rt, err := token.Parse(c.ResourceToken, token.TypResource); err == nil {
-		scope = rt.Claims.Scope
-	}
+	scope := challengeScope(c)
 	key := resID + "\x00" + t.Identity.Signer.Public.Thumbprint + "\x00" + scope
 	if t.UpstreamToken != "" {
 		key += "\x00" + t.UpstreamToken // exchanges for different callers never share a flow

@@ -120,7 +120,9 @@ func TestAuthTokenFlow(t *testing.T) {
 		wantSeen1 []string
 		wantSeen2 []string
 		wantHits  int
-		delegate  string
+		// wantCached is the number of tokens cached at the end; 0 means 1.
+		wantCached int
+		delegate   string
 	}{
 		{name: "jwks_uri, second request uses the cached token", scheme: httpsig.SchemeJWKSURI, method: "GET",
 			wantSeen1: []string{"jwks_uri", "jwt:auth+jwt"}, wantSeen2: []string{"jwt:auth+jwt"}, wantHits: 1},
@@ -135,8 +137,9 @@ func TestAuthTokenFlow(t *testing.T) {
 			between:   func(w *flowWorld) { w.gw.RejectAuthTokens(1) },
 			wantSeen1: []string{"jwks_uri", "jwt:auth+jwt"}, wantSeen2: []string{"jwt:auth+jwt!", "jwt:auth+jwt"}, wantHits: 2},
 		{name: "cached token lacks a newly required scope", scheme: httpsig.SchemeJWT, method: "GET", delegate: "delegate-1",
-			between:   func(w *flowWorld) { w.gw.SetScopes("data.read", "data.write") },
-			wantSeen1: []string{"jwt:agent+jwt", "jwt:auth+jwt"}, wantSeen2: []string{"jwt:auth+jwt!", "jwt:auth+jwt"}, wantHits: 2},
+			between: func(w *flowWorld) { w.gw.SetScopes("data.read", "data.write") },
+			// The old token is still good for its own grant (data.read): it stays cached.
+			wantSeen1: []string{"jwt:agent+jwt", "jwt:auth+jwt"}, wantSeen2: []string{"jwt:auth+jwt!", "jwt:auth+jwt"}, wantHits: 2, wantCached: 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,8 +178,8 @@ func TestAuthTokenFlow(t *testing.T) {
 					t.Errorf("purpose %q", p)
 				}
 			}
-			if n := tr.cache().Len(); n != 1 {
-				t.Errorf("cache holds %d tokens, want 1", n)
+			if n, want := tr.cache().Len(), max(tc.wantCached, 1); n != want {
+				t.Errorf("cache holds %d tokens, want %d", n, want)
 			}
 			log := logs.String()
 			for _, step := range []string{"challenge: require=auth-token", "resource token checked: typ resource+jwt, iss " + w.gw.ID,
@@ -887,4 +890,30 @@ func TestAuthTokenCredentialString(t *testing.T) {
 		t.Errorf("String %q", s)
 	}
 	noJWT(t, "String", s)
+}
+
+// TestTokensPerScope: two routes of one resource need different grants. Each grant's
+// token stays cached, and a route challenged with the other route's token is answered
+// from the cache, without a token request.
+func TestTokensPerScope(t *testing.T) {
+	w := newFlowWorld(t)
+	logs := &logSink{}
+	tr := w.transport(httpsig.SchemeJWKSURI, logs)
+	get := func(scopes ...string) {
+		t.Helper()
+		w.gw.SetScopes(scopes...)
+		if resp, body := doRequest(t, tr, "GET", w.gw.ID+"/data", "", nil); resp.StatusCode != 200 {
+			t.Fatalf("scopes %v: %d %s\n%s", scopes, resp.StatusCode, body, logs)
+		}
+	}
+	get("data.read")
+	get("data.write") // a new grant: the data.read token stays cached
+	get("data.read")  // the newest (data.write) token is refused; the data.read one answers
+	get("data.write")
+	if h := w.as.Hits(); h != 2 {
+		t.Errorf("token endpoint hit %d times, want 2 (one per grant)\n%s", h, logs)
+	}
+	if n := tr.cache().Len(); n != 2 {
+		t.Errorf("cache holds %d tokens, want 2", n)
+	}
 }

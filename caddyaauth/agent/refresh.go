@@ -14,10 +14,17 @@ type refreshRequest struct {
 }
 
 // refreshOrObtain is the work of one auth-token flow for challenge c (scope is the
-// resource token's scope, read unverified): an expired cached token for the same
+// resource token's scope, read unverified): a usable cached token for the same grant is
+// used as it is; otherwise an expired cached token for the same
 // resource, key, auth server and scope is refreshed first; only when there is none or
 // the auth server refuses to refresh it does the challenge flow run.
 func (t *Transport) refreshOrObtain(ctx context.Context, u *url.URL, c Challenge, scope string) (CachedToken, error) {
+	// A usable cached token for exactly this grant (another route of the resource was
+	// tried with a token of another scope first) answers the challenge at once.
+	if ct, ok := t.cache().getScope(t.resourceID(u), t.Identity.Signer.Public.Thumbprint, c.AuthServer, scope); ok {
+		t.logf("using the cached auth token for scope %q", scope)
+		return ct, nil
+	}
 	ct, ok, err := t.refreshCached(ctx, t.resourceID(u), c.AuthServer, scope)
 	if err != nil || ok {
 		return ct, err

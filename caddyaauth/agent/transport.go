@@ -309,9 +309,14 @@ func (t *Transport) tryCachedToken(req *http.Request, body []byte) (*http.Respon
 	if resp.StatusCode != http.StatusUnauthorized {
 		return resp, true, nil
 	}
-	t.cache().Delete(resID, ct.Token)
 	c, ok := ParseChallenge(resp.Header)
 	discard(resp)
+	if !ok || !t.wantsFlow(c) || challengeScope(c) == ct.Scope {
+		// Refused for its own grant: the token is of no further use. A challenge for
+		// another scope (a route of the same resource that needs a different grant)
+		// leaves it cached for the routes it serves.
+		t.cache().Delete(resID, ct.Token)
+	}
 	if ok && t.wantsFlow(c) {
 		t.logf("the cached auth token was refused; challenge: %s", c.Summary(false))
 		resp, err := t.authTokenFlow(req, body, c)
