@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 
@@ -34,11 +35,14 @@ import (
 //     than 16, so parties with a few requests still get in while large ones are at
 //     their share.
 //
-// A place is taken (atomically, under one lock) before the resource token's jti is spent
-// and given back when the request is decided, when it expires, or when it could not be
-// stored. The counts are per process: they are rebuilt from the pending records in
-// storage when the issuer's store is first loaded (a restart), and kept across config
-// reloads with the store. Instances sharing storage each count their own requests.
+// A place is taken before the resource token's jti is spent and given back when the
+// request is decided, when it expires, or when it could not be stored. The places live in
+// one record in the issuer's state store (storage, or the Redis state backend), changed
+// only with state.Store.Update: the check and the count are one read-modify-write under a
+// lock held across every process sharing the state, so instances together hold at most
+// the bounds above, not each of them. Each place carries its request's expiry, so places
+// of requests that expired undecided (or whose instance crashed before giving them back)
+// fall out at the next admission, without a sweeper.
 const (
 	maxPendingPerAgent    = 64
 	maxPendingPerDomain   = 512
@@ -195,9 +199,152 @@ func (a *admissions) counts(agent, resource string) (total, byAgent, byDomain, b
 	return len(a.byID), a.agent[agent], a.domain[agentDomain(agent)], a.resource[resource]
 }
 
-// rebuildAdmissions counts the undecided, unexpired requests found in storage (a
-// restart keeps its bounds).
-func (s *consentStore) rebuildAdmissions(ctx context.Context, now int64) {
+// admissionRecord is the stored form of the places held, at
+// aauth/issuer/<safe issuer>/admission.json: the agents and resources once each, and per
+// place its request id, expiry (unix seconds) and the indexes of its agent and resource.
+// The agent domain is derived from the agent.
+type admissionRecord struct {
+	Agents    []string         `json:"agents"`
+	Resources []string         `json:"resources"`
+	Places    []admissionPlace `json:"places"`
+}
+
+type admissionPlace struct {
+	ID       string `json:"id"`
+	Exp      int64  `json:"exp"`
+	Agent    int    `json:"a"`
+	Resource int    `json:"r"`
+}
+
+// errAdmissionRecord: the stored record could not be read; it is started over.
+var errAdmissionRecord = errors.New("admission record in storage is malformed")
+
+// decodeAdmissions reads the stored places (raw nil: none), leaving out those expired at
+// now (now 0: keep all). An unreadable record gives no places and errAdmissionRecord.
+func decodeAdmissions(raw []byte, now int64) (*admissions, error) {
+	a := newAdmissions()
+	if raw == nil {
+		return a, nil
+	}
+	var rec admissionRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return a, errAdmissionRecord
+	}
+	for _, p := range rec.Places {
+		if p.Agent < 0 || p.Agent >= len(rec.Agents) || p.Resource < 0 || p.Resource >= len(rec.Resources) {
+			return newAdmissions(), errAdmissionRecord
+		}
+		if now != 0 && now >= p.Exp {
+			continue
+		}
+		if _, dup := a.byID[p.ID]; !dup {
+			agent := rec.Agents[p.Agent]
+			a.addLocked(p.ID, admission{agent: agent, domain: agentDomain(agent), resource: rec.Resources[p.Resource], exp: p.Exp})
+		}
+	}
+	return a, nil
+}
+
+// encode returns the stored form of a's places, sorted by id (the same places give the
+// same bytes, so a no-op update writes nothing).
+func (a *admissions) encode() []byte {
+	ids := make([]string, 0, len(a.byID))
+	for id := range a.byID {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	rec := admissionRecord{Agents: []string{}, Resources: []string{}, Places: make([]admissionPlace, 0, len(ids))}
+	agents, resources := map[string]int{}, map[string]int{}
+	index := func(m map[string]int, list *[]string, v string) int {
+		i, ok := m[v]
+		if !ok {
+			i = len(*list)
+			m[v] = i
+			*list = append(*list, v)
+		}
+		return i
+	}
+	for _, id := range ids {
+		ad := a.byID[id]
+		rec.Places = append(rec.Places, admissionPlace{ID: id, Exp: ad.exp,
+			Agent: index(agents, &rec.Agents, ad.agent), Resource: index(resources, &rec.Resources, ad.resource)})
+	}
+	raw, _ := json.Marshal(rec) // strings and numbers only: cannot fail
+	return raw
+}
+
+func (s *consentStore) admissionKey() string { return s.layout.Key("admission.json") }
+
+// admit takes rec's place among the undecided requests of every instance sharing the
+// state (see admissions): one Update of the admission record. rec needs its ID
+// (newPendingID), Agent, Resource and Expires. errTooManyPending refuses it; any other
+// error is the state store's (fail closed). Give the place back with release if the
+// request is not created after all.
+func (s *consentStore) admit(ctx context.Context, rec *pendingRecord, now int64) error {
+	broken := false
+	_, err := s.state().Update(ctx, s.admissionKey(), func(old []byte) ([]byte, error) {
+		a, err := decodeAdmissions(old, now)
+		broken = err != nil
+		if err := a.admit(rec.ID, rec.Agent, rec.Resource, rec.Expires, now); err != nil {
+			return nil, err
+		}
+		return a.encode(), nil
+	})
+	if broken && err == nil {
+		s.logger.Error("the admission record was unreadable and has been started over")
+	}
+	return err
+}
+
+// errNotHeld: release found no place to give back (nothing is written).
+var errNotHeld = errors.New("no place held")
+
+// release gives back the place of request id: it was decided, or admitted but not
+// created. A failure is logged; the place then falls out when the request expires.
+func (s *consentStore) release(ctx context.Context, id string) {
+	_, err := s.state().Update(context.WithoutCancel(ctx), s.admissionKey(), func(old []byte) ([]byte, error) {
+		a, err := decodeAdmissions(old, 0)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := a.byID[id]; !ok {
+			return nil, errNotHeld
+		}
+		a.releaseLocked(id)
+		return a.encode(), nil
+	})
+	if err != nil && !errors.Is(err, errNotHeld) {
+		s.logger.Warn("giving back the place of a decided request", zap.Error(err))
+	}
+}
+
+// seedAdmissions writes the admission record from the undecided, unexpired requests found
+// in storage when there is no record yet (storage written by a version that counted in
+// memory), so an upgrade keeps its bounds. With a record in place it reads nothing more.
+func (s *consentStore) seedAdmissions(ctx context.Context, now int64) {
+	if _, err := s.state().Load(ctx, s.admissionKey()); !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	a := s.scanUndecided(ctx, now)
+	if a == nil || len(a.byID) == 0 {
+		return
+	}
+	raw := a.encode()
+	_, err := s.state().Update(ctx, s.admissionKey(), func(old []byte) ([]byte, error) {
+		if old != nil {
+			return old, nil // another instance wrote it first
+		}
+		return raw, nil
+	})
+	if err != nil {
+		s.logger.Error("storing the admission record", zap.Error(err))
+		return
+	}
+	s.logger.Info("undecided requests counted from storage", zap.Int("count", len(a.byID)))
+}
+
+// scanUndecided counts the undecided, unexpired pending records in storage.
+func (s *consentStore) scanUndecided(ctx context.Context, now int64) *admissions {
 	st := s.storage()
 	prefix := s.layout.Dir(keystore.DirPending)
 	names, err := st.List(ctx, prefix, false)
@@ -205,12 +352,12 @@ func (s *consentStore) rebuildAdmissions(ctx context.Context, now int64) {
 		if !errors.Is(err, fs.ErrNotExist) {
 			s.logger.Error("listing pending requests to rebuild the bounds", zap.Error(err))
 		}
-		return
+		return nil
 	}
-	n := 0
+	a := newAdmissions()
 	for _, key := range names {
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 		if !strings.HasPrefix(key, prefix+"/") {
 			key = prefix + "/" + key
@@ -223,14 +370,9 @@ func (s *consentStore) rebuildAdmissions(ctx context.Context, now int64) {
 		if json.Unmarshal(raw, &rec) != nil || rec.Status != statusPending || now >= rec.Expires || rec.ID == "" {
 			continue
 		}
-		s.admitted.mu.Lock()
-		if _, ok := s.admitted.byID[rec.ID]; !ok {
-			s.admitted.addLocked(rec.ID, admission{agent: rec.Agent, domain: agentDomain(rec.Agent), resource: rec.Resource, exp: rec.Expires})
-			n++
+		if _, ok := a.byID[rec.ID]; !ok {
+			a.addLocked(rec.ID, admission{agent: rec.Agent, domain: agentDomain(rec.Agent), resource: rec.Resource, exp: rec.Expires})
 		}
-		s.admitted.mu.Unlock()
 	}
-	if n > 0 {
-		s.logger.Info("undecided requests counted from storage", zap.Int("count", n))
-	}
+	return a
 }

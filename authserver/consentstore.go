@@ -209,9 +209,8 @@ type consentStore struct {
 
 	grantsMu sync.Mutex // serialises grant list updates within the process
 
-	limiter  *rateLimiter
-	admitted *admissions // places of undecided requests (fair shares)
-	tokens   *tokenLimiter
+	limiter *rateLimiter
+	tokens  *tokenLimiter
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -240,11 +239,10 @@ func newConsentStore(ctx context.Context, issuer string, st certmagic.Storage, l
 		codes:    map[string]codeRecord{},
 		sessions: map[string]sessionRecord{},
 		limiter:  newRateLimiter(maxWrongCodes, time.Minute, maxLimiterEntries),
-		admitted: newAdmissions(),
 		tokens:   newTokenLimiter(maxTokenLimiterKeys),
 	}
 	s.setStorage(st)
-	s.rebuildAdmissions(ctx, time.Now().Unix())
+	s.seedAdmissions(ctx, time.Now().Unix())
 	sctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
 	go s.sweeper(sctx)
@@ -339,16 +337,6 @@ func (s *consentStore) checkCSRF(ctx context.Context, sid, tok string) (bool, er
 
 // ---- pending requests ----
 
-// admit takes rec's place among the undecided requests (see admissions); rec needs its
-// ID (newPendingID), Agent, Resource and Expires. Give it back with release if the
-// request is not created after all.
-func (s *consentStore) admit(rec *pendingRecord, now int64) error {
-	return s.admitted.admit(rec.ID, rec.Agent, rec.Resource, rec.Expires, now)
-}
-
-// release gives back the place of a request that was admitted but not created.
-func (s *consentStore) release(id string) { s.admitted.release(id) }
-
 func (s *consentStore) pendingKey(id string) string {
 	return s.layout.Key(keystore.DirPending, id+".json")
 }
@@ -359,7 +347,7 @@ func (s *consentStore) codeKey(code string) string { return s.layout.Key(keystor
 func (s *consentStore) create(ctx context.Context, rec *pendingRecord) (err error) {
 	defer func() {
 		if err != nil {
-			s.release(rec.ID)
+			s.release(ctx, rec.ID)
 		}
 	}()
 	if rec.ID == "" {
@@ -491,29 +479,30 @@ func (s *consentStore) cache(rec pendingRecord) (pendingRecord, <-chan struct{})
 	e.synced = time.Now()
 	out, ch := e.rec.clone(), e.changed
 	s.mu.Unlock()
-	if out.Status != statusPending {
-		s.admitted.release(out.ID) // decided (here or elsewhere): the place is free again
-	}
 	return out, ch
 }
 
 // update applies fn to the stored record under the state store's lock (re-read from
 // storage, never from memory, so of concurrent changes on any number of instances each
 // sees the one before), stores it with a new version and wakes waiters. If fn returns
-// an error nothing is written; the record fn saw is returned with the error.
+// an error nothing is written; the record fn saw is returned with the error. The update
+// that takes a request out of the pending state gives back its place (admissions).
 func (s *consentStore) update(ctx context.Context, id string, fn func(*pendingRecord) error) (pendingRecord, error) {
 	var rec pendingRecord
+	decided := false
 	_, err := s.state().Update(ctx, s.pendingKey(id), func(old []byte) ([]byte, error) {
 		r, err := decodePending(old, id)
 		if err != nil {
 			return nil, err
 		}
+		wasPending := r.Status == statusPending
 		if err := fn(&r); err != nil {
 			rec = r
 			return nil, err
 		}
 		r.Version++
 		rec = r
+		decided = wasPending && r.Status != statusPending
 		return json.Marshal(&r)
 	})
 	if err != nil {
@@ -521,6 +510,9 @@ func (s *consentStore) update(ctx context.Context, id string, fn func(*pendingRe
 			_, _, _ = s.sync(ctx, id) // drop a memory copy of a record gone from storage
 		}
 		return rec, err
+	}
+	if decided {
+		s.release(ctx, id)
 	}
 	rec, _ = s.cache(rec)
 	return rec, nil
@@ -726,7 +718,6 @@ func (s *consentStore) sweep(ctx context.Context, now time.Time) {
 	}
 	s.mu.Unlock()
 	s.limiter.sweep(now)
-	s.admitted.prune(now.Unix())
 	s.tokens.sweep(now)
 	deleteKeys(ctx, s.storage(), keys, s.logger, "deleting expired consent record")
 }

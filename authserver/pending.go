@@ -102,7 +102,11 @@ func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, ask *to
 	if ask.RT != nil {
 		rec.RTJTI = ask.RT.Claims.ID
 	}
-	if err := h.consent.admit(rec, now.Unix()); err != nil {
+	if err := h.consent.admit(r.Context(), rec, now.Unix()); err != nil {
+		if !errors.Is(err, errTooManyPending) {
+			h.serverError(w, r, "admitting a pending request", err)
+			return nil, nil, false
+		}
 		w.Header().Set("Retry-After", "60")
 		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests are waiting for a decision; try again later", nil)
 		return nil, nil, false

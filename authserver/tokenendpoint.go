@@ -251,7 +251,7 @@ func (h *Handler) spendResourceToken(w http.ResponseWriter, r *http.Request, rt 
 		return true
 	}
 	if pending != nil {
-		h.consent.release(pending.ID)
+		h.consent.release(r.Context(), pending.ID)
 	}
 	if err != nil {
 		h.serverError(w, r, "checking resource token jti", err)
