@@ -230,6 +230,7 @@ func decodeAdmissions(raw []byte, now int64) (*admissions, error) {
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return a, errAdmissionRecord
 	}
+	domains := make([]string, len(rec.Agents)) // agentDomain once per agent, not per place
 	for _, p := range rec.Places {
 		if p.Agent < 0 || p.Agent >= len(rec.Agents) || p.Resource < 0 || p.Resource >= len(rec.Resources) {
 			return newAdmissions(), errAdmissionRecord
@@ -237,10 +238,14 @@ func decodeAdmissions(raw []byte, now int64) (*admissions, error) {
 		if now != 0 && now >= p.Exp {
 			continue
 		}
-		if _, dup := a.byID[p.ID]; !dup {
-			agent := rec.Agents[p.Agent]
-			a.addLocked(p.ID, admission{agent: agent, domain: agentDomain(agent), resource: rec.Resources[p.Resource], exp: p.Exp})
+		if _, dup := a.byID[p.ID]; dup {
+			continue
 		}
+		agent := rec.Agents[p.Agent]
+		if domains[p.Agent] == "" {
+			domains[p.Agent] = agentDomain(agent)
+		}
+		a.addLocked(p.ID, admission{agent: agent, domain: domains[p.Agent], resource: rec.Resources[p.Resource], exp: p.Exp})
 	}
 	return a, nil
 }

@@ -232,3 +232,25 @@ func mustLoad(t *testing.T, st certmagic.Storage, key string) []byte {
 	}
 	return raw
 }
+
+// BenchmarkAdmissionUpdate: the work of one admission's read-modify-write (decode, check,
+// encode) with the record holding n places.
+func BenchmarkAdmissionUpdate(b *testing.B) {
+	now := testNow.Unix()
+	for _, n := range []int{64, 10000} {
+		a := newAdmissions()
+		for i := range n {
+			a.addLocked(newPendingID(), admission{agent: fmt.Sprintf("https://a%d.d%d.example", i%64, i/500), domain: fmt.Sprintf("d%d.example", i/500),
+				resource: fmt.Sprintf("https://r%d.example", i%8), exp: now + 600})
+		}
+		raw := a.encode()
+		b.Run(fmt.Sprintf("places=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				a, _ := decodeAdmissions(raw, now)
+				_ = a.admit(newPendingID(), "https://new.example", "https://r0.example", now+600, now)
+				_ = a.encode()
+			}
+			b.ReportMetric(float64(len(raw)), "record-bytes")
+		})
+	}
+}
