@@ -153,7 +153,7 @@ type Handler struct {
 	outages       *OutageLog    // rate-limits the Warn line of 503 temporarily_unavailable
 	replay        *replay.Store // nil when the replay policy is off
 	replayMode    string
-	releaseReplay func() error // drops the shared replay store
+	releaseReplay func() error  // drops the shared replay store
 	sharedReplay  *sharedReplay // replay_store shared: the entries every instance sees
 }
 
