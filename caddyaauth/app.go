@@ -128,12 +128,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 }
 
 // replayStore is the effective replay_store: as configured, else shared when a state
-// backend is configured, else local.
+// backend is configured (StateRaw before Provision; loading the module clears it), else
+// local.
 func (a *App) replayStore() string {
 	switch {
 	case a.ReplayStore != "":
 		return a.ReplayStore
-	case a.StateRaw != nil:
+	case a.StateRaw != nil || a.state != nil:
 		return ReplayStoreShared
 	default:
 		return ReplayStoreLocal

@@ -181,6 +181,9 @@ func TestSharedReplaySweep(t *testing.T) {
 	}
 }
 
+// fakeBackend stands for a loaded state backend.
+type fakeBackend struct{ StateBackend }
+
 // TestReplayStoreOption: the global option, its default and its validation.
 func TestReplayStoreOption(t *testing.T) {
 	for _, tc := range []struct {
@@ -189,6 +192,7 @@ func TestReplayStoreOption(t *testing.T) {
 	}{
 		{App{}, ReplayStoreLocal},
 		{App{StateRaw: json.RawMessage(`{"backend":"redis"}`)}, ReplayStoreShared},
+		{App{state: fakeBackend{}}, ReplayStoreShared}, // after Provision, which clears StateRaw
 		{App{ReplayStore: ReplayStoreShared}, ReplayStoreShared},
 		{App{ReplayStore: ReplayStoreLocal, StateRaw: json.RawMessage(`{}`)}, ReplayStoreLocal},
 	} {

@@ -95,21 +95,23 @@ func (e *clusterEnv) raceReplays(t *testing.T, trials, want int) {
 	bad := 0
 	for trial := range trials {
 		p := e.signPost(t, trial)
-		ok, statuses := 0, map[int]int{}
-		for _, a := range parallel(20, func(in string) answer { return e.sendGateway(p, in) }) {
-			if a.err != nil {
-				t.Errorf("request failed: %v", a.err)
-				continue
-			}
-			statuses[a.status]++
-			if a.status/100 == 2 {
-				ok++
-			}
-		}
+		ok, statuses := countAccepted(parallel(20, func(in string) answer { return e.sendGateway(p, in) }))
 		if ok != want || statuses[http.StatusUnauthorized] != 20-want {
 			bad++
 			t.Errorf("trial %d: %d of 20 copies accepted, want %d (statuses %v)", trial, ok, want, statuses)
 		}
 	}
 	t.Logf("one signed POST sent 20 times across two instances: %d of %d trials gave other than %d accepted", bad, trials, want)
+}
+
+// countAccepted counts the 2xx answers; a failed request counts under status 0.
+func countAccepted(answers []answer) (accepted int, statuses map[int]int) {
+	statuses = map[int]int{}
+	for _, a := range answers {
+		statuses[a.status]++
+		if a.err == nil && a.status/100 == 2 {
+			accepted++
+		}
+	}
+	return accepted, statuses
 }
