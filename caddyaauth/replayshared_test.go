@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -213,6 +214,21 @@ func TestReplayStoreOption(t *testing.T) {
 	for _, bad := range []string{"replay_store", "replay_store cluster", "replay_store local shared"} {
 		if _, err := parseGlobal(caddyfile.NewTestDispenser("aauth {\n"+bad+"\n}"), nil); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// BenchmarkSharedReplayFileStorage is the cost replay_store shared adds to an accepted
+// unsafe request on a file_system storage: one Once (flock, read, write and rename of
+// a small file).
+func BenchmarkSharedReplayFileStorage(b *testing.B) {
+	s := newSharedReplay(nil, &certmagic.FileStorage{Path: b.TempDir()}, zap.NewNop())
+	exp := time.Now().Add(time.Minute)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		k := replay.KeyOf([]byte(strconv.Itoa(i)))
+		if fresh, err := s.use(context.Background(), k, exp); err != nil || !fresh {
+			b.Fatal(fresh, err)
 		}
 	}
 }
