@@ -45,6 +45,13 @@ type App struct {
 	// need it with 503 until entries expire; it never forgets a live entry.
 	ReplayCapacity int `json:"replay_capacity,omitempty"`
 
+	// ReplayStore is where the aauth handlers record the signed requests they accepted
+	// (their replay policy): "local" (each process's memory) or "shared" (also the
+	// state backend, else Caddy's storage, so that instances behind one load balancer
+	// refuse a request any of them accepted). Default "shared" when State is set, else
+	// "local". Memory stays the first filter either way.
+	ReplayStore string `json:"replay_store,omitempty"`
+
 	// State is where the auth server keeps what must hold across every instance: the
 	// single-use marks (resource-token jti, interaction codes), pending requests and
 	// their decisions, and the token rate limit. A module in the aauth.state namespace,
@@ -53,6 +60,8 @@ type App struct {
 	StateRaw json.RawMessage `json:"state,omitempty" caddy:"namespace=aauth.state inline_key=backend"`
 
 	state StateBackend // loaded from StateRaw; nil: Caddy's storage
+
+	replayShared *sharedReplay // nil: replay_store local
 
 	// What this config's handlers registered while they were provisioned: the guard in
 	// front of each HTTP server that has aauth handlers, and the auth-token handlers of
@@ -108,7 +117,28 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		a.state = st
 	}
+	if a.replayStore() == ReplayStoreShared {
+		var backend state.Store
+		if a.state != nil {
+			backend = a.state
+		}
+		a.replayShared = newSharedReplay(backend, ctx.Storage(), ctx.Logger().Named("replay"))
+	}
 	return nil
+}
+
+// replayStore is the effective replay_store: as configured, else shared when a state
+// backend is configured (StateRaw before Provision; loading the module clears it), else
+// local.
+func (a *App) replayStore() string {
+	switch {
+	case a.ReplayStore != "":
+		return a.ReplayStore
+	case a.StateRaw != nil || a.state != nil:
+		return ReplayStoreShared
+	default:
+		return ReplayStoreLocal
+	}
 }
 
 // StateBackend is a module of the aauth.state namespace: a certmagic.Storage (for the
@@ -134,6 +164,11 @@ func (a *App) Validate() error {
 	if n := a.ReplayCapacity; n < 0 || (n != 0 && n < minReplayCapacity) {
 		return fmt.Errorf("replay_capacity: want a whole number of entries of at least %d, got %q", minReplayCapacity, strconv.Itoa(n))
 	}
+	switch a.ReplayStore {
+	case "", ReplayStoreLocal, ReplayStoreShared:
+	default:
+		return fmt.Errorf("replay_store: unknown store %q (want local or shared)", a.ReplayStore)
+	}
 	return nil
 }
 
@@ -153,11 +188,15 @@ func (a *App) Start() error {
 			return err
 		}
 	}
+	a.replayShared.start()
 	return nil
 }
 
-// Stop implements caddy.App.
-func (a *App) Stop() error { return nil }
+// Stop ends the sweeper of the shared replay entries.
+func (a *App) Stop() error {
+	a.replayShared.stop()
+	return nil
+}
 
 // Cleanup releases the shared discovery client.
 func (a *App) Cleanup() error {

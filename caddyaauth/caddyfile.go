@@ -224,6 +224,8 @@ func addPair(d *caddyfile.Dispenser, m *map[string]string, dup func(key string) 
 //			fetch_timeout <duration>
 //			max_token_lifetime <duration>   # default for every aauth route; default 24h
 //			replay_capacity <entries>       # replay store bound; default 1048576
+//			replay_store local|shared       # default shared with a state backend, else local
+//			state <backend> { … }           # e.g. state redis { address … }
 //		}
 //	}
 //
@@ -274,6 +276,13 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.Errf("replay_capacity: want a whole number of entries of at least %d, got %q", minReplayCapacity, v)
 			}
 			app.ReplayCapacity = n
+		case "replay_store":
+			if !d.AllArgs(&app.ReplayStore) {
+				return nil, d.ArgErr()
+			}
+			if app.ReplayStore != ReplayStoreLocal && app.ReplayStore != ReplayStoreShared {
+				return nil, d.Errf("replay_store: want local or shared, got %q", app.ReplayStore)
+			}
 		case "state":
 			raw, err := parseState(d)
 			if err != nil {

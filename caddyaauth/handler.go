@@ -153,7 +153,8 @@ type Handler struct {
 	outages       *OutageLog    // rate-limits the Warn line of 503 temporarily_unavailable
 	replay        *replay.Store // nil when the replay policy is off
 	replayMode    string
-	releaseReplay func() error // drops the shared replay store
+	releaseReplay func() error  // drops the shared replay store
+	sharedReplay  *sharedReplay // replay_store shared: the entries every instance sees
 }
 
 // CaddyModule returns the Caddy module information.
@@ -214,6 +215,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if h.replay, h.releaseReplay, err = sharedReplayStore(s.ReplayCapacity); err != nil {
 			return err
 		}
+		h.sharedReplay = s.replayShared
 	}
 	if h.Require == RequireAuthToken {
 		if h.ResourceTokenLifetime == 0 {
@@ -373,10 +375,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, r, err)
 	}
 	// Last: only a request that is about to reach the upstream uses up its signature.
-	if err := h.checkReplay(w, target.Method, res); err != nil {
+	if err := h.checkReplay(w, r, target.Method, res); err != nil {
 		var ve *httpsig.Error
 		if errors.As(err, &ve) {
 			return h.challenge(w, r, ve.Code, ve.Msg, nil)
+		}
+		if ue, ok := reqverify.Unavailable(err); ok {
+			WriteUnavailable(w, r, h.logger, h.outages, ue)
+			return nil
 		}
 		return err
 	}

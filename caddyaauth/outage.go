@@ -51,8 +51,9 @@ func (o *OutageLog) allow(key string) bool {
 }
 
 // WriteUnavailable answers a verification that could not be finished (an
-// *reqverify.UnavailableError) with 503, Retry-After (RFC 9110 §10.2.3) and the JSON error
-// temporarily_unavailable naming the document that could not be fetched, and logs it at
+// *reqverify.UnavailableError: a document could not be fetched, or the shared replay
+// store could not be asked) with 503, Retry-After (RFC 9110 §10.2.3) and the JSON error
+// temporarily_unavailable naming what is missing, and logs it at
 // Warn, rate-limited by ol per issuer (at Debug otherwise). Neither the answer nor the
 // log carries the request's token or signature.
 func WriteUnavailable(w http.ResponseWriter, r *http.Request, logger *zap.Logger, ol *OutageLog, ue *reqverify.UnavailableError) {
@@ -60,7 +61,7 @@ func WriteUnavailable(w http.ResponseWriter, r *http.Request, logger *zap.Logger
 	if ol.allow(ue.Issuer) {
 		level = zap.WarnLevel
 	}
-	if c := logger.Check(level, "aauth: cannot verify the request now, a document could not be fetched"); c != nil {
+	if c := logger.Check(level, "aauth: cannot verify the request now: a document or the shared state is unavailable"); c != nil {
 		c.Write(zap.String("issuer", ue.Issuer), zap.String("reason", ue.Msg),
 			zap.Int("retry_after", ue.RetryAfterSeconds()), zap.String("path", r.URL.Path), zap.String("remote_ip", r.RemoteAddr))
 	}

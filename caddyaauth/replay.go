@@ -74,8 +74,10 @@ func sharedReplayStore(capacity int) (*replay.Store, func() error, error) {
 // checkReplay refuses a verified request whose signature base was already accepted
 // within its window, when the route's policy covers the method. Call it last, after
 // every other check passed, so that only requests that reach the upstream use up their
-// signature. It returns an *httpsig.Error for a 401, or a 503 when the store is full.
-func (h *Handler) checkReplay(w http.ResponseWriter, method string, res *reqverify.Result) error {
+// signature. It returns an *httpsig.Error for a 401, a 503 when the memory store is
+// full, or an *reqverify.UnavailableError (503 temporarily_unavailable) when the shared
+// store could not be asked: the request is refused, never let through.
+func (h *Handler) checkReplay(w http.ResponseWriter, r *http.Request, method string, res *reqverify.Result) error {
 	if h.replay == nil || (h.replayMode == ReplayUnsafe && wire.SafeMethod(method)) {
 		return nil
 	}
@@ -83,12 +85,14 @@ func (h *Handler) checkReplay(w http.ResponseWriter, method string, res *reqveri
 	// The signature is acceptable until created + window (RFC 9421 §3.2.1 created,
 	// with the route's window); the entry outlives that by a second.
 	expires := time.Unix(res.Signature.Created, 0).Add(window + time.Second)
-	err := h.replay.Use(replay.KeyOf(res.Base), expires, h.now())
+	k := replay.KeyOf(res.Base)
+	// Memory first: a replay seen by this process is refused without asking storage.
+	err := h.replay.Use(k, expires, h.now())
 	switch {
 	case err == nil:
-		return nil
+		return h.checkSharedReplay(r, k, expires)
 	case errors.Is(err, replay.ErrReplay):
-		return &httpsig.Error{Code: httpsig.CodeInvalidSignature, Msg: "this signed request was already used; sign every request anew"}
+		return errReplayed
 	default:
 		if c := h.logger.Check(zap.WarnLevel, "aauth replay store is full; refusing requests until entries expire"); c != nil {
 			c.Write(zap.Int("entries", h.replay.Len()))
@@ -96,4 +100,32 @@ func (h *Handler) checkReplay(w http.ResponseWriter, method string, res *reqveri
 		w.Header().Set("Retry-After", "1")
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
+}
+
+var errReplayed = &httpsig.Error{Code: httpsig.CodeInvalidSignature, Msg: "this signed request was already used; sign every request anew"}
+
+// checkSharedReplay records k, fresh in this process's memory, in the shared replay
+// store (replay_store shared). When the store cannot be asked the memory entry is
+// dropped again, so that the request, which was refused, may be retried once the store
+// is back.
+func (h *Handler) checkSharedReplay(r *http.Request, k replay.Key, expires time.Time) error {
+	if h.sharedReplay == nil || !expires.After(h.now()) {
+		return nil
+	}
+	fresh, err := h.sharedReplay.use(r.Context(), k, expires)
+	switch {
+	case err != nil:
+		h.replay.Forget(k)
+		level := zap.DebugLevel
+		if h.outages.allow("replay_store cause") {
+			level = zap.WarnLevel
+		}
+		if c := h.logger.Check(level, "aauth shared replay store unavailable; refusing requests with 503"); c != nil {
+			c.Write(zap.Error(err))
+		}
+		return h.sharedReplay.unavailable()
+	case !fresh:
+		return errReplayed
+	}
+	return nil
 }

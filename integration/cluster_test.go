@@ -42,17 +42,24 @@ type clusterEnv struct {
 	// for the test's directory; empty: one file_system storage in that directory.
 	globals string
 	procs   [2]*process
+	// gateway, when set, adds a site to every instance (see withReplayGateway);
+	// gwDirect are their origins.
+	gateway  func(port, backend string) string
+	gwDirect [2]string
 }
 
 func startCluster(t *testing.T) *clusterEnv { return startClusterWith(t, "") }
 
 // startClusterWith starts the two instances with globals (see clusterEnv.globals).
-func startClusterWith(t *testing.T, globals string) *clusterEnv {
+func startClusterWith(t *testing.T, globals string, opts ...func(*clusterEnv)) *clusterEnv {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: skipping a test that builds and runs two caddy processes")
 	}
 	e := &clusterEnv{dir: t.TempDir(), agentSrv: newAgentServer(t), globals: globals}
+	for _, o := range opts {
+		o(e)
+	}
 	if e.globals == "" {
 		e.globals = "storage file_system %s/storage\n\taauth {\n\t\tdev\n\t}"
 	}
@@ -123,6 +130,11 @@ http://:%s {
 %s	}
 }
 `, strings.ReplaceAll(e.globals, "%s", e.dir), port, e.lbURL, userLines(e.hashes, "\t\t"))
+	if e.gateway != nil {
+		gw := freePort(t)
+		e.gwDirect[i] = "http://127.0.0.1:" + gw
+		cfg += e.gateway(gw, backend)
+	}
 	if i == 0 {
 		cfg += fmt.Sprintf(`
 %s {

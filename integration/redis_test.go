@@ -39,8 +39,9 @@ func redisGlobals(addr string) string {
 // issued twice, everything completes after it returns.
 func TestClusterOnRedis(t *testing.T) {
 	srv := redistest.Start(t) // fails when redis-server is missing (skips under -short)
-	e := startClusterWith(t, redisGlobals(srv.Addr))
+	e := startClusterWith(t, redisGlobals(srv.Addr), withReplayGateway)
 	t.Run("resource token spent on both", func(t *testing.T) { e.raceSpends(t, 20) })
+	t.Run("signed POST sent to both", func(t *testing.T) { e.raceReplays(t, 20, 1) })
 	t.Run("approved request polled on both", func(t *testing.T) { e.racePolls(t, 20) })
 	t.Run("approve on a races deny on b", func(t *testing.T) { e.raceDecisions(t, 20) })
 	t.Run("long poll on a sees approval on b", func(t *testing.T) { e.longPollAcross(t) })
@@ -67,6 +68,8 @@ func (e *clusterEnv) redisOutage(t *testing.T, srv *redistest.Server) {
 		expectUnavailable(t, fmt.Sprintf("token request %d during the outage", i), a)
 	}
 	expectUnavailable(t, "poll during the outage", e.poll(loc, "a", 0))
+	post := e.signPost(t, -1)
+	expectUnavailable(t, "gateway POST during the outage", e.sendGateway(post, "b"))
 	for i, p := range e.procs {
 		if !strings.Contains(p.out.String(), "shared state unavailable") {
 			t.Errorf("instance %d logged no WARN line about the unavailable state", i)
@@ -80,6 +83,10 @@ func (e *clusterEnv) redisOutage(t *testing.T, srv *redistest.Server) {
 	n, st := countTokens(t, parallel(20, func(in string) answer { return e.tokenRequest(during, in) }))
 	if n != 1 {
 		t.Errorf("the resource token refused during the outage gave %d tokens after the restart, want 1 (statuses %v)", n, st)
+	}
+	n, st = countAccepted(parallel(20, func(in string) answer { return e.sendGateway(post, in) }))
+	if n != 1 {
+		t.Errorf("the gateway POST refused during the outage, resent 20 times after the restart: %d accepted, want 1 (statuses %v)", n, st)
 	}
 	if err := e.userOn("b", nil).approve(code, "alice", alicePassword); err != nil {
 		t.Fatalf("approving after the restart: %v", err)

@@ -99,6 +99,16 @@ func (s *Store) Use(k Key, expires, now time.Time) error {
 	return nil
 }
 
+// Forget drops k, so that a later Use of k succeeds again. Callers use it to undo a Use
+// whose request was not accepted after all (a second, shared store could not be asked):
+// the signed request was never let through, so it may still be used once.
+func (s *Store) Forget(k Key) {
+	sh := &s.shards[k[0]%shardCount]
+	sh.mu.Lock()
+	delete(sh.m, k) // its heap entry finds no match when it is swept
+	sh.mu.Unlock()
+}
+
 // Len returns the number of stored entries (some may have expired but not been swept).
 func (s *Store) Len() int {
 	n := 0

@@ -142,3 +142,24 @@ func BenchmarkUse(b *testing.B) {
 		}
 	}
 }
+
+// Forget undoes a Use (the request was not let through), so the next Use succeeds once.
+func TestForget(t *testing.T) {
+	s := New(100)
+	k := KeyOf([]byte("base F"))
+	exp := t0.Add(61 * time.Second)
+	if err := s.Use(k, exp, t0); err != nil {
+		t.Fatal(err)
+	}
+	s.Forget(k)
+	s.Forget(KeyOf([]byte("never used"))) // a no-op
+	if err := s.Use(k, exp, t0); err != nil {
+		t.Fatalf("after Forget: %v", err)
+	}
+	if err := s.Use(k, exp, t0); !errors.Is(err, ErrReplay) {
+		t.Fatalf("second use after Forget: %v, want ErrReplay", err)
+	}
+	if err := s.Use(k, exp.Add(time.Minute), exp); err != nil {
+		t.Fatalf("after expiry: %v", err)
+	}
+}
