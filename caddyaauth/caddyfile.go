@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/assertion"
 )
 
 func init() {
@@ -166,6 +168,16 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 		}
 	case "egress":
 		return flagOption(d, &h.Egress)
+	case "upstream_assertion":
+		h.UpstreamAssertion = assertion.DefaultHeader
+		if d.NextArg() {
+			h.UpstreamAssertion = d.Val()
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	case "assertion_audience":
+		return oneArg(d, &h.AssertionAudience)
 	default:
 		return d.Errf("unrecognized aauth option %q", opt)
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 // serverGuard is the first handler of every HTTP server that has an aauth handler,
@@ -29,9 +31,10 @@ import (
 type serverGuard struct {
 	app *App
 
-	mu        sync.RWMutex
-	headers   []string // renamed upstream identity headers of this server's handlers
-	resources []string // resource identifiers served by this server's auth-token routes
+	mu            sync.RWMutex
+	headers       []string        // renamed upstream identity headers of this server's handlers
+	resources     []string        // resource identifiers served by this server's auth-token routes
+	assertionKeys []*keystore.Key // upstream assertion keys, published at PathGatewayJWKS
 
 	rest    caddyhttp.RouteList // the server's own routes, provisioned in place by Caddy
 	once    sync.Once
@@ -98,9 +101,12 @@ func (g *serverGuard) serveResource(resource string) {
 // routes.
 func (g *serverGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	g.mu.RLock()
-	headers, resources := g.headers, g.resources
+	headers, resources, akeys := g.headers, g.resources, g.assertionKeys
 	g.mu.RUnlock()
 	sanitizeRequest(r, headers)
+	if len(akeys) > 0 && r.URL.Path == PathGatewayJWKS {
+		return serveGatewayJWKS(w, r, akeys)
+	}
 	if len(resources) > 0 && isWellKnownPath(r.URL.Path) {
 		if h := g.app.wellKnownHandler(resources, r); h != nil {
 			if served, err := h.serveWellKnownPath(w, r); served {

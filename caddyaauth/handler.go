@@ -141,6 +141,8 @@ type Handler struct {
 	// implies agent_identity resource_key when agent_identity is not set.
 	Egress bool `json:"egress,omitempty"`
 
+	assertionConfig // upstream_assertion, assertion_audience (upstreamassertion.go)
+
 	logger      *zap.Logger
 	app         *App          // this config's aauth app: resource registry and server guards
 	key         *keystore.Key // resource signing key (auth-token routes)
@@ -244,7 +246,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			}
 		}
 	}
-	return nil
+	return h.provisionAssertion(ctx, guard, guarded)
 }
 
 // Validate checks the configuration, whether it came from a Caddyfile or from JSON:
@@ -255,6 +257,9 @@ func (h *Handler) Validate() error {
 	case "", RequirePseudonym, RequireIdentity, RequireAuthToken:
 	default:
 		return fmt.Errorf("require: unknown level %q (want pseudonym, identity or auth-token)", h.Require)
+	}
+	if err := h.validateAssertion(); err != nil {
+		return err
 	}
 	for i, sc := range h.Scopes {
 		if !wire.ValidScope(sc) {
@@ -400,6 +405,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // removes the signature fields unless keep_signature_headers is set.
 func (h *Handler) markVerified(r *http.Request, repl *caddy.Replacer, res *reqverify.Result) {
 	h.setIdentity(r, repl, res)
+	h.addAssertion(r, res)
 	if !h.KeepSignatureHeaders {
 		r.Header.Del("Signature")
 		r.Header.Del("Signature-Input")

@@ -24,6 +24,7 @@ const (
 	RoleResource = "resource" // a gateway's resource identifier
 	RoleIssuer   = "issuer"   // an auth server's issuer
 	RoleAgent    = "agent"    // a resource's own agent key (agent_identity own_key)
+	RoleGateway  = "gateway"  // the gateway's upstream assertion key (upstream_assertion)
 )
 
 // Record folders under an issuer's Layout.
