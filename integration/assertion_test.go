@@ -6,6 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/assertion"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 // assertionOrigin is an origin anyone can reach that trusts only what the gateway signed:
@@ -130,4 +134,38 @@ func fetchPlain(t *testing.T, c *http.Client, method, url string, h http.Header)
 		t.Fatal(err)
 	}
 	return fetched{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// TestUpstreamAssertionKeys: an auth-token route signs its assertions with the resource
+// key, another route with the gateway key in storage; `caddy validate` writes neither,
+// `caddy run` creates the gateway key at start, and each server publishes its keys.
+func TestUpstreamAssertionKeys(t *testing.T) {
+	backend := newEchoBackend(t)
+	var plainID string
+	e := newRestartEnv(t, func(e *restartEnv) string {
+		plainID = "http://127.0.0.1:" + freePort(t)
+		site := strings.Replace(allowSites(backend.addr())(e), "scope data.read\n", "scope data.read\n\t\tupstream_assertion\n", 1)
+		return site + fmt.Sprintf("\n%s {\n\taauth {\n\t\trequire identity\n\t\tupstream_assertion X-Gateway-Assertion\n\t}\n\treverse_proxy %s\n}\n", plainID, backend.addr())
+	})
+	storage := filepath.Join(e.dir, "storage")
+	gwKey := filepath.Join(storage, filepath.FromSlash(keystore.LayoutOf(keystore.RoleGateway, "upstream-assertion").SigningKey()))
+	v := startProcess(t, "caddy validate", e.dir, e.env, e.bin, "validate", "--config", e.config, "--adapter", "caddyfile")
+	<-v.done
+	if v.err != nil {
+		t.Fatalf("caddy validate: %v\n%s", v.err, v.out.String())
+	}
+	if _, err := os.Stat(gwKey); err == nil {
+		t.Fatal("caddy validate created the gateway key")
+	}
+	e.start(t)
+	if _, err := os.Stat(gwKey); err != nil {
+		t.Fatalf("caddy run did not create the gateway key at start: %v", err)
+	}
+	res, gw := kids(t, e.apiID+assertion.PathJWKS), kids(t, plainID+assertion.PathJWKS)
+	if !slices.Equal(res, kids(t, e.apiID+"/.well-known/aauth-resource/jwks.json")) {
+		t.Fatalf("auth-token route: assertion kids %v are not the resource key's", res)
+	}
+	if len(gw) != 1 || slices.Equal(gw, res) {
+		t.Fatalf("gateway kids %v (resource %v)", gw, res)
+	}
 }
