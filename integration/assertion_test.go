@@ -18,16 +18,23 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/assertion"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/replay"
 )
 
 // assertionOrigin is an origin anyone can reach that trusts only what the gateway signed:
 // it runs the published verifier as middleware and answers with the verified claims and
 // the assertion it received.
 func assertionOrigin(t *testing.T) *httptest.Server {
+	return assertionOriginWith(t, nil)
+}
+
+// assertionOriginWith is assertionOrigin; with seen, each assertion is accepted once.
+func assertionOriginWith(t *testing.T, seen *replay.Store) *httptest.Server {
 	v := assertion.Verifier{
 		JWKSURL:  api + assertion.PathJWKS,
 		Audience: "api.localhost:9080", // the default aud: the request's host at the gateway
 		Client:   plainClient(),
+		Seen:     seen,
 	}
 	srv := httptest.NewServer(v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := assertion.FromContext(r.Context())
@@ -69,6 +76,16 @@ http://api.localhost:9080 {
 			t.Fatalf("claims %+v", c)
 		}
 		captured = resp.header.Get("X-Seen-Assertion")
+	})
+	t.Run("with Seen, a captured assertion is accepted once", func(t *testing.T) {
+		strict := assertionOriginWith(t, replay.New(100))
+		hdr := http.Header{assertion.DefaultHeader: {captured}}
+		if resp := fetchPlain(t, plainClient(), http.MethodGet, strict.URL+"/ident/data", hdr); resp.status != http.StatusOK {
+			t.Fatalf("first use: status %d %s", resp.status, resp.body)
+		}
+		if resp := fetchPlain(t, plainClient(), http.MethodGet, strict.URL+"/ident/data", hdr); resp.status != http.StatusUnauthorized {
+			t.Fatalf("second use: status %d %s", resp.status, resp.body)
+		}
 	})
 	t.Run("direct request with forged X-Aauth-* headers: 401", func(t *testing.T) {
 		resp := fetchPlain(t, plainClient(), http.MethodGet, origin.URL+"/ident/data", http.Header{

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/replay"
 )
 
 // Errors of Verify; every refusal wraps ErrInvalid.
@@ -32,6 +33,11 @@ type Verifier struct {
 	Skew     time.Duration // tolerated clock difference on exp and iat
 	Client   *http.Client
 	Now      func() time.Time
+	// Seen, when set, makes every assertion single use: its jti is remembered until it
+	// can no longer be accepted (exp + Skew), and a second request carrying it is
+	// refused. Share one store (replay.New) between the origin's handlers. Without it
+	// an assertion is a bearer credential for its method and path until it expires.
+	Seen *replay.Store
 }
 
 func (v Verifier) now() time.Time {
@@ -77,6 +83,12 @@ func (v Verifier) Verify(r *http.Request) (Claims, error) {
 	if err := key.Verify([]byte(input), sig); err != nil {
 		return Claims{}, reject("bad signature")
 	}
+	if v.Seen != nil {
+		// Last, so only a verified assertion takes a place in the store.
+		if err := v.Seen.Use(replay.KeyOf([]byte(c.ID)), time.Unix(c.Expiry, 0).Add(v.skew()+time.Second), v.now()); err != nil {
+			return Claims{}, reject("assertion already used (%v)", err)
+		}
+	}
 	return c, nil
 }
 
@@ -105,11 +117,15 @@ func decode(raw string) (h header, c Claims, input string, sig []byte, err error
 	return h, c, parts[0] + "." + parts[1], sig, nil
 }
 
-func (v Verifier) checkClaims(r *http.Request, c Claims) error {
-	skew := v.Skew
-	if skew == 0 {
-		skew = DefaultSkew
+func (v Verifier) skew() time.Duration {
+	if v.Skew == 0 {
+		return DefaultSkew
 	}
+	return v.Skew
+}
+
+func (v Verifier) checkClaims(r *http.Request, c Claims) error {
+	skew := v.skew()
 	now := v.now().Unix()
 	switch {
 	case v.Audience == "" || c.Audience != v.Audience:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/replay"
 )
 
 // gateway serves the JWKS of a fresh key and returns a Verifier pointed at it.
@@ -133,5 +134,41 @@ func TestMiddleware(t *testing.T) {
 		if w.Code != tc.want {
 			t.Fatalf("status %d, want %d", w.Code, tc.want)
 		}
+	}
+}
+
+// TestVerifySingleUse: with Seen, an assertion is accepted once; without it, it is a
+// bearer credential until it expires.
+func TestVerifySingleUse(t *testing.T) {
+	s, v := gateway(t)
+	tok, err := Sign(s, claims(time.Now()), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func() *http.Request {
+		r := httptest.NewRequest("GET", "http://origin.example/data", nil)
+		r.Header.Set(DefaultHeader, tok)
+		return r
+	}
+	for i := range 2 {
+		if _, err := v.Verify(req()); err != nil {
+			t.Fatalf("without Seen, use %d: %v", i+1, err)
+		}
+	}
+	v.Seen = replay.New(100)
+	if _, err := v.Verify(req()); err != nil {
+		t.Fatalf("with Seen, first use: %v", err)
+	}
+	if _, err := v.Verify(req()); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("with Seen, second use: %v, want a refusal", err)
+	}
+	// A forged token never takes a place in the store.
+	other, _ := keys.Generate(keys.AlgEd25519, "")
+	other.Public.KID = s.Public.KID
+	forged, _ := Sign(other, claims(time.Now()), time.Now())
+	r := httptest.NewRequest("GET", "http://origin.example/data", nil)
+	r.Header.Set(DefaultHeader, forged)
+	if _, err := v.Verify(r); err == nil || v.Seen.Len() != 1 {
+		t.Fatalf("forged: %v, store holds %d", err, v.Seen.Len())
 	}
 }
