@@ -98,6 +98,7 @@ func (h *Handler) checkReplay(w http.ResponseWriter, r *http.Request, method str
 			c.Write(zap.Int("entries", h.replay.Len()))
 		}
 		w.Header().Set("Retry-After", "1")
+		h.decide(r, http.StatusServiceUnavailable, wire.CodeTemporarilyUnavailable, "the replay store is full")
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
 }
