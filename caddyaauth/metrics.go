@@ -3,7 +3,6 @@ package caddyaauth
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -18,23 +17,14 @@ type gatewayMetrics struct {
 	duration *prometheus.HistogramVec
 }
 
-var (
-	metricsMu    sync.Mutex
-	metricsByReg = map[*prometheus.Registry]*gatewayMetrics{}
-)
-
 // metricsFor returns the collectors registered in reg, registering them the first
-// time. A collector already registered (a registry kept across a config reload, or
-// registered by another copy of the module) is reused. A nil reg gives nil, on which
-// observe does nothing.
+// time. Caddy gives every config load a registry of its own; within one, every aauth
+// handler after the first finds the collectors registered (AlreadyRegisteredError) and
+// reuses them, so nothing is kept per registry here and an old config's registry is
+// freed with it. A nil reg gives nil, on which observe does nothing.
 func metricsFor(reg *prometheus.Registry) (*gatewayMetrics, error) {
 	if reg == nil {
 		return nil, nil
-	}
-	metricsMu.Lock()
-	defer metricsMu.Unlock()
-	if m := metricsByReg[reg]; m != nil {
-		return m, nil
 	}
 	verdicts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "aauth", Name: "verdicts_total",
@@ -53,7 +43,6 @@ func metricsFor(reg *prometheus.Registry) (*gatewayMetrics, error) {
 	if m.duration, err = register(reg, duration); err != nil {
 		return nil, err
 	}
-	metricsByReg[reg] = m
 	return m, nil
 }
 
