@@ -102,7 +102,11 @@ func (h *Handler) decisionFields(r *http.Request, v *verdict, status int, code, 
 		fields = append(fields, zap.String("error_description", desc))
 	}
 	if res := v.res; res != nil {
-		fields = append(fields, zap.String("level", res.Level), zap.String("scheme", res.Scheme), zap.String("agent", res.Agent))
+		// "level" is the log line's own key; the verified level is "verified_level".
+		fields = append(fields, zap.String("verified_level", res.Level), zap.String("scheme", res.Scheme))
+		if res.Agent != "" {
+			fields = append(fields, zap.String("agent", res.Agent))
+		}
 		if res.Key != nil {
 			fields = append(fields, zap.String("jkt", res.Key.Thumbprint))
 		}
