@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
@@ -181,4 +182,34 @@ func TestMetricsRegisterOnce(t *testing.T) {
 	}
 	var none *gatewayMetrics
 	none.observe("s", "r", "c", time.Second) // no panic
+}
+
+// TestDiscoveryCollector: the discovery client's counters are gathered from the
+// registry, and a second registration in the same registry is no error.
+func TestDiscoveryCollector(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	c := discovery.New(discovery.Config{})
+	t.Cleanup(c.Close)
+	for range 2 {
+		if err := registerDiscovery(reg, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, n := range []string{"caddy_aauth_discovery_fetches_total", "caddy_aauth_discovery_cache_hits_total",
+		"caddy_aauth_discovery_stale_served_total", "caddy_aauth_discovery_cached_documents"} {
+		if !names[n] {
+			t.Errorf("%s not gathered (%v)", n, names)
+		}
+	}
+	if err := registerDiscovery(nil, c); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 )
 
 // gatewayMetrics are the aauth handler's collectors in one Caddy metrics registry (the
@@ -82,6 +84,9 @@ func (h *Handler) provisionMetrics(ctx caddy.Context) error {
 	if srv == nil || h.app == nil {
 		return nil
 	}
+	if err := registerDiscovery(ctx.GetMetricsRegistry(), h.app.Discovery()); err != nil {
+		return err
+	}
 	h.app.OnStart(func(context.Context) error {
 		if a, err := ctx.AppIfConfigured("http"); err == nil {
 			if app, ok := a.(*caddyhttp.App); ok {
@@ -99,3 +104,50 @@ func (h *Handler) provisionMetrics(ctx caddy.Context) error {
 
 // serverName is the server label of this handler's verdicts.
 func (h *Handler) serverName() string { return h.server }
+
+// discoveryCollector reports the counters of a discovery client (agent metadata, JWKS
+// and auth-server documents) at scrape time. The client is kept across config reloads,
+// so its counters only grow.
+type discoveryCollector struct {
+	client                          *discovery.Client
+	fetches, hits, stale, documents *prometheus.Desc
+}
+
+func newDiscoveryCollector(c *discovery.Client) *discoveryCollector {
+	name := func(n string) string { return prometheus.BuildFQName("caddy", "aauth", n) }
+	return &discoveryCollector{
+		client:    c,
+		fetches:   prometheus.NewDesc(name("discovery_fetches_total"), "Discovery fetches (metadata and JWKS documents) by outcome: ok or error.", []string{"outcome"}, nil),
+		hits:      prometheus.NewDesc(name("discovery_cache_hits_total"), "Discovery lookups answered from a fresh cached document.", nil, nil),
+		stale:     prometheus.NewDesc(name("discovery_stale_served_total"), "Discovery lookups answered with a stale copy because a refresh failed or was slow.", nil, nil),
+		documents: prometheus.NewDesc(name("discovery_cached_documents"), "Documents (and negative entries) in the discovery cache.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (d *discoveryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- d.fetches
+	ch <- d.hits
+	ch <- d.stale
+	ch <- d.documents
+}
+
+// Collect implements prometheus.Collector.
+func (d *discoveryCollector) Collect(ch chan<- prometheus.Metric) {
+	s := d.client.Stats()
+	ch <- prometheus.MustNewConstMetric(d.fetches, prometheus.CounterValue, float64(s.Fetches-s.FetchErrors), "ok")
+	ch <- prometheus.MustNewConstMetric(d.fetches, prometheus.CounterValue, float64(s.FetchErrors), "error")
+	ch <- prometheus.MustNewConstMetric(d.hits, prometheus.CounterValue, float64(s.CacheHits))
+	ch <- prometheus.MustNewConstMetric(d.stale, prometheus.CounterValue, float64(s.StaleServed))
+	ch <- prometheus.MustNewConstMetric(d.documents, prometheus.GaugeValue, float64(s.Entries))
+}
+
+// registerDiscovery adds the discovery client's counters to reg, once per registry (a
+// config has one aauth app, hence one client).
+func registerDiscovery(reg *prometheus.Registry, c *discovery.Client) error {
+	if reg == nil || c == nil {
+		return nil
+	}
+	_, err := register(reg, prometheus.Collector(newDiscoveryCollector(c)))
+	return err
+}

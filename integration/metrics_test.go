@@ -85,6 +85,45 @@ func TestDecisionLogAndMetrics(t *testing.T) {
 	if strings.Contains(string(raw), sig) || strings.Contains(string(raw), sigKey) {
 		t.Fatal("the log carries a signature or Signature-Key value")
 	}
+	discoveryOutcomes(t)
+}
+
+// discoveryOutcomes: a jwks_uri agent whose documents are served counts a good fetch;
+// one whose server is gone counts a failed fetch and a temporarily_unavailable verdict.
+func discoveryOutcomes(t *testing.T) {
+	agentSrv := newAgentServer(t)
+	tr := &agent.Transport{Identity: agent.JWKSURI(agentSrv.signer, agentSrv.id)}
+	get(t, agentClient(tr), api+"/ident/data").mustStatus(t, http.StatusOK)
+	gone := newAgentServer(t)
+	gone.Close()
+	tr = &agent.Transport{Identity: agent.JWKSURI(gone.signer, gone.id)}
+	get(t, agentClient(tr), api+"/ident/data").mustStatus(t, http.StatusServiceUnavailable)
+	// The agent library retries a 503 after its Retry-After: the failure counts are
+	// one per attempt.
+	m := scrape(t)
+	for series, least := range map[string]float64{
+		`caddy_aauth_discovery_fetches_total{outcome="ok"}`:                                           2, // metadata and JWKS
+		`caddy_aauth_discovery_fetches_total{outcome="error"}`:                                        1,
+		`caddy_aauth_verdicts_total{code="temporarily_unavailable",require="identity",server="srv0"}`: 1,
+		`caddy_aauth_verdicts_total{code="ok",require="identity",server="srv0"}`:                      1,
+	} {
+		if v := metricValue(m, series); v < least {
+			t.Errorf("%s = %v, want at least %v", series, v, least)
+		}
+	}
+}
+
+// metricValue is the value of one series in a /metrics text exposition, -1 if absent.
+func metricValue(exposition, series string) float64 {
+	for _, l := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 func scrape(t *testing.T) string {
