@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -211,5 +212,24 @@ func TestDiscoveryCollector(t *testing.T) {
 	}
 	if err := registerDiscovery(nil, c); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLogPassesCaddyfile: log_passes is a flag; an argument or a repeat is an error.
+func TestLogPassesCaddyfile(t *testing.T) {
+	cases := []struct {
+		in string
+		ok bool
+	}{
+		{"aauth {\n\tlog_passes\n}", true},
+		{"aauth {\n\tlog_passes yes\n}", false},
+		{"aauth {\n\tlog_passes\n\tlog_passes\n}", false},
+	}
+	for _, c := range cases {
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.in))
+		if (err == nil) != c.ok || (c.ok && !h.LogPasses) {
+			t.Errorf("%q: err %v, log_passes %v", c.in, err, h.LogPasses)
+		}
 	}
 }

@@ -217,15 +217,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.verifier.MaxTokenLifetime == 0 {
 		h.verifier.MaxTokenLifetime = time.Duration(s.MaxTokenLifetime) // 0: reqverify's 24h
 	}
-	h.replayMode = h.Replay
-	if h.replayMode == "" {
-		h.replayMode = h.defaultReplay()
-	}
-	if h.replayMode != ReplayOff {
-		if h.replay, h.releaseReplay, err = sharedReplayStore(s.ReplayCapacity); err != nil {
-			return err
-		}
-		h.sharedReplay = s.replayShared
+	if err := h.provisionReplay(s); err != nil {
+		return err
 	}
 	if h.Require == RequireAuthToken {
 		if h.ResourceTokenLifetime == 0 {
