@@ -150,10 +150,10 @@ func (h *Handler) serveReplayed(w http.ResponseWriter, r *http.Request, repl *ca
 	r, _ = withVerdict(r)
 	verified(r, res)
 	h.markVerified(r, repl, res)
-	h.decide(r, http.StatusOK, CodeOK, "")
 	if h.Egress {
 		return h.serveWithHandle(w, r, repl, res, next)
 	}
+	h.decide(r, http.StatusOK, CodeOK, "")
 	return next.ServeHTTP(w, r)
 }
 

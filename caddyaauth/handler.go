@@ -411,10 +411,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return err
 	}
 	h.markVerified(r, repl, res)
-	h.decide(r, http.StatusOK, CodeOK, "")
 	if h.Egress {
-		return h.serveWithHandle(w, r, repl, res, next)
+		return h.serveWithHandle(w, r, repl, res, next) // decides once the handle exists
 	}
+	h.decide(r, http.StatusOK, CodeOK, "")
 	return next.ServeHTTP(w, r)
 }
 
