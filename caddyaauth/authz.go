@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
@@ -72,9 +71,7 @@ func (h *Handler) authTokenChallenge(w http.ResponseWriter, r *http.Request, _ h
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	if c := h.logger.Check(zap.DebugLevel, "aauth auth-token challenge"); c != nil {
-		c.Write(zap.String("error", code), zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint), zap.String("remote_ip", r.RemoteAddr))
-	}
+	h.decide(r, http.StatusUnauthorized, code, desc)
 	c := wire.Challenge{Require: wire.RequireAuthToken, ResourceToken: rt, AuthServer: h.AuthServer}
 	return writeChallenge(w, c, wire.Error{Code: code, Description: desc})
 }

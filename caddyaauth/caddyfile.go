@@ -77,6 +77,7 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //		max_body          <size>
 //		header            <field> <X-Header-Name|->
 //		keep_signature_headers
+//		log_passes                                    # decision lines of passes at Info
 //		replay            off|unsafe|all              # default unsafe on auth-token routes, else off
 //		max_token_lifetime <duration>                 # agent and auth tokens; default 24h
 //		agent_identity    [resource_key|own_key]      # the resource is an agent too
@@ -147,6 +148,8 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 		return byteSize(d, "max_body", &h.MaxBody)
 	case "keep_signature_headers":
 		return flagOption(d, &h.KeepSignatureHeaders)
+	case "log_passes":
+		return flagOption(d, &h.LogPasses)
 	case "header":
 		return addPair(d, &h.Headers, func(field string) error {
 			return d.Errf("header %s specified more than once", field)

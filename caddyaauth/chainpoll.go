@@ -147,10 +147,13 @@ func (h *Handler) replayedRequest(r *http.Request) *replayed {
 // (egress routes) a fresh handle bound to the same inbound token.
 func (h *Handler) serveReplayed(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, rp *replayed, next caddyhttp.Handler) error {
 	res := rp.rec.res
+	r, _ = withVerdict(r)
+	verified(r, res)
 	h.markVerified(r, repl, res)
 	if h.Egress {
 		return h.serveWithHandle(w, r, repl, res, next)
 	}
+	h.decide(r, http.StatusOK, CodeOK, "")
 	return next.ServeHTTP(w, r)
 }
 

@@ -51,5 +51,6 @@ func (h *Handler) serveWithHandle(w http.ResponseWriter, r *http.Request, repl *
 		r.Header.Set(name, hd.ID)
 	}
 	repl.Set("http.aauth.handle", hd.ID)
+	h.decide(r, http.StatusOK, CodeOK, "")
 	return h.serveChained(w, r, res, hd, next)
 }

@@ -141,6 +141,10 @@ type Handler struct {
 	// implies agent_identity resource_key when agent_identity is not set.
 	Egress bool `json:"egress,omitempty"`
 
+	// LogPasses logs the decision line of a passed request at Info, like refusals;
+	// by default passes are logged at Debug.
+	LogPasses bool `json:"log_passes,omitempty"`
+
 	assertionConfig // upstream_assertion, assertion_audience (upstreamassertion.go)
 
 	logger      *zap.Logger
@@ -157,6 +161,9 @@ type Handler struct {
 	replayMode    string
 	releaseReplay func() error  // drops the shared replay store
 	sharedReplay  *sharedReplay // replay_store shared: the entries every instance sees
+
+	metrics *gatewayMetrics // nil: not counted
+	server  string          // server label; set when the config starts
 }
 
 // CaddyModule returns the Caddy module information.
@@ -188,6 +195,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.app, err = LoadApp(ctx); err != nil {
 		return err
 	}
+	if err := h.provisionMetrics(ctx); err != nil {
+		return err
+	}
 	s := h.app
 	guard, guarded, err := guardServer(ctx, h.app)
 	if err != nil {
@@ -209,15 +219,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.verifier.MaxTokenLifetime == 0 {
 		h.verifier.MaxTokenLifetime = time.Duration(s.MaxTokenLifetime) // 0: reqverify's 24h
 	}
-	h.replayMode = h.Replay
-	if h.replayMode == "" {
-		h.replayMode = h.defaultReplay()
-	}
-	if h.replayMode != ReplayOff {
-		if h.replay, h.releaseReplay, err = sharedReplayStore(s.ReplayCapacity); err != nil {
-			return err
-		}
-		h.sharedReplay = s.replayShared
+	if err := h.provisionReplay(s); err != nil {
+		return err
 	}
 	if h.Require == RequireAuthToken {
 		if h.ResourceTokenLifetime == 0 {
@@ -340,8 +343,28 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
-// ServeHTTP verifies the request and either challenges it or passes it on.
+// ServeHTTP verifies the request and either challenges it or passes it on. Every
+// verdict is logged and counted once (decide); an error answered through Caddy's
+// error handling (a 413, a 503, a server fault) is decided here when nothing else did.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	r, v := withVerdict(r)
+	err := h.serve(w, r, next)
+	var he caddyhttp.HandlerError
+	if err != nil && !v.done && errors.As(err, &he) {
+		code := wire.CodeServerError
+		switch {
+		case he.StatusCode == http.StatusServiceUnavailable:
+			code = wire.CodeTemporarilyUnavailable
+		case he.StatusCode < 500:
+			code = wire.CodeInvalidRequest
+		}
+		h.decide(r, he.StatusCode, code, "")
+	}
+	return err
+}
+
+// serve is ServeHTTP without the fallback decision.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	stripIdentityHeaders(r.Header, h.renamed)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
@@ -366,6 +389,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok {
 		return err
 	}
+	verified(r, res)
 	if h.Require != RequirePseudonym && res.Level == reqverify.LevelPseudonym {
 		return h.challenge(w, r, wire.CodeIdentityRequired, "this route needs an identified agent (jwks_uri or an agent token)", nil)
 	}
@@ -386,18 +410,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.challenge(w, r, ve.Code, ve.Msg, nil)
 		}
 		if ue, ok := reqverify.Unavailable(err); ok {
-			WriteUnavailable(w, r, h.logger, h.outages, ue)
+			h.unavailable(w, r, ue)
 			return nil
 		}
 		return err
 	}
 	h.markVerified(r, repl, res)
-	if c := h.logger.Check(zap.DebugLevel, "aauth request verified"); c != nil {
-		c.Write(zap.String("level", res.Level), zap.String("scheme", res.Scheme), zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint))
-	}
 	if h.Egress {
-		return h.serveWithHandle(w, r, repl, res, next)
+		return h.serveWithHandle(w, r, repl, res, next) // decides once the handle exists
 	}
+	h.decide(r, http.StatusOK, CodeOK, "")
 	return next.ServeHTTP(w, r)
 }
 
@@ -501,16 +523,19 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request, v *reqverify.Ve
 // verification that could not be finished for an outage is a 503 (WriteUnavailable).
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
 	if ue, ok := reqverify.Unavailable(err); ok {
-		WriteUnavailable(w, r, h.logger, h.outages, ue)
+		h.unavailable(w, r, ue)
 		return nil
 	}
 	status, e, ok := reqverify.Refusal(err)
 	switch {
 	case !ok:
+		h.decide(r, http.StatusBadRequest, wire.CodeInvalidRequest, "")
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	case status == http.StatusUnauthorized:
 		return h.challenge(w, r, e.Code, e.Description, e.RequiredComponents)
-	case status == http.StatusRequestEntityTooLarge:
+	}
+	h.decide(r, status, e.Code, e.Description)
+	if status == http.StatusRequestEntityTooLarge {
 		return caddyhttp.Error(status, err)
 	}
 	wire.WriteError(w, status, e)
@@ -521,9 +546,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) erro
 // (draft-hardt-aauth §6, §18). The body is written here, not through handle_errors,
 // because the protocol defines it.
 func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc string, required []string) error {
-	if c := h.logger.Check(zap.DebugLevel, "aauth challenge"); c != nil {
-		c.Write(zap.String("require", h.Require), zap.String("error", code), zap.String("reason", desc), zap.String("remote_ip", r.RemoteAddr))
-	}
+	h.decide(r, http.StatusUnauthorized, code, desc)
 	require := h.Require
 	if require == RequireAuthToken {
 		// Without a verified identity there is nothing to mint a resource token for.

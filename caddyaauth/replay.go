@@ -39,6 +39,24 @@ func (h *Handler) defaultReplay() string {
 	return ReplayOff
 }
 
+// provisionReplay sets the route's replay policy and, unless it is off, its stores: the
+// process's memory store for the app's capacity and the app's shared store.
+func (h *Handler) provisionReplay(s *App) error {
+	h.replayMode = h.Replay
+	if h.replayMode == "" {
+		h.replayMode = h.defaultReplay()
+	}
+	if h.replayMode == ReplayOff {
+		return nil
+	}
+	var err error
+	if h.replay, h.releaseReplay, err = sharedReplayStore(s.ReplayCapacity); err != nil {
+		return err
+	}
+	h.sharedReplay = s.replayShared
+	return nil
+}
+
 // replayPool keeps one replay store per capacity across config reloads, shared by every
 // aauth handler that uses one: a request accepted before a reload is still refused
 // after it. The store is keyed by the signature base, which names the authority, path
@@ -98,6 +116,7 @@ func (h *Handler) checkReplay(w http.ResponseWriter, r *http.Request, method str
 			c.Write(zap.Int("entries", h.replay.Len()))
 		}
 		w.Header().Set("Retry-After", "1")
+		h.decide(r, http.StatusServiceUnavailable, wire.CodeTemporarilyUnavailable, "the replay store is full")
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
 }

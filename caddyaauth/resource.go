@@ -137,10 +137,12 @@ func (h *Handler) siblings() []*Handler {
 // serveResourceToken is the resource token endpoint for proactive requests (draft-hardt-aauth
 // §8.3): a signed POST {"scope": "..."} from an identified agent gets a resource token.
 func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) error {
+	r, _ = withVerdict(r)
 	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
 	if !ok {
 		return err
 	}
+	verified(r, res)
 	if res.Level == reqverify.LevelPseudonym {
 		return h.challenge(w, r, wire.CodeIdentityRequired, "the resource token endpoint needs an identified agent", nil)
 	}
@@ -164,13 +166,16 @@ func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) err
 	}
 	for _, s := range scopes {
 		if !h.knownScope(s) {
+			h.decide(r, http.StatusBadRequest, wire.CodeInvalidScope, "unknown scope")
 			return writeJSONError(w, http.StatusBadRequest, wire.CodeInvalidScope, "unknown scope: "+s)
 		}
 	}
 	rt, err := h.mintResourceToken(r.Context(), res, scopes)
 	if err != nil {
+		h.decide(r, http.StatusInternalServerError, wire.CodeServerError, "")
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
+	h.decide(r, http.StatusOK, CodeOK, "")
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	return json.NewEncoder(w).Encode(wire.ResourceTokenResponse{

@@ -1,0 +1,153 @@
+package caddyaauth
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+)
+
+// gatewayMetrics are the aauth handler's collectors in one Caddy metrics registry (the
+// one the admin endpoint's /metrics serves).
+type gatewayMetrics struct {
+	verdicts *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// metricsFor returns the collectors registered in reg, registering them the first
+// time. Caddy gives every config load a registry of its own; within one, every aauth
+// handler after the first finds the collectors registered (AlreadyRegisteredError) and
+// reuses them, so nothing is kept per registry here and an old config's registry is
+// freed with it. A nil reg gives nil, on which observe does nothing.
+func metricsFor(reg *prometheus.Registry) (*gatewayMetrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	verdicts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "aauth", Name: "verdicts_total",
+		Help: "Requests decided by the aauth handler, by server, route level and error code (ok for passes).",
+	}, []string{"server", "require", "code"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "aauth", Name: "verify_duration_seconds",
+		Help:    "Time the aauth handler spent on a request before its verdict.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"server", "require"})
+	m := &gatewayMetrics{}
+	var err error
+	if m.verdicts, err = register(reg, verdicts); err != nil {
+		return nil, err
+	}
+	if m.duration, err = register(reg, duration); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c in reg, or returns the collector of the same description that
+// is registered already.
+func register[C prometheus.Collector](reg *prometheus.Registry, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
+}
+
+// observe counts a verdict and its duration.
+func (m *gatewayMetrics) observe(server, require, code string, elapsed time.Duration) {
+	if m == nil {
+		return
+	}
+	m.verdicts.WithLabelValues(server, require, code).Inc()
+	m.duration.WithLabelValues(server, require).Observe(elapsed.Seconds())
+}
+
+// provisionMetrics registers the handler's collectors in the config's metrics registry
+// and, once the config starts, learns the name of the server the handler is in (the
+// server label; Caddy's own metrics use the same name).
+func (h *Handler) provisionMetrics(ctx caddy.Context) error {
+	m, err := metricsFor(ctx.GetMetricsRegistry())
+	if err != nil {
+		return err
+	}
+	h.metrics = m
+	h.server = "UNKNOWN"
+	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if srv == nil || h.app == nil {
+		return nil
+	}
+	if err := registerDiscovery(ctx.GetMetricsRegistry(), h.app.Discovery()); err != nil {
+		return err
+	}
+	h.app.OnStart(func(context.Context) error {
+		if a, err := ctx.AppIfConfigured("http"); err == nil {
+			if app, ok := a.(*caddyhttp.App); ok {
+				for name, s := range app.Servers {
+					if s == srv {
+						h.server = name
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return nil
+}
+
+// serverName is the server label of this handler's verdicts.
+func (h *Handler) serverName() string { return h.server }
+
+// discoveryCollector reports the counters of a discovery client (agent metadata, JWKS
+// and auth-server documents) at scrape time. The client is kept across config reloads,
+// so its counters only grow.
+type discoveryCollector struct {
+	client                          *discovery.Client
+	fetches, hits, stale, documents *prometheus.Desc
+}
+
+func newDiscoveryCollector(c *discovery.Client) *discoveryCollector {
+	name := func(n string) string { return prometheus.BuildFQName("caddy", "aauth", n) }
+	return &discoveryCollector{
+		client:    c,
+		fetches:   prometheus.NewDesc(name("discovery_fetches_total"), "Discovery fetches (metadata and JWKS documents) by outcome: ok or error.", []string{"outcome"}, nil),
+		hits:      prometheus.NewDesc(name("discovery_cache_hits_total"), "Discovery lookups answered from a fresh cached document.", nil, nil),
+		stale:     prometheus.NewDesc(name("discovery_stale_served_total"), "Discovery lookups answered with a stale copy because a refresh failed or was slow.", nil, nil),
+		documents: prometheus.NewDesc(name("discovery_cached_documents"), "Documents (and negative entries) in the discovery cache.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (d *discoveryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- d.fetches
+	ch <- d.hits
+	ch <- d.stale
+	ch <- d.documents
+}
+
+// Collect implements prometheus.Collector.
+func (d *discoveryCollector) Collect(ch chan<- prometheus.Metric) {
+	s := d.client.Stats()
+	ch <- prometheus.MustNewConstMetric(d.fetches, prometheus.CounterValue, float64(s.Fetches-s.FetchErrors), "ok")
+	ch <- prometheus.MustNewConstMetric(d.fetches, prometheus.CounterValue, float64(s.FetchErrors), "error")
+	ch <- prometheus.MustNewConstMetric(d.hits, prometheus.CounterValue, float64(s.CacheHits))
+	ch <- prometheus.MustNewConstMetric(d.stale, prometheus.CounterValue, float64(s.StaleServed))
+	ch <- prometheus.MustNewConstMetric(d.documents, prometheus.GaugeValue, float64(s.Entries))
+}
+
+// registerDiscovery adds the discovery client's counters to reg, once per registry (a
+// config has one aauth app, hence one client).
+func registerDiscovery(reg *prometheus.Registry, c *discovery.Client) error {
+	if reg == nil || c == nil {
+		return nil
+	}
+	_, err := register(reg, prometheus.Collector(newDiscoveryCollector(c)))
+	return err
+}
