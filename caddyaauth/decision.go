@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -111,7 +112,12 @@ func (h *Handler) decisionFields(r *http.Request, v *verdict, status int, code, 
 			fields = append(fields, zap.String("jkt", res.Key.Thumbprint))
 		}
 	}
-	return append(fields, zap.Duration("duration", elapsed), zap.String("remote_ip", remoteIP(r)))
+	fields = append(fields, zap.Duration("duration", elapsed), zap.String("remote_ip", remoteIP(r)))
+	// As in Caddy's access log: client_ip is the client behind trusted_proxies.
+	if ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ip != "" {
+		fields = append(fields, zap.String("client_ip", ip))
+	}
+	return fields
 }
 
 // remoteIP is the peer address of r without its port.

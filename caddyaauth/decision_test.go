@@ -52,6 +52,7 @@ func TestDecisionLogRefusal(t *testing.T) {
 	}
 	repl := caddy.NewReplacer()
 	replayed := caddyhttp.PrepareRequest(req.Clone(t.Context()), repl, httptest.NewRecorder(), nil)
+	caddyhttp.SetVar(replayed.Context(), caddyhttp.ClientIPVarKey, "203.0.113.5") // behind a trusted proxy
 	if st, _ := serve(h, replayed); st != http.StatusUnauthorized {
 		t.Fatalf("replay: %d", st)
 	}
@@ -70,6 +71,7 @@ func TestDecisionLogRefusal(t *testing.T) {
 	want := map[string]any{
 		"resource": benchResource, "require": RequireAuthToken, "status": int64(401), "error": wire.CodeInvalidSignature,
 		"scheme": "jwt", "agent": "https://agent.example", "jkt": ag.Public.Thumbprint, "remote_ip": "192.0.2.1",
+		"client_ip": "203.0.113.5",
 	}
 	for k, v := range want {
 		if f[k] != v {
