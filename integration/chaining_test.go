@@ -27,6 +27,41 @@ type chainEnv struct {
 	api2ID, as2ID, egressURL string
 	echo2                    *echoBackend
 	backend1                 *chainBackend
+	// api1Site is API1's site body: %[1]s is its aauth block, %[2]s its backend's
+	// address; empty for the aauth block at the top of the site. path is the path the
+	// agent calls under it.
+	api1Site, path string
+}
+
+// chainLayouts are the blocks API1's gateway can sit in; in each the chained consent
+// must end with the original request replayed down the same route.
+var chainLayouts = []struct {
+	name, site        string
+	path, backendPath string // what the agent calls; what API1's backend sees
+}{
+	{"handle_path", `handle_path /api/* {
+		%[1]s
+		reverse_proxy %[2]s
+	}
+	handle {
+		respond "not here" 404
+	}`, "/api/data", "/data"},
+	{"route", `route /api/* {
+		%[1]s
+		reverse_proxy %[2]s
+	}
+	respond "not here" 404`, "/api/data", "/api/data"},
+	{"nested", `handle /api/* {
+		route {
+			%[1]s
+			handle {
+				reverse_proxy %[2]s
+			}
+		}
+	}
+	handle {
+		respond "not here" 404
+	}`, "/api/data", "/api/data"},
 }
 
 // chainBackend is API1's backend: it calls API2 through the egress and answers with
@@ -35,8 +70,9 @@ type chainEnv struct {
 // its HTTP proxy (absolute-form request-target), as a program with HTTP_PROXY set does.
 type chainBackend struct {
 	*httptest.Server
-	mu   sync.Mutex
-	seen []http.Header
+	mu    sync.Mutex
+	seen  []http.Header
+	paths []string // the path of each request, as the backend saw it
 }
 
 func newChainBackend(t *testing.T, egressURL func() string, target func() string, proxy bool) *chainBackend {
@@ -49,6 +85,7 @@ func newChainBackend(t *testing.T, egressURL func() string, target func() string
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.mu.Lock()
 		b.seen = append(b.seen, r.Header.Clone())
+		b.paths = append(b.paths, r.URL.Path)
 		b.mu.Unlock()
 		req, _ := http.NewRequest(http.MethodGet, egressURL()+"/data", nil)
 		if proxy {
@@ -71,6 +108,12 @@ func newChainBackend(t *testing.T, egressURL func() string, target func() string
 	return b
 }
 
+func (b *chainBackend) requestPaths() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.paths...)
+}
+
 func (b *chainBackend) requests() []http.Header {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -78,17 +121,21 @@ func (b *chainBackend) requests() []http.Header {
 }
 
 func chainConfig(t *testing.T, env *chainEnv, as2Policy string) string {
-	return fmt.Sprintf(`%s
-%s {
-	aauth {
+	aauth := fmt.Sprintf(`aauth {
 		require auth-token
 		resource %s
 		auth_server %s
 		scope data.write
 		txn
 		egress
+	}`, env.apiID, env.authID)
+	site := env.api1Site
+	if site == "" {
+		site = "%[1]s\n\treverse_proxy %[2]s"
 	}
-	reverse_proxy %s
+	return fmt.Sprintf(`%s
+%s {
+	%s
 }
 
 http://:%s {
@@ -108,7 +155,7 @@ http://:%s {
 
 %s
 %s`, globalOptions(t, true),
-		env.apiID, env.apiID, env.authID, strings.TrimPrefix(env.backend1.URL, "http://"),
+		env.apiID, fmt.Sprintf(site, aauth, strings.TrimPrefix(env.backend1.URL, "http://")),
 		strings.TrimPrefix(env.egressURL, "http://127.0.0.1:"),
 		env.api2ID, env.api2ID, env.as2ID, env.echo2.addr(),
 		authServerBlock(env.authID, "", env.hashes),
@@ -126,14 +173,18 @@ http://:%s {
 }
 
 func startChain(t *testing.T, as2Policy string) *chainEnv {
-	return startChainWith(t, as2Policy, false)
+	return startChainWith(t, as2Policy, false, "", "")
 }
 
 // startChainWith starts the chain; proxy makes API1's backend use the egress as its HTTP
-// proxy.
-func startChainWith(t *testing.T, as2Policy string, proxy bool) *chainEnv {
+// proxy; api1Site and path place API1's gateway in a layout (empty: top of the site).
+func startChainWith(t *testing.T, as2Policy string, proxy bool, api1Site, path string) *chainEnv {
 	t.Helper()
 	env := &chainEnv{consentEnv: consentEnv{agentSrv: newAgentServer(t), users: map[string]string{"alice": alicePassword}}}
+	env.api1Site, env.path = api1Site, path
+	if env.path == "" {
+		env.path = "/data"
+	}
 	env.hashes = bcryptHashes(t, env.users)
 	env.apiID = "http://localhost:" + freePort(t)
 	env.authID = "http://127.0.0.1:" + freePort(t)
@@ -152,7 +203,7 @@ func (env *chainEnv) authorizedAgent(t *testing.T) (*consentAgent, agentOutcome)
 	t.Helper()
 	onPending, pending := pendingSink()
 	a := newConsentAgent(env.identity(), "chaining test", onPending)
-	ch := a.start(env.apiID + "/data")
+	ch := a.start(env.apiID + env.path)
 	p := waitPending(t, pending, 15*time.Second)
 	if err := newWebUser(env.authID).approve(p.Code, "alice", alicePassword); err != nil {
 		t.Fatal(err)
@@ -206,6 +257,31 @@ type pendingBody struct {
 
 func TestChainingConsentAtAS2(t *testing.T) {
 	env := startChain(t, "consent scope data.read")
+	env.chainedConsent(t)
+}
+
+// TestChainingLayouts runs the chained consent with API1's gateway in each layout: the
+// replay after approval must take the same route, with the path the backend saw the
+// first time.
+func TestChainingLayouts(t *testing.T) {
+	for _, l := range chainLayouts {
+		t.Run(l.name, func(t *testing.T) {
+			env := startChainWith(t, "consent scope data.read", false, l.site, l.path)
+			env.chainedConsent(t)
+			seen := env.backend1.requestPaths()
+			if len(seen) != 2 || seen[0] != l.backendPath || seen[1] != l.backendPath {
+				t.Fatalf("API1's backend saw paths %q, want %q twice (first run, then the replay)", seen, l.backendPath)
+			}
+			get(t, plainClient(), env.apiID+"/data").mustStatus(t, http.StatusNotFound)
+		})
+	}
+}
+
+// chainedConsent runs a call through API1 whose downstream token needs consent at AS2:
+// our 202, the person approves at AS2 through our interaction endpoint, the agent polls
+// our pending URL and gets the replayed call's answer, and the URL is gone after.
+func (env *chainEnv) chainedConsent(t *testing.T) {
+	t.Helper()
 	a, out := env.authorizedAgent(t)
 	if out.err != nil || out.res.status != http.StatusAccepted {
 		t.Fatalf("want 202 from API1 (downstream consent), got %d %v %s", out.res.status, out.err, out.res.body)
@@ -247,7 +323,7 @@ func TestChainingConsentAtAS2(t *testing.T) {
 // follows API1's own 202 (Transport.AwaitResponse): it reports the interaction URL, the
 // person approves at AS2 through it, and the library's request returns API2's answer.
 func TestChainingProxyModeLibraryFollows(t *testing.T) {
-	env := startChainWith(t, "consent scope data.read", true)
+	env := startChainWith(t, "consent scope data.read", true, "", "")
 	onPending, pending := pendingSink()
 	a := newConsentAgent(env.identity(), "chaining test", onPending)
 	tr := a.client.Transport.(*agent.Transport)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/internal/ctxsleep"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
@@ -176,7 +177,7 @@ func (t *Transport) sleep(ctx context.Context, d time.Duration) error {
 	if t.Sleep != nil {
 		return t.Sleep(ctx, d)
 	}
-	return (&Poller{}).sleep(ctx, d)
+	return ctxsleep.Sleep(ctx, d)
 }
 
 // Origin returns the origin of u as AAuth identifiers spell it: lowercase scheme and

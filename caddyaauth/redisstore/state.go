@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/internal/ctxsleep"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/state"
 )
 
@@ -97,7 +98,7 @@ func (s *Storage) Update(ctx context.Context, key string, fn func(old []byte) ([
 			return nil, fe.err
 		case errors.Is(err, redis.TxFailedErr):
 			// Another client wrote the key between our read and our write: read again.
-			if err := sleepCtx(ctx, time.Duration(rand.N(min(attempt+1, 20)))*time.Millisecond); err != nil {
+			if err := ctxsleep.Sleep(ctx, time.Duration(rand.N(min(attempt+1, 20)))*time.Millisecond); err != nil {
 				return nil, err
 			}
 		default:
@@ -136,17 +137,6 @@ func (s *Storage) updateTx(ctx context.Context, tx *redis.Tx, k string, fn func(
 		return nil
 	})
 	return val, err
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // gcraScript is the generic cell rate algorithm: KEYS[1] holds the theoretical arrival

@@ -4,141 +4,37 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/redisstore/redistest"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/state"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/state/statetest"
 )
 
-func TestStateOnceExactlyOnceAcrossClients(t *testing.T) {
-	srv := redistest.Start(t)
-	clients := [2]*Storage{newTestStorage(t, srv, 0), newTestStorage(t, srv, 0)}
-	ctx := context.Background()
-	for trial := range 5 {
-		key := "aauth/issuer/x/jti/" + strconv.Itoa(trial)
-		var fresh atomic.Int32
-		var wg sync.WaitGroup
-		for i := range 50 {
-			wg.Go(func() {
-				ok, err := clients[i%2].Once(ctx, key, time.Now().Add(time.Minute))
-				if err != nil {
-					t.Error(err)
-				}
-				if ok {
-					fresh.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		if n := fresh.Load(); n != 1 {
-			t.Fatalf("trial %d: %d of 50 callers were first, want exactly 1", trial, n)
-		}
-	}
+// TestStateConformance runs the state.Store conformance suite on two clients of one
+// real redis-server.
+func TestStateConformance(t *testing.T) {
+	statetest.Run(t, func(t *testing.T) [2]state.Store {
+		srv := redistest.Start(t)
+		return [2]state.Store{newTestStorage(t, srv, 0), newTestStorage(t, srv, 0)}
+	})
 }
 
-func TestStateOnceExpiry(t *testing.T) {
-	srv := redistest.Start(t)
-	s := newTestStorage(t, srv, 0)
-	ctx := context.Background()
-	tests := []struct {
-		name       string
-		exp        time.Duration
-		wait       time.Duration
-		secondUsed bool // second use refused?
-	}{
-		{"alive", time.Minute, 0, true},
-		{"expires", 300 * time.Millisecond, 500 * time.Millisecond, false},
-		{"dead on arrival", -time.Second, 0, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			key := "once/" + tt.name
-			exp := time.Now().Add(tt.exp)
-			if ok, err := s.Once(ctx, key, exp); err != nil || !ok {
-				t.Fatalf("first use: %v, %v", ok, err)
-			}
-			time.Sleep(tt.wait)
-			ok, err := s.Once(ctx, key, exp.Add(time.Minute))
-			if err != nil || ok == tt.secondUsed {
-				t.Fatalf("second use: fresh %v, %v; want fresh %v", ok, err, !tt.secondUsed)
-			}
-		})
-	}
-}
-
-func TestStateUpdateSerialisedAcrossClients(t *testing.T) {
-	srv := redistest.Start(t)
-	clients := [2]*Storage{newTestStorage(t, srv, 0), newTestStorage(t, srv, 0)}
-	ctx := context.Background()
-	key := "aauth/test/counter"
-	var wg sync.WaitGroup
-	for i := range 50 {
-		wg.Go(func() {
-			_, err := clients[i%2].Update(ctx, key, func(old []byte) ([]byte, error) {
-				n, _ := strconv.Atoi(string(old))
-				return []byte(strconv.Itoa(n + 1)), nil
-			})
-			if err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if got, err := clients[1].Load(ctx, key); err != nil || string(got) != "50" {
-		t.Fatalf("counter = %q, %v; want 50 (lost updates)", got, err)
-	}
-	// A state machine step: of 20 racing "decide" calls exactly one moves it on.
-	decided := errors.New("already decided")
-	var won atomic.Int32
-	for i := range 20 {
-		wg.Go(func() {
-			_, err := clients[i%2].Update(ctx, "aauth/test/pending", func(old []byte) ([]byte, error) {
-				if old != nil {
-					return nil, decided
-				}
-				return []byte("approved:" + strconv.Itoa(i)), nil
-			})
-			switch {
-			case err == nil:
-				won.Add(1)
-			case err != decided: // the sentinel comes back unwrapped
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if n := won.Load(); n != 1 {
-		t.Fatalf("%d racing decisions won, want 1", n)
-	}
-}
-
-func TestStateUpdateErrorDeleteAndStorageView(t *testing.T) {
+// What Update writes is an ordinary storage key: List and Exists see it.
+func TestStateUpdateIsAStorageKey(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newTestStorage(t, srv, 0)
 	ctx := context.Background()
 	key := "aauth/issuer/x/pending/p1"
-	if _, err := s.Load(ctx, key); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("Load of an absent key: %v", err)
+	if _, err := s.Update(ctx, key, func([]byte) ([]byte, error) { return []byte("a"), nil }); err != nil {
+		t.Fatal(err)
 	}
-	if v, err := s.Update(ctx, key, func(old []byte) ([]byte, error) { return []byte("a"), nil }); err != nil || string(v) != "a" {
-		t.Fatalf("create: %q, %v", v, err)
-	}
-	// What Update wrote is an ordinary storage key: List and Stat see it.
 	if names, err := s.List(ctx, "aauth/issuer/x/pending", false); err != nil || len(names) != 1 || names[0] != key {
 		t.Fatalf("List = %q, %v", names, err)
 	}
-	boom := errors.New("boom")
-	if _, err := s.Update(ctx, key, func([]byte) ([]byte, error) { return []byte("b"), boom }); err != boom {
-		t.Fatalf("fn error: %v", err)
-	}
-	if v, _ := s.Load(ctx, key); string(v) != "a" {
-		t.Fatalf("a refused update wrote: %q", v)
-	}
-	if v, err := s.Update(ctx, key, func([]byte) ([]byte, error) { return nil, nil }); err != nil || v != nil {
-		t.Fatalf("delete: %q, %v", v, err)
+	if _, err := s.Update(ctx, key, func([]byte) ([]byte, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
 	}
 	if s.Exists(ctx, key) {
 		t.Fatal("deleted key still exists")
