@@ -51,7 +51,7 @@ func TestAdminPending(t *testing.T) {
 	}
 
 	c.browser().approve(code, "alice")
-	if list, raw = c.adminPending(); len(list) != 1 || list[0].State != PendingApproved || list[0].User != "alice" {
+	if list, _ = c.adminPending(); len(list) != 1 || list[0].State != PendingApproved || list[0].User != "alice" {
 		t.Fatalf("approved: %+v", list)
 	}
 	tok := c.poll(c.agent, id).str("auth_token")

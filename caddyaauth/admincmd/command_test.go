@@ -130,20 +130,41 @@ func wantErr(t *testing.T, err error, parts ...string) {
 	}
 }
 
-func TestGrantsList(t *testing.T) {
+// TestLists: each list prints a table (a header, then one row per entry with the
+// fields named, an absent time as "-") and with --json exactly what the API answered.
+func TestLists(t *testing.T) {
 	f := newFakeAdmin(t)
-	out := mustRun(t, "grants", "list", "--address", f.addr())
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "ID ") ||
-		!strings.Contains(lines[1], "g1") || !strings.Contains(lines[1], "alice") ||
-		!strings.Contains(lines[1], "data.read data.write") || !strings.Contains(lines[1], "2026-01-31T00:00:00Z") {
-		t.Fatalf("table:\n%s", out)
-	}
-	if out := mustRun(t, "grants", "list", "--json", "--address", f.addr()); out != grantsJSON {
-		t.Fatalf("--json: %s", out)
-	}
-	if f.last() != "GET /aauth/grants" {
-		t.Fatalf("request %q", f.last())
+	for _, c := range []struct {
+		args []string
+		raw  string
+		rows [][]string // per table line after the header: what it contains
+		tail []string   // per line after the header: how it ends
+	}{
+		{[]string{"grants", "list"}, grantsJSON, [][]string{{"g1", "alice", "data.read data.write"}}, []string{"2026-01-31T00:00:00Z"}},
+		{[]string{"pending", "list"}, pendingJSON, [][]string{{"p1", "approved", "bob", "data.write"}}, []string{"2026-01-01T00:10:00Z"}},
+		{[]string{"keys", "list"}, keysJSON, [][]string{{"k2", "next", "resource"}, {"k1", "retired"}}, []string{" -", "2026-01-02T02:00:00Z"}},
+	} {
+		out := mustRun(t, append(c.args, "--address", f.addr())...)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != len(c.rows)+1 || strings.Contains(lines[0], "-") {
+			t.Fatalf("%v table:\n%s", c.args, out)
+		}
+		for i, row := range c.rows {
+			for _, cell := range row {
+				if !strings.Contains(lines[i+1], cell) {
+					t.Errorf("%v row %d lacks %q:\n%s", c.args, i, cell, out)
+				}
+			}
+			if !strings.HasSuffix(lines[i+1], c.tail[i]) {
+				t.Errorf("%v row %d does not end with %q:\n%s", c.args, i, c.tail[i], out)
+			}
+		}
+		if want := "GET /aauth/" + c.args[0]; f.last() != want {
+			t.Errorf("%v: request %q, want %q", c.args, f.last(), want)
+		}
+		if out := mustRun(t, append(c.args, "--json", "--address", f.addr())...); out != c.raw {
+			t.Errorf("%v --json: %s", c.args, out)
+		}
 	}
 }
 
@@ -164,15 +185,8 @@ func TestGrantsRevoke(t *testing.T) {
 	wantErr(t, err, "accepts 1 arg")
 }
 
-func TestPendingList(t *testing.T) {
+func TestPendingListEmpty(t *testing.T) {
 	f := newFakeAdmin(t)
-	out := mustRun(t, "pending", "list", "--address", f.addr())
-	if !strings.Contains(out, "STATE") || !strings.Contains(out, "p1") || !strings.Contains(out, "approved") || !strings.Contains(out, "bob") {
-		t.Fatalf("table:\n%s", out)
-	}
-	if out := mustRun(t, "pending", "list", "--json", "--address", f.addr()); out != pendingJSON {
-		t.Fatalf("--json: %s", out)
-	}
 	_, err := run(t, "pending", "list", "extra", "--address", f.addr())
 	wantErr(t, err, "unknown command")
 
@@ -182,20 +196,6 @@ func TestPendingList(t *testing.T) {
 	defer empty.Close()
 	if out := mustRun(t, "pending", "list", "--address", empty.Listener.Addr().String()); out != "no pending consent requests\n" {
 		t.Fatalf("empty: %q", out)
-	}
-}
-
-func TestKeysList(t *testing.T) {
-	f := newFakeAdmin(t)
-	out := mustRun(t, "keys", "list", "--address", f.addr())
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "OWNER") ||
-		!strings.Contains(lines[1], "k2") || !strings.HasSuffix(lines[1], " -") ||
-		!strings.Contains(lines[2], "retired") || !strings.HasSuffix(lines[2], "2026-01-02T02:00:00Z") {
-		t.Fatalf("table:\n%s", out)
-	}
-	if out := mustRun(t, "keys", "list", "--json", "--address", f.addr()); out != keysJSON {
-		t.Fatalf("--json: %s", out)
 	}
 }
 
