@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap/zaptest"
 )
 
 // adminPending lists GET /aauth/pending for testIssuer, and returns the raw answer too.
@@ -88,5 +90,34 @@ func TestAdminPendingMethod(t *testing.T) {
 	}
 	if r := admin.Routes(); len(r) != 1 || r[0].Pattern != "/aauth/pending" {
 		t.Fatalf("routes %+v", r)
+	}
+}
+
+// TestSeedAdmissionsFromStorage: a store started over storage with pending records but
+// no admission record counts the undecided ones (the same storage walk as the admin
+// list), not the decided one.
+func TestSeedAdmissionsFromStorage(t *testing.T) {
+	c := newConsentEnv(t, nil)
+	c.pending(c.agent, "")
+	c.pending(c.other, "")
+	_, code := c.pending(c.agent, "")
+	c.browser().approve(code, "alice")
+	ctx := context.Background()
+	s := c.h.consent
+	if err := s.storage().Delete(ctx, s.admissionKey()); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := newConsentStore(ctx, testIssuer, c.store, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Destruct()
+	raw, err := fresh.state().Load(ctx, fresh.admissionKey())
+	if err != nil {
+		t.Fatalf("no admission record seeded: %v", err)
+	}
+	a, err := decodeAdmissions(raw, 0)
+	if err != nil || len(a.byID) != 2 {
+		t.Fatalf("seeded %d places (%v), want the 2 undecided requests: %s", len(a.byID), err, raw)
 	}
 }
