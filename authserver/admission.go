@@ -13,8 +13,6 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/net/publicsuffix"
-
-	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 // Fair shares of the undecided (pending, unexpired) consent requests an issuer holds.
@@ -350,34 +348,20 @@ func (s *consentStore) seedAdmissions(ctx context.Context, now int64) {
 
 // scanUndecided counts the undecided, unexpired pending records in storage.
 func (s *consentStore) scanUndecided(ctx context.Context, now int64) *admissions {
-	st := s.storage()
-	prefix := s.layout.Dir(keystore.DirPending)
-	names, err := st.List(ctx, prefix, false)
-	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			s.logger.Error("listing pending requests to rebuild the bounds", zap.Error(err))
-		}
-		return nil
-	}
 	a := newAdmissions()
-	for _, key := range names {
-		if ctx.Err() != nil {
-			return nil
-		}
-		if !strings.HasPrefix(key, prefix+"/") {
-			key = prefix + "/" + key
-		}
-		raw, err := st.Load(ctx, key)
-		if err != nil {
-			continue
-		}
-		var rec pendingRecord
-		if json.Unmarshal(raw, &rec) != nil || rec.Status != statusPending || now >= rec.Expires || rec.ID == "" {
-			continue
+	err := s.eachStoredPending(ctx, func(rec pendingRecord) {
+		if rec.Status != statusPending || now >= rec.Expires {
+			return
 		}
 		if _, ok := a.byID[rec.ID]; !ok {
 			a.addLocked(rec.ID, admission{agent: rec.Agent, domain: agentDomain(rec.Agent), resource: rec.Resource, exp: rec.Expires})
 		}
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.logger.Error("listing pending requests to rebuild the bounds", zap.Error(err))
+		}
+		return nil
 	}
 	return a
 }
