@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Row is one measured line of the report.
+type Row struct {
+	Name string // short name, the table's first column
+	What string // what the requests are
+	Base string // the row whose cost this one is compared with ("" for none)
+
+	Requests, Errors int64
+	FirstError       string
+	Wall             time.Duration // driving time (signing in advance excluded)
+	CPU              time.Duration // Caddy's CPU time while driving
+	Mallocs, Bytes   uint64        // Caddy's heap allocations over the phase
+	P50, P99         time.Duration
+
+	lat []int64
+}
+
+// CPUPerReq is Caddy's CPU time per request, in µs.
+func (r *Row) CPUPerReq() float64 {
+	if r.Requests == 0 {
+		return 0
+	}
+	return float64(r.CPU) / float64(time.Microsecond) / float64(r.Requests)
+}
+
+// RPS is requests per second of driving time.
+func (r *Row) RPS() float64 {
+	if r.Wall <= 0 {
+		return 0
+	}
+	return float64(r.Requests) / r.Wall.Seconds()
+}
+
+func (r *Row) add(s *sample, cpu time.Duration) {
+	r.Requests += s.n
+	r.Errors += s.errs
+	if r.FirstError == "" {
+		r.FirstError = s.firstErr
+	}
+	r.Wall += s.wall
+	r.CPU += cpu
+	r.lat = append(r.lat, s.lat...)
+}
+
+func (r *Row) finish() {
+	slices.Sort(r.lat)
+	pct := func(p float64) time.Duration {
+		if len(r.lat) == 0 {
+			return 0
+		}
+		return time.Duration(r.lat[min(len(r.lat)-1, int(p*float64(len(r.lat))))])
+	}
+	r.P50, r.P99 = pct(0.50), pct(0.99)
+	r.lat = nil
+}
+
+// phase is one measured load.
+type phase struct {
+	row   *Row
+	addr  string
+	want  int // the status every answer must have
+	conc  int
+	total int // requests to send; 0: send for the configured duration
+	warm  int // unmeasured requests first (connections, caches)
+	// batch signs n requests just before they are sent (signatures must be fresh: the
+	// gateway refuses a created time outside its window); or gen builds each request
+	// on the fly for requests that need no signing.
+	batch func(n int) ([][]byte, error)
+	gen   source
+	check func(answer) error
+}
+
+// roundTime is how long one round of requests signed in advance lasts: well inside the
+// gateway's 60 s signature window.
+const roundTime = 2 * time.Second
+
+// runPhase drives ph and fills its row: CPU and latency per round, allocations over the
+// whole phase (Caddy is idle while the next round is signed).
+func (b *bench) runPhase(ctx context.Context, ph phase) error {
+	d := newDriver(ph.addr, ph.conc)
+	defer d.close()
+	if ph.warm > 0 {
+		src, err := ph.source(ph.warm)
+		if err != nil {
+			return err
+		}
+		if s := d.run(ctx, ph.warm, src, ph.want, ph.check); s.errs == s.n {
+			return fmt.Errorf("%s: every warm-up request failed: %s", ph.row.Name, s.firstErr)
+		}
+	}
+	m0, err := b.caddy.memStats()
+	if err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		n := ph.roundSize(ph.row, b.cfg.duration)
+		if n == 0 {
+			break
+		}
+		src, err := ph.source(n)
+		if err != nil {
+			return err
+		}
+		c0, err := b.caddy.cpu()
+		if err != nil {
+			return err
+		}
+		s := d.run(ctx, n, src, ph.want, ph.check)
+		c1, err := b.caddy.cpu()
+		if err != nil {
+			return err
+		}
+		ph.row.add(s, c1-c0)
+	}
+	m1, err := b.caddy.memStats()
+	if err != nil {
+		return err
+	}
+	ph.row.Mallocs = sub(m1.Mallocs, m0.Mallocs+b.scrape.Mallocs)
+	ph.row.Bytes = sub(m1.TotalAlloc, m0.TotalAlloc+b.scrape.TotalAlloc)
+	ph.row.finish()
+	b.logf("%-22s %8d requests, %d errors, %.1f µs CPU/request", ph.row.Name, ph.row.Requests, ph.row.Errors, ph.row.CPUPerReq())
+	return ctx.Err()
+}
+
+func sub(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}
+
+func (ph phase) source(n int) (source, error) {
+	if ph.gen != nil {
+		return ph.gen, nil
+	}
+	reqs, err := ph.batch(n)
+	if err != nil {
+		return nil, fmt.Errorf("%s: preparing requests: %w", ph.row.Name, err)
+	}
+	return fromSlice(reqs), nil
+}
+
+// roundSize is how many requests the next round sends: about roundTime's worth at the
+// rate seen so far (generated requests: all that remain, or the remaining time's worth).
+func (ph phase) roundSize(r *Row, dur time.Duration) int {
+	rate := r.RPS()
+	if r.Requests == 0 {
+		rate = float64(20*ph.conc) / roundTime.Seconds()
+	}
+	if ph.total > 0 {
+		left := ph.total - int(r.Requests)
+		if ph.gen != nil {
+			return max(left, 0)
+		}
+		return max(0, min(left, int(rate*roundTime.Seconds())+ph.conc))
+	}
+	left := dur - r.Wall
+	if left <= 0 {
+		return 0
+	}
+	t := left
+	if ph.gen == nil {
+		t = min(left, roundTime)
+	}
+	return max(ph.conc, int(rate*t.Seconds()))
+}
