@@ -120,3 +120,28 @@ func TestFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteReadme(t *testing.T) {
+	path := t.TempDir() + "/README.md"
+	doc := "# x\n\nbefore\n" + readmeBegin + "\nold run\n" + readmeEnd + "\nafter\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep := &Report{VerifyStart: 30 * time.Microsecond}
+	rep.add(&Row{Name: rowPlain, Requests: 10, Wall: time.Second})
+	if err := writeReadme(path, rep); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	got := string(b)
+	if strings.Contains(got, "old run") || !strings.Contains(got, "```text\naauth gateway benchmark") ||
+		!strings.HasPrefix(got, "# x\n\nbefore\n"+readmeBegin) || !strings.HasSuffix(got, "```\n\n"+readmeEnd+"\nafter\n") {
+		t.Fatalf("README after writing:\n%s", got)
+	}
+	if err := os.WriteFile(path, []byte("no markers\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeReadme(path, rep); err == nil {
+		t.Fatal("a file without the markers was accepted")
+	}
+}

@@ -36,7 +36,8 @@ type config struct {
 	tokens      int    // distinct auth tokens of the rotation phase
 	hostile     int    // hostile requests of distinct keys
 	verifyRuns  int    // testing.Benchmark runs of ed25519.Verify
-	keepDir     bool   // keep the temporary folder (Caddyfile, storage, Caddy's log)
+	keepDir     bool   // keep the temporary folder (Caddyfile, storage)
+	readme      string // a Markdown file whose quoted run to replace with this one
 }
 
 func parseFlags(args []string) (config, error) {
@@ -51,7 +52,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.tokens, "tokens", 100000, "distinct auth tokens in the rotation phase")
 	fs.IntVar(&c.hostile, "hostile", 1000000, "hostile requests of distinct random keys in the memory phase")
 	fs.IntVar(&c.verifyRuns, "verify-runs", 3, "testing.Benchmark runs of ed25519.Verify (the fastest counts)")
-	fs.BoolVar(&c.keepDir, "keep", false, "keep the temporary folder and print its path")
+	fs.BoolVar(&c.keepDir, "keep", false, "keep the temporary folder (Caddyfile, storage) and print its path")
+	fs.StringVar(&c.readme, "readme", "", "also write the report into this Markdown file, between its bench output markers (README.md)")
 	fs.SetOutput(os.Stderr)
 	if err := fs.Parse(args); err != nil {
 		return c, err

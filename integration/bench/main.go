@@ -48,6 +48,9 @@ func main() {
 	if rep != nil {
 		rep.print(os.Stdout)
 	}
+	if err == nil && cfg.readme != "" {
+		err = writeReadme(cfg.readme, rep)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)

@@ -13,6 +13,7 @@ type Row struct {
 	What string // what the requests are
 	Base string // the row whose cost this one is compared with ("" for none)
 
+	Conc             int // connections it was driven with
 	Requests, Errors int64
 	FirstError       string
 	Wall             time.Duration // driving time (signing in advance excluded)
@@ -87,6 +88,7 @@ const roundTime = 2 * time.Second
 func (b *bench) runPhase(ctx context.Context, ph phase) error {
 	d := newDriver(ph.addr, ph.conc)
 	defer d.close()
+	ph.row.Conc = ph.conc
 	if ph.warm > 0 {
 		src, err := ph.source(ph.warm)
 		if err != nil {

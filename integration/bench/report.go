@@ -96,7 +96,7 @@ func (r *Report) printTable(w io.Writer) {
 	plain := r.Row(rowPlain)
 	for _, row := range r.Rows {
 		ratio, over, ver := "-", "-", "-"
-		if plain != nil && row.Base == rowPlain && plain.RPS() > 0 {
+		if plain != nil && row.Base == rowPlain && row.Conc == plain.Conc && plain.RPS() > 0 {
 			ratio = fmt.Sprintf("%.2f", row.RPS()/plain.RPS())
 		}
 		if o, v, ok := r.Overhead(row); ok {
