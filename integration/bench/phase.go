@@ -18,7 +18,7 @@ type Row struct {
 	FirstError       string
 	Wall             time.Duration // driving time (signing in advance excluded)
 	CPU              time.Duration // Caddy's CPU time while driving
-	Mallocs, Bytes   uint64        // Caddy's heap allocations over the phase
+	Mallocs, Bytes   uint64        // Caddy's heap allocations while driving
 	P50, P99         time.Duration
 
 	lat []int64
@@ -83,54 +83,84 @@ type phase struct {
 // gateway's 60 s signature window.
 const roundTime = 2 * time.Second
 
-// runPhase drives ph and fills its row: CPU and latency per round, allocations over the
-// whole phase (Caddy is idle while the next round is signed).
-func (b *bench) runPhase(ctx context.Context, ph phase) error {
-	d := newDriver(ph.addr, ph.conc)
-	defer d.close()
-	ph.row.Conc = ph.conc
-	if ph.warm > 0 {
-		src, err := ph.source(ph.warm)
-		if err != nil {
+// runPhase drives one phase and fills its row.
+func (b *bench) runPhase(ctx context.Context, ph phase) error { return b.runPhases(ctx, ph) }
+
+// runPhases drives the phases in turn, a round of each (a round of requests signed in
+// advance lasts about roundTime), until each has sent its requests or run for the
+// configured duration, so that changes in the machine's load fall on all of them alike.
+// Caddy's CPU time and allocations are read around each round only: Caddy is idle while
+// the next round is signed.
+func (b *bench) runPhases(ctx context.Context, phs ...phase) error {
+	ds := make([]*driver, len(phs))
+	for i, ph := range phs {
+		ds[i] = newDriver(ph.addr, ph.conc)
+		defer ds[i].close()
+		if err := b.warm(ctx, ph, ds[i]); err != nil {
 			return err
 		}
-		if s := d.run(ctx, ph.warm, src, ph.want, ph.check); s.errs == s.n {
-			return fmt.Errorf("%s: every warm-up request failed: %s", ph.row.Name, s.firstErr)
+	}
+	for busy := true; busy && ctx.Err() == nil; {
+		busy = false
+		for i, ph := range phs {
+			if n := ph.roundSize(ph.row, b.cfg.duration); n > 0 {
+				busy = true
+				if err := b.round(ctx, ph, ds[i], n); err != nil {
+					return err
+				}
+			}
 		}
+	}
+	for _, ph := range phs {
+		ph.row.finish()
+		b.logf("%-22s %8d requests, %d errors, %.1f µs CPU/request", ph.row.Name, ph.row.Requests, ph.row.Errors, ph.row.CPUPerReq())
+	}
+	return ctx.Err()
+}
+
+// warm sends ph.warm unmeasured requests (connections, caches).
+func (b *bench) warm(ctx context.Context, ph phase, d *driver) error {
+	ph.row.Conc = ph.conc
+	if ph.warm == 0 {
+		return nil
+	}
+	src, err := ph.source(ph.warm)
+	if err != nil {
+		return err
+	}
+	if s := d.run(ctx, ph.warm, src, ph.want, ph.check); s.errs == s.n {
+		return fmt.Errorf("%s: every warm-up request failed: %s", ph.row.Name, s.firstErr)
+	}
+	return nil
+}
+
+// round sends n requests of ph and adds what they cost Caddy to its row.
+func (b *bench) round(ctx context.Context, ph phase, d *driver, n int) error {
+	src, err := ph.source(n)
+	if err != nil {
+		return err
 	}
 	m0, err := b.caddy.memStats()
 	if err != nil {
 		return err
 	}
-	for ctx.Err() == nil {
-		n := ph.roundSize(ph.row, b.cfg.duration)
-		if n == 0 {
-			break
-		}
-		src, err := ph.source(n)
-		if err != nil {
-			return err
-		}
-		c0, err := b.caddy.cpu()
-		if err != nil {
-			return err
-		}
-		s := d.run(ctx, n, src, ph.want, ph.check)
-		c1, err := b.caddy.cpu()
-		if err != nil {
-			return err
-		}
-		ph.row.add(s, c1-c0)
+	c0, err := b.caddy.cpu()
+	if err != nil {
+		return err
+	}
+	s := d.run(ctx, n, src, ph.want, ph.check)
+	c1, err := b.caddy.cpu()
+	if err != nil {
+		return err
 	}
 	m1, err := b.caddy.memStats()
 	if err != nil {
 		return err
 	}
-	ph.row.Mallocs = sub(m1.Mallocs, m0.Mallocs+b.scrape.Mallocs)
-	ph.row.Bytes = sub(m1.TotalAlloc, m0.TotalAlloc+b.scrape.TotalAlloc)
-	ph.row.finish()
-	b.logf("%-22s %8d requests, %d errors, %.1f µs CPU/request", ph.row.Name, ph.row.Requests, ph.row.Errors, ph.row.CPUPerReq())
-	return ctx.Err()
+	ph.row.add(s, c1-c0)
+	ph.row.Mallocs += sub(m1.Mallocs, m0.Mallocs+b.scrape.Mallocs)
+	ph.row.Bytes += sub(m1.TotalAlloc, m0.TotalAlloc+b.scrape.TotalAlloc)
+	return nil
 }
 
 func sub(a, b uint64) uint64 {
@@ -152,7 +182,7 @@ func (ph phase) source(n int) (source, error) {
 }
 
 // roundSize is how many requests the next round sends: about roundTime's worth at the
-// rate seen so far (generated requests: all that remain, or the remaining time's worth).
+// rate seen so far (a fixed number of generated requests: all in one round).
 func (ph phase) roundSize(r *Row, dur time.Duration) int {
 	rate := r.RPS()
 	if r.Requests == 0 {
@@ -169,9 +199,5 @@ func (ph phase) roundSize(r *Row, dur time.Duration) int {
 	if left <= 0 {
 		return 0
 	}
-	t := left
-	if ph.gen == nil {
-		t = min(left, roundTime)
-	}
-	return max(ph.conc, int(rate*t.Seconds()))
+	return max(ph.conc, int(rate*min(left, roundTime).Seconds()))
 }

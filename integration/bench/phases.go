@@ -35,12 +35,11 @@ func (b *bench) phases(ctx context.Context) error {
 		name string
 		run  func(context.Context) error
 	}{
-		{phIssuance, b.issuance}, {phPlain, b.plainPhase}, {phHWK, b.hwkPhase}, {phJWKS, b.jwksPhase},
-		{phToken, b.tokenPhase}, {phCold, b.coldPhase}, {phRotation, b.rotationPhase},
+		{phIssuance, b.issuance}, {"routes", b.routes}, {phRotation, b.rotationPhase},
 		{phDiscovery, b.discoveryPhase}, {phRefused, b.refusedPhases}, {phHostile, b.hostilePhase},
 	}
 	for _, s := range steps {
-		if !b.cfg.has(s.name) {
+		if s.name != "routes" && !b.cfg.has(s.name) {
 			continue
 		}
 		if err := s.run(ctx); err != nil {
@@ -48,6 +47,33 @@ func (b *bench) phases(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// routes runs the steady route phases, their rounds interleaved so the plain base and
+// the routes compared with it see the same machine.
+func (b *bench) routes(ctx context.Context) error {
+	all := []struct {
+		name string
+		make func(context.Context) (phase, error)
+	}{
+		{phPlain, b.plainPhase}, {phHWK, b.hwkPhase}, {phJWKS, b.jwksPhase}, {phToken, b.tokenPhase}, {phCold, b.coldPhase},
+	}
+	var phs []phase
+	for _, p := range all {
+		if !b.cfg.has(p.name) {
+			continue
+		}
+		ph, err := p.make(ctx)
+		if err != nil {
+			return err
+		}
+		b.rep.add(ph.row)
+		phs = append(phs, ph)
+	}
+	if len(phs) == 0 {
+		return nil
+	}
+	return b.runPhases(ctx, phs...)
 }
 
 // path is a fresh request path under prefix: every signature differs even when a key
@@ -64,10 +90,8 @@ func (b *bench) signEach(n int, prefix string, cred func(i int) *agent.Credentia
 	})
 }
 
-func (b *bench) steady(ctx context.Context, row *Row, addr string, want int, batch func(n int) ([][]byte, error)) error {
-	b.rep.add(row)
-	return b.runPhase(ctx, phase{row: row, addr: addr, want: want, conc: b.cfg.concurrency,
-		warm: 4 * b.cfg.concurrency, batch: batch})
+func (b *bench) steady(row *Row, addr string, batch func(n int) ([][]byte, error)) phase {
+	return phase{row: row, addr: addr, want: http.StatusOK, conc: b.cfg.concurrency, warm: 4 * b.cfg.concurrency, batch: batch}
 }
 
 // hwkBatch signs hwk requests with a few pseudonymous keys, reused as agents do.
@@ -83,45 +107,45 @@ func (b *bench) hwkBatch() func(n int) ([][]byte, error) {
 }
 
 // plainPhase sends the hwk phase's kind of request bytes to a server without aauth.
-func (b *bench) plainPhase(ctx context.Context) error {
+func (b *bench) plainPhase(context.Context) (phase, error) {
 	row := &Row{Name: rowPlain, What: "reverse_proxy without aauth, fed the hwk requests' bytes"}
-	return b.steady(ctx, row, b.plain, http.StatusOK, b.hwkBatch())
+	return b.steady(row, b.plain, b.hwkBatch()), nil
 }
 
-func (b *bench) hwkPhase(ctx context.Context) error {
+func (b *bench) hwkPhase(context.Context) (phase, error) {
 	row := &Row{Name: rowHWK, Base: rowPlain, What: "require pseudonym, scheme hwk (64 keys)"}
-	return b.steady(ctx, row, b.gw, http.StatusOK, b.hwkBatch())
+	return b.steady(row, b.gw, b.hwkBatch()), nil
 }
 
-func (b *bench) jwksPhase(ctx context.Context) error {
+func (b *bench) jwksPhase(context.Context) (phase, error) {
 	row := &Row{Name: rowJWKS, Base: rowPlain, What: fmt.Sprintf("require identity, scheme jwks_uri, keys cached (%d agents)", len(b.agents))}
-	return b.steady(ctx, row, b.gw, http.StatusOK, func(n int) ([][]byte, error) {
+	return b.steady(row, b.gw, func(n int) ([][]byte, error) {
 		return b.signEach(n, "/jwks/", func(i int) *agent.Credential { return b.agents[i%len(b.agents)].cred })
-	})
+	}), nil
 }
 
-func (b *bench) tokenPhase(ctx context.Context) error {
+func (b *bench) tokenPhase(ctx context.Context) (phase, error) {
 	if len(b.issued) == 0 {
 		b.logf("getting %d auth tokens from the aauth_server for the cached-token phase", cachedTokens)
 		if err := b.issueTokens(ctx, cachedTokens); err != nil {
-			return err
+			return phase{}, err
 		}
 	}
 	row := &Row{Name: rowToken, Base: rowPlain, What: fmt.Sprintf("require auth-token, token cached (%d tokens from the aauth_server)", len(b.issued))}
-	return b.steady(ctx, row, b.gw, http.StatusOK, func(n int) ([][]byte, error) {
+	return b.steady(row, b.gw, func(n int) ([][]byte, error) {
 		return b.signEach(n, "/token/", func(i int) *agent.Credential { return b.issued[i%len(b.issued)].cred })
-	})
+	}), nil
 }
 
 // coldPhase presents a token the gateway has never seen on every request: the whole
 // token check (parse, claims, the issuer's signature) besides the request signature.
-func (b *bench) coldPhase(ctx context.Context) error {
+func (b *bench) coldPhase(context.Context) (phase, error) {
 	pool := make([]*keys.Signer, 256)
 	for i := range pool {
 		pool[i], _ = keys.Generate(keys.AlgEd25519, "")
 	}
 	row := &Row{Name: rowCold, Base: rowPlain, What: "require auth-token, a new token on every request (256 keys)"}
-	return b.steady(ctx, row, b.gw, http.StatusOK, func(n int) ([][]byte, error) {
+	return b.steady(row, b.gw, func(n int) ([][]byte, error) {
 		now := time.Now()
 		return parallel(n, func(i int) ([]byte, error) {
 			s := pool[i%len(pool)]
@@ -131,7 +155,7 @@ func (b *bench) coldPhase(ctx context.Context) error {
 			}
 			return signedGET(b.gw, b.path("/cold/"), agent.AuthToken(s, tok), now)
 		})
-	})
+	}), nil
 }
 
 // rotationPhase cycles once through cfg.tokens distinct tokens of distinct keys: far

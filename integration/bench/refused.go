@@ -40,14 +40,12 @@ func (b *bench) refusedPhases(ctx context.Context) error {
 		{&Row{Name: rowGarbage, Base: rowStatic, What: "hwk route, unparsable Signature-Input"}, b.gw, fromSlice([][]byte{garbage})},
 		{&Row{Name: rowExpired, Base: rowStatic, What: "hwk route, valid signature, created 10 minutes ago"}, b.gw, fromSlice(expired)},
 	}
+	var phs []phase
 	for _, r := range rows {
 		b.rep.add(r.row)
-		ph := phase{row: r.row, addr: r.addr, want: http.StatusUnauthorized, conc: b.cfg.concurrency, warm: 4 * b.cfg.concurrency, gen: r.gen}
-		if err := b.runPhase(ctx, ph); err != nil {
-			return err
-		}
+		phs = append(phs, phase{row: r.row, addr: r.addr, want: http.StatusUnauthorized, conc: b.cfg.concurrency, warm: 4 * b.cfg.concurrency, gen: r.gen})
 	}
-	return nil
+	return b.runPhases(ctx, phs...)
 }
 
 // hostilePhase sends cfg.hostile hwk requests, each with a new random 32-byte public key
