@@ -44,8 +44,8 @@ func TestQuickRun(t *testing.T) {
 		switch {
 		case row == nil:
 			t.Errorf("no row %s", name)
-		case row.Requests == 0 || row.Errors > 0 || row.CPU <= 0 && row.Requests > 500:
-			t.Errorf("row %s: %d requests, %d errors (%s), CPU %s", name, row.Requests, row.Errors, row.FirstError, row.CPU)
+		case row.Requests == 0 || row.Errors > 0:
+			t.Errorf("row %s: %d requests, %d errors (%s)", name, row.Requests, row.Errors, row.FirstError)
 		}
 	}
 	if r := rep.Row(rowRotation); r != nil && r.Requests != 150 {

@@ -64,7 +64,7 @@ func (b *bench) issuancePhase(row *Row, total int) phase {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(b.issued) < cachedTokens {
-			b.issued = append(b.issued, tokenHolder{cred: agent.AuthToken(round[a.i].Signer, tr.AuthToken)})
+			b.issued = append(b.issued, agent.AuthToken(round[a.i].Signer, tr.AuthToken))
 		}
 		return nil
 	}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,7 +35,8 @@ type sample struct {
 	n, errs  int64
 	firstErr string
 	wall     time.Duration
-	lat      []int64 // ns per request, write to last byte of the answer
+	lat      []int64          // ns per request, write to last byte of the answer
+	codes    map[string]int64 // "401 invalid_signature": how many answers had that status and error code
 }
 
 // driver keeps one keep-alive HTTP/1.1 connection per worker to one address and sends
@@ -87,7 +90,7 @@ func (d *driver) run(ctx context.Context, total int, src source, want int, check
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := range d.conns {
-		out[w] = &sample{lat: make([]int64, 0, total/len(d.conns)+1)}
+		out[w] = &sample{lat: make([]int64, 0, total/len(d.conns)+1), codes: map[string]int64{}}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -95,8 +98,11 @@ func (d *driver) run(ctx context.Context, total int, src source, want int, check
 		}()
 	}
 	wg.Wait()
-	s := &sample{wall: time.Since(start)}
+	s := &sample{wall: time.Since(start), codes: map[string]int64{}}
 	for _, o := range out {
+		for k, v := range o.codes {
+			s.codes[k] += v
+		}
 		s.n += o.n
 		s.errs += o.errs
 		s.lat = append(s.lat, o.lat...)
@@ -119,6 +125,9 @@ func (d *driver) work(ctx context.Context, w int, next *atomic.Int64, total int,
 		a, err := d.roundTrip(w, req)
 		s.lat = append(s.lat, int64(time.Since(t0)))
 		s.n++
+		if err == nil && a.status >= 400 {
+			s.codes[strconv.Itoa(a.status)+" "+errorCode(a.body)]++
+		}
 		if err == nil && a.status != want {
 			err = fmt.Errorf("status %d, want %d: %.200s", a.status, want, a.body)
 		}
@@ -133,6 +142,34 @@ func (d *driver) work(ctx context.Context, w int, next *atomic.Int64, total int,
 			}
 		}
 	}
+}
+
+// errorCode is the "error" and "error_description" members of a JSON error body
+// (RFC 6749 §5.2 style): "invalid_signature (created is too old)"; "-" when absent.
+func errorCode(body []byte) string {
+	code := member(body, "error")
+	if code == "" {
+		return "-"
+	}
+	if d := member(body, "error_description"); d != "" {
+		return code + " (" + d + ")"
+	}
+	return code
+}
+
+// member is the string member name of a flat JSON object, if short and unescaped.
+func member(body []byte, name string) string {
+	key := `"` + name + `":"`
+	i := bytes.Index(body, []byte(key))
+	if i < 0 {
+		return ""
+	}
+	rest := body[i+len(key):]
+	j := bytes.IndexAny(rest, `"\`)
+	if j < 0 || j > 80 {
+		return ""
+	}
+	return string(rest[:j])
 }
 
 // roundTrip writes one request and reads its answer (the body up to 64 KiB).

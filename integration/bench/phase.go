@@ -20,6 +20,7 @@ type Row struct {
 	CPU              time.Duration // Caddy's CPU time while driving
 	Mallocs, Bytes   uint64        // Caddy's heap allocations while driving
 	P50, P99         time.Duration
+	Codes            map[string]int64 // refusals by status and error code
 
 	lat []int64
 }
@@ -49,6 +50,12 @@ func (r *Row) add(s *sample, cpu time.Duration) {
 	r.Wall += s.wall
 	r.CPU += cpu
 	r.lat = append(r.lat, s.lat...)
+	for k, v := range s.codes {
+		if r.Codes == nil {
+			r.Codes = map[string]int64{}
+		}
+		r.Codes[k] += v
+	}
 }
 
 func (r *Row) finish() {

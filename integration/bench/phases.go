@@ -133,7 +133,7 @@ func (b *bench) tokenPhase(ctx context.Context) (phase, error) {
 	}
 	row := &Row{Name: rowToken, Base: rowPlain, What: fmt.Sprintf("require auth-token, token cached (%d tokens from the aauth_server)", len(b.issued))}
 	return b.steady(row, b.gw, func(n int) ([][]byte, error) {
-		return b.signEach(n, "/token/", func(i int) *agent.Credential { return b.issued[i%len(b.issued)].cred })
+		return b.signEach(n, "/token/", func(i int) *agent.Credential { return b.issued[i%len(b.issued)] })
 	}), nil
 }
 
@@ -173,7 +173,7 @@ func (b *bench) rotationPhase(ctx context.Context) error {
 		batch: func(n int) ([][]byte, error) {
 			off := next
 			next += n
-			return b.signEach(n, "/rot/", func(i int) *agent.Credential { return holders[off+i].cred })
+			return b.signEach(n, "/rot/", func(i int) *agent.Credential { return holders[off+i] })
 		}})
 }
 

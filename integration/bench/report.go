@@ -1,8 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -114,7 +117,7 @@ func (r *Report) printTable(w io.Writer) {
 		if row.Base != "" {
 			base = " (base: " + row.Base + ")"
 		}
-		fmt.Fprintf(w, "  %-19s %s%s\n", row.Name, row.What, base)
+		fmt.Fprintf(w, "  %-19s %s%s%s\n", row.Name, row.What, base, codes(row.Codes))
 	}
 }
 
@@ -133,6 +136,25 @@ func (r *Report) printErrors(w io.Writer) {
 			fmt.Fprintf(w, "\nERRORS in %s: %d of %d requests; first: %s\n", row.Name, row.Errors, row.Requests, row.FirstError)
 		}
 	}
+}
+
+// codes lists the refusals of a row, most frequent first: "; 401 invalid_key 51%, …".
+func codes(m map[string]int64) string {
+	var total int64
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		keys = append(keys, k)
+		total += v
+	}
+	if total == 0 {
+		return ""
+	}
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(m[b], m[a]), cmp.Compare(a, b)) })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %.0f%%", k, 100*float64(m[k])/float64(total))
+	}
+	return "; answers: " + strings.Join(parts, ", ")
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

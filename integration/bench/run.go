@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
 )
 
 // bench is one run: the Caddy process, the servers of the benchmark process, and the
@@ -30,8 +32,8 @@ type bench struct {
 	gw, plain, as string // host:port of the gateway, the plain server, the auth server
 	admin         string // host:port of Caddy's admin endpoint
 	resID, asID   string
-	seq           atomic.Int64  // makes every request path distinct
-	issued        []tokenHolder // auth tokens from the aauth_server
+	seq           atomic.Int64        // makes every request path distinct
+	issued        []*agent.Credential // auth tokens from the aauth_server
 }
 
 const (

@@ -102,23 +102,19 @@ func authToken(iss *localIssuer, resource, agentID, scope string, s *keys.Signer
 	})
 }
 
-// tokenHolder is an auth token and the key it is bound to.
-type tokenHolder struct {
-	cred *agent.Credential
-}
-
-// mintHolders mints n auth tokens, each bound to its own new key (distinct agents).
-func mintHolders(n int, iss *localIssuer, resource, agentID, scope string) ([]tokenHolder, error) {
+// mintHolders mints n auth tokens, each bound to its own new key (distinct agents), as
+// credentials (scheme jwt) ready to sign with.
+func mintHolders(n int, iss *localIssuer, resource, agentID, scope string) ([]*agent.Credential, error) {
 	now := time.Now()
-	return parallel(n, func(int) (tokenHolder, error) {
+	return parallel(n, func(int) (*agent.Credential, error) {
 		s, err := keys.Generate(keys.AlgEd25519, "")
 		if err != nil {
-			return tokenHolder{}, err
+			return nil, err
 		}
 		tok, err := authToken(iss, resource, agentID, scope, s, now)
 		if err != nil {
-			return tokenHolder{}, err
+			return nil, err
 		}
-		return tokenHolder{cred: agent.AuthToken(s, tok)}, nil
+		return agent.AuthToken(s, tok), nil
 	})
 }
