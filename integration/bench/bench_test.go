@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+)
+
+// TestMain lets the test binary run as Caddy too, as the benchmark program does.
+func TestMain(m *testing.M) {
+	if os.Getenv(envRunCaddy) == "1" {
+		caddycmd.Main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestQuickRun runs every phase with tiny sizes: the benchmark must start Caddy, get
+// every route to answer as expected (no errors) and report every row and verdict. It
+// does not check the thresholds: the numbers of a run this short mean nothing.
+func TestQuickRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping a test that starts Caddy")
+	}
+	cfg, err := parseFlags([]string{"-quick", "-duration", "150ms", "-c", "4", "-agents", "3", "-tokens", "150", "-hostile", "1500"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var log bytes.Buffer
+	rep, err := run(ctx, cfg, &log)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, log.String())
+	}
+	for _, name := range []string{rowIssuance, rowPlain, rowHWK, rowJWKS, rowToken, rowCold, rowRotation,
+		rowDiscovery, rowStatic, rowGarbage, rowExpired, rowHostile} {
+		row := rep.Row(name)
+		switch {
+		case row == nil:
+			t.Errorf("no row %s", name)
+		case row.Requests == 0 || row.Errors > 0:
+			t.Errorf("row %s: %d requests, %d errors (%s)", name, row.Requests, row.Errors, row.FirstError)
+		}
+	}
+	if r := rep.Row(rowRotation); r != nil && r.Requests != 150 {
+		t.Errorf("rotation sent %d requests, want one per token (150)", r.Requests)
+	}
+	if r := rep.Row(rowHostile); r != nil && r.Requests != 1500 {
+		t.Errorf("hostile sent %d requests, want 1500", r.Requests)
+	}
+	for _, v := range rep.Verdicts() {
+		if !v.Measured {
+			t.Errorf("verdict %q not measured", v.Name)
+		}
+	}
+	var out bytes.Buffer
+	rep.print(&out)
+	for _, want := range []string{"acceptance (issue 12)", "machine: ", "one Ed25519 verify", "token-rotation", "memory of the Caddy process"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	t.Log("\n" + out.String())
+}
+
+// TestVerdicts checks the thresholds on made-up measurements, both ways.
+func TestVerdicts(t *testing.T) {
+	rep := func(hwkCPU, garbageCPU time.Duration, p99 time.Duration, issued int64, rssAfter int64) *Report {
+		r := &Report{VerifyStart: 30 * time.Microsecond}
+		r.add(&Row{Name: rowPlain, Requests: 1000, CPU: 1000 * 50 * time.Microsecond, Wall: time.Second})
+		r.add(&Row{Name: rowHWK, Base: rowPlain, Requests: 1000, CPU: 1000 * hwkCPU, Wall: time.Second})
+		r.add(&Row{Name: rowToken, Base: rowPlain, Requests: 1000, CPU: 1000 * hwkCPU, Wall: time.Second, P50: time.Millisecond, P99: p99})
+		r.add(&Row{Name: rowStatic, Requests: 1000, CPU: 1000 * 10 * time.Microsecond, Wall: time.Second})
+		r.add(&Row{Name: rowGarbage, Base: rowStatic, Requests: 1000, CPU: 1000 * garbageCPU, Wall: time.Second})
+		r.add(&Row{Name: rowIssuance, Requests: issued, Wall: time.Second})
+		r.Memory = Memory{Measured: true, IdleRSS: 100, AfterRSS: rssAfter, IdleHeap: 10, AfterHeap: 10}
+		return r
+	}
+	results := func(r *Report) map[string]string {
+		m := map[string]string{}
+		for _, v := range r.Verdicts() {
+			m[v.Name] = v.Result()
+		}
+		return m
+	}
+	good := results(rep(50*time.Microsecond+38*time.Microsecond, 14*time.Microsecond, 2*time.Millisecond, 1200, 190))
+	bad := results(rep(50*time.Microsecond+40*time.Microsecond, 16*time.Microsecond, 4*time.Millisecond, 900, 210))
+	for _, name := range []string{"hwk overhead <= 1.30 verifies", "token-cached overhead <= 1.40 verifies",
+		"refused-garbage <= 5 µs (over static-401)", "token-cached p99 <= 3 x p50 (-c)",
+		"issuance >= 1000 tokens/s", "RSS after hostile <= 2 x before"} {
+		if good[name] != "PASS" {
+			t.Errorf("%s: %s on passing numbers", name, good[name])
+		}
+		if bad[name] != "FAIL" && name != "token-cached overhead <= 1.40 verifies" {
+			t.Errorf("%s: %s on failing numbers", name, bad[name])
+		}
+	}
+	if good["jwks_uri overhead <= 1.35 verifies"] != "-" || good["refused-expired <= 5 µs (over static-401)"] != "-" {
+		t.Errorf("a verdict without its row must read \"-\": %v", good)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	cfg, err := parseFlags([]string{"-quick", "-phases", "hwk,plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.duration != time.Second || cfg.hostile != 50000 || strings.Join(cfg.phases, ",") != "plain,hwk" {
+		t.Errorf("quick config %+v", cfg)
+	}
+	for _, bad := range [][]string{{"-phases", "hwk,nope"}, {"-c", "0"}, {"-duration", "0s"}, {"-tokens", "0"}} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestWriteReadme(t *testing.T) {
+	path := t.TempDir() + "/README.md"
+	doc := "# x\n\nbefore\n" + readmeBegin + "\nold run\n" + readmeEnd + "\nafter\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep := &Report{VerifyStart: 30 * time.Microsecond}
+	rep.add(&Row{Name: rowPlain, Requests: 10, Wall: time.Second})
+	if err := writeReadme(path, rep); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	got := string(b)
+	if strings.Contains(got, "old run") || !strings.Contains(got, "```text\naauth gateway benchmark") ||
+		!strings.HasPrefix(got, "# x\n\nbefore\n"+readmeBegin) || !strings.HasSuffix(got, "```\n\n"+readmeEnd+"\nafter\n") {
+		t.Fatalf("README after writing:\n%s", got)
+	}
+	if err := os.WriteFile(path, []byte("no markers\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeReadme(path, rep); err == nil {
+		t.Fatal("a file without the markers was accepted")
+	}
+}

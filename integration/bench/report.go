@@ -1,0 +1,162 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is everything one run measured.
+type Report struct {
+	cfg                    config
+	Started                time.Time
+	Machine                Machine
+	VerifyStart, VerifyEnd time.Duration // one ed25519.Verify, before and after the phases
+	Rows                   []*Row
+	Memory                 Memory
+}
+
+// Memory is Caddy's memory around the hostile phase (after a forced GC each time).
+type Memory struct {
+	Measured                             bool
+	StartRSS, IdleRSS, AfterRSS, PeakRSS int64
+	IdleHeap, AfterHeap                  uint64 // HeapInuse
+}
+
+func newReport(cfg config) *Report {
+	return &Report{cfg: cfg, Started: time.Now().UTC(), Machine: describeMachine()}
+}
+
+func (r *Report) add(row *Row) { r.Rows = append(r.Rows, row) }
+
+// Row returns the row called name, or nil.
+func (r *Report) Row(name string) *Row {
+	for _, row := range r.Rows {
+		if row.Name == name {
+			return row
+		}
+	}
+	return nil
+}
+
+// Verify is the cost of one Ed25519 verify used as the unit: the faster of the two
+// measurements (the one less disturbed by other load).
+func (r *Report) Verify() time.Duration {
+	switch {
+	case r.VerifyEnd == 0:
+		return r.VerifyStart
+	case r.VerifyStart == 0:
+		return r.VerifyEnd
+	}
+	return min(r.VerifyStart, r.VerifyEnd)
+}
+
+// Overhead is row's Caddy CPU per request over its base row's, in µs and in verifies.
+func (r *Report) Overhead(row *Row) (us, verifies float64, ok bool) {
+	base := r.Row(row.Base)
+	if base == nil || base.Requests == 0 || row.Requests == 0 {
+		return 0, 0, false
+	}
+	us = row.CPUPerReq() - base.CPUPerReq()
+	if v := r.Verify(); v > 0 {
+		verifies = us / (float64(v) / float64(time.Microsecond))
+	}
+	return us, verifies, true
+}
+
+func (r *Report) print(w io.Writer) {
+	fmt.Fprintf(w, "\naauth gateway benchmark, %s\n", r.Started.Format(time.RFC3339))
+	m := r.Machine
+	fmt.Fprintf(w, "machine: %s, %d cores, %s, Linux %s; load average %s at start, %s at end\n",
+		m.CPU, m.Cores, m.Go, m.Kernel, m.LoadStart, m.LoadEnd)
+	fmt.Fprintf(w, "run: -c %d, -duration %s per steady phase%s; Caddy: %s\n",
+		r.cfg.concurrency, r.cfg.duration, map[bool]string{true: " (-quick)"}[r.cfg.quick], r.caddyName())
+	fmt.Fprintf(w, "one Ed25519 verify (testing.Benchmark, this process): %.1f µs at start, %.1f µs at end; unit = %.1f µs\n\n",
+		us(r.VerifyStart), us(r.VerifyEnd), us(r.Verify()))
+	r.printTable(w)
+	r.printMemory(w)
+	fmt.Fprintln(w, "\nacceptance (issue 12):")
+	for _, v := range r.Verdicts() {
+		fmt.Fprintf(w, "  %-4s  %-44s %s\n", v.Result(), v.Name, v.Got)
+	}
+	r.printErrors(w)
+}
+
+func (r *Report) caddyName() string {
+	if r.cfg.caddyBin != "" {
+		return r.cfg.caddyBin
+	}
+	return "this program re-executed as Caddy (the modules of ./cmd/caddy)"
+}
+
+func (r *Report) printTable(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "row\trequests\terrors\treq/s\tvs plain\tCPU µs/req\t+µs vs base\tverifies\tp50 ms\tp99 ms\tallocs/req\tKB/req\t")
+	plain := r.Row(rowPlain)
+	for _, row := range r.Rows {
+		ratio, over, ver := "-", "-", "-"
+		if plain != nil && row.Base == rowPlain && row.Conc == plain.Conc && plain.RPS() > 0 {
+			ratio = fmt.Sprintf("%.2f", row.RPS()/plain.RPS())
+		}
+		if o, v, ok := r.Overhead(row); ok {
+			over, ver = fmt.Sprintf("%.1f", o), fmt.Sprintf("%.2f", v)
+		}
+		n := float64(max(row.Requests, 1))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%.1f\t%s\t%s\t%.2f\t%.2f\t%.1f\t%.2f\t\n",
+			row.Name, row.Requests, row.Errors, row.RPS(), ratio, row.CPUPerReq(), over, ver,
+			ms(row.P50), ms(row.P99), float64(row.Mallocs)/n, float64(row.Bytes)/n/1024)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	for _, row := range r.Rows {
+		base := ""
+		if row.Base != "" {
+			base = " (base: " + row.Base + ")"
+		}
+		fmt.Fprintf(w, "  %-19s %s%s%s\n", row.Name, row.What, base, codes(row.Codes))
+	}
+}
+
+func (r *Report) printMemory(w io.Writer) {
+	m := r.Memory
+	if !m.Measured {
+		return
+	}
+	fmt.Fprintf(w, "\nmemory of the Caddy process (after a GC): RSS %.1f MiB after start, %.1f MiB before the hostile phase, %.1f MiB after it (peak %.1f MiB); Go heap in use %.1f MiB before, %.1f MiB after\n",
+		mib(m.StartRSS), mib(m.IdleRSS), mib(m.AfterRSS), mib(m.PeakRSS), mib(int64(m.IdleHeap)), mib(int64(m.AfterHeap)))
+}
+
+func (r *Report) printErrors(w io.Writer) {
+	for _, row := range r.Rows {
+		if row.Errors > 0 {
+			fmt.Fprintf(w, "\nERRORS in %s: %d of %d requests; first: %s\n", row.Name, row.Errors, row.Requests, row.FirstError)
+		}
+	}
+}
+
+// codes lists the refusals of a row, most frequent first: "; 401 invalid_key 51%, …".
+func codes(m map[string]int64) string {
+	var total int64
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		keys = append(keys, k)
+		total += v
+	}
+	if total == 0 {
+		return ""
+	}
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(m[b], m[a]), cmp.Compare(a, b)) })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %.0f%%", k, 100*float64(m[k])/float64(total))
+	}
+	return "; answers: " + strings.Join(parts, ", ")
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func mib(b int64) float64        { return float64(b) / (1 << 20) }

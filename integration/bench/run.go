@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+)
+
+// bench is one run: the Caddy process, the servers of the benchmark process, and the
+// report being filled.
+type bench struct {
+	cfg    config
+	log    io.Writer
+	dir    string
+	caddy  *caddyProc
+	scrape memStats // allocations one /debug/vars scrape costs Caddy
+	rep    *Report
+
+	up        *local
+	issuer    *localIssuer
+	agents    []*localAgent // jwks_uri agents whose keys Caddy has cached
+	newAgents []*localAgent // agents Caddy has never seen (discovery phase)
+	closers   []func()
+
+	gw, plain, as string // host:port of the gateway, the plain server, the auth server
+	admin         string // host:port of Caddy's admin endpoint
+	resID, asID   string
+	seq           atomic.Int64        // makes every request path distinct
+	issued        []*agent.Credential // auth tokens from the aauth_server
+}
+
+const (
+	benchScope  = "data.read"
+	cachedAgent = 8 // jwks_uri agents of the cached-key phase
+)
+
+func run(ctx context.Context, cfg config, log io.Writer) (*Report, error) {
+	b := &bench{cfg: cfg, log: log, rep: newReport(cfg)}
+	defer b.cleanup()
+	b.logf("measuring one Ed25519 verify (%d run(s) of testing.Benchmark)", cfg.verifyRuns)
+	b.rep.VerifyStart = verifyCost(cfg.verifyRuns)
+	if err := b.setup(ctx); err != nil {
+		return nil, err
+	}
+	err := b.phases(ctx)
+	b.rep.VerifyEnd = verifyCost(cfg.verifyRuns)
+	b.rep.Machine.LoadEnd = loadavg()
+	return b.rep, err
+}
+
+func (b *bench) logf(format string, a ...any) {
+	fmt.Fprintf(b.log, "bench: "+format+"\n", a...)
+}
+
+func (b *bench) cleanup() {
+	if b.caddy != nil {
+		b.caddy.stop()
+	}
+	for _, c := range b.closers {
+		c()
+	}
+	if b.dir == "" {
+		return
+	}
+	if b.cfg.keepDir {
+		b.logf("kept %s", b.dir)
+		return
+	}
+	_ = os.RemoveAll(b.dir)
+}
+
+// setup starts the local servers and Caddy.
+func (b *bench) setup(ctx context.Context) error {
+	var err error
+	if b.dir, err = os.MkdirTemp("", "aauth-bench-"); err != nil {
+		return err
+	}
+	ports, err := freePorts(4)
+	if err != nil {
+		return err
+	}
+	b.gw, b.plain, b.as = "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1], "127.0.0.1:"+ports[2]
+	b.resID, b.asID, b.admin = "http://"+b.gw, "http://"+b.as, "127.0.0.1:"+ports[3]
+	if err := b.startLocal(); err != nil {
+		return err
+	}
+	b.logf("starting Caddy (folder %s)", b.dir)
+	b.caddy, err = startCaddy(ctx, b.cfg.caddyBin, b.dir, b.caddyfile(), b.admin)
+	if err != nil {
+		return err
+	}
+	if err := waitOK(ctx, b.asID+"/.well-known/aauth-issuer.json"); err != nil {
+		return err
+	}
+	m0, err := b.caddy.memStats()
+	if err != nil {
+		return fmt.Errorf("reading Caddy's runtime stats: %w", err)
+	}
+	m1, err := b.caddy.memStats()
+	b.scrape = memStats{Mallocs: sub(m1.Mallocs, m0.Mallocs), TotalAlloc: sub(m1.TotalAlloc, m0.TotalAlloc)}
+	b.rep.Memory.StartRSS, _, _ = b.caddy.rss()
+	return err
+}
+
+func (b *bench) startLocal() error {
+	var err error
+	if b.up, err = startUpstream(); err != nil {
+		return err
+	}
+	b.closers = append(b.closers, b.up.close)
+	if b.issuer, err = startIssuer(); err != nil {
+		return err
+	}
+	b.closers = append(b.closers, b.issuer.close)
+	b.agents, err = startAgents(cachedAgent, "Bench agent")
+	b.closeAgents(b.agents)
+	if err != nil || !b.cfg.has(phDiscovery) {
+		return err
+	}
+	b.newAgents, err = startAgents(b.cfg.agents, "New agent")
+	b.closeAgents(b.newAgents)
+	return err
+}
+
+func (b *bench) closeAgents(as []*localAgent) {
+	for _, a := range as {
+		b.closers = append(b.closers, a.close)
+	}
+}
+
+// caddyfile is the configuration under test: a plain server (no aauth at all: the
+// baseline), the gateway with one route per kind of credential, and the auth server.
+func (b *bench) caddyfile() string {
+	tokenRoute := func(path string) string {
+		return fmt.Sprintf(`	aauth %s {
+		require auth-token
+		resource %s
+		auth_server %s
+		trust_issuer %s
+		scope %s
+	}
+`, path, b.resID, b.asID, b.issuer.id, benchScope)
+	}
+	return fmt.Sprintf(`{
+	admin %s
+	storage file_system %s/storage
+	auto_https off
+	grace_period 1s
+	aauth {
+		dev
+	}
+}
+
+http://:%s {
+	bind 127.0.0.1
+	handle /refused/* {
+		header Cache-Control no-store
+		header WWW-Authenticate AAuth
+		header AAuth require=pseudonym
+		respond `+"`"+`{"error":"invalid_signature","error_description":"a static answer"}`+"`"+` 401
+	}
+	handle {
+		reverse_proxy %s
+	}
+}
+
+http://%s {
+	bind 127.0.0.1
+	aauth /hwk/* {
+		require pseudonym
+	}
+	aauth /jwks/* {
+		require identity
+	}
+%s%s%s	reverse_proxy %s
+}
+
+http://%s {
+	bind 127.0.0.1
+	aauth_server {
+		issuer %s
+		token_rate_limit off
+		policy {
+			default allow
+		}
+	}
+}
+`, b.admin, b.dir, port(b.plain), b.up.addr, b.gw,
+		tokenRoute("/token/*"), tokenRoute("/cold/*"), tokenRoute("/rot/*"), b.up.addr, b.as, b.asID)
+}
+
+func port(hostport string) string {
+	_, p, _ := net.SplitHostPort(hostport)
+	return p
+}
+
+// freePorts returns n loopback ports nothing listens on right now.
+func freePorts(n int) ([]string, error) {
+	var out []string
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		out = append(out, port(ln.Addr().String()))
+	}
+	return out, nil
+}
+
+// waitOK waits until url answers 200.
+func waitOK(ctx context.Context, url string) error {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not answer 200 within 30s", url)
+}
