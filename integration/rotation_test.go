@@ -144,6 +144,8 @@ func (e *rotationEnv) token(t *testing.T, instance string) string {
 		Base: pinned{base: http.DefaultTransport, instance: instance}}
 	resp := get(t, &http.Client{Transport: tr, Timeout: 10 * time.Second}, e.apiID+"/data")
 	resp.mustStatus(t, http.StatusOK)
+	// The cache hands out tokens only well before expiry; ours live seconds.
+	cache.Now = func() time.Time { return time.Now().Add(-time.Hour) }
 	c, ok := cache.Get(e.apiID, e.agentSrv.signer.Public.Thumbprint)
 	if !ok {
 		t.Fatal("no auth token cached")
