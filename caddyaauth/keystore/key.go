@@ -29,14 +29,17 @@ type Key struct {
 	ring   *ring     // nil until read
 	readAt time.Time // when ring was read from storage
 	users  map[*user]struct{}
+	seq    uint64 // users registered so far
 	base   Policy // the policy when no user is registered (NewKey)
 	auto   bool   // an automatic rotation is running
+	stop   chan struct{} // closed when a registered Key leaves the registry (ends watch)
 }
 
 // user is one registration of a Key (a handler of the running config).
 type user struct {
 	policy   Policy
 	onRotate func(Rotation)
+	seq      uint64 // registration order: the newest user's onRotate reports a rotation
 }
 
 // Rotation describes a rotation, for the aauth_key_rotated event.
@@ -200,8 +203,8 @@ func (k *Key) Signer(ctx context.Context) (*keys.Signer, error) {
 	return r.active(k.now()).signer, nil
 }
 
-// Published returns the public keys of the JWKS now: the active key first, then the
-// next key and the retired keys whose tokens may still be live.
+// Published returns the public keys of the JWKS now, newest first: the next key (if
+// any), the active key and the retired keys whose tokens may still be live.
 func (k *Key) Published(ctx context.Context) ([]*keys.PublicKey, error) {
 	r, err := k.current(ctx)
 	if err != nil {

@@ -37,10 +37,14 @@ func Acquire(st certmagic.Storage, l Layout, alg string, p Policy, onRotate func
 	k = registry.keys[name]
 	if k == nil {
 		k = NewKey(st, l, alg)
+		k.stop = make(chan struct{})
+		go k.watch(k.stop)
 		registry.keys[name] = k
 	}
 	u := &user{policy: p.withDefaults(), onRotate: onRotate}
 	k.mu.Lock()
+	k.seq++
+	u.seq = k.seq
 	k.users[u] = struct{}{}
 	k.mu.Unlock()
 	var once sync.Once
@@ -54,6 +58,7 @@ func Acquire(st certmagic.Storage, l Layout, alg string, p Policy, onRotate func
 			k.mu.Unlock()
 			if last && registry.keys[name] == k {
 				delete(registry.keys, name)
+				close(k.stop)
 			}
 		})
 	}

@@ -48,15 +48,15 @@ func (k *Key) rotate(ctx context.Context, interval time.Duration) (Rotation, boo
 	}
 	k.mu.Lock()
 	k.ring, k.readAt = r, k.now()
-	var hooks []func(Rotation)
+	var report *user
 	for u := range k.users {
-		if u.onRotate != nil {
-			hooks = append(hooks, u.onRotate)
+		if u.onRotate != nil && (report == nil || u.seq > report.seq) {
+			report = u
 		}
 	}
 	k.mu.Unlock()
-	for _, h := range hooks {
-		h(rot)
+	if report != nil {
+		report.onRotate(rot) // once per rotation, however many handlers share the key
 	}
 	return rot, true, nil
 }
@@ -72,6 +72,25 @@ func (k *Key) autoRotate(interval time.Duration) {
 		k.readAt = time.Time{} // another instance rotated: read its keyring
 	}
 	k.mu.Unlock()
+}
+
+// watch checks a registered keyring for a due interval rotation every re-read period,
+// so an idle instance rotates too. It only looks at a keyring already read (by the
+// config's start or a use), so `caddy validate` still writes nothing.
+func (k *Key) watch(stop <-chan struct{}) {
+	for {
+		k.mu.Lock()
+		p, loaded := k.policy(), k.ring != nil
+		k.mu.Unlock()
+		if p.Interval > 0 && loaded {
+			_, _ = k.current(context.Background())
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(p.reread()):
+		}
+	}
 }
 
 // Info is one key of a keyring as the admin API lists it (never the private key).

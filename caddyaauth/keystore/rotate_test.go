@@ -19,14 +19,15 @@ func TestRotationSchedule(t *testing.T) {
 	p := Policy{Lifetime: time.Hour, PublishDelay: 10 * time.Minute, Keep: 24 * time.Hour}
 	k := keyAt(st, LayoutOf(RoleIssuer, "https://as.example"), c, p)
 	old := signerKID(t, k)
-	var events []Rotation
-	k.users[&user{policy: p, onRotate: func(r Rotation) { events = append(events, r) }}] = struct{}{}
+	var events, older []Rotation
+	k.users[&user{policy: p, seq: 1, onRotate: func(r Rotation) { older = append(older, r) }}] = struct{}{}
+	k.users[&user{policy: p, seq: 2, onRotate: func(r Rotation) { events = append(events, r) }}] = struct{}{}
 	rot, err := k.Rotate(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rot.OldKID != old || rot.NewKID == old || !rot.Activates.Equal(c.now().Add(p.PublishDelay)) || len(events) != 1 || events[0] != rot {
-		t.Fatalf("rotation %+v, events %+v", rot, events)
+	if rot.OldKID != old || rot.NewKID == old || !rot.Activates.Equal(c.now().Add(p.PublishDelay)) || len(events) != 1 || events[0] != rot || len(older) != 0 {
+		t.Fatalf("rotation %+v, events %+v, want one, reported to the newest user only (older got %d)", rot, events, len(older))
 	}
 	both := []string{old, rot.NewKID}
 	slices.Sort(both)
@@ -223,5 +224,36 @@ func TestRegistrySharesAndReleases(t *testing.T) {
 	rel3()
 	if len(Registered()) != 0 {
 		t.Fatal("the registry leaks released keyrings")
+	}
+}
+
+// TestRegisteredKeyRotatesWhenIdle: a registered keyring with an interval rotates
+// without being used, and stops watching once released.
+func TestRegisteredKeyRotatesWhenIdle(t *testing.T) {
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	l := LayoutOf(RoleIssuer, "https://idle.example")
+	k, release := Acquire(st, l, "", Policy{PublishDelay: time.Second, Interval: time.Hour}, nil)
+	defer release()
+	c := newClock()
+	k.mu.Lock()
+	k.now = c.now
+	k.mu.Unlock()
+	signerKID(t, k) // the config's start reads the keyring
+	c.add(time.Hour)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if infos, _ := keyAt(st, l, c, Policy{}).Infos(context.Background()); len(infos) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an idle registered keyring did not rotate when due")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	release()
+	select {
+	case <-k.stop:
+	default:
+		t.Fatal("released keyring still watched")
 	}
 }
