@@ -29,9 +29,9 @@ type Key struct {
 	ring   *ring     // nil until read
 	readAt time.Time // when ring was read from storage
 	users  map[*user]struct{}
-	seq    uint64 // users registered so far
-	base   Policy // the policy when no user is registered (NewKey)
-	auto   bool   // an automatic rotation is running
+	seq    uint64        // users registered so far
+	base   Policy        // the policy when no user is registered (NewKey)
+	auto   bool          // an automatic rotation is running
 	stop   chan struct{} // closed when a registered Key leaves the registry (ends watch)
 }
 
