@@ -32,6 +32,7 @@ type Key struct {
 	seq    uint64        // users registered so far
 	base   Policy        // the policy when no user is registered (NewKey)
 	auto   bool          // an automatic rotation is running
+	failed time.Time     // the last automatic rotation failed then: wait a re-read period
 	stop   chan struct{} // closed when a registered Key leaves the registry (ends watch)
 }
 
@@ -96,7 +97,8 @@ func (k *Key) current(ctx context.Context) (*ring, error) {
 		k.readAt = now
 	}
 	r := k.ring
-	due := p.Interval > 0 && !k.auto && !now.Before(r.newest().Activates.Add(p.Interval))
+	due := p.Interval > 0 && !k.auto && !now.Before(r.newest().Activates.Add(p.Interval)) &&
+		(k.failed.IsZero() || now.Sub(k.failed) >= p.reread())
 	k.auto = k.auto || due
 	k.mu.Unlock()
 	if due {

@@ -67,8 +67,11 @@ func (k *Key) autoRotate(interval time.Duration) {
 	defer cancel()
 	_, rotated, err := k.rotate(ctx, interval)
 	k.mu.Lock()
-	k.auto = false
-	if !rotated && err == nil {
+	k.auto, k.failed = false, time.Time{}
+	switch {
+	case err != nil:
+		k.failed = k.now() // storage trouble: not again on every use
+	case !rotated:
 		k.readAt = time.Time{} // another instance rotated: read its keyring
 	}
 	k.mu.Unlock()

@@ -2,8 +2,10 @@ package keystore
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,4 +258,62 @@ func TestRegisteredKeyRotatesWhenIdle(t *testing.T) {
 	default:
 		t.Fatal("released keyring still watched")
 	}
+}
+
+// autoRunning reports whether an automatic rotation is running.
+func (k *Key) autoRunning() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.auto
+}
+
+// lockFails is a storage whose lock fails once failing is set, counting the attempts.
+type lockFails struct {
+	*certmagic.FileStorage
+	failing  atomic.Bool
+	attempts atomic.Int64
+}
+
+func (s *lockFails) Lock(ctx context.Context, name string) error {
+	if s.failing.Load() {
+		s.attempts.Add(1)
+		return errors.New("storage unavailable")
+	}
+	return s.FileStorage.Lock(ctx, name)
+}
+
+// TestFailedIntervalRotationBacksOff: a due rotation that fails is not retried on every
+// use, only after a re-read period; the keyring keeps signing with the active key.
+func TestFailedIntervalRotationBacksOff(t *testing.T) {
+	st := &lockFails{FileStorage: &certmagic.FileStorage{Path: t.TempDir()}}
+	c := newClock()
+	p := Policy{PublishDelay: time.Minute, Interval: time.Hour}
+	k := keyAt(st, LayoutOf(RoleIssuer, "https://as.example"), c, p)
+	kid := signerKID(t, k)
+	st.failing.Store(true)
+	c.add(p.Interval)
+	waitAttempts := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for st.attempts.Load() < want || k.autoRunning() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d rotation attempts, want %d", st.attempts.Load(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	signerKID(t, k)
+	waitAttempts(1)
+	for range 20 {
+		if signerKID(t, k) != kid {
+			t.Fatal("a failed rotation changed the signing key")
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := st.attempts.Load(); n != 1 {
+		t.Fatalf("a failed rotation was retried %d times within the re-read period", n-1)
+	}
+	c.add(p.reread())
+	signerKID(t, k)
+	waitAttempts(2)
 }
