@@ -101,7 +101,7 @@ func TestInCaddy(t *testing.T) {
 		return k
 	}
 	k1 := jwks()
-	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(keystore.LayoutOf(keystore.RoleIssuer, issuer).SigningKey()))); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(keystore.LayoutOf(keystore.RoleIssuer, issuer).KeyringKey()))); err != nil {
 		t.Fatalf("signing key not in storage: %v", err)
 	}
 

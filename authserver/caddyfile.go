@@ -47,6 +47,8 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		user_from <placeholder>                     # or: the user from an auth handler,
 //		                                            # e.g. {http.auth.user.id}
 //		token_rate_limit <requests> <window> | off  # per agent, default 60 1m
+//		key_rotation      <duration>                # rotate the signing key this often
+//		key_publish_delay <duration>                # a new key's JWKS time before it signs, default 10m
 //	}
 //
 // A policy that can answer consent needs users: either built-in users (user) or
@@ -132,6 +134,9 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 		}
 		h.TokenRateLimit = rl
 	default:
+		if ok, err := h.UnmarshalKeyOption(d, opt); ok {
+			return err
+		}
 		return d.Errf("unrecognized aauth_server option %q", opt)
 	}
 	return nil

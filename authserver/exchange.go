@@ -288,14 +288,14 @@ func (h *Handler) callerKey(w http.ResponseWriter, r *http.Request, sig *httpsig
 // jwks_uri). Only called for an issuer on trust_issuer.
 func (h *Handler) issuerKey(ctx context.Context, iss, kid string) (*keys.PublicKey, error) {
 	if iss == h.Issuer {
-		signer, err := h.key.Signer(ctx)
+		pub, err := h.key.Lookup(ctx, kid)
 		if err != nil {
 			return nil, err
 		}
-		if signer.Public.KID != kid {
+		if pub == nil {
 			return nil, discovery.ErrUnknownKey
 		}
-		return signer.Public, nil
+		return pub, nil
 	}
 	if err := discovery.ValidateIdentifier(iss, h.dev); err != nil {
 		return nil, err

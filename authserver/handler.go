@@ -198,13 +198,20 @@ type Handler struct {
 	// in Redis for all instances together. {"off": true} disables it.
 	TokenRateLimit *RateLimit `json:"token_rate_limit,omitempty"`
 
+	// KeyRotationConfig: key_rotation and key_publish_delay of the signing key. A retired
+	// key stays in the JWKS for token_lifetime after its successor activates (plus a
+	// minute of clock skew), and in storage for refresh_window longer, so tokens it
+	// signed can still be refreshed.
+	caddyaauth.KeyRotationConfig
+
 	logger    *zap.Logger
 	now       func() time.Time
 	dev       bool
 	authority string // @authority agents sign: the issuer's host[:port]
 	lifetime  time.Duration
-	window    time.Duration // signature window
-	key       *keystore.Key // signing key, loaded or generated on first use or at start
+	window    time.Duration       // signature window
+	key       *keystore.Key       // signing keyring, read or created on first use or at start
+	keyUser   *caddyaauth.KeyUser // the registration on key, released in Cleanup
 	verifier  *reqverify.Verifier
 	discovery *discovery.Client
 	replay    *replayStore
@@ -245,6 +252,7 @@ type deps struct {
 	dev       bool
 	logger    *zap.Logger
 	now       func() time.Time
+	keys      *caddyaauth.KeyUser // nil: no events on key rotation
 }
 
 // records is where the replay and consent stores keep their records: the state
@@ -267,6 +275,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	d := deps{storage: ctx.Storage(), discovery: app.Discovery(), dev: app.Dev, logger: h.logger}
+	if d.keys, err = caddyaauth.NewKeyUser(ctx); err != nil {
+		return err
+	}
 	if st := app.State(); st != nil {
 		d.state = st
 	}
@@ -323,7 +334,6 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	if d.storage == nil {
 		return errors.New("no storage for the signing key")
 	}
-	h.key = keystore.NewKey(d.storage, keystore.LayoutOf(keystore.RoleIssuer, h.Issuer), keys.AlgEd25519)
 
 	records := d.records()
 	h.sharedLimit, _ = records.(sharedRateLimiter)
@@ -349,6 +359,11 @@ func (h *Handler) provision(ctx context.Context, d deps) error {
 	if !h.RefreshOff {
 		h.refreshWindow = durationOr(h.RefreshWindow, DefaultRefreshWindow)
 	}
+	h.keyUser = d.keys
+	if h.keyUser == nil {
+		h.keyUser, _ = caddyaauth.NewKeyUser(caddy.Context{})
+	}
+	h.key = h.keyUser.Acquire(d.storage, keystore.RoleIssuer, h.Issuer, keys.AlgEd25519, h.KeyRotationConfig.Policy(h.lifetime, h.refreshWindow))
 
 	h.verifier = &reqverify.Verifier{
 		Discovery: h.discovery,
@@ -404,6 +419,9 @@ func (h *Handler) buildMetadata() Metadata {
 // Validate checks the configuration.
 func (h *Handler) Validate() error {
 	if _, err := issuerAuthority(h.Issuer, h.dev); err != nil {
+		return err
+	}
+	if err := h.KeyRotationConfig.Validate(); err != nil {
 		return err
 	}
 	lt := time.Duration(h.TokenLifetime)
@@ -532,6 +550,7 @@ func durationOr(d caddy.Duration, def time.Duration) time.Duration {
 // Cleanup releases the shared consent and replay stores. It is safe after a partial
 // Provision.
 func (h *Handler) Cleanup() error {
+	h.keyUser.Release()
 	var errs []error
 	if h.consentKey != "" {
 		if _, err := consentPool.Delete(h.consentKey); err != nil {
@@ -555,11 +574,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.serveDocument(w, r, h.metadata)
 		return nil
 	case PathJWKS:
-		signer, err := h.key.Signer(r.Context())
+		pubs, err := h.key.Published(r.Context())
 		if err != nil {
 			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("auth server signing key: %w", err))
 		}
-		h.serveDocument(w, r, keystore.JWKS(signer.Public))
+		h.serveDocument(w, r, keystore.JWKS(pubs...))
 		return nil
 	case PathToken:
 		h.serveToken(w, r)

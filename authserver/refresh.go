@@ -125,12 +125,14 @@ func (h *Handler) verifyRefresh(w http.ResponseWriter, r *http.Request, res *req
 	case time.Unix(c.IssuedAt, 0).After(now.Add(token.DefaultSkew)):
 		return refuse("auth_token iat is in the future")
 	}
-	signer, err := h.key.Signer(r.Context())
+	// Any key of the keyring: one retired since the token was issued is kept for the
+	// refresh window.
+	pub, err := h.key.Lookup(r.Context(), tok.Header.Kid)
 	if err != nil {
 		h.serverError(w, r, "auth server signing key", err)
 		return nil, authGrant{}, false
 	}
-	if err := tok.VerifySignature(signer.Public); err != nil {
+	if pub == nil || tok.VerifySignature(pub) != nil {
 		return refuse("auth_token is not signed by this auth server's key")
 	}
 	g := authGrant{

@@ -1,10 +1,13 @@
 package authserver
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
@@ -197,4 +200,43 @@ func (c *chain) forged(s *keys.Signer) string {
 		c.t.Fatal(err)
 	}
 	return raw
+}
+
+// TestRefreshAfterRotation: after a key rotation the new key signs, both keys are in
+// the JWKS, and a token signed by the old key can still be refreshed; a token naming the
+// old kid but signed by another key cannot.
+func TestRefreshAfterRotation(t *testing.T) {
+	c := newChain(t, func(_ *chain, h *Handler) { h.KeyPublishDelay = caddy.Duration(time.Millisecond) })
+	raw := c.directToken()
+	old := ownToken(t, c.h, raw)
+	rot, err := c.h.key.Rotate(context.Background())
+	if err != nil || rot.OldKID != old.Header.Kid {
+		t.Fatalf("rotate: %+v %v", rot, err)
+	}
+	time.Sleep(10 * time.Millisecond) // the publish delay
+	res := serve(t, c.h, newRequest(http.MethodGet, PathJWKS, ""))
+	if !strings.Contains(string(res.Raw), `"kid":"`+rot.OldKID+`"`) || !strings.Contains(string(res.Raw), `"kid":"`+rot.NewKID+`"`) {
+		t.Fatalf("JWKS after rotation: %s", res.Raw)
+	}
+	forged := old.Claims
+	forged.ID = token.NewID()
+	other := genSigner(t, rot.OldKID)
+	fake, err := token.Mint(other, token.TypAuth, forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.advance(time.Hour + 10*time.Minute) // expired
+	checkRefusal(t, serve(t, c.h, c.refreshRequest(c.agent, fake)), 400, "invalid_auth_token", "not signed by this auth server's key")
+	res = serve(t, c.h, c.refreshRequest(c.agent, raw))
+	if res.Status != http.StatusOK {
+		t.Fatalf("refresh of a token of the retired key: %d %s", res.Status, res.Raw)
+	}
+	nt, err := token.Parse(res.str("auth_token"), token.TypAuth)
+	if err != nil || nt.Header.Kid != rot.NewKID {
+		t.Fatalf("the refreshed token is not signed by the new key: %v", err)
+	}
+	pub, _ := c.h.key.Lookup(context.Background(), rot.NewKID)
+	if err := nt.VerifySignature(pub); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -21,6 +22,13 @@ const (
 	AgentKeyResource = "resource_key" // the resource signing key
 	AgentKeyOwn      = "own_key"      // a separate Ed25519 key in storage (keystore.RoleAgent)
 )
+
+// agentKeyLifetime is how long what the agent key signed may still be checked against
+// its JWKS after the next key activates: a downstream resource token naming the key
+// (agent_jkt) is looked up in the agent JWKS by the downstream auth server (our gateway
+// caps resource tokens at 1h), and a chained request polls downstream with the key it
+// started with for up to chainLifetime.
+var agentKeyLifetime = max(time.Hour, chainLifetime)
 
 // Agent documents a resource with an agent identity publishes (draft-hardt-aauth §13.1:
 // a resource that calls other resources is an agent and is known by its metadata), at
@@ -67,9 +75,9 @@ func (h *Handler) provisionAgentIdentity(ctx caddy.Context) error {
 	}
 	switch id {
 	case AgentKeyResource:
-		h.agentKey = h.key
+		h.agentKey = h.keyUser.Acquire(ctx.Storage(), keystore.RoleResource, h.Resource, keys.AlgEd25519, h.Policy(agentKeyLifetime, 0))
 	case AgentKeyOwn:
-		h.agentKey = keystore.NewKey(ctx.Storage(), keystore.LayoutOf(keystore.RoleAgent, h.Resource), keys.AlgEd25519)
+		h.agentKey = h.keyUser.Acquire(ctx.Storage(), keystore.RoleAgent, h.Resource, keys.AlgEd25519, h.Policy(agentKeyLifetime, 0))
 		h.app.OnStart(func(ctx context.Context) error {
 			if _, err := h.agentKey.Signer(ctx); err != nil {
 				return fmt.Errorf("agent signing key: %w", err)
@@ -121,11 +129,14 @@ func (h *Handler) serveAgentWellKnown(w http.ResponseWriter, r *http.Request) er
 	}
 	var body []byte
 	if r.URL.Path == PathAgentJWKS {
-		signer, err := h.agentSigner(r.Context())
-		if err != nil {
-			return caddyhttp.Error(http.StatusInternalServerError, err)
+		if h.agentKey == nil {
+			return caddyhttp.Error(http.StatusInternalServerError, errors.New("the resource has no agent identity"))
 		}
-		body = keystore.JWKS(signer.Public)
+		pubs, err := h.agentKey.Published(r.Context())
+		if err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("agent signing key: %w", err))
+		}
+		body = keystore.JWKS(pubs...)
 	} else {
 		body, _ = json.Marshal(h.agentMetadata())
 	}

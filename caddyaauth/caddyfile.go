@@ -83,6 +83,8 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //		agent_identity    [resource_key|own_key]      # the resource is an agent too
 //		egress                                        # forward a handle for aauth_egress
 //		header handle     <X-Header-Name>             # rename X-Aauth-Handle
+//		key_rotation      <duration>                  # rotate the signing keys this often
+//		key_publish_delay <duration>                  # a new key's JWKS time before it signs, default 10m
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return UnmarshalBlock(d, repeatable, func(opt string) error { return h.unmarshalOption(d, opt) })
@@ -182,6 +184,9 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 	case "assertion_audience":
 		return oneArg(d, &h.AssertionAudience)
 	default:
+		if ok, err := h.UnmarshalKeyOption(d, opt); ok {
+			return err
+		}
 		return d.Errf("unrecognized aauth option %q", opt)
 	}
 	return nil

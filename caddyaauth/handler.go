@@ -147,10 +147,15 @@ type Handler struct {
 
 	assertionConfig // upstream_assertion, assertion_audience (upstreamassertion.go)
 
+	// KeyRotationConfig: key_rotation, key_publish_delay (keyrotation.go) for the keys
+	// this route signs with (resource, agent and gateway keys).
+	KeyRotationConfig
+
 	logger      *zap.Logger
 	app         *App          // this config's aauth app: resource registry and server guards
 	key         *keystore.Key // resource signing key (auth-token routes)
 	agentKey    *keystore.Key // the key of the resource's agent identity (agent_identity)
+	keyUser     *KeyUser      // this route's registrations on the keyrings, released in Cleanup
 	verifier    *reqverify.Verifier
 	authorities []string
 	renamed     []string // custom upstream header names, stripped from client requests
@@ -198,6 +203,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionMetrics(ctx); err != nil {
 		return err
 	}
+	if h.keyUser, err = NewKeyUser(ctx); err != nil {
+		return err
+	}
 	s := h.app
 	guard, guarded, err := guardServer(ctx, h.app)
 	if err != nil {
@@ -233,7 +241,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if h.Resource != "" {
 			// Loaded or generated when the config starts (or on first use), not here:
 			// `caddy validate` provisions handlers and must not write storage.
-			h.key = keystore.NewKey(ctx.Storage(), keystore.LayoutOf(keystore.RoleResource, h.Resource), keys.AlgEd25519)
+			h.key = h.keyUser.Acquire(ctx.Storage(), keystore.RoleResource, h.Resource, keys.AlgEd25519,
+				h.Policy(time.Duration(h.ResourceTokenLifetime), 0))
 			h.app.OnStart(func(ctx context.Context) error {
 				if _, err := h.key.Signer(ctx); err != nil {
 					return fmt.Errorf("resource signing key: %w", err)
@@ -262,6 +271,9 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("require: unknown level %q (want pseudonym, identity or auth-token)", h.Require)
 	}
 	if err := h.validateAssertion(); err != nil {
+		return err
+	}
+	if err := h.KeyRotationConfig.Validate(); err != nil {
 		return err
 	}
 	for i, sc := range h.Scopes {
@@ -337,6 +349,7 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared replay store.
 func (h *Handler) Cleanup() error {
+	h.keyUser.Release()
 	if h.releaseReplay != nil {
 		return h.releaseReplay()
 	}

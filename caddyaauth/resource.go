@@ -69,11 +69,11 @@ func (h *Handler) serveWellKnown(w http.ResponseWriter, r *http.Request) error {
 	}
 	var body []byte
 	if r.URL.Path == PathResourceJWKS {
-		signer, err := h.key.Signer(r.Context())
+		pubs, err := h.key.Published(r.Context())
 		if err != nil {
 			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("resource signing key: %w", err))
 		}
-		body = keystore.JWKS(signer.Public)
+		body = keystore.JWKS(pubs...)
 	} else {
 		body, _ = json.Marshal(h.metadata())
 	}

@@ -49,10 +49,11 @@ func (h *Handler) provisionAssertion(ctx caddy.Context, guard *serverGuard, guar
 	if !hasIdentityPrefix(strings.ToLower(name)) && !slices.Contains(h.renamed, name) {
 		h.renamed = append(h.renamed, name)
 	}
-	h.assertionKey = h.key
-	if h.assertionKey == nil {
-		h.assertionKey = keystore.NewKey(ctx.Storage(), keystore.LayoutOf(keystore.RoleGateway, gatewayKeyID), keys.AlgEd25519)
+	role, id := keystore.RoleGateway, gatewayKeyID
+	if h.key != nil {
+		role, id = keystore.RoleResource, h.Resource
 	}
+	h.assertionKey = h.keyUser.Acquire(ctx.Storage(), role, id, keys.AlgEd25519, h.Policy(assertion.Lifetime, 0))
 	k := h.assertionKey
 	h.app.OnStart(func(ctx context.Context) error {
 		if _, err := k.Signer(ctx); err != nil {
@@ -150,12 +151,14 @@ func serveGatewayJWKS(w http.ResponseWriter, r *http.Request, ks []*keystore.Key
 	}
 	var pubs []*keys.PublicKey
 	for _, k := range ks {
-		s, err := k.Signer(r.Context())
+		published, err := k.Published(r.Context())
 		if err != nil {
 			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("upstream assertion key: %w", err))
 		}
-		if !slices.ContainsFunc(pubs, s.Public.Equal) {
-			pubs = append(pubs, s.Public)
+		for _, p := range published {
+			if !slices.ContainsFunc(pubs, p.Equal) {
+				pubs = append(pubs, p)
+			}
 		}
 	}
 	return writeDocument(w, r, keystore.JWKS(pubs...))

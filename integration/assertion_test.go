@@ -165,7 +165,7 @@ func TestUpstreamAssertionKeys(t *testing.T) {
 		return site + fmt.Sprintf("\n%s {\n\taauth {\n\t\trequire identity\n\t\tupstream_assertion X-Gateway-Assertion\n\t}\n\treverse_proxy %s\n}\n", plainID, backend.addr())
 	})
 	storage := filepath.Join(e.dir, "storage")
-	gwKey := filepath.Join(storage, filepath.FromSlash(keystore.LayoutOf(keystore.RoleGateway, "upstream-assertion").SigningKey()))
+	gwKey := filepath.Join(storage, filepath.FromSlash(keystore.LayoutOf(keystore.RoleGateway, "upstream-assertion").KeyringKey()))
 	v := startProcess(t, "caddy validate", e.dir, e.env, e.bin, "validate", "--config", e.config, "--adapter", "caddyfile")
 	<-v.done
 	if v.err != nil {

@@ -108,7 +108,7 @@ func startAuthz(t *testing.T) *authzEnv {
 // mint tokens that are authentic but wrong in exactly one way.
 func (env *authzEnv) asSigner(t *testing.T) *keys.Signer {
 	t.Helper()
-	s, err := keystore.LoadOrGenerate(context.Background(), &certmagic.FileStorage{Path: env.storage}, keystore.LayoutOf(keystore.RoleIssuer, env.authID), keys.AlgEd25519)
+	s, err := keystore.NewKey(&certmagic.FileStorage{Path: env.storage}, keystore.LayoutOf(keystore.RoleIssuer, env.authID), keys.AlgEd25519).Signer(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

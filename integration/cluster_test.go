@@ -78,29 +78,35 @@ func startClusterWith(t *testing.T, globals string, opts ...func(*clusterEnv)) *
 	return e
 }
 
-// startBalancer serves the issuer origin, forwarding each request (Host kept, so
-// signatures over @authority still match) to the instance it names, else round robin.
+// startBalancer serves the issuer origin (see newBalancer).
 func (e *clusterEnv) startBalancer(t *testing.T) {
+	e.lbURL = newBalancer(t, &e.rr, func(i int) string { return e.direct[i] })
+}
+
+// newBalancer serves an origin in front of two instances, forwarding each request (Host
+// kept, so signatures over @authority still match) to the instance instanceHeader names,
+// else round robin (counted in rr). target(i) is instance i's origin.
+func newBalancer(t *testing.T, rr *atomic.Uint64, target func(i int) string) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:"+freePort(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.lbURL = "http://" + ln.Addr().String()
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
-		i := int(e.rr.Add(1) % 2)
+		i := int(rr.Add(1) % 2)
 		switch pr.In.Header.Get(instanceHeader) {
 		case "a":
 			i = 0
 		case "b":
 			i = 1
 		}
-		u, _ := url.Parse(e.direct[i])
+		u, _ := url.Parse(target(i))
 		pr.SetURL(u)
 		pr.Out.Host = pr.In.Host
 	}}
 	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
 }
 
 // startInstance runs caddy process i with its own home and admin off, on the shared

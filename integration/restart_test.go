@@ -191,8 +191,8 @@ func TestValidateWritesNothing(t *testing.T) {
 
 	e.start(t)
 	want := []string{
-		keystore.LayoutOf(keystore.RoleResource, e.apiID).SigningKey(),
-		keystore.LayoutOf(keystore.RoleIssuer, e.authID).SigningKey(),
+		keystore.LayoutOf(keystore.RoleResource, e.apiID).KeyringKey(),
+		keystore.LayoutOf(keystore.RoleIssuer, e.authID).KeyringKey(),
 		keystore.LayoutOf(keystore.RoleIssuer, e.authID).InteractKey(),
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -24,6 +24,10 @@ var (
 // (or the other way round) when a document points jwks_uri at itself.
 func (k *kind) cacheKey(u string) string { return k.name + " " + u }
 
+// minRefetchAge: a JWKS fetched less than this long ago is not fetched again for an
+// unknown kid or a failed signature; it is as current as a refetch would be.
+const minRefetchAge = time.Second
+
 // entry is one cached URL: the last valid value (if any) and the failure state.
 type entry struct {
 	key  string

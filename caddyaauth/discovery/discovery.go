@@ -380,7 +380,10 @@ func (c *Client) lookup(ctx context.Context, id, doc string, find func(*keySet) 
 }
 
 // allowRefresh claims the unknown-kid refresh slot for id and the JWKS cache entry. It
-// refuses when either was refreshed (or the JWKS fetched) within RefreshInterval.
+// refuses when either was refreshed within RefreshInterval, or the JWKS was fetched
+// within minRefetchAge: a JWKS fetched a while ago (but still fresh by its max-age) is
+// refetched, so a key published since, such as the next key of a rotation, verifies
+// at once.
 func (c *Client) allowRefresh(id, key string) bool {
 	now := c.cfg.Now()
 	ri := c.cfg.RefreshInterval
@@ -390,7 +393,7 @@ func (c *Client) allowRefresh(id, key string) bool {
 		return false
 	}
 	e := c.entries[key]
-	if e != nil && (now.Sub(e.fetchedAt) < ri || now.Sub(e.forcedAt) < ri) {
+	if e != nil && (now.Sub(e.fetchedAt) < minRefetchAge || now.Sub(e.forcedAt) < ri) {
 		return false
 	}
 	if len(c.lastForced) >= c.cfg.MaxEntries {

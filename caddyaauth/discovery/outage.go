@@ -112,7 +112,7 @@ func (c *Client) allowKeyChange(id, key string) bool {
 		return false
 	}
 	e := c.entries[key]
-	if e != nil && (now.Sub(e.fetchedAt) < time.Second || now.Sub(e.sigForcedAt) < ri) {
+	if e != nil && (now.Sub(e.fetchedAt) < minRefetchAge || now.Sub(e.sigForcedAt) < ri) {
 		return false
 	}
 	if len(c.lastForced) >= c.cfg.MaxEntries {

@@ -1,18 +1,14 @@
 // Package keystore keeps the signing keys of a resource or an auth server in Caddy
-// storage: loaded, or generated once under a storage lock, so every
+// storage as a keyring: created once under a storage lock and rotated under it, so every
 // reload, restart and cluster member sharing the storage signs with the same key and
-// publishes the same kid.
+// publishes the same keys. A new key is published before it signs, and a retired key
+// stays published until every token it signed has expired.
 package keystore
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
 	"path"
 	"strings"
-	"sync"
 
 	"github.com/caddyserver/certmagic"
 
@@ -40,7 +36,8 @@ const (
 // this module keeps in Caddy storage. Everything lives under
 // aauth/<role>/<certmagic.StorageKeys.Safe(id)>/:
 //
-//	signing.jwk        the private signing JWK (gateway resource key, auth server key)
+//	keyring.json       the signing keys (gateway resource key, auth server key, ...), see Key
+//	signing.jwk        the single signing key of older versions, migrated into keyring.json
 //	interact.key       the auth server's CSRF key for the consent pages
 //	jti/, pending/, codes/, sessions/, grants/   the auth server's records (Dir*)
 type Layout struct {
@@ -63,13 +60,19 @@ func (l Layout) Key(parts ...string) string {
 // Dir is a record folder (DirJTI, DirPending, ...).
 func (l Layout) Dir(dir string) string { return l.Key(dir) }
 
-// SigningKey is the storage key of the private signing JWK.
+// SigningKey is the storage key of the single private signing JWK of older versions,
+// migrated into the keyring as its active key.
 func (l Layout) SigningKey() string { return l.Key("signing.jwk") }
+
+// KeyringKey is the storage key of the keyring: the signing keys with their creation,
+// activation and retire times (Key).
+func (l Layout) KeyringKey() string { return l.Key("keyring.json") }
 
 // InteractKey is the storage key of the auth server's CSRF key.
 func (l Layout) InteractKey() string { return l.Key("interact.key") }
 
-// keygenLock is the lock taken while the signing key is generated.
+// keygenLock is the lock taken while the keyring is created or rotated (the name older
+// versions lock while generating signing.jwk).
 func (l Layout) keygenLock() string { return l.Key("keygen") }
 
 // InteractKeyLock is the lock taken while the CSRF key is generated.
@@ -80,57 +83,6 @@ func (l Layout) InteractKeyLock() string {
 // GrantsLock serialises updates of the remembered grants across instances.
 func (l Layout) GrantsLock() string {
 	return "aauth_grants_" + strings.ReplaceAll(l.prefix, "/", "_")
-}
-
-// LoadOrGenerate returns the signing key stored for (role, id), generating one with alg
-// when there is none. Generation happens under a storage lock with a re-check after the
-// lock is taken, so concurrent first starts agree on one key.
-func LoadOrGenerate(ctx context.Context, st certmagic.Storage, l Layout, alg string) (*keys.Signer, error) {
-	k := l.SigningKey()
-	if s, err := load(ctx, st, k); err == nil {
-		return s, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	lock := l.keygenLock()
-	if err := st.Lock(ctx, lock); err != nil {
-		return nil, fmt.Errorf("locking %s: %w", lock, err)
-	}
-	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), lock) }()
-	if s, err := load(ctx, st, k); err == nil {
-		return s, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	s, err := keys.Generate(alg, "")
-	if err != nil {
-		return nil, err
-	}
-	// The kid is derived from the key itself: stable, unique, and meaningless.
-	s.Public.KID = s.Public.Thumbprint[:16]
-	b, err := s.MarshalPrivateJWK()
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Store(ctx, k, b); err != nil {
-		return nil, fmt.Errorf("storing signing key: %w", err)
-	}
-	return s, nil
-}
-
-func load(ctx context.Context, st certmagic.Storage, k string) (*keys.Signer, error) {
-	b, err := st.Load(ctx, k)
-	if err != nil {
-		return nil, err
-	}
-	s, err := keys.ParsePrivateJWK(b)
-	if err != nil {
-		return nil, fmt.Errorf("stored signing key %s is unreadable: %w", k, err)
-	}
-	if s.Public.KID == "" {
-		s.Public.KID = s.Public.Thumbprint[:16]
-	}
-	return s, nil
 }
 
 // JWKS renders the public keys as a JWKS document.
@@ -147,36 +99,4 @@ func JWKS(pubs ...*keys.PublicKey) []byte {
 	}
 	b, _ := json.Marshal(out)
 	return b
-}
-
-// Key is a signing key that is loaded from storage, or generated and stored, on first
-// use rather than when the config is provisioned, so that `caddy validate` writes
-// nothing. A failed attempt is retried on the next use.
-type Key struct {
-	st     certmagic.Storage
-	layout Layout
-	alg    string
-
-	mu     sync.Mutex
-	signer *keys.Signer
-}
-
-// NewKey returns the key of layout l in st, generated with alg when there is none.
-func NewKey(st certmagic.Storage, l Layout, alg string) *Key {
-	return &Key{st: st, layout: l, alg: alg}
-}
-
-// Signer returns the key, loading or generating it the first time.
-func (k *Key) Signer(ctx context.Context) (*keys.Signer, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.signer != nil {
-		return k.signer, nil
-	}
-	s, err := LoadOrGenerate(ctx, k.st, k.layout, k.alg)
-	if err != nil {
-		return nil, err
-	}
-	k.signer = s
-	return s, nil
 }
