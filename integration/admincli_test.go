@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 // The `caddy aauth` subcommand of the built binary, against the admin API of a running
@@ -95,9 +97,54 @@ func TestAdminCLI(t *testing.T) {
 	if status != 1 || !strings.Contains(errOut, "HTTP 404") || !strings.Contains(errOut, "no such grant") {
 		t.Fatalf("second revoke: exit %d: %s", status, errOut)
 	}
+	cliKeys(t, bin, env.authID)
+
 	gone := "127.0.0.1:" + freePort(t)
 	_, errOut, status = cliRun(t, bin, "aauth", "pending", "list", "--address", gone)
 	if status != 1 || !strings.Contains(errOut, "admin API at "+gone+" is unreachable") {
 		t.Fatalf("unreachable admin: exit %d: %s", status, errOut)
+	}
+}
+
+// cliKeys lists the keyrings, rotates the auth server's (the new key is listed as next,
+// the old one stays active with a retire time, the other keyrings are untouched), and
+// refuses an unknown owner.
+func cliKeys(t *testing.T, bin, issuer string) {
+	t.Helper()
+	var ks []keystore.Info
+	raw := cliJSON(t, bin, &ks, "aauth", "keys", "list")
+	active := 0
+	for _, k := range ks {
+		if k.Owner == issuer && k.Role == "issuer" && k.State == "active" {
+			active++
+		}
+	}
+	if active != 1 {
+		t.Fatalf("keys list: want one active issuer key for %s: %s", issuer, raw)
+	}
+	raw = cliJSON(t, bin, &ks, "aauth", "keys", "rotate", "--owner", issuer)
+	states := map[string]int{}
+	for _, k := range ks {
+		if k.Owner != issuer {
+			if k.State == "next" {
+				t.Fatalf("rotate --owner rotated another owner's keyring: %s", raw)
+			}
+			continue
+		}
+		states[k.State]++
+		if k.State == "active" && k.Retires.IsZero() {
+			t.Fatalf("the old key has no retire time after the rotation: %s", raw)
+		}
+	}
+	if states["active"] != 1 || states["next"] != 1 {
+		t.Fatalf("after rotate: want one active and one next key: %s", raw)
+	}
+	out, _, status := cliRun(t, bin, "aauth", "keys", "list", "--address", "localhost:2999")
+	if status != 0 || !strings.Contains(out, "next") {
+		t.Fatalf("keys table (exit %d):\n%s", status, out)
+	}
+	_, errOut, status := cliRun(t, bin, "aauth", "keys", "rotate", "--owner", "http://nobody.example", "--address", "localhost:2999")
+	if status != 1 || !strings.Contains(errOut, "HTTP 404") {
+		t.Fatalf("rotate of an unknown owner: exit %d: %s", status, errOut)
 	}
 }
