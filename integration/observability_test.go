@@ -51,7 +51,8 @@ func TestAuthServerObservability(t *testing.T) {
 	caddytest.NewTester(t).InitServer(observedConsentConfig(env, logFile), "caddyfile")
 
 	hook, pending := pendingSink()
-	out := newConsentAgent(env.identity(), "", hook).start(env.apiID + "/data")
+	a := newConsentAgent(env.identity(), "", hook)
+	out := a.start(env.apiID + "/data")
 	pe := waitPending(t, pending, 15*time.Second)
 	m := scrape(t)
 	if v := metricValue(m, fmt.Sprintf(`caddy_aauth_pending_requests{issuer=%q}`, env.authID)); v != 1 {
@@ -65,6 +66,10 @@ func TestAuthServerObservability(t *testing.T) {
 	if o := waitOutcome(t, out, 30*time.Second); o.err != nil || o.res.status != http.StatusOK {
 		t.Fatalf("agent: status %d err %v", o.res.status, o.err)
 	}
+	// The agent's second call reuses its token: the gateway finds it in its cache.
+	if o := a.get(env.apiID + "/data"); o.err != nil || o.res.status != http.StatusOK {
+		t.Fatalf("second call: status %d err %v", o.res.status, o.err)
+	}
 
 	m = scrape(t)
 	for series, want := range map[string]float64{
@@ -72,14 +77,16 @@ func TestAuthServerObservability(t *testing.T) {
 		`caddy_aauth_token_requests_total{code="ok",kind="consent",outcome="pending"}`: 1,
 		`caddy_aauth_token_requests_total{code="ok",kind="consent",outcome="issued"}`:  1,
 		fmt.Sprintf(`caddy_aauth_pending_requests{issuer=%q}`, env.authID):             0,
+		`caddy_aauth_token_cache_lookups_total{result="miss"}`:                          1,
+		`caddy_aauth_token_cache_lookups_total{result="hit"}`:                           1,
 	} {
 		if v := metricValue(m, series); v != want {
 			t.Errorf("%s = %v, want %v", series, v, want)
 		}
 	}
-	for _, code := range []string{"auth_token_required", "ok"} {
-		if v := metricSum(m, apiVerdict(env.apiID, code)); v != 1 {
-			t.Errorf("%s* = %v, want 1", apiVerdict(env.apiID, code), v)
+	for code, want := range map[string]float64{"auth_token_required": 1, "ok": 2} {
+		if v := metricSum(m, apiVerdict(env.apiID, code)); v != want {
+			t.Errorf("%s* = %v, want %v", apiVerdict(env.apiID, code), v, want)
 		}
 	}
 	checkTokenLines(t, logFile, env)
