@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/decisionlog"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/statusrec"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
@@ -79,36 +80,13 @@ func (tv *tokenVerdict) decided(outcome string) {
 	}
 }
 
-// statusWriter remembers the status of the answer.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
 // track starts the verdict of a request to endpoint; the returned function logs and
 // counts it once the request was answered.
 func (h *Handler) track(w http.ResponseWriter, r *http.Request, endpoint string) (http.ResponseWriter, *http.Request, func()) {
 	tv := &tokenVerdict{start: time.Now(), endpoint: endpoint}
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusrec.Writer{ResponseWriter: w}
 	r = r.WithContext(context.WithValue(r.Context(), tokenVerdictKey{}, tv))
-	return sw, r, func() { h.finishVerdict(r, tv, sw.status) }
+	return sw, r, func() { h.finishVerdict(r, tv, sw.Status) }
 }
 
 // finishVerdict writes the decision line of a token request (package decisionlog):

@@ -128,8 +128,8 @@ func discoveryOutcomes(t *testing.T) {
 	// one per attempt.
 	m := scrape(t)
 	for series, least := range map[string]float64{
-		`caddy_aauth_discovery_fetches_total{outcome="ok"}`:                                           2, // metadata and JWKS
-		`caddy_aauth_discovery_fetches_total{outcome="error"}`:                                        1,
+		`caddy_aauth_discovery_fetches_total{outcome="ok"}`:                                                       2, // metadata and JWKS
+		`caddy_aauth_discovery_fetches_total{outcome="error"}`:                                                    1,
 		`caddy_aauth_verdicts_total{code="temporarily_unavailable",require="identity",resource="",server="srv0"}`: 1,
 		`caddy_aauth_verdicts_total{code="ok",require="identity",resource="",server="srv0"}`:                      1,
 	} {

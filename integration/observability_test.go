@@ -77,8 +77,8 @@ func TestAuthServerObservability(t *testing.T) {
 		`caddy_aauth_token_requests_total{code="ok",kind="consent",outcome="pending"}`: 1,
 		`caddy_aauth_token_requests_total{code="ok",kind="consent",outcome="issued"}`:  1,
 		fmt.Sprintf(`caddy_aauth_pending_requests{issuer=%q}`, env.authID):             0,
-		`caddy_aauth_token_cache_lookups_total{result="miss"}`:                          1,
-		`caddy_aauth_token_cache_lookups_total{result="hit"}`:                           1,
+		`caddy_aauth_token_cache_lookups_total{result="miss"}`:                         1,
+		`caddy_aauth_token_cache_lookups_total{result="hit"}`:                          1,
 	} {
 		if v := metricValue(m, series); v != want {
 			t.Errorf("%s = %v, want %v", series, v, want)
