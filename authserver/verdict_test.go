@@ -4,6 +4,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -92,4 +95,62 @@ func counterValue(c prometheus.Counter) float64 {
 		return -1
 	}
 	return d.GetCounter().GetValue()
+}
+
+// TestConsentOutcomesCounted: a denial, an approval and an expiry each count once under
+// their decision; the token endpoint's 202s count as pending and the poll's answers as
+// issued or refused (denied, expired).
+func TestConsentOutcomesCounted(t *testing.T) {
+	c := newConsentEnv(t, nil)
+	_, m := observe(t, c.h)
+	denied, dcode := c.pending(c.agent, "")
+	approved, acode := c.pending(c.agent, "")
+	expiring, _ := c.pending(c.agent, "")
+	b := c.browser()
+	b.decide(b.login(dcode, "alice"), dcode, "deny")
+	c.browser().approve(acode, "bob")
+	if r := c.poll(c.agent, denied); r.Status != http.StatusForbidden {
+		t.Fatalf("denied poll: %d", r.Status)
+	}
+	if r := c.poll(c.agent, approved); r.Status != http.StatusOK {
+		t.Fatalf("approved poll: %d", r.Status)
+	}
+	c.advance(10*time.Minute + time.Second)
+	if r := c.poll(c.agent, expiring); r.Status != http.StatusRequestTimeout {
+		t.Fatalf("expired poll: %d", r.Status)
+	}
+	for _, d := range []string{decisionApproved, decisionDenied, decisionExpired} {
+		if v := counterValue(m.consent.WithLabelValues(d)); v != 1 {
+			t.Errorf("consent_decisions_total{decision=%s} = %v", d, v)
+		}
+	}
+	for labels, want := range map[[3]string]float64{
+		{kindConsent, outcomePending, "ok"}:      3,
+		{kindConsent, outcomeIssued, "ok"}:       1,
+		{kindConsent, outcomeRefused, "denied"}:  1,
+		{kindConsent, outcomeRefused, "expired"}: 1,
+	} {
+		if v := counterValue(m.requests.WithLabelValues(labels[:]...)); v != want {
+			t.Errorf("token_requests_total%v = %v, want %v", labels, v, want)
+		}
+	}
+}
+
+// TestTokenRateLimitCounted: the agent's second token request within the window is a
+// 429 counted under limiter token.
+func TestTokenRateLimitCounted(t *testing.T) {
+	e := newEnv(t)
+	h := e.handler(Handler{Issuer: testIssuer, Policy: testPolicy(), TokenRateLimit: &RateLimit{Requests: 1, Window: caddy.Duration(time.Minute)}}, e.store)
+	_, m := observe(t, h)
+	for i, want := range []int{http.StatusOK, http.StatusTooManyRequests} {
+		if r := serve(t, h, e.signedRequest(body(e.mintRT(e.resource.Signer, e.rtClaims())))); r.Status != want {
+			t.Fatalf("request %d: %d %s", i, r.Status, r.Raw)
+		}
+	}
+	if v := counterValue(m.rateLimited.WithLabelValues("token")); v != 1 {
+		t.Fatalf("rate_limited_total{limiter=token} = %v", v)
+	}
+	if v := counterValue(m.requests.WithLabelValues(kindDirect, outcomeIssued, "ok")); v != 1 {
+		t.Fatalf("issued = %v", v)
+	}
 }
