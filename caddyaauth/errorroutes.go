@@ -51,11 +51,23 @@ func errorRoutesHandle(r *http.Request, herr caddyhttp.HandlerError) bool {
 	if srv == nil || srv.Errors == nil || len(srv.Errors.Routes) == 0 {
 		return false
 	}
-	if _, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); !ok {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
 		return false
 	}
-	return routesHandle(srv.Errors.Routes, srv.Errors.WithError(r, herr), 0)
+	if routesHandle(srv.Errors.Routes, srv.Errors.WithError(r, herr), 0) {
+		return true
+	}
+	// No error after all: take back the placeholders WithError set for the matchers.
+	for _, k := range errorPlaceholders {
+		repl.Delete(k)
+	}
+	return false
 }
+
+// errorPlaceholders are the placeholders HTTPErrorConfig.WithError sets.
+var errorPlaceholders = []string{"http.error", "http.error.status_code", "http.error.status_text",
+	"http.error.id", "http.error.trace", "http.error.message"}
 
 // routesHandle reports whether a matching route of routes (or of a subroute in one)
 // holds a handler that is not a subroute.
