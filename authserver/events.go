@@ -3,6 +3,8 @@ package authserver
 import (
 	"net/http"
 
+	"go.uber.org/zap"
+
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/aauthevents"
 )
 
@@ -13,6 +15,10 @@ func (h *Handler) issued(r *http.Request, g authGrant, t mintedToken, kind strin
 	tv.decided(outcomeIssued)
 	tv.setKind(kind)
 	tv.setAsk(g.Resource, g.Scope)
+	if tv != nil {
+		tv.extra = append(tv.extra, zap.String("user", g.Subject), zap.String("delegate", g.Delegate),
+			zap.Int("exchange_depth", g.Depth), zap.Int64("expires_in", t.lifetime))
+	}
 	h.events.Emit(aauthevents.TokenIssued, aauthevents.Data(
 		"issuer", h.Issuer, "agent", g.Agent, "resource", g.Resource, "scope", g.Scope,
 		"sub", g.Subject, "jti", t.jti, "kind", kind))

@@ -37,8 +37,9 @@ type tokenVerdict struct {
 	endpoint               string // "token" or "pending"
 	kind                   string
 	agent, resource, scope string
-	outcome                string // issued, pending, or "" until then
-	code, desc             string // the refusal's error, as written by writeError
+	outcome                string      // issued, pending, or "" until then
+	code, desc             string      // the refusal's error, as written by writeError
+	extra                  []zap.Field // about an issued token: user, delegate, depth, lifetime
 }
 
 type tokenVerdictKey struct{}
@@ -117,6 +118,7 @@ func (h *Handler) finishVerdict(r *http.Request, tv *tokenVerdict, status int) {
 			fields = append(fields, zap.String(f[0], f[1]))
 		}
 	}
+	fields = append(fields, tv.extra...)
 	decisionlog.Write(h.logger, r, decisionlog.Decision{
 		Msg: "aauth token " + outcome, Pass: outcome != outcomeRefused, LogPasses: outcome != outcomeWaiting,
 		Status: status, Code: code, Description: tv.desc, Elapsed: time.Since(tv.start), Fields: fields,
