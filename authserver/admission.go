@@ -365,3 +365,20 @@ func (s *consentStore) scanUndecided(ctx context.Context, now int64) *admissions
 	}
 	return a
 }
+
+// undecided is the number of places held in the admission record at now: the requests
+// of every instance sharing the state that wait for a user's decision.
+func (s *consentStore) undecided(ctx context.Context, now int64) (int, error) {
+	raw, err := s.state().Load(ctx, s.admissionKey())
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	a, err := decodeAdmissions(raw, now)
+	if err != nil {
+		return 0, err
+	}
+	return len(a.byID), nil
+}

@@ -14,12 +14,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/aauthevents"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
@@ -211,6 +213,9 @@ type consentStore struct {
 
 	limiter *rateLimiter
 	tokens  *tokenLimiter
+
+	// events is the emitter of the newest config using the store (grantRevoked).
+	events atomic.Pointer[aauthevents.Emitter]
 
 	cancel context.CancelFunc
 	done   chan struct{}

@@ -78,6 +78,7 @@ func (h *Handler) exchange(w http.ResponseWriter, r *http.Request, res *reqverif
 // from its JWKS by agent_jkt and the request signature; the caller's rate limit; the
 // resource token's signature; the policy.
 func (h *Handler) seedExchange(w http.ResponseWriter, r *http.Request) {
+	verdictOf(r).setKind(kindExchange)
 	sig, base, err := h.verifier.Prepare(h.target(r))
 	if err != nil {
 		h.refuseSignature(w, r, err)
@@ -105,6 +106,9 @@ func (h *Handler) seedExchange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, ok := h.callerKey(w, r, sig, base, pre.Claims.Agent, pre.Claims.AgentJKT)
+	if ok {
+		verdictOf(r).setAgent(res.Agent)
+	}
 	if !ok || !h.allowAgent(w, r, res.Agent) {
 		return
 	}

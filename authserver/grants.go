@@ -221,12 +221,12 @@ func (s *consentStore) listGrants(ctx context.Context, user string, now time.Tim
 }
 
 // revokeGrant deletes a grant by id; with user set, only that user's grant. It reports
-// whether a grant was deleted.
+// whether a grant was deleted, and emits aauth_grant_revoked when one was.
 func (s *consentStore) revokeGrant(ctx context.Context, id, user string) (bool, error) {
 	if !validRandomID(id, grantIDBytes) {
 		return false, nil
 	}
-	found := false
+	var revoked *grant
 	err := s.withGrantLock(ctx, func(st certmagic.Storage) error {
 		idx, err := s.loadIndex(ctx, st)
 		if err != nil {
@@ -243,12 +243,12 @@ func (s *consentStore) revokeGrant(ctx context.Context, id, user string) (bool, 
 		out := gs[:0]
 		for _, g := range gs {
 			if g.ID == id && (user == "" || g.User == user) {
-				found = true
+				revoked = &g
 				continue
 			}
 			out = append(out, g)
 		}
-		if !found {
+		if revoked == nil {
 			return nil
 		}
 		if err := s.storeJSON(ctx, st, s.grantKey(file), out); err != nil {
@@ -257,7 +257,10 @@ func (s *consentStore) revokeGrant(ctx context.Context, id, user string) (bool, 
 		delete(idx, id)
 		return s.storeJSON(ctx, st, s.grantIndexKey(), idx)
 	})
-	return found, err
+	if revoked != nil && err == nil {
+		s.grantRevoked(revoked)
+	}
+	return revoked != nil, err
 }
 
 // sweepGrants drops expired grants (from the hourly scan).

@@ -60,6 +60,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/aauthevents"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
@@ -228,6 +229,9 @@ type Handler struct {
 	maxDepth        int           // max_exchange_depth, default applied
 	refreshWindow   time.Duration // 0: refresh is off
 
+	metrics *serverMetrics       // nil: not counted
+	events  *aauthevents.Emitter // nil: no events
+
 	replayKey  string // replayPool reference, released in Cleanup
 	consentKey string // consentPool reference, released in Cleanup
 }
@@ -284,6 +288,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provision(ctx, d); err != nil {
 		return err
 	}
+	if h.metrics, err = newServerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	if h.events, err = aauthevents.New(ctx); err != nil {
+		return err
+	}
+	h.consent.events.Store(h.events)
 	app.OnStart(h.start)
 	return nil
 }

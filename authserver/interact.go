@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/promreg"
 )
 
 // Interaction paths (below PathInteract).
@@ -343,6 +344,7 @@ func (it *interaction) find(raw, callback string) (string, pendingRecord, bool) 
 }
 
 func (it *interaction) tooMany() {
+	it.h.metrics.limited(promreg.LimiterInteract)
 	it.w.Header().Set("Retry-After", "60")
 	it.errorPage(http.StatusTooManyRequests, "Too many attempts", "Too many wrong codes or sign-in attempts from your network. Wait a minute and try again.")
 }
@@ -518,6 +520,7 @@ func (it *interaction) decide(f url.Values) {
 	if err := h.consent.consumeCode(ctx, code, codeRecord{ID: rec.ID, Exp: rec.Expires}); err != nil {
 		h.logger.Error("marking interaction code used", zap.Error(err))
 	}
+	h.consentDecided(&rec, action == "approve")
 	h.logger.Info("consent decision",
 		zap.String("decision", action), zap.String("user", user), zap.String("agent", rec.Agent),
 		zap.String("resource", rec.Resource), zap.String("scope", rec.Scope), zap.Bool("remember", remember))

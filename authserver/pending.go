@@ -16,6 +16,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/promreg"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
@@ -107,6 +108,7 @@ func (h *Handler) prepareConsent(w http.ResponseWriter, r *http.Request, ask *to
 			h.serverError(w, r, "admitting a pending request", err)
 			return nil, nil, false
 		}
+		h.metrics.limited(promreg.LimiterAdmission)
 		w.Header().Set("Retry-After", "60")
 		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests are waiting for a decision; try again later", nil)
 		return nil, nil, false
@@ -127,6 +129,7 @@ func (h *Handler) createPending(w http.ResponseWriter, r *http.Request, rec *pen
 		zap.String("resource", rec.Resource), zap.String("scope", rec.Scope),
 		zap.Bool("self", rec.Self), zap.Int("exchange_depth", rec.ExchangeDepth),
 		zap.String("purpose", clip(rec.Purpose)))
+	verdictOf(r).decided(outcomePending)
 	if err := wire.Seed.WriteInteraction(w, h.pendingURL(rec.ID), rec.Code, retryAfter); err != nil {
 		h.serverError(w, r, "writing the interaction challenge", err)
 	}
@@ -177,6 +180,8 @@ func (h *Handler) readMetadata(ctx context.Context, rec *pendingRecord) {
 // answers, both by the key that made the token request (draft-hardt-aauth §10.3–§10.6,
 // §11.4).
 func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
+	w, r, done := h.track(w, r, "pending")
+	defer done()
 	id := strings.TrimPrefix(r.URL.Path, PathPending)
 	switch r.Method {
 	case http.MethodGet:
@@ -202,6 +207,10 @@ func (h *Handler) servePending(w http.ResponseWriter, r *http.Request) {
 	if !h.pendingLoaded(w, r, rec, err) {
 		return
 	}
+	tv := verdictOf(r)
+	tv.setKind(kindConsent)
+	tv.setAgent(res.Agent)
+	tv.setAsk(rec.Resource, rec.Scope)
 	if rec.KeyJKT != res.Key.Thumbprint || rec.Agent != res.Agent {
 		h.writeError(w, r, http.StatusForbidden, wire.CodeKeyBindingFailed, "the pending request belongs to another key", nil)
 		return
@@ -236,6 +245,7 @@ func (h *Handler) spendSignature(w http.ResponseWriter, r *http.Request, res *re
 		h.writeError(w, r, http.StatusUnauthorized, wire.CodeInvalidSignature, "this signature was already used; sign every request to the pending URL afresh", nil)
 		return rec, nil, false
 	case errors.Is(err, errTooManySigs):
+		h.metrics.limited(promreg.LimiterPendingPoll)
 		w.Header().Set("Retry-After", retryAfter)
 		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests to this pending URL; poll more slowly", nil)
 		return rec, nil, false
@@ -367,6 +377,7 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 		if !h.finish(w, r, rec.ID, func(p *pendingRecord) bool { return p.Status == statusPending && p.expired(now) }) {
 			return
 		}
+		h.metrics.consentDecided(decisionExpired)
 		h.writeError(w, r, http.StatusRequestTimeout, wire.CodeExpired, "the user did not decide in time", nil)
 	case rec.Status == statusApproved:
 		key, err := keys.FromAny(rec.Key)
@@ -374,7 +385,8 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 			h.serverError(w, r, "pending request key", err)
 			return
 		}
-		raw, lifetime, err := h.mintAuthToken(r.Context(), rec.authGrant(key), now)
+		g := rec.authGrant(key)
+		t, err := h.mintAuthToken(r.Context(), g, now)
 		if err != nil {
 			h.serverError(w, r, "minting auth token", err)
 			return
@@ -382,11 +394,8 @@ func (h *Handler) answerPoll(w http.ResponseWriter, r *http.Request, rec pending
 		if !h.finish(w, r, rec.ID, func(p *pendingRecord) bool { return p.Status == statusApproved }) {
 			return
 		}
-		h.logger.Info("auth token issued after consent",
-			zap.String("agent", rec.Agent), zap.String("delegate", rec.Delegate),
-			zap.String("resource", rec.Resource), zap.String("scope", rec.Scope),
-			zap.String("user", rec.User), zap.Int64("expires_in", lifetime))
-		h.writeJSON(w, http.StatusOK, wire.TokenResponse{AuthToken: raw, ExpiresIn: lifetime})
+		h.issued(r, g, t, kindConsent)
+		h.writeJSON(w, http.StatusOK, wire.TokenResponse{AuthToken: t.raw, ExpiresIn: t.lifetime})
 	case rec.Status == statusDenied:
 		if !h.finish(w, r, rec.ID, func(p *pendingRecord) bool { return p.Status == statusDenied }) {
 			return

@@ -21,6 +21,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, status int,
 		c.Write(zap.Int("status", status), zap.String("error", code), zap.String("reason", desc),
 			zap.String("path", r.URL.Path), zap.String("remote_ip", r.RemoteAddr))
 	}
+	verdictOf(r).refused(code, desc)
 	wire.WriteError(w, status, wire.Error{Code: code, Description: desc, RequiredComponents: required})
 }
 

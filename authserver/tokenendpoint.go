@@ -17,6 +17,7 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/promreg"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
@@ -29,6 +30,8 @@ import (
 // exchange in the seed form (an auth token in Signature-Key) takes its own path
 // (seedExchange), since its signing key is named by the body.
 func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
+	w, r, done := h.track(w, r, "token")
+	defer done()
 	if r.Method != http.MethodPost {
 		h.methodNotAllowed(w, r, http.MethodPost)
 		return
@@ -46,6 +49,8 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	tv := verdictOf(r)
+	tv.setAgent(res.Agent)
 	// Per agent, after the signature (an unverified agent id would let anyone spend
 	// another agent's budget) and before the body, the resource token and the jti record.
 	if !h.allowAgent(w, r, res.Agent) {
@@ -59,12 +64,16 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 
 	switch {
 	case req.has("auth_token"):
+		tv.setKind(kindRefresh)
 		h.refresh(w, r, res, req)
 	case req.has("upstream_token"):
+		tv.setKind(kindExchange)
 		h.exchange(w, r, res, req)
 	case req.has("resource_token"):
+		tv.setKind(kindDirect) // kindConsent once the policy asks the user (decide)
 		h.resourceAccess(w, r, res, req)
 	case req.has("scope"):
+		tv.setKind(kindSelf)
 		h.selfAccess(w, r, res, req)
 	default:
 		h.writeError(w, r, http.StatusBadRequest, wire.CodeInvalidRequest, "unsupported request", nil)
@@ -87,6 +96,7 @@ func (h *Handler) allowAgent(w http.ResponseWriter, r *http.Request, agent strin
 		ok, retry = h.consent.tokens.allow(agent, h.now())
 	}
 	if !ok {
+		h.metrics.limited(promreg.LimiterToken)
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((retry+time.Second-1)/time.Second), 10))
 		h.writeError(w, r, http.StatusTooManyRequests, wire.CodeRateLimited, "too many token requests from this agent; retry later", nil)
 	}
@@ -201,7 +211,12 @@ func (a *tokenAsk) grant(user string) authGrant {
 // growth.
 func (h *Handler) decide(w http.ResponseWriter, r *http.Request, ask *tokenAsk) {
 	now := h.now()
+	tv := verdictOf(r)
+	tv.setAsk(ask.Resource, ask.Scope)
 	effect := h.Policy.Evaluate(ask.Agent, ask.Resource, strings.Fields(ask.Scope))
+	if effect == EffectConsent && tv != nil && tv.kind == kindDirect {
+		tv.setKind(kindConsent)
+	}
 	if effect != EffectAllow && effect != EffectConsent {
 		h.writeError(w, r, http.StatusForbidden, wire.CodeDenied, "policy denies this request", nil)
 		return
@@ -277,30 +292,33 @@ type authGrant struct {
 
 // issueToken mints a token for g and answers 200.
 func (h *Handler) issueToken(w http.ResponseWriter, r *http.Request, g authGrant, now time.Time) {
-	raw, lifetime, err := h.mintAuthToken(r.Context(), g, now)
+	t, err := h.mintAuthToken(r.Context(), g, now)
 	if err != nil {
 		h.serverError(w, r, "minting auth token", err)
 		return
 	}
-	h.logger.Info("auth token issued",
-		zap.String("agent", g.Agent),
-		zap.String("delegate", g.Delegate),
-		zap.String("resource", g.Resource),
-		zap.String("scope", g.Scope),
-		zap.String("user", g.Subject),
-		zap.Bool("self", g.Self),
-		zap.Int("exchange_depth", g.Depth),
-		zap.Int64("expires_in", lifetime))
-	h.writeJSON(w, http.StatusOK, wire.TokenResponse{AuthToken: raw, ExpiresIn: lifetime})
+	kind := kindDirect
+	if tv := verdictOf(r); tv != nil && tv.kind != "" {
+		kind = tv.kind
+	}
+	h.issued(r, g, t, kind)
+	h.writeJSON(w, http.StatusOK, wire.TokenResponse{AuthToken: t.raw, ExpiresIn: t.lifetime})
+}
+
+// mintedToken is an auth token just signed: its text, lifetime in seconds and jti.
+type mintedToken struct {
+	raw      string
+	lifetime int64
+	jti      string
 }
 
 // mintAuthToken signs an auth+jwt for g: iss, aud = the resource, a fresh jti, iat/exp,
 // agent (not for self-access), agent_delegate, sub, scope, txn, cnf.jwk = the agent's
 // signing key, and exchange_depth after a token exchange.
-func (h *Handler) mintAuthToken(ctx context.Context, g authGrant, now time.Time) (string, int64, error) {
+func (h *Handler) mintAuthToken(ctx context.Context, g authGrant, now time.Time) (mintedToken, error) {
 	signer, err := h.key.Signer(ctx)
 	if err != nil {
-		return "", 0, fmt.Errorf("auth server signing key: %w", err)
+		return mintedToken{}, fmt.Errorf("auth server signing key: %w", err)
 	}
 	lifetime := int64(h.lifetime / time.Second)
 	iat := now.Unix()
@@ -324,7 +342,7 @@ func (h *Handler) mintAuthToken(ctx context.Context, g authGrant, now time.Time)
 		claims.Extra = map[string]json.RawMessage{ClaimExchangeDepth: json.RawMessage(strconv.Itoa(g.Depth))}
 	}
 	raw, err := token.Mint(signer, token.TypAuth, claims)
-	return raw, lifetime, err
+	return mintedToken{raw: raw, lifetime: lifetime, jti: claims.ID}, err
 }
 
 // resourceKey resolves a resource token's signing key from the resource's published

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/promreg"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
@@ -31,37 +33,45 @@ func (h *Handler) serveChainPath(w http.ResponseWriter, r *http.Request) (bool, 
 	if st == nil {
 		return false, nil
 	}
+	endpoint := "pending"
+	if r.URL.Path == PathChainInteract {
+		endpoint = "interact"
+	}
+	ln := newEndpointLine(h.logger, "aauth chain", zap.String("endpoint", endpoint), zap.String("resource", h.Resource))
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET")
-		return true, writeJSONError(w, http.StatusMethodNotAllowed, wire.CodeInvalidRequest, "use GET")
+		return true, ln.refuse(w, r, http.StatusMethodNotAllowed, wire.Error{Code: wire.CodeInvalidRequest, Description: "use GET"})
 	}
 	if r.URL.Path == PathChainInteract {
-		return true, h.serveChainInteract(w, r, st)
+		return true, h.serveChainInteract(w, r, st, ln)
 	}
 	rec := st.chains.get(strings.TrimPrefix(r.URL.Path, PathChainPending))
 	if rec == nil || rec.handler.Resource != h.Resource {
-		return true, writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
+		return true, ln.refuse(w, r, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Description: "no such pending request"})
 	}
-	return true, rec.handler.serveChainPoll(w, r, st, rec)
+	return true, rec.handler.serveChainPoll(w, r, st, rec, ln)
 }
 
 // serveChainInteract sends the person on to the downstream auth server's consent page
-// for the interaction our code stands for.
-func (h *Handler) serveChainInteract(w http.ResponseWriter, r *http.Request, st *egressState) error {
+// for the interaction our code stands for. A 502 is logged by ServeHTTP's fallback
+// decision; every other answer by ln.
+func (h *Handler) serveChainInteract(w http.ResponseWriter, r *http.Request, st *egressState, ln *endpointLine) error {
 	ip, now := ClientIP(r), h.now()
 	if st.chains.misses.blocked(ip, now) {
+		h.metrics.limited(promreg.LimiterChainInteract)
 		w.Header().Set("Retry-After", strconv.Itoa(int(chainWrongWindow/time.Second)))
-		return writeJSONError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many unknown codes from this client; try again in a minute")
+		return ln.refuse(w, r, http.StatusTooManyRequests, wire.Error{Code: wire.CodeRateLimited, Description: "too many unknown codes from this client; try again in a minute"})
 	}
 	rec := st.chains.byUserCode(r.URL.Query().Get("code"))
 	if rec == nil || rec.handler.Resource != h.Resource {
 		st.chains.misses.miss(ip, now)
-		return writeJSONError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "unknown or expired code")
+		return ln.refuse(w, r, http.StatusBadRequest, wire.Error{Code: wire.CodeInvalidRequest, Description: "unknown or expired code"})
 	}
 	target, err := rec.downstreamInteractionURL(r.Context(), h.app)
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadGateway, err)
 	}
+	ln.log(r, http.StatusSeeOther, CodeOK, "")
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusSeeOther)
 	return nil

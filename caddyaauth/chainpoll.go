@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/egress"
@@ -23,26 +24,29 @@ const maxChainWait = 20 * time.Second
 // by the key of the original request; we poll the downstream auth server (signed as the
 // resource's agent); 202 while it waits; on approval the downstream token is cached and
 // the original request replayed, whose answer is the poll's answer; a downstream 403 or
-// 408 is passed on; after any terminal answer the pending URL is 404.
-func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egressState, rec *chainRecord) error {
+// 408 is passed on; after any terminal answer the pending URL is 404. A refused signature, a 502 and
+// the replayed request are logged by the aauth handler's own decision; the rest by ln.
+func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egressState, rec *chainRecord, ln *endpointLine) error {
 	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
 	if !ok {
 		return err
 	}
+	ln.add(zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint))
 	if res.Key.Thumbprint != rec.res.Key.Thumbprint {
-		return writeJSONError(w, http.StatusForbidden, wire.CodeInvalidKey, "the pending request belongs to another key")
+		return ln.refuse(w, r, http.StatusForbidden, wire.Error{Code: wire.CodeInvalidKey, Description: "the pending request belongs to another key"})
 	}
 	if !rec.poll.TryLock() {
+		ln.log(r, http.StatusAccepted, outcomeWaiting, "")
 		h.writeChainPending(w, rec, time.Second) // another poll is in progress
 		return nil
 	}
 	defer rec.poll.Unlock()
 	if st.chains.get(rec.id) != rec {
-		return writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
+		return ln.refuse(w, r, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Description: "no such pending request"})
 	}
 	if !h.now().Before(rec.expires) {
 		st.chains.remove(rec)
-		return writeJSONError(w, http.StatusRequestTimeout, wire.CodeExpired, "the request expired before the user approved it")
+		return ln.refuse(w, r, http.StatusRequestTimeout, wire.Error{Code: wire.CodeExpired, Description: "the request expired before the user approved it"})
 	}
 	tok, err := h.pollDownstream(r, rec)
 	if err == nil {
@@ -54,7 +58,7 @@ func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egr
 		st.chains.remove(rec)
 		return h.replayChain(w, r, rec)
 	}
-	return h.answerDownstreamOutcome(w, st, rec, err)
+	return h.answerDownstreamOutcome(w, r, st, rec, ln, err)
 }
 
 // pollDownstream polls the downstream pending URL as the resource's agent for up to the
@@ -81,24 +85,25 @@ func (h *Handler) pollDownstream(r *http.Request, rec *chainRecord) (string, err
 }
 
 // answerDownstreamOutcome answers a poll the downstream did not approve (yet).
-func (h *Handler) answerDownstreamOutcome(w http.ResponseWriter, st *egressState, rec *chainRecord, err error) error {
+func (h *Handler) answerDownstreamOutcome(w http.ResponseWriter, r *http.Request, st *egressState, rec *chainRecord, ln *endpointLine, err error) error {
 	var te *agent.TokenError
 	switch {
 	case errors.Is(err, agent.ErrConsentDenied):
 		st.chains.remove(rec)
-		return writeJSONError(w, http.StatusForbidden, wire.CodeDenied, "the user denied the downstream request")
+		return ln.refuse(w, r, http.StatusForbidden, wire.Error{Code: wire.CodeDenied, Description: "the user denied the downstream request"})
 	case errors.Is(err, agent.ErrConsentExpired):
 		st.chains.remove(rec)
-		return writeJSONError(w, http.StatusRequestTimeout, wire.CodeExpired, "the downstream request expired before the user approved it")
+		return ln.refuse(w, r, http.StatusRequestTimeout, wire.Error{Code: wire.CodeExpired, Description: "the downstream request expired before the user approved it"})
 	case errors.Is(err, agent.ErrPendingGone):
 		st.chains.remove(rec)
-		return writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "the downstream pending request is gone")
+		return ln.refuse(w, r, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Description: "the downstream pending request is gone"})
 	case errors.As(err, &te) && !te.Temporary():
 		st.chains.remove(rec)
-		return writeJSONError(w, te.Status, te.Code, te.Description)
+		return ln.refuse(w, r, te.Status, wire.Error{Code: te.Code, Description: te.Description})
 	}
 	// Still waiting (the poll's deadline passed with 202), or the downstream auth server
 	// could not be reached this time: the agent polls again.
+	ln.log(r, http.StatusAccepted, outcomeWaiting, "")
 	h.writeChainPending(w, rec, 2*time.Second)
 	return nil
 }

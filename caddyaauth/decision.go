@@ -2,21 +2,19 @@ package caddyaauth
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/decisionlog"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
 // CodeOK is the error code of a passed request in decision logs and metrics.
-const CodeOK = "ok"
+const CodeOK = decisionlog.CodeOK
 
 // verdict is what the handler knows about one request until it decides it: when the
 // handler started, and the verified result once the signature verified. Each request
@@ -56,10 +54,10 @@ func verified(r *http.Request, res *reqverify.Result) {
 
 // decide logs r's verdict and counts it, once per request: status 200 and code "ok" for
 // a pass (Debug, or Info with log_passes), else a refusal (Info) whose code and
-// description are also set as {http.aauth.error} and {http.aauth.error_description}.
-// The line carries the resource, the route's level, the scheme, agent and key
-// thumbprint (RFC 7638) when the signature verified, and the time spent in the handler;
-// never a token, a signature or a Signature-Key value.
+// description are also set as {http.aauth.error} and {http.aauth.error_description}
+// (package decisionlog). The line carries the resource, the route's level, the scheme,
+// agent and key thumbprint (RFC 7638) when the signature verified, and the time spent in
+// the handler; never a token, a signature or a Signature-Key value.
 func (h *Handler) decide(r *http.Request, status int, code, desc string) {
 	v := verdictOf(r)
 	if v.done {
@@ -68,40 +66,24 @@ func (h *Handler) decide(r *http.Request, status int, code, desc string) {
 	v.done = true
 	elapsed := time.Since(v.start)
 	pass := code == CodeOK
-	if !pass {
-		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-			repl.Set("http.aauth.error", code)
-			repl.Set("http.aauth.error_description", desc)
-		}
-	}
-	h.metrics.observe(h.serverName(), h.Require, code, elapsed)
-	level, msg := zapcore.InfoLevel, "aauth refused"
+	h.metrics.observe(h.serverName(), h.Resource, h.Require, code, elapsed)
+	msg := "aauth refused"
 	if pass {
-		level, msg = zapcore.DebugLevel, "aauth passed"
-		if h.LogPasses {
-			level = zapcore.InfoLevel
-		}
+		msg = "aauth passed"
 	}
-	if c := h.logger.Check(level, msg); c != nil {
-		c.Write(h.decisionFields(r, v, status, code, desc, elapsed)...)
-	}
+	decisionlog.Write(h.logger, r, decisionlog.Decision{
+		Msg: msg, Pass: pass, LogPasses: h.LogPasses, Status: status, Code: code, Description: desc,
+		Elapsed: elapsed, Fields: h.decisionFields(r, v),
+	})
 }
 
-// decisionFields are the fields of a decision line.
-func (h *Handler) decisionFields(r *http.Request, v *verdict, status int, code, desc string, elapsed time.Duration) []zap.Field {
+// decisionFields are the gateway's own fields of a decision line.
+func (h *Handler) decisionFields(r *http.Request, v *verdict) []zap.Field {
 	resource := h.Resource
 	if resource == "" {
 		resource = "https://" + r.Host
 	}
-	fields := []zap.Field{
-		zap.String("resource", resource),
-		zap.String("require", h.Require),
-		zap.Int("status", status),
-		zap.String("error", code),
-	}
-	if desc != "" {
-		fields = append(fields, zap.String("error_description", desc))
-	}
+	fields := []zap.Field{zap.String("resource", resource), zap.String("require", h.Require)}
 	if res := v.res; res != nil {
 		// "level" is the log line's own key; the verified level is "verified_level".
 		fields = append(fields, zap.String("verified_level", res.Level), zap.String("scheme", res.Scheme))
@@ -112,25 +94,13 @@ func (h *Handler) decisionFields(r *http.Request, v *verdict, status int, code, 
 			fields = append(fields, zap.String("jkt", res.Key.Thumbprint))
 		}
 	}
-	fields = append(fields, zap.Duration("duration", elapsed), zap.String("remote_ip", remoteIP(r)))
-	// As in Caddy's access log: client_ip is the client behind trusted_proxies.
-	if ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ip != "" {
-		fields = append(fields, zap.String("client_ip", ip))
-	}
 	return fields
 }
 
-// remoteIP is the peer address of r without its port.
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
-// unavailable answers 503 temporarily_unavailable (WriteUnavailable) and decides r.
-func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request, ue *reqverify.UnavailableError) {
+// unavailable answers 503 temporarily_unavailable (as WriteUnavailable does, or through
+// handle_errors: answerError) and decides r.
+func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request, ue *reqverify.UnavailableError) error {
 	h.decide(r, http.StatusServiceUnavailable, wire.CodeTemporarilyUnavailable, ue.Msg)
-	WriteUnavailable(w, r, h.logger, h.outages, ue)
+	noteUnavailable(w, r, h.logger, h.outages, ue)
+	return answerError(w, r, http.StatusServiceUnavailable, unavailableError(ue))
 }

@@ -36,6 +36,7 @@ func observedHandler(t *testing.T) (*Handler, *observer.ObservedLogs, *prometheu
 		t.Fatal(err)
 	}
 	h.metrics, h.server = m, "srv0"
+	h.verifier.Tokens.OnLookup = m.tokenLookup
 	return h, logs, reg, ag, tok
 }
 
@@ -139,8 +140,16 @@ func TestVerdictMetrics(t *testing.T) {
 	serve(h, req.Clone(t.Context()))
 	serve(h, req.Clone(t.Context()))
 	counts, observed := gatherVerdicts(t, reg)
-	if counts["srv0/auth-token/ok"] != 1 || counts["srv0/auth-token/invalid_signature"] != 2 || observed != 3 {
+	if counts["srv0/"+benchResource+"/auth-token/ok"] != 1 || counts["srv0/"+benchResource+"/auth-token/invalid_signature"] != 2 || observed != 3 {
 		t.Fatalf("counts %v, %d observations", counts, observed)
+	}
+	// authTokenHandler put the token in the cache: three hits; another token is a miss.
+	as2, _ := keys.Generate(keys.AlgEd25519, "as-2")
+	other := mintAuthToken(t, as2, ag.Public, time.Now(), 30*time.Minute)
+	serve(h, jwtRequest(t, ag, other, "GET", "http://api.example/data", time.Now()))
+	counts, _ = gatherVerdicts(t, reg)
+	if counts["token_cache/miss"] != 1 || counts["token_cache/hit"] != 3 {
+		t.Fatalf("token cache lookups %v", counts)
 	}
 }
 
@@ -159,7 +168,9 @@ func gatherVerdicts(t *testing.T, reg *prometheus.Registry) (map[string]float64,
 			}
 			switch mf.GetName() {
 			case "caddy_aauth_verdicts_total":
-				counts[l["server"]+"/"+l["require"]+"/"+l["code"]] += m.GetCounter().GetValue()
+				counts[l["server"]+"/"+l["resource"]+"/"+l["require"]+"/"+l["code"]] += m.GetCounter().GetValue()
+			case "caddy_aauth_token_cache_lookups_total":
+				counts["token_cache/"+l["result"]] += m.GetCounter().GetValue()
 			case "caddy_aauth_verify_duration_seconds":
 				observed += m.GetHistogram().GetSampleCount()
 			}
@@ -184,7 +195,9 @@ func TestMetricsRegisterOnce(t *testing.T) {
 		t.Fatal("nil registry")
 	}
 	var none *gatewayMetrics
-	none.observe("s", "r", "c", time.Second) // no panic
+	none.observe("s", "res", "r", "c", time.Second) // no panic
+	none.tokenLookup(true)
+	none.limited("x")
 }
 
 // TestDiscoveryCollector: the discovery client's counters are gathered from the

@@ -109,24 +109,24 @@ func loopbackPeer(r *http.Request) bool {
 }
 
 // ServeHTTP checks the peer, the handle and the target, then makes the call. It is a
-// terminal handler.
+// terminal handler. Each call leaves one decision line (endpointLine): refusals at Info
+// with their error code, relayed answers at Debug with the downstream status.
 func (e *Egress) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	ln := newEndpointLine(e.logger, "aauth egress")
 	if !loopbackPeer(r) {
-		wire.WriteError(w, http.StatusForbidden, wire.Error{Code: egress.CodeForbidden, Description: "aauth_egress serves loopback clients only"})
-		return nil
+		return ln.refuse(w, r, http.StatusForbidden, wire.Error{Code: egress.CodeForbidden, Description: "aauth_egress serves loopback clients only"})
 	}
 	hd, err := e.state.handles.Lookup(r.Header.Get(e.HandleHeader))
 	if err != nil {
-		wire.WriteError(w, http.StatusForbidden, wire.Error{Code: egress.CodeInvalidHandle, Description: err.Error()})
-		return nil
+		return ln.refuse(w, r, http.StatusForbidden, wire.Error{Code: egress.CodeInvalidHandle, Description: err.Error()})
 	}
+	ln.add(zap.String("resource", hd.Resource), zap.String("jkt", hd.AgentJKT))
 	if r.Method == http.MethodConnect {
 		// A tunnel's bytes are TLS the egress cannot sign; the backend names the target
 		// with an http:// URL instead and the egress calls it over https.
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-		wire.WriteError(w, http.StatusMethodNotAllowed, wire.Error{Code: egress.CodeInvalidTarget,
+		return ln.refuse(w, r, http.StatusMethodNotAllowed, wire.Error{Code: egress.CodeInvalidTarget,
 			Description: "aauth_egress cannot sign inside a CONNECT tunnel: request the http:// URL through the proxy; the egress upgrades it to https"})
-		return nil
 	}
 	target, err := e.policy.Resolve(r, HeaderTarget)
 	if err != nil {
@@ -134,15 +134,17 @@ func (e *Egress) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		if errors.Is(err, egress.ErrNotAllowed) {
 			status = http.StatusForbidden
 		}
-		wire.WriteError(w, status, wire.Error{Code: egress.CodeInvalidTarget, Description: err.Error()})
-		return nil
+		return ln.refuse(w, r, status, wire.Error{Code: egress.CodeInvalidTarget, Description: err.Error()})
 	}
+	ln.add(zap.String("target", target.Redacted()))
 	body, err := e.readBody(r)
 	if err != nil {
+		ln.log(r, http.StatusRequestEntityTooLarge, wire.CodeInvalidRequest, err.Error())
 		return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
 	}
 	out, err := egress.Outbound(r.Context(), r, target, body)
 	if err != nil {
+		ln.log(r, http.StatusBadRequest, wire.CodeInvalidRequest, "")
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	resp, err := e.proxy.Do(hd, out)
@@ -150,9 +152,12 @@ func (e *Egress) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		if c := e.logger.Check(zap.DebugLevel, "aauth egress call failed"); c != nil {
 			c.Write(zap.String("target", target.Redacted()), zap.String("resource", hd.Resource), zap.Error(err))
 		}
+		status, we := egress.ErrorFor(err)
+		ln.log(r, status, we.Code, we.Description)
 		egress.WriteError(w, err)
 		return nil
 	}
+	ln.log(r, resp.StatusCode, CodeOK, "")
 	return egress.Relay(w, resp)
 }
 

@@ -2,6 +2,7 @@ package caddyaauth
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent/agenttest"
@@ -247,6 +250,40 @@ func TestHandlerMintsHandlePerRequest(t *testing.T) {
 	for _, id := range ids {
 		if _, err := st.handles.Lookup(id); err != egress.ErrUnknownHandle {
 			t.Fatalf("handle after its request finished: %v", err)
+		}
+	}
+}
+
+// TestEgressDecisionLines: a refused call is one Info line with its code and no handle
+// or token; a relayed call is one Debug line with the downstream status, the resource
+// and the redacted target.
+func TestEgressDecisionLines(t *testing.T) {
+	w := newEgressWorld(t)
+	core, logs := observer.New(zapcore.DebugLevel)
+	w.e.logger = zap.New(core)
+	h := w.handle(t, "inbound-token-secret", time.Hour)
+	if rec := w.call(t, "192.0.2.7:40000", h.ID, w.r2.ID+"/data"); rec.Code != http.StatusForbidden {
+		t.Fatalf("non-loopback: %d", rec.Code)
+	}
+	if rec := w.call(t, "127.0.0.1:40000", h.ID, w.r2.ID+"/data?q=1"); rec.Code != http.StatusOK {
+		t.Fatalf("call: %d %s", rec.Code, rec.Body)
+	}
+	lines := logs.FilterMessageSnippet("aauth egress ").All()
+	if len(lines) != 2 || lines[0].Message != "aauth egress refused" || lines[1].Message != "aauth egress passed" {
+		t.Fatalf("lines %v", lines)
+	}
+	if f := lines[0].ContextMap(); lines[0].Level != zapcore.InfoLevel || f["error"] != egress.CodeForbidden || f["status"] != int64(403) {
+		t.Errorf("refused line %v", f)
+	}
+	f := lines[1].ContextMap()
+	if lines[1].Level != zapcore.DebugLevel || f["status"] != int64(200) || f["resource"] != w.r1ID || !strings.HasPrefix(fmt.Sprint(f["target"]), w.r2.ID+"/data") {
+		t.Errorf("passed line %v", f)
+	}
+	for _, l := range lines {
+		for k, v := range l.ContextMap() {
+			if s := fmt.Sprint(v); strings.Contains(s, h.ID) || strings.Contains(s, "inbound-token-secret") {
+				t.Errorf("field %s carries the handle or the inbound token: %q", k, s)
+			}
 		}
 	}
 }

@@ -223,6 +223,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Self:      h.Resource,
 		Tokens:    token.NewCache(10000),
 	}
+	if h.metrics != nil {
+		h.verifier.Tokens.OnLookup = h.metrics.tokenLookup
+	}
 	h.verifier.MaxTokenLifetime = time.Duration(h.MaxTokenLifetime)
 	if h.verifier.MaxTokenLifetime == 0 {
 		h.verifier.MaxTokenLifetime = time.Duration(s.MaxTokenLifetime) // 0: reqverify's 24h
@@ -423,8 +426,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 			return h.challenge(w, r, ve.Code, ve.Msg, nil)
 		}
 		if ue, ok := reqverify.Unavailable(err); ok {
-			h.unavailable(w, r, ue)
-			return nil
+			return h.unavailable(w, r, ue)
 		}
 		return err
 	}
@@ -536,8 +538,7 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request, v *reqverify.Ve
 // verification that could not be finished for an outage is a 503 (WriteUnavailable).
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
 	if ue, ok := reqverify.Unavailable(err); ok {
-		h.unavailable(w, r, ue)
-		return nil
+		return h.unavailable(w, r, ue)
 	}
 	status, e, ok := reqverify.Refusal(err)
 	switch {
@@ -551,13 +552,12 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) erro
 	if status == http.StatusRequestEntityTooLarge {
 		return caddyhttp.Error(status, err)
 	}
-	wire.WriteError(w, status, e)
-	return nil
+	return answerError(w, r, status, e)
 }
 
 // challenge answers 401 with the route's AAuth requirement and a JSON error body
-// (draft-hardt-aauth §6, §18). The body is written here, not through handle_errors,
-// because the protocol defines it.
+// (draft-hardt-aauth §6, §18); with handle_errors the error routes write the body and
+// the challenge headers stay (answerError).
 func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc string, required []string) error {
 	h.decide(r, http.StatusUnauthorized, code, desc)
 	require := h.Require
@@ -565,18 +565,17 @@ func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc s
 		// Without a verified identity there is nothing to mint a resource token for.
 		require = RequireIdentity
 	}
-	return writeChallenge(w, wire.Challenge{Require: require}, wire.Error{Code: code, Description: desc, RequiredComponents: required})
+	return writeChallenge(w, r, wire.Challenge{Require: require}, wire.Error{Code: code, Description: desc, RequiredComponents: required})
 }
 
 // writeChallenge answers 401 with the challenge header, WWW-Authenticate: AAuth and the
-// JSON error body.
-func writeChallenge(w http.ResponseWriter, c wire.Challenge, e wire.Error) error {
+// JSON error body (or the error routes' body, answerError).
+func writeChallenge(w http.ResponseWriter, r *http.Request, c wire.Challenge, e wire.Error) error {
 	if err := wire.Seed.SetChallenge(w.Header(), c); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	w.Header().Set("WWW-Authenticate", "AAuth")
-	wire.WriteError(w, http.StatusUnauthorized, e)
-	return nil
+	return answerError(w, r, http.StatusUnauthorized, e)
 }
 
 // Interface guards

@@ -2,7 +2,6 @@ package caddyaauth
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -10,64 +9,81 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/promreg"
 )
 
 // gatewayMetrics are the aauth handler's collectors in one Caddy metrics registry (the
 // one the admin endpoint's /metrics serves).
 type gatewayMetrics struct {
-	verdicts *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	verdicts    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	tokenCache  *prometheus.CounterVec
+	rateLimited *prometheus.CounterVec
 }
 
 // metricsFor returns the collectors registered in reg, registering them the first
-// time. Caddy gives every config load a registry of its own; within one, every aauth
-// handler after the first finds the collectors registered (AlreadyRegisteredError) and
-// reuses them, so nothing is kept per registry here and an old config's registry is
-// freed with it. A nil reg gives nil, on which observe does nothing.
+// time (promreg.Register). A nil reg gives nil, on which observe does nothing.
+//
+// The verdicts' route label is the route's configured resource identifier (empty when
+// the route has none): bounded by the configuration, never taken from the request
+// (Host, path), so a client cannot create series.
 func metricsFor(reg *prometheus.Registry) (*gatewayMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	verdicts := prometheus.NewCounterVec(prometheus.CounterOpts{
+	m := &gatewayMetrics{}
+	var err error
+	if m.verdicts, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "aauth", Name: "verdicts_total",
-		Help: "Requests decided by the aauth handler, by server, route level and error code (ok for passes).",
-	}, []string{"server", "require", "code"})
-	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Help: "Requests decided by the aauth handler, by server, route (configured resource), route level and error code (ok for passes).",
+	}, []string{"server", "resource", "require", "code"})); err != nil {
+		return nil, err
+	}
+	if m.duration, err = promreg.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "aauth", Name: "verify_duration_seconds",
 		Help:    "Time the aauth handler spent on a request before its verdict.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-	}, []string{"server", "require"})
-	m := &gatewayMetrics{}
-	var err error
-	if m.verdicts, err = register(reg, verdicts); err != nil {
+	}, []string{"server", "require"})); err != nil {
 		return nil, err
 	}
-	if m.duration, err = register(reg, duration); err != nil {
+	if m.tokenCache, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "aauth", Name: "token_cache_lookups_total",
+		Help: "Agent and auth token lookups in the gateway's verified-token cache, by result: hit or miss.",
+	}, []string{"result"})); err != nil {
+		return nil, err
+	}
+	if m.rateLimited, err = promreg.RateLimited(reg); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// register registers c in reg, or returns the collector of the same description that
-// is registered already.
-func register[C prometheus.Collector](reg *prometheus.Registry, c C) (C, error) {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
-}
-
 // observe counts a verdict and its duration.
-func (m *gatewayMetrics) observe(server, require, code string, elapsed time.Duration) {
+func (m *gatewayMetrics) observe(server, resource, require, code string, elapsed time.Duration) {
 	if m == nil {
 		return
 	}
-	m.verdicts.WithLabelValues(server, require, code).Inc()
+	m.verdicts.WithLabelValues(server, resource, require, code).Inc()
 	m.duration.WithLabelValues(server, require).Observe(elapsed.Seconds())
+}
+
+// tokenLookup counts a lookup in the verified-token cache (token.Cache.OnLookup).
+func (m *gatewayMetrics) tokenLookup(hit bool) {
+	if m == nil {
+		return
+	}
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	m.tokenCache.WithLabelValues(result).Inc()
+}
+
+// limited counts a request refused by the named rate limiter (promreg.Limiter*).
+func (m *gatewayMetrics) limited(limiter string) {
+	if m != nil {
+		promreg.Inc(m.rateLimited, limiter)
+	}
 }
 
 // provisionMetrics registers the handler's collectors in the config's metrics registry
@@ -148,6 +164,6 @@ func registerDiscovery(reg *prometheus.Registry, c *discovery.Client) error {
 	if reg == nil || c == nil {
 		return nil
 	}
-	_, err := register(reg, prometheus.Collector(newDiscoveryCollector(c)))
+	_, err := promreg.Register(reg, prometheus.Collector(newDiscoveryCollector(c)))
 	return err
 }

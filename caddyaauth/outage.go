@@ -57,6 +57,17 @@ func (o *OutageLog) allow(key string) bool {
 // Warn, rate-limited by ol per issuer (at Debug otherwise). Neither the answer nor the
 // log carries the request's token or signature.
 func WriteUnavailable(w http.ResponseWriter, r *http.Request, logger *zap.Logger, ol *OutageLog, ue *reqverify.UnavailableError) {
+	noteUnavailable(w, r, logger, ol, ue)
+	wire.WriteError(w, http.StatusServiceUnavailable, unavailableError(ue))
+}
+
+// unavailableError is the JSON error of a 503 for ue.
+func unavailableError(ue *reqverify.UnavailableError) wire.Error {
+	return wire.Error{Code: wire.CodeTemporarilyUnavailable, Description: ue.Msg}
+}
+
+// noteUnavailable is WriteUnavailable without the body: the log line and Retry-After.
+func noteUnavailable(w http.ResponseWriter, r *http.Request, logger *zap.Logger, ol *OutageLog, ue *reqverify.UnavailableError) {
 	level := zap.DebugLevel
 	if ol.allow(ue.Issuer) {
 		level = zap.WarnLevel
@@ -66,5 +77,4 @@ func WriteUnavailable(w http.ResponseWriter, r *http.Request, logger *zap.Logger
 			zap.Int("retry_after", ue.RetryAfterSeconds()), zap.String("path", r.URL.Path), zap.String("remote_ip", r.RemoteAddr))
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(ue.RetryAfterSeconds()))
-	wire.WriteError(w, http.StatusServiceUnavailable, wire.Error{Code: wire.CodeTemporarilyUnavailable, Description: ue.Msg})
 }

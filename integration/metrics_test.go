@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 )
 
 // decisionConfig is the gateway of gatewayConfig with Caddy's metrics on and the aauth
@@ -59,9 +60,9 @@ func TestDecisionLogAndMetrics(t *testing.T) {
 
 	m := scrape(t)
 	for _, want := range []string{
-		`caddy_aauth_verdicts_total{code="ok",require="pseudonym",server="srv0"} 1`,
-		`caddy_aauth_verdicts_total{code="invalid_request",require="pseudonym",server="srv0"} 1`,
-		`caddy_aauth_verdicts_total{code="identity_required",require="identity",server="srv0"} 1`,
+		`caddy_aauth_verdicts_total{code="ok",require="pseudonym",resource="",server="srv0"} 1`,
+		`caddy_aauth_verdicts_total{code="invalid_request",require="pseudonym",resource="",server="srv0"} 1`,
+		`caddy_aauth_verdicts_total{code="identity_required",require="identity",resource="",server="srv0"} 1`,
 		`caddy_aauth_verify_duration_seconds_count{require="identity",server="srv0"} 1`,
 	} {
 		if !strings.Contains(m, want) {
@@ -86,6 +87,31 @@ func TestDecisionLogAndMetrics(t *testing.T) {
 		t.Fatal("the log carries a signature or Signature-Key value")
 	}
 	discoveryOutcomes(t)
+	signatureRefusals(t, s)
+}
+
+// signatureRefusals: a signature that does not verify and one created outside the
+// window are refused, each moving the verdicts counter of the code it was answered
+// with.
+func signatureRefusals(t *testing.T, s *keys.Signer) {
+	tampered := signed(t, http.MethodGet, api+"/pseudo/data", s, httpsig.SignOptions{})
+	sig := tampered.Header.Get("Signature")
+	i := strings.Index(sig, ":") + 1
+	flip := byte('A')
+	if sig[i] == 'A' {
+		flip = 'B'
+	}
+	tampered.Header.Set("Signature", sig[:i]+string(flip)+sig[i+1:])
+	stale := signed(t, http.MethodGet, api+"/pseudo/data", s, httpsig.SignOptions{Created: time.Now().Add(-time.Hour)})
+	for name, req := range map[string]*http.Request{"tampered": tampered, "stale": stale} {
+		res := do(t, plainClient(), req).mustStatus(t, http.StatusUnauthorized)
+		code := res.errorCode(t)
+		t.Logf("%s signature: %s", name, code)
+		series := fmt.Sprintf(`caddy_aauth_verdicts_total{code=%q,require="pseudonym",resource="",server="srv0"}`, code)
+		if v := metricValue(scrape(t), series); v < 1 {
+			t.Errorf("%s signature (%s): %s = %v", name, code, series, v)
+		}
+	}
 }
 
 // discoveryOutcomes: a jwks_uri agent whose documents are served counts a good fetch;
@@ -102,10 +128,10 @@ func discoveryOutcomes(t *testing.T) {
 	// one per attempt.
 	m := scrape(t)
 	for series, least := range map[string]float64{
-		`caddy_aauth_discovery_fetches_total{outcome="ok"}`:                                           2, // metadata and JWKS
-		`caddy_aauth_discovery_fetches_total{outcome="error"}`:                                        1,
-		`caddy_aauth_verdicts_total{code="temporarily_unavailable",require="identity",server="srv0"}`: 1,
-		`caddy_aauth_verdicts_total{code="ok",require="identity",server="srv0"}`:                      1,
+		`caddy_aauth_discovery_fetches_total{outcome="ok"}`:                                                       2, // metadata and JWKS
+		`caddy_aauth_discovery_fetches_total{outcome="error"}`:                                                    1,
+		`caddy_aauth_verdicts_total{code="temporarily_unavailable",require="identity",resource="",server="srv0"}`: 1,
+		`caddy_aauth_verdicts_total{code="ok",require="identity",resource="",server="srv0"}`:                      1,
 	} {
 		if v := metricValue(m, series); v < least {
 			t.Errorf("%s = %v, want at least %v", series, v, least)

@@ -25,6 +25,10 @@ type Cache struct {
 	max int
 	ll  *list.List // front = most recently used; values are *cacheEntry
 	m   map[[sha256.Size]byte]*list.Element
+
+	// OnLookup, when set before the cache is used, is told whether each Get hit (for a
+	// hit-ratio metric).
+	OnLookup func(hit bool)
 }
 
 type cacheEntry struct {
@@ -44,7 +48,18 @@ func NewCache(max int) *Cache {
 // Get returns the cached verified token whose raw text is exactly raw, if it has not
 // expired at now. The returned token is shared: do not modify it.
 func (c *Cache) Get(raw string, now time.Time) (*Token, bool) {
-	if c == nil || raw == "" || len(raw) > MaxTokenBytes {
+	if c == nil {
+		return nil, false
+	}
+	t, ok := c.get(raw, now)
+	if c.OnLookup != nil {
+		c.OnLookup(ok)
+	}
+	return t, ok
+}
+
+func (c *Cache) get(raw string, now time.Time) (*Token, bool) {
+	if raw == "" || len(raw) > MaxTokenBytes {
 		return nil, false
 	}
 	key := sha256.Sum256([]byte(raw))

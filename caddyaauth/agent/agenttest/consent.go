@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/statusrec"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/token"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
@@ -268,26 +269,6 @@ func (a *AuthServer) deferRequest(w http.ResponseWriter, res *reqverify.Result, 
 	}
 }
 
-// recorder captures the status and the Preference-Applied of an answer for Polls.
-type recorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *recorder) WriteHeader(s int) {
-	if r.status == 0 {
-		r.status = s
-	}
-	r.ResponseWriter.WriteHeader(s)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
 // servePending is the pending URL: signed GET polls, signed POST clarification answers.
 func (a *AuthServer) servePending(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
@@ -298,11 +279,11 @@ func (a *AuthServer) servePending(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := strings.TrimPrefix(r.URL.Path, PathPending)
-	rw := &recorder{ResponseWriter: w}
+	rw := &statusrec.Writer{ResponseWriter: w}
 	entry := Poll{ID: id, Method: r.Method, Prefer: r.Header.Get("Prefer")}
 	start := time.Now()
 	defer func() {
-		entry.Status = rw.status
+		entry.Status = rw.Status
 		entry.Applied = w.Header().Get("Preference-Applied")
 		entry.Held = time.Since(start)
 		a.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/statusrec"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/wire"
 )
 
@@ -93,9 +94,9 @@ func (g *Gateway) deferRequest(w http.ResponseWriter, res *reqverify.Result, ans
 func (g *Gateway) servePendingPoll(w http.ResponseWriter, r *http.Request) {
 	id := strings.TrimPrefix(r.URL.Path, PathResourcePending)
 	entry := Poll{ID: id, Method: r.Method, Prefer: r.Header.Get("Prefer")}
-	rw := &recorder{ResponseWriter: w}
+	rw := &statusrec.Writer{ResponseWriter: w}
 	defer func() {
-		entry.Status = rw.status
+		entry.Status = rw.Status
 		g.mu.Lock()
 		if g.deferred != nil {
 			g.deferred.polls = append(g.deferred.polls, entry)
