@@ -38,7 +38,11 @@ func (h *Handler) serveChainPath(w http.ResponseWriter, r *http.Request) (bool, 
 	if r.URL.Path == PathChainInteract {
 		return true, h.serveChainInteract(w, r, st)
 	}
-	rec := st.chains.get(strings.TrimPrefix(r.URL.Path, PathChainPending))
+	id := strings.TrimPrefix(r.URL.Path, PathChainPending)
+	if st.shared != nil {
+		return true, h.serveSharedChainPoll(w, r, st, id)
+	}
+	rec := st.chains.get(id)
 	if rec == nil || rec.handler.Resource != h.Resource {
 		return true, writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
 	}
@@ -53,12 +57,15 @@ func (h *Handler) serveChainInteract(w http.ResponseWriter, r *http.Request, st 
 		w.Header().Set("Retry-After", strconv.Itoa(int(chainWrongWindow/time.Second)))
 		return writeJSONError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many unknown codes from this client; try again in a minute")
 	}
-	rec := st.chains.byUserCode(r.URL.Query().Get("code"))
-	if rec == nil || rec.handler.Resource != h.Resource {
+	resource, pe, err := st.interactionOf(r.Context(), r.URL.Query().Get("code"), now)
+	if err != nil {
+		return h.chainStateUnavailable(w, err)
+	}
+	if pe == nil || resource != h.Resource {
 		st.chains.misses.miss(ip, now)
 		return writeJSONError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "unknown or expired code")
 	}
-	target, err := rec.downstreamInteractionURL(r.Context(), h.app)
+	target, err := downstreamInteractionURL(r.Context(), h.app, pe)
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadGateway, err)
 	}

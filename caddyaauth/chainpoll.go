@@ -20,10 +20,7 @@ import (
 const maxChainWait = 20 * time.Second
 
 // serveChainPoll answers a poll of a chained request (draft-hardt-aauth §4.5.8.2): signed
-// by the key of the original request; we poll the downstream auth server (signed as the
-// resource's agent); 202 while it waits; on approval the downstream token is cached and
-// the original request replayed, whose answer is the poll's answer; a downstream 403 or
-// 408 is passed on; after any terminal answer the pending URL is 404.
+// by the key of the original request; one poll at a time (pollChain does the rest).
 func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egressState, rec *chainRecord) error {
 	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
 	if !ok {
@@ -40,21 +37,38 @@ func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egr
 	if st.chains.get(rec.id) != rec {
 		return writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
 	}
+	return h.pollChain(w, r, rec, chainEnd{finish: func() bool { st.chains.remove(rec); return true }, wait: func() {}})
+}
+
+// chainEnd is how a poll ends with its chained record: finish removes the record (its
+// pending URL is 404 from now on) and reports whether it was still this poll's to
+// remove; wait hands it back for the next poll.
+type chainEnd struct {
+	finish func() bool
+	wait   func()
+}
+
+// pollChain polls the downstream auth server (signed as the resource's agent); 202
+// while it waits; on approval the downstream token is cached and the original request
+// replayed, whose answer is the poll's answer; a downstream 403 or 408 is passed on;
+// after any terminal answer the pending URL is 404.
+func (h *Handler) pollChain(w http.ResponseWriter, r *http.Request, rec *chainRecord, end chainEnd) error {
 	if !h.now().Before(rec.expires) {
-		st.chains.remove(rec)
+		end.finish()
 		return writeJSONError(w, http.StatusRequestTimeout, wire.CodeExpired, "the request expired before the user approved it")
 	}
 	tok, err := h.pollDownstream(r, rec)
-	if err == nil {
-		err = (&egress.Proxy{Discovery: h.app.Discovery()}).AcceptToken(r.Context(), rec.interaction, h.Resource, rec.signer, tok)
-		if err != nil {
-			st.chains.remove(rec)
-			return caddyhttp.Error(http.StatusBadGateway, err)
-		}
-		st.chains.remove(rec)
-		return h.replayChain(w, r, rec)
+	if err != nil {
+		return h.answerDownstreamOutcome(w, rec, end, err)
 	}
-	return h.answerDownstreamOutcome(w, st, rec, err)
+	if !end.finish() {
+		return writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "no such pending request")
+	}
+	err = (&egress.Proxy{Discovery: h.app.Discovery()}).AcceptToken(r.Context(), rec.interaction, h.Resource, rec.signer, tok)
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadGateway, err)
+	}
+	return h.replayChain(w, r, rec)
 }
 
 // pollDownstream polls the downstream pending URL as the resource's agent for up to the
@@ -81,24 +95,25 @@ func (h *Handler) pollDownstream(r *http.Request, rec *chainRecord) (string, err
 }
 
 // answerDownstreamOutcome answers a poll the downstream did not approve (yet).
-func (h *Handler) answerDownstreamOutcome(w http.ResponseWriter, st *egressState, rec *chainRecord, err error) error {
+func (h *Handler) answerDownstreamOutcome(w http.ResponseWriter, rec *chainRecord, end chainEnd, err error) error {
 	var te *agent.TokenError
 	switch {
 	case errors.Is(err, agent.ErrConsentDenied):
-		st.chains.remove(rec)
+		end.finish()
 		return writeJSONError(w, http.StatusForbidden, wire.CodeDenied, "the user denied the downstream request")
 	case errors.Is(err, agent.ErrConsentExpired):
-		st.chains.remove(rec)
+		end.finish()
 		return writeJSONError(w, http.StatusRequestTimeout, wire.CodeExpired, "the downstream request expired before the user approved it")
 	case errors.Is(err, agent.ErrPendingGone):
-		st.chains.remove(rec)
+		end.finish()
 		return writeJSONError(w, http.StatusNotFound, wire.CodeNotFound, "the downstream pending request is gone")
 	case errors.As(err, &te) && !te.Temporary():
-		st.chains.remove(rec)
+		end.finish()
 		return writeJSONError(w, te.Status, te.Code, te.Description)
 	}
 	// Still waiting (the poll's deadline passed with 202), or the downstream auth server
 	// could not be reached this time: the agent polls again.
+	end.wait()
 	h.writeChainPending(w, rec, 2*time.Second)
 	return nil
 }
