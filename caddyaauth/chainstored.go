@@ -76,10 +76,10 @@ var errChainIdentity = errors.New("aauth: the chained request's verified identit
 
 // storeChain turns rec (its handler and interaction set) into its stored form.
 func storeChain(rec *chainRecord) (*storedChain, error) {
-	res, pe := rec.res, rec.interaction.Pending
-	if res == nil || res.Key == nil || pe == nil || rec.signer == nil {
+	if rec.res == nil || rec.res.Key == nil || rec.interaction == nil || rec.interaction.Pending == nil || rec.signer == nil {
 		return nil, errChainIdentity
 	}
+	res, pe := rec.res, rec.interaction.Pending
 	key, err := json.Marshal(res.Key)
 	if err != nil {
 		return nil, err
