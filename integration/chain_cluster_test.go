@@ -265,11 +265,10 @@ func TestChainingCluster(t *testing.T) {
 func (c *chainCluster) rejects(t *testing.T, instance string, pb pendingBody) {
 	t.Helper()
 	cred, _ := hwkCredential(t)
-	other := newConsentAgent(cred, "other key", nil)
-	tr := other.client.Transport.(*agent.Transport)
-	tr.Base = pinned{base: tr.Base, instance: instance}
-	if got := other.get(pb.Location); got.res.status != http.StatusForbidden {
-		t.Errorf("poll signed by another key on %s: %d %s", instance, got.res.status, got.res.body)
+	other := &clusterEnv{cred: cred} // signs with the other key
+	req, _ := http.NewRequest("GET", pb.Location, nil)
+	if got := other.send(req, instance); got.status != http.StatusForbidden || !strings.Contains(got.body, "another key") {
+		t.Errorf("poll signed by another key on %s: %d %v %s", instance, got.status, got.err, got.body)
 	}
 	unknown := c.apiID + "/.well-known/aauth-resource/pending/AAAAAAAAAAAAAAAAAAAAAA"
 	if got := c.poller(instance).get(unknown); got.res.status != http.StatusNotFound {
