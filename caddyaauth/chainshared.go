@@ -56,8 +56,7 @@ type sharedChains struct {
 	mu    sync.Mutex
 	local map[string]time.Time // records this process started, for the maxChains bound
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	sweeper sweeper
 }
 
 func newSharedChains(backend state.Store, storage certmagic.Storage, list certmagic.Storage, logger *zap.Logger) *sharedChains {

@@ -26,34 +26,17 @@ func stateOf(storage certmagic.Storage) state.Store {
 // start runs the sweeper of expired records until stop: a record nobody polled to its
 // end is deleted once it expired (chainLifetime at most) and no poll holds it.
 func (s *sharedChains) start() {
-	if s == nil || s.list == nil || s.done != nil {
+	if s == nil || s.list == nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel, s.done = cancel, make(chan struct{})
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(chainSweepInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				s.sweep(ctx, now)
-			}
-		}
-	}()
+	s.sweeper.start(chainSweepInterval, s.sweep)
 }
 
 // stop ends the sweeper.
 func (s *sharedChains) stop() {
-	if s == nil || s.cancel == nil {
-		return
+	if s != nil {
+		s.sweeper.stop()
 	}
-	s.cancel()
-	<-s.done
-	s.cancel, s.done = nil, nil
 }
 
 // sweep deletes the expired records and codes. Any instance may sweep: each deletion is

@@ -47,7 +47,7 @@ func startChainCluster(t *testing.T) *chainCluster {
 	env.api2ID = "http://localhost:" + freePort(t)
 	env.as2ID = "http://127.0.0.1:" + freePort(t)
 	env.echo2 = newEchoBackend(t)
-	caddytest.NewTester(t).InitServer(chainPeersConfig(t, env), "caddyfile")
+	caddytest.NewTester(t).InitServer(globalOptions(t, true)+chainPeers(env, "consent scope data.read"), "caddyfile")
 	bin := filepath.Join(c.lb.dir, "caddy")
 	goBuild(t, moduleRoot(t), bin, "./cmd/caddy")
 	for i := range 2 {
@@ -59,34 +59,6 @@ func startChainCluster(t *testing.T) *chainCluster {
 		c.startAPI1(t, bin, i, port)
 	}
 	return c
-}
-
-// chainPeersConfig is the in-process part: AS1, API2 and AS2 (as in chainConfig).
-func chainPeersConfig(t *testing.T, env *chainEnv) string {
-	return fmt.Sprintf(`%s
-%s {
-	aauth {
-		require auth-token
-		resource %s
-		auth_server %s
-		scope data.read
-	}
-	reverse_proxy %s
-}
-
-%s
-%s {
-	aauth_server {
-		issuer %s
-		trust_issuer %s
-		policy {
-			consent scope data.read
-			default deny
-		}
-%s	}
-}
-`, globalOptions(t, true), env.api2ID, env.api2ID, env.as2ID, env.echo2.addr(),
-		authServerBlock(env.authID, "", env.hashes), env.as2ID, env.as2ID, env.authID, userLines(env.hashes, "\t\t"))
 }
 
 // startAPI1 runs instance i of API1's gateway (the same config on each, but for the
