@@ -49,7 +49,9 @@ type App struct {
 	// (their replay policy): "local" (each process's memory) or "shared" (also the
 	// state backend, else Caddy's storage, so that instances behind one load balancer
 	// refuse a request any of them accepted). Default "shared" when State is set, else
-	// "local". Memory stays the first filter either way.
+	// "local". Memory stays the first filter either way. The requests waiting for a
+	// downstream consent (interaction chaining) follow the same choice: with "shared"
+	// they live in the shared state, so any instance answers their pending URL and code.
 	ReplayStore string `json:"replay_store,omitempty"`
 
 	// State is where the auth server keeps what must hold across every instance: the
@@ -62,6 +64,7 @@ type App struct {
 	state StateBackend // loaded from StateRaw; nil: Caddy's storage
 
 	replayShared *sharedReplay // nil: replay_store local
+	chainShared  *sharedChains // nil: chained requests in memory (replay_store local)
 
 	// What this config's handlers registered while they were provisioned: the guard in
 	// front of each HTTP server that has aauth handlers, and the auth-token handlers of
@@ -123,6 +126,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 			backend = a.state
 		}
 		a.replayShared = newSharedReplay(backend, ctx.Storage(), ctx.Logger().Named("replay"))
+		// Interaction chaining follows the same decision: a cluster that shares replay
+		// entries shares the requests waiting for a downstream consent too.
+		var list certmagic.Storage = ctx.Storage()
+		if a.state != nil {
+			list = a.state
+		}
+		a.chainShared = newSharedChains(backend, ctx.Storage(), list, ctx.Logger().Named("chain"))
 	}
 	return nil
 }
@@ -189,12 +199,14 @@ func (a *App) Start() error {
 		}
 	}
 	a.replayShared.start()
+	a.chainShared.start()
 	return nil
 }
 
-// Stop ends the sweeper of the shared replay entries.
+// Stop ends the sweepers of the shared replay entries and chained requests.
 func (a *App) Stop() error {
 	a.replayShared.stop()
+	a.chainShared.stop()
 	return nil
 }
 

@@ -45,9 +45,13 @@ func (h *Handler) serveChainPath(w http.ResponseWriter, r *http.Request) (bool, 
 	if r.URL.Path == PathChainInteract {
 		return true, h.serveChainInteract(w, r, st, ln)
 	}
-	rec := st.chains.get(strings.TrimPrefix(r.URL.Path, PathChainPending))
+	id := strings.TrimPrefix(r.URL.Path, PathChainPending)
+	if st.shared != nil {
+		return true, h.serveSharedChainPoll(w, r, st, id, ln)
+	}
+	rec := st.chains.get(id)
 	if rec == nil || rec.handler.Resource != h.Resource {
-		return true, ln.refuse(w, r, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Description: "no such pending request"})
+		return true, ln.refuse(w, r, http.StatusNotFound, errNoSuchPending)
 	}
 	return true, rec.handler.serveChainPoll(w, r, st, rec, ln)
 }
@@ -62,12 +66,15 @@ func (h *Handler) serveChainInteract(w http.ResponseWriter, r *http.Request, st 
 		w.Header().Set("Retry-After", strconv.Itoa(int(chainWrongWindow/time.Second)))
 		return ln.refuse(w, r, http.StatusTooManyRequests, wire.Error{Code: wire.CodeRateLimited, Description: "too many unknown codes from this client; try again in a minute"})
 	}
-	rec := st.chains.byUserCode(r.URL.Query().Get("code"))
-	if rec == nil || rec.handler.Resource != h.Resource {
+	resource, pe, err := st.interactionOf(r.Context(), r.URL.Query().Get("code"), now)
+	if err != nil {
+		return h.chainStateUnavailable(w, err)
+	}
+	if pe == nil || resource != h.Resource {
 		st.chains.misses.miss(ip, now)
 		return ln.refuse(w, r, http.StatusBadRequest, wire.Error{Code: wire.CodeInvalidRequest, Description: "unknown or expired code"})
 	}
-	target, err := rec.downstreamInteractionURL(r.Context(), h.app)
+	target, err := downstreamInteractionURL(r.Context(), h.app, pe)
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadGateway, err)
 	}

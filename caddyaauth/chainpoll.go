@@ -21,11 +21,9 @@ import (
 const maxChainWait = 20 * time.Second
 
 // serveChainPoll answers a poll of a chained request (draft-hardt-aauth §4.5.8.2): signed
-// by the key of the original request; we poll the downstream auth server (signed as the
-// resource's agent); 202 while it waits; on approval the downstream token is cached and
-// the original request replayed, whose answer is the poll's answer; a downstream 403 or
-// 408 is passed on; after any terminal answer the pending URL is 404. A refused signature, a 502 and
-// the replayed request are logged by the aauth handler's own decision; the rest by ln.
+// by the key of the original request; one poll at a time (pollChain does the rest). A
+// refused signature, a 502 and the replayed request are logged by the aauth handler's
+// own decision; the rest by ln.
 func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egressState, rec *chainRecord, ln *endpointLine) error {
 	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
 	if !ok {
@@ -33,7 +31,7 @@ func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egr
 	}
 	ln.add(zap.String("agent", res.Agent), zap.String("jkt", res.Key.Thumbprint))
 	if res.Key.Thumbprint != rec.res.Key.Thumbprint {
-		return ln.refuse(w, r, http.StatusForbidden, wire.Error{Code: wire.CodeInvalidKey, Description: "the pending request belongs to another key"})
+		return ln.refuse(w, r, http.StatusForbidden, errOtherKey)
 	}
 	if !rec.poll.TryLock() {
 		ln.log(r, http.StatusAccepted, outcomeWaiting, "")
@@ -42,23 +40,46 @@ func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egr
 	}
 	defer rec.poll.Unlock()
 	if st.chains.get(rec.id) != rec {
-		return ln.refuse(w, r, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Description: "no such pending request"})
+		return ln.refuse(w, r, http.StatusNotFound, errNoSuchPending)
 	}
+	return h.pollChain(w, r, rec, chainEnd{finish: func() bool { st.chains.remove(rec); return true }, wait: func() {}}, ln)
+}
+
+// Refusals of the chained pending URL.
+var (
+	errOtherKey      = wire.Error{Code: wire.CodeInvalidKey, Description: "the pending request belongs to another key"}
+	errNoSuchPending = wire.Error{Code: wire.CodeNotFound, Description: "no such pending request"}
+)
+
+// chainEnd is how a poll ends with its chained record: finish removes the record (its
+// pending URL is 404 from now on) and reports whether it was still this poll's to
+// remove; wait hands it back for the next poll.
+type chainEnd struct {
+	finish func() bool
+	wait   func()
+}
+
+// pollChain polls the downstream auth server (signed as the resource's agent); 202
+// while it waits; on approval the downstream token is cached and the original request
+// replayed, whose answer is the poll's answer; a downstream 403 or 408 is passed on;
+// after any terminal answer the pending URL is 404.
+func (h *Handler) pollChain(w http.ResponseWriter, r *http.Request, rec *chainRecord, end chainEnd, ln *endpointLine) error {
 	if !h.now().Before(rec.expires) {
-		st.chains.remove(rec)
+		end.finish()
 		return ln.refuse(w, r, http.StatusRequestTimeout, wire.Error{Code: wire.CodeExpired, Description: "the request expired before the user approved it"})
 	}
 	tok, err := h.pollDownstream(r, rec)
-	if err == nil {
-		err = (&egress.Proxy{Discovery: h.app.Discovery()}).AcceptToken(r.Context(), rec.interaction, h.Resource, rec.signer, tok)
-		if err != nil {
-			st.chains.remove(rec)
-			return caddyhttp.Error(http.StatusBadGateway, err)
-		}
-		st.chains.remove(rec)
-		return h.replayChain(w, r, rec)
+	if err != nil {
+		return h.answerDownstreamOutcome(w, r, rec, end, ln, err)
 	}
-	return h.answerDownstreamOutcome(w, r, st, rec, ln, err)
+	if !end.finish() {
+		return ln.refuse(w, r, http.StatusNotFound, errNoSuchPending)
+	}
+	err = (&egress.Proxy{Discovery: h.app.Discovery()}).AcceptToken(r.Context(), rec.interaction, h.Resource, rec.signer, tok)
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadGateway, err)
+	}
+	return h.replayChain(w, r, rec)
 }
 
 // pollDownstream polls the downstream pending URL as the resource's agent for up to the
@@ -85,24 +106,25 @@ func (h *Handler) pollDownstream(r *http.Request, rec *chainRecord) (string, err
 }
 
 // answerDownstreamOutcome answers a poll the downstream did not approve (yet).
-func (h *Handler) answerDownstreamOutcome(w http.ResponseWriter, r *http.Request, st *egressState, rec *chainRecord, ln *endpointLine, err error) error {
+func (h *Handler) answerDownstreamOutcome(w http.ResponseWriter, r *http.Request, rec *chainRecord, end chainEnd, ln *endpointLine, err error) error {
 	var te *agent.TokenError
 	switch {
 	case errors.Is(err, agent.ErrConsentDenied):
-		st.chains.remove(rec)
+		end.finish()
 		return ln.refuse(w, r, http.StatusForbidden, wire.Error{Code: wire.CodeDenied, Description: "the user denied the downstream request"})
 	case errors.Is(err, agent.ErrConsentExpired):
-		st.chains.remove(rec)
+		end.finish()
 		return ln.refuse(w, r, http.StatusRequestTimeout, wire.Error{Code: wire.CodeExpired, Description: "the downstream request expired before the user approved it"})
 	case errors.Is(err, agent.ErrPendingGone):
-		st.chains.remove(rec)
+		end.finish()
 		return ln.refuse(w, r, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Description: "the downstream pending request is gone"})
 	case errors.As(err, &te) && !te.Temporary():
-		st.chains.remove(rec)
+		end.finish()
 		return ln.refuse(w, r, te.Status, wire.Error{Code: te.Code, Description: te.Description})
 	}
 	// Still waiting (the poll's deadline passed with 202), or the downstream auth server
 	// could not be reached this time: the agent polls again.
+	end.wait()
 	ln.log(r, http.StatusAccepted, outcomeWaiting, "")
 	h.writeChainPending(w, rec, 2*time.Second)
 	return nil

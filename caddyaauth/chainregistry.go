@@ -117,8 +117,7 @@ func (c *chainRegistry) remove(rec *chainRecord) {
 // downstreamInteractionURL is where the person approves the downstream request: the
 // downstream auth server's interaction endpoint (from its metadata when the 202 did not
 // come with one) with its code.
-func (rec *chainRecord) downstreamInteractionURL(ctx context.Context, app *App) (string, error) {
-	pe := rec.interaction.Pending
+func downstreamInteractionURL(ctx context.Context, app *App, pe *agent.PendingError) (string, error) {
 	endpoint := pe.InteractionEndpoint
 	if endpoint == "" {
 		md, err := app.Discovery().Metadata(ctx, pe.AuthServer, discovery.DocIssuer)

@@ -3,6 +3,7 @@ package caddyaauth
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -91,9 +92,14 @@ func (h *Handler) startChain(w http.ResponseWriter, r *http.Request, snap reques
 	for k := range w.Header() {
 		delete(w.Header(), k)
 	}
-	if err := h.app.egressState().chains.add(rec, now); err != nil {
+	if err := h.app.egressState().addChain(r.Context(), rec, now); err != nil {
+		desc := err.Error()
+		if !errors.Is(err, errTooManyChains) {
+			h.logger.Error("aauth chained request not recorded", zap.Error(err))
+			desc = "the pending request could not be recorded"
+		}
 		w.Header().Set("Retry-After", "5")
-		wire.WriteError(w, http.StatusServiceUnavailable, wire.Error{Code: wire.CodeServerError, Description: err.Error()})
+		wire.WriteError(w, http.StatusServiceUnavailable, wire.Error{Code: wire.CodeServerError, Description: desc})
 		return
 	}
 	if c := h.logger.Check(zap.DebugLevel, "aauth downstream consent needed; answering 202"); c != nil {

@@ -38,7 +38,7 @@ type egressWorld struct {
 
 func newEgressWorld(t *testing.T, allow ...string) *egressWorld {
 	t.Helper()
-	w := &egressWorld{state: newEgressState()}
+	w := &egressWorld{state: newEgressState(nil)}
 	var err error
 	if w.r1Key, err = keys.Generate(keys.AlgEd25519, "r1-agent-key"); err != nil {
 		t.Fatal(err)

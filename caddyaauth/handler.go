@@ -169,6 +169,9 @@ type Handler struct {
 
 	metrics *gatewayMetrics // nil: not counted
 	server  string          // server label; set when the config starts
+
+	srv         *caddyhttp.Server // the server the handler is in; nil when built by hand
+	fingerprint string            // hash of the handler's configuration (chainfingerprint.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -196,6 +199,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.authorities = append(h.authorities, httpsig.Authority("https", a))
 	}
 	h.renamed = h.renamedHeaders()
+	h.srv, _ = ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	h.fingerprint = configFingerprint(h)
 	var err error
 	if h.app, err = LoadApp(ctx); err != nil {
 		return err

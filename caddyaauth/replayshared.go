@@ -49,10 +49,9 @@ type sharedReplay struct {
 	st state.Store
 	// sweep is the storage whose expired buckets the sweeper deletes; nil when the store
 	// expires entries itself (Redis: SET NX PXAT).
-	sweep  certmagic.Storage
-	logger *zap.Logger
-	cancel context.CancelFunc
-	done   chan struct{}
+	sweep   certmagic.Storage
+	logger  *zap.Logger
+	sweeper sweeper
 }
 
 // newSharedReplay uses backend when the aauth app has a state backend, else storage:
@@ -95,34 +94,17 @@ func (s *sharedReplay) unavailable() *reqverify.UnavailableError {
 
 // start runs the sweeper (storage only) until stop.
 func (s *sharedReplay) start() {
-	if s == nil || s.sweep == nil || s.done != nil {
+	if s == nil || s.sweep == nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel, s.done = cancel, make(chan struct{})
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(replaySweepInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				s.sweepBuckets(ctx, now)
-			}
-		}
-	}()
+	s.sweeper.start(replaySweepInterval, s.sweepBuckets)
 }
 
 // stop ends the sweeper.
 func (s *sharedReplay) stop() {
-	if s == nil || s.cancel == nil {
-		return
+	if s != nil {
+		s.sweeper.stop()
 	}
-	s.cancel()
-	<-s.done
-	s.cancel, s.done = nil, nil
 }
 
 // sweepBuckets deletes the buckets whose every entry expired more than a bucket ago (the

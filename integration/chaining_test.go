@@ -143,7 +143,15 @@ http://:%s {
 	aauth_egress
 }
 
-%s {
+%s`, globalOptions(t, true),
+		env.apiID, fmt.Sprintf(site, aauth, strings.TrimPrefix(env.backend1.URL, "http://")),
+		strings.TrimPrefix(env.egressURL, "http://127.0.0.1:"), chainPeers(env, as2Policy))
+}
+
+// chainPeers are the sites around API1: API2 (data.read from AS2), AS1, and AS2, which
+// trusts AS1 and decides API1's exchanges by as2Policy.
+func chainPeers(env *chainEnv, as2Policy string) string {
+	return fmt.Sprintf(`%s {
 	aauth {
 		require auth-token
 		resource %s
@@ -154,12 +162,7 @@ http://:%s {
 }
 
 %s
-%s`, globalOptions(t, true),
-		env.apiID, fmt.Sprintf(site, aauth, strings.TrimPrefix(env.backend1.URL, "http://")),
-		strings.TrimPrefix(env.egressURL, "http://127.0.0.1:"),
-		env.api2ID, env.api2ID, env.as2ID, env.echo2.addr(),
-		authServerBlock(env.authID, "", env.hashes),
-		fmt.Sprintf(`%s {
+%s {
 	aauth_server {
 		issuer %s
 		trust_issuer %s
@@ -169,7 +172,9 @@ http://:%s {
 		}
 %s	}
 }
-`, env.as2ID, env.as2ID, env.authID, as2Policy, userLines(env.hashes, "\t\t")))
+`, env.api2ID, env.api2ID, env.as2ID, env.echo2.addr(),
+		authServerBlock(env.authID, "", env.hashes),
+		env.as2ID, env.as2ID, env.authID, as2Policy, userLines(env.hashes, "\t\t"))
 }
 
 func startChain(t *testing.T, as2Policy string) *chainEnv {
