@@ -57,7 +57,7 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 		{"8001", "the README's agent server (http://127.0.0.1:8001)"},
 	} {
 		if err := portFree(p.port); err != nil {
-			t.Skipf("port %s is already in use (%v); it is needed for %s", p.port, err, p.what)
+			t.Skipf("port %s is already in use (%v); this test runs Caddyfile.example itself and needs the port for %s: if the demo is still running, stop it to run this test", p.port, err, p.what)
 		}
 	}
 
