@@ -12,7 +12,7 @@
 //
 // The Go command's folders (GOPATH, GOMODCACHE, GOCACHE, GOENV) stay the user's.
 //
-//	go run .ci/machinecheck.go [-demo=false] [-- <go test arguments>]
+//	go run .ci/machinecheck.go [-demo=false] [-want-skip TestName] [-- <go test arguments>]
 //
 // The go test arguments default to the README's: -race -p 1 -count=1 -timeout 30m ./...
 // Run it from the repository root; the full test output (go test -json) is kept in the
@@ -38,8 +38,12 @@ import (
 	"time"
 )
 
+// wantSkip is the -want-skip flag.
+var wantSkip string
+
 func main() {
 	demo := flag.Bool("demo", true, "run the demo (Caddyfile.example) while the tests run")
+	flag.StringVar(&wantSkip, "want-skip", "", "fail unless the test of this name skipped")
 	flag.Parse()
 	args := flag.Args()
 	if len(args) == 0 {
@@ -285,19 +289,21 @@ func goTest(work string, env, args []string) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	unexplained := report(io.TeeReader(stdout, out))
-	testErr := cmd.Wait()
-	if testErr != nil {
-		testErr = fmt.Errorf("go test: %w", testErr)
-	} else if unexplained > 0 {
-		testErr = fmt.Errorf("%d tests skipped without saying why", unexplained)
+	skipped, unexplained := report(io.TeeReader(stdout, out))
+	switch err := cmd.Wait(); {
+	case err != nil:
+		return fmt.Errorf("go test: %w", err)
+	case unexplained > 0:
+		return fmt.Errorf("%d tests skipped without saying why", unexplained)
+	case wantSkip != "" && !slices.Contains(skipped, wantSkip):
+		return fmt.Errorf("%s did not skip (-want-skip)", wantSkip)
 	}
-	return testErr
+	return nil
 }
 
 // report reads the event stream and prints results as they come; it returns the number
-// of skips that gave no reason.
-func report(r io.Reader) (unexplained int) {
+// the names of the skipped tests and how many of them gave no reason.
+func report(r io.Reader) (skipped []string, unexplained int) {
 	outputs := map[string][]string{}
 	var skips []string
 	sc := bufio.NewScanner(r)
@@ -324,6 +330,7 @@ func report(r io.Reader) (unexplained int) {
 				reason = "NO REASON GIVEN"
 			}
 			skips = append(skips, fmt.Sprintf("SKIP %s: %s", key, reason))
+			skipped = append(skipped, e.Test)
 		case "pass":
 			if e.Test == "" {
 				fmt.Printf("ok   %s %.1fs\n", e.Package, e.Elapsed)
@@ -337,7 +344,7 @@ func report(r io.Reader) (unexplained int) {
 	for _, s := range skips {
 		fmt.Println(s)
 	}
-	return unexplained
+	return skipped, unexplained
 }
 
 // skipReason is what a skipped test printed, apart from the lines go test adds.
