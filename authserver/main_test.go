@@ -1,7 +1,6 @@
 package authserver
 
 import (
-	"os"
 	"testing"
 
 	"github.com/caddy-aauth/caddy-aauth/internal/testhome"
@@ -11,15 +10,4 @@ import (
 // process, whose tls app writes instance.uuid into Caddy's data folder
 // (~/.local/share/caddy) and whose config would be autosaved to ~/.config/caddy. Caddy's
 // logs are shown with -v only.
-func TestMain(m *testing.M) {
-	dir, err := testhome.Setup("aauth-authserver-test-")
-	if err == nil {
-		err = testhome.Quiet()
-	}
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testhome.Main(m, "aauth-authserver-test-") }

@@ -15,32 +15,17 @@ import (
 	"github.com/caddy-aauth/caddy-aauth/internal/testhome"
 )
 
-// stateDir holds every test's Caddy storage. Caddy keeps running between tests (one
-// in-process instance per test binary) and may still write into a test's storage after
-// the test ends, so the folders are removed once, after all tests.
-var stateDir string
-
-func TestMain(m *testing.M) {
-	// HOME and the XDG folders point into stateDir, so no test (nor a binary a test
-	// starts) touches the user's own Caddy config (autosave.json) or data; the Go
-	// command's folders stay the user's, so the tests that build the caddy and aauth
-	// binaries reuse its caches. Caddy's own logs are shown with -v only.
-	var err error
-	stateDir, err = testhome.Setup("aauth-integration-")
-	if err == nil {
-		err = testhome.Quiet()
-	}
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(stateDir)
-	os.Exit(code)
-}
+// TestMain: HOME and the XDG folders point into a temporary folder, so no test (nor a
+// binary a test starts) touches the user's own Caddy config (autosave.json) or data; the
+// Go command's folders stay the user's, so the tests that build the caddy and aauth
+// binaries reuse its caches. Caddy's own logs are shown with -v only. Caddy keeps running
+// between tests (one in-process instance per test binary) and may still write into a
+// test's storage after the test ends, so the folder is removed once, after all tests.
+func TestMain(m *testing.M) { testhome.Main(m, "aauth-integration-") }
 
 // storageDir returns a fresh storage folder for one Caddy configuration.
 func storageDir(t *testing.T) string {
-	d, err := os.MkdirTemp(stateDir, "storage-")
+	d, err := os.MkdirTemp(testhome.Dir(), "storage-")
 	if err != nil {
 		t.Fatal(err)
 	}

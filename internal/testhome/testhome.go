@@ -21,6 +21,28 @@ import (
 	"github.com/caddyserver/certmagic"
 )
 
+// dir is the folder Main made.
+var dir string
+
+// Main is a whole TestMain: Setup, Quiet, m.Run, then the folder is removed and the
+// process exits with m.Run's status.
+func Main(m *testing.M, prefix string) {
+	var err error
+	dir, err = Setup(prefix)
+	if err == nil {
+		err = Quiet()
+	}
+	if err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Dir is the temporary folder Main made, for tests that keep more state in it.
+func Dir() string { return dir }
+
 // goVars are the Go command's folders, which follow HOME and the XDG variables by default.
 // Setup pins them to the user's values so that tests building binaries (go build) reuse the
 // user's module and build caches and settings instead of starting from nothing.
