@@ -6,7 +6,7 @@
 // with -demo (the default), the demo (Caddyfile.example) runs from that HOME on its fixed
 // ports while the tests run. Afterwards:
 //   - the autosave.json must be byte for byte as it was, and nothing else under HOME
-//     changed after the demo was ready (the Go command's telemetry counters aside);
+//     changed after the demo was ready (the Go command's ~/.config/go aside);
 //   - the repository's files (git status) must be as they were;
 //   - every skipped test must say why (its t.Skip message is printed here).
 //
@@ -186,7 +186,8 @@ func startDemo(work string, env []string) (stop func(), err error) {
 }
 
 // snapshot maps every file and folder under root to its content's digest ("dir" for a
-// folder), leaving out the Go command's telemetry counters (~/.config/go/telemetry).
+// folder), leaving out the Go command's own folder (~/.config/go, where it keeps its
+// telemetry counters whatever GOENV says).
 func snapshot(root string) (map[string]string, error) {
 	files := map[string]string{}
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -194,7 +195,7 @@ func snapshot(root string) (map[string]string, error) {
 			return err
 		}
 		rel, _ := filepath.Rel(root, path)
-		if rel == filepath.Join(".config", "go", "telemetry") {
+		if rel == filepath.Join(".config", "go") {
 			return filepath.SkipDir
 		}
 		if d.IsDir() {
