@@ -97,13 +97,15 @@ func run(demo bool, testArgs []string) error {
 	for _, p := range problems {
 		fmt.Println("PROBLEM:", p)
 	}
+	if len(problems) == 0 {
+		fmt.Println("== the autosave.json, the rest of HOME and the repository are unchanged")
+	}
 	if testErr != nil {
 		return testErr
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%d problems", len(problems))
 	}
-	fmt.Println("== the autosave.json, the rest of HOME and the repository are unchanged")
 	return nil
 }
 
