@@ -39,7 +39,7 @@ func freePort(t *testing.T) int {
 // endpoints over HTTP, and a forced reload that keeps the key and the seen jtis.
 func TestInCaddy(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs Caddy")
+		t.Skip("-short: skipping a test that runs Caddy in process")
 	}
 	resource := newOrigin(t, "aauth-resource", "resource", "res-key-1")
 	agent := newOrigin(t, "aauth-agent", "agent", "agent-key-1")
@@ -162,7 +162,7 @@ func TestInCaddy(t *testing.T) {
 // max_poll_wait, the HTML flow over HTTP, the token, and the grants admin API.
 func TestInCaddyConsent(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs Caddy")
+		t.Skip("-short: skipping a test that runs Caddy in process")
 	}
 	resource := newOrigin(t, "aauth-resource", "resource", "res-key-1")
 	agent := newOrigin(t, "aauth-agent", "agent", "agent-key-1")

@@ -61,6 +61,12 @@ type App struct {
 	// locks (see the "Running a cluster" section of the README).
 	StateRaw json.RawMessage `json:"state,omitempty" caddy:"namespace=aauth.state inline_key=backend"`
 
+	// ReadyMessage, when set, is printed as one line on standard output once the config
+	// has started and its servers accept connections (Caddy's "started" event): on
+	// `caddy run` and after each reload, never under `caddy validate`. The demo uses it
+	// to tell the user the next command to try.
+	ReadyMessage string `json:"ready_message,omitempty"`
+
 	state StateBackend // loaded from StateRaw; nil: Caddy's storage
 
 	replayShared *sharedReplay // nil: replay_store local
@@ -109,6 +115,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.discovery, a.releaseDiscovery = client, release
+	if err := a.provisionReady(ctx); err != nil {
+		return err
+	}
 	if a.StateRaw != nil {
 		mod, err := ctx.LoadModule(a, "StateRaw")
 		if err != nil {
@@ -179,7 +188,7 @@ func (a *App) Validate() error {
 	default:
 		return fmt.Errorf("replay_store: unknown store %q (want local or shared)", a.ReplayStore)
 	}
-	return nil
+	return validateReadyMessage(a.ReadyMessage)
 }
 
 // Start runs the work handlers registered with OnStart: loading or generating signing

@@ -246,6 +246,7 @@ func addPair(d *caddyfile.Dispenser, m *map[string]string, dup func(key string) 
 //			replay_capacity <entries>       # replay store bound; default 1048576
 //			replay_store local|shared       # default shared with a state backend, else local
 //			state <backend> { … }           # e.g. state redis { address … }
+//			ready_message <text>            # printed once the servers accept connections
 //		}
 //	}
 //
@@ -309,6 +310,13 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.StateRaw = raw
+		case "ready_message":
+			if !d.AllArgs(&app.ReadyMessage) {
+				return nil, d.ArgErr()
+			}
+			if err := validateReadyMessage(app.ReadyMessage); err != nil {
+				return nil, d.Err(err.Error())
+			}
 		default:
 			return nil, d.Errf("unrecognized aauth global option %q", d.Val())
 		}

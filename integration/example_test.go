@@ -57,7 +57,7 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 		{"8001", "the README's agent server (http://127.0.0.1:8001)"},
 	} {
 		if err := portFree(p.port); err != nil {
-			t.Skipf("port %s is already in use (%v); it is needed for %s", p.port, err, p.what)
+			t.Skipf("port %s is already in use (%v); this test runs Caddyfile.example itself and needs the port for %s: if the demo is still running, stop it to run this test", p.port, err, p.what)
 		}
 	}
 
@@ -81,7 +81,17 @@ func TestExampleCaddyfileWithCLI(t *testing.T) {
 		}
 	}
 	caddyProc := startProcess(t, "caddy", root, caddyEnv, caddyBin, "run", "--config", "Caddyfile.example", "--adapter", "caddyfile")
-	waitHTTP(t, caddyProc, "http://localhost:8080/", 30*time.Second)
+	// The demo's ready_message: one line, printed once every site accepts connections,
+	// naming the command the first subtest runs.
+	ready := waitLine(t, caddyProc, readyLineRE, 30*time.Second)
+	if res, err := http.Get("http://localhost:8080/pseudonym/hello"); err != nil {
+		t.Fatalf("Caddy printed %q but the gateway does not answer: %v", ready, err)
+	} else {
+		res.Body.Close()
+	}
+	if !strings.Contains(ready, "aauth fetch http://localhost:8080/pseudonym/hello") {
+		t.Errorf("the ready line names another command: %q", ready)
+	}
 
 	// The user's working folder: keys and tokens are written here.
 	work := t.TempDir()
@@ -462,6 +472,32 @@ func startProcess(t *testing.T, name, dir string, env []string, bin string, args
 		}
 	})
 	return p
+}
+
+// readyLineRE matches the line Caddyfile.example's ready_message prints.
+var readyLineRE = regexp.MustCompile(`(?m)^ready: try .*$`)
+
+// waitLine waits until the process's output has a line re matches, and returns it.
+func waitLine(t *testing.T, p *process, re *regexp.Regexp, limit time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		if m := re.FindAllString(p.out.String(), -1); len(m) > 0 {
+			if len(m) > 1 {
+				t.Errorf("%s printed %d lines matching %s, want one: %q", p.name, len(m), re, m)
+			}
+			return m[0]
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before printing a line matching %s: %v", p.name, re, p.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s printed no line matching %s within %s", p.name, re, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // waitHTTP polls url until it answers with any HTTP status, failing early when the

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-aauth/caddy-aauth/internal/testhome"
 )
 
 // Interop with the Python reference implementation of AAuth
@@ -220,7 +222,7 @@ func builtBinary(t *testing.T, pkg string) string {
 	if p, ok := builtBinaries.Load(pkg); ok {
 		return p.(string)
 	}
-	out := filepath.Join(stateDir, "bin-"+filepath.Base(pkg))
+	out := filepath.Join(testhome.Dir(), "bin-"+filepath.Base(pkg))
 	goBuild(t, moduleRoot(t), out, pkg)
 	builtBinaries.Store(pkg, out)
 	return out
