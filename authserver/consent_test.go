@@ -382,52 +382,6 @@ func TestWrongCodeRateLimit(t *testing.T) {
 	if res := get("192.0.2.1", code); res.Status != http.StatusOK {
 		t.Fatalf("after the window: %d", res.Status)
 	}
-
-	// Memory stays bounded.
-	l := newRateLimiter(10, time.Minute, 100)
-	for i := range 1000 {
-		key := fmt.Sprintf("10.0.%d.%d", i/256, i%256)
-		l.take(key, testNow)
-		l.done(key, testNow, true)
-	}
-	if len(l.m) > 100 {
-		t.Fatalf("%d limiter entries", len(l.m))
-	}
-
-	// Parallel attempts cannot all slip past the limit: of 1000 started before any of
-	// them is done, only limit+inflightSlack are let through.
-	par := newRateLimiter(10, time.Minute, 100)
-	var passed atomic.Int64
-	var wg sync.WaitGroup
-	for range 1000 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if par.take("198.51.100.1", testNow) {
-				passed.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	if passed.Load() != 10+inflightSlack {
-		t.Fatalf("%d parallel attempts passed, want %d", passed.Load(), 10+inflightSlack)
-	}
-	// When they turn out wrong, the key is blocked; right ones free their slot.
-	for range 10 {
-		par.done("198.51.100.1", testNow, true)
-	}
-	for range inflightSlack {
-		par.done("198.51.100.1", testNow, false)
-	}
-	if par.take("198.51.100.1", testNow) {
-		t.Fatal("a key with 10 wrong attempts must be blocked")
-	}
-	ok := newRateLimiter(10, time.Minute, 100)
-	for range 50 {
-		if !ok.take("198.51.100.2", testNow) {
-			t.Fatal("50 attempts in progress from one address must pass (people behind one NAT)")
-		}
-	}
 }
 
 // TestCSRF: forms without the session-bound token are refused.

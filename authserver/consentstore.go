@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/aauthevents"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/attempts"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
@@ -211,7 +212,7 @@ type consentStore struct {
 
 	grantsMu sync.Mutex // serialises grant list updates within the process
 
-	limiter *rateLimiter
+	limiter *attempts.Limiter
 	tokens  *tokenLimiter
 
 	// events is the emitter of the newest config using the store (grantRevoked).
@@ -243,7 +244,7 @@ func newConsentStore(ctx context.Context, issuer string, st certmagic.Storage, l
 		pending:  map[string]*pendingEntry{},
 		codes:    map[string]codeRecord{},
 		sessions: map[string]sessionRecord{},
-		limiter:  newRateLimiter(maxWrongCodes, time.Minute, maxLimiterEntries),
+		limiter:  attempts.New(maxWrongCodes, time.Minute, maxLimiterEntries),
 		tokens:   newTokenLimiter(maxTokenLimiterKeys),
 	}
 	s.setStorage(st)
@@ -722,7 +723,7 @@ func (s *consentStore) sweep(ctx context.Context, now time.Time) {
 		}
 	}
 	s.mu.Unlock()
-	s.limiter.sweep(now)
+	s.limiter.Sweep(now)
 	s.tokens.sweep(now)
 	deleteKeys(ctx, s.storage(), keys, s.logger, "deleting expired consent record")
 }

@@ -293,12 +293,12 @@ func (it *interaction) showRequest(code, callback string, rec pendingRecord, err
 func (it *interaction) find(raw, callback string) (string, pendingRecord, bool) {
 	h := it.h
 	now := h.now()
-	if !h.consent.limiter.take(it.ip, now) {
+	if !h.consent.limiter.Take(it.ip, now) {
 		it.tooMany()
 		return "", pendingRecord{}, false
 	}
 	guess := true // a wrong guess unless the code turns out to exist
-	defer func() { h.consent.limiter.done(it.ip, now, guess) }()
+	defer func() { h.consent.limiter.Done(it.ip, now, guess) }()
 	wrong := func() {
 		it.render(http.StatusBadRequest, "code", pageData{
 			Title: "Connect an agent", Callback: callback, Code: clipChars(raw, 20),
@@ -451,7 +451,7 @@ func (it *interaction) login(f url.Values) {
 		return
 	}
 	now := h.now()
-	if !h.consent.limiter.take(it.ip, now) {
+	if !h.consent.limiter.Take(it.ip, now) {
 		it.tooMany()
 		return
 	}
@@ -460,7 +460,7 @@ func (it *interaction) login(f url.Values) {
 		callback = ""
 	}
 	name, ok := authenticate(h.Users, f.Get("username"), f.Get("password"))
-	h.consent.limiter.done(it.ip, now, !ok)
+	h.consent.limiter.Done(it.ip, now, !ok)
 	if !ok {
 		h.logger.Info("consent page login failed", zap.String("remote_ip", it.ip))
 		d := pageData{Title: "Sign in", Code: clipChars(code, 20), Callback: callback, Next: next, Error: "The user name or password is wrong."}

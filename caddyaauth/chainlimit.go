@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -17,57 +16,8 @@ import (
 const (
 	chainWrongCodes   = 10
 	chainWrongWindow  = time.Minute
-	chainWrongClients = 10000 // clients tracked at once; past it unknown clients are refused
+	chainWrongClients = 10000 // clients tracked at once
 )
-
-// codeMisses counts unknown codes per client IP in fixed windows.
-type codeMisses struct {
-	mu sync.Mutex
-	m  map[string]codeWindow
-}
-
-type codeWindow struct {
-	start time.Time
-	n     int
-}
-
-// blocked reports whether ip has used up its wrong codes in the current window.
-func (c *codeMisses) blocked(ip string, now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	w, ok := c.m[ip]
-	if !ok {
-		return len(c.m) >= chainWrongClients && !c.sweep(now)
-	}
-	return now.Sub(w.start) < chainWrongWindow && w.n >= chainWrongCodes
-}
-
-// miss records an unknown code from ip.
-func (c *codeMisses) miss(ip string, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]codeWindow{}
-	}
-	w := c.m[ip]
-	if now.Sub(w.start) >= chainWrongWindow {
-		w = codeWindow{start: now}
-	}
-	w.n++
-	if _, ok := c.m[ip]; ok || len(c.m) < chainWrongClients || c.sweep(now) {
-		c.m[ip] = w
-	}
-}
-
-// sweep drops windows that ended; it reports whether there is room for a new client.
-func (c *codeMisses) sweep(now time.Time) bool {
-	for ip, w := range c.m {
-		if now.Sub(w.start) >= chainWrongWindow {
-			delete(c.m, ip)
-		}
-	}
-	return len(c.m) < chainWrongClients
-}
 
 // ClientIP is the request's client for rate limits: Caddy's client IP (which honours
 // trusted_proxies), else the peer address; IPv6 clients are grouped by /64, since one

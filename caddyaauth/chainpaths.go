@@ -61,17 +61,18 @@ func (h *Handler) serveChainPath(w http.ResponseWriter, r *http.Request) (bool, 
 // decision; every other answer by ln.
 func (h *Handler) serveChainInteract(w http.ResponseWriter, r *http.Request, st *egressState, ln *endpointLine) error {
 	ip, now := ClientIP(r), h.now()
-	if st.chains.misses.blocked(ip, now) {
+	if !st.chains.misses.Take(ip, now) {
 		h.metrics.limited(promreg.LimiterChainInteract)
 		w.Header().Set("Retry-After", strconv.Itoa(int(chainWrongWindow/time.Second)))
 		return ln.refuse(w, r, http.StatusTooManyRequests, wire.Error{Code: wire.CodeRateLimited, Description: "too many unknown codes from this client; try again in a minute"})
 	}
 	resource, pe, err := st.interactionOf(r.Context(), r.URL.Query().Get("code"), now)
+	known := err == nil && pe != nil && resource == h.Resource
+	st.chains.misses.Done(ip, now, err == nil && !known)
 	if err != nil {
 		return h.chainStateUnavailable(w, err)
 	}
-	if pe == nil || resource != h.Resource {
-		st.chains.misses.miss(ip, now)
+	if !known {
 		return ln.refuse(w, r, http.StatusBadRequest, wire.Error{Code: wire.CodeInvalidRequest, Description: "unknown or expired code"})
 	}
 	target, err := downstreamInteractionURL(r.Context(), h.app, pe)

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/attempts"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/egress"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/ids"
@@ -52,7 +53,7 @@ type chainRegistry struct {
 	mu     sync.Mutex
 	byID   map[string]*chainRecord
 	byCode map[string]*chainRecord
-	misses codeMisses // unknown codes per client at the interact endpoint
+	misses *attempts.Limiter // unknown codes per client at the interact endpoint
 }
 
 var errTooManyChains = errors.New("aauth: too many requests wait for a downstream consent")

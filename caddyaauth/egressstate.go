@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/attempts"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/egress"
 )
 
@@ -24,7 +25,7 @@ type egressState struct {
 }
 
 func newEgressState(shared *sharedChains) *egressState {
-	return &egressState{handles: &egress.Registry{}, tokens: &egress.TokenStore{}, chains: &chainRegistry{}, shared: shared}
+	return &egressState{handles: &egress.Registry{}, tokens: &egress.TokenStore{}, chains: &chainRegistry{misses: attempts.New(chainWrongCodes, chainWrongWindow, chainWrongClients)}, shared: shared}
 }
 
 // egressState returns the config's shared egress state, created on first use; nil for a
