@@ -324,6 +324,35 @@ func TestAuthTokenRejections(t *testing.T) {
 	if n := evil.hits.Load(); n != 0 {
 		t.Fatalf("the untrusted issuer was contacted %d times", n)
 	}
+	// Each refusal moved the verdicts counter of its code on the admin /metrics.
+	want := map[string]float64{}
+	for _, c := range cases {
+		code := c.errorCode
+		if code == "" {
+			code = "ok"
+		}
+		want[code]++
+	}
+	m := scrape(t)
+	for code, n := range want {
+		if got := verdictsOf(m, code); got < n {
+			t.Errorf("caddy_aauth_verdicts_total{code=%q} sums to %v, want at least %v", code, got, n)
+		}
+	}
+}
+
+// verdictsOf sums caddy_aauth_verdicts_total over every series of one code.
+func verdictsOf(exposition, code string) float64 {
+	sum := 0.0
+	for _, l := range strings.Split(exposition, "\n") {
+		if strings.HasPrefix(l, "caddy_aauth_verdicts_total{") && strings.Contains(l, `code="`+code+`"`) {
+			var v float64
+			if _, err := fmt.Sscan(l[strings.LastIndex(l, " ")+1:], &v); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
 }
 
 // tokenRequest posts a signed token request to the auth server.

@@ -88,6 +88,49 @@ func TestDecisionLogAndMetrics(t *testing.T) {
 	}
 	discoveryOutcomes(t)
 	signatureRefusals(t, s)
+	keyRefusals(t, s)
+}
+
+// keyRefusals: a request refused for its key or agent token moves the verdicts counter
+// of the code it was answered with, one code per case.
+func keyRefusals(t *testing.T, s *keys.Signer) {
+	agentSrv := newAgentServer(t)
+	stranger, _ := keys.Generate(keys.AlgEd25519, "not-in-the-jwks")
+	cases := []struct {
+		name, url, code string
+		build           func(req *http.Request) error
+	}{
+		{"inline key that is not a key", api + "/pseudo/data", "invalid_key", func(req *http.Request) error {
+			if err := httpsig.Sign(req, s, agent.HWK(s).SigKey(), httpsig.SignOptions{}); err != nil {
+				return err
+			}
+			req.Header.Set("Signature-Key", `sig=hwk;kty="OKP";crv="Ed25519";x="AAAA"`)
+			return nil
+		}},
+		{"jwks_uri kid the agent does not publish", api + "/ident/data", "unknown_key", func(req *http.Request) error {
+			return httpsig.Sign(req, stranger, agent.JWKSURI(stranger, agentSrv.id).SigKey(), httpsig.SignOptions{})
+		}},
+		{"agent token that is not a JWT", api + "/ident/data", "invalid_agent_token", func(req *http.Request) error {
+			return httpsig.Sign(req, s, agent.Delegate(s, "not.a.jwt").SigKey(), httpsig.SignOptions{})
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			series := func() float64 { return verdictsOf(scrape(t), c.code) }
+			before := series()
+			req, _ := http.NewRequest(http.MethodGet, c.url, nil)
+			if err := c.build(req); err != nil {
+				t.Fatal(err)
+			}
+			res := do(t, plainClient(), req)
+			if res.status != http.StatusUnauthorized || res.errorCode(t) != c.code {
+				t.Fatalf("status %d body %s, want 401 %s", res.status, res.body, c.code)
+			}
+			if after := series(); after != before+1 {
+				t.Fatalf("verdicts of %s went from %v to %v, want +1", c.code, before, after)
+			}
+		})
+	}
 }
 
 // signatureRefusals: a signature that does not verify and one created outside the
