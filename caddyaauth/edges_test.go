@@ -239,6 +239,7 @@ func BenchmarkAuthTokenCached(b *testing.B) {
 				reqs[i] = jwtRequest(b, ag, tok, "POST", fmt.Sprintf("http://api.example/data/%d", i), time.Now())
 			}
 			ring := newRequestRing(reqs...)
+			withMetrics(b, h)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

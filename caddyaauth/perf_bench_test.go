@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
@@ -86,6 +87,7 @@ func (o okHandler) ServeHTTP(http.ResponseWriter, *http.Request) error { *o.reac
 
 func runRing(b *testing.B, h *Handler, ring *requestRing, want int) {
 	b.Helper()
+	withMetrics(b, h)
 	if st := ring.serve(h, 0); st != want {
 		b.Fatalf("first request: status %d, want %d", st, want)
 	}
@@ -96,6 +98,16 @@ func runRing(b *testing.B, h *Handler, ring *requestRing, want int) {
 			b.Fatalf("request %d: status %d, want %d", i, st, want)
 		}
 	}
+}
+
+// withMetrics gives h the verdict metrics a running Caddy gives it (every config has a
+// metrics registry).
+func withMetrics(tb testing.TB, h *Handler) {
+	m, err := metricsFor(prometheus.NewRegistry())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h.metrics, h.server = m, "srv0"
 }
 
 // jwksPublisher serves an agent's metadata and JWKS on loopback (discovery in dev mode).
