@@ -46,7 +46,8 @@ type Signature struct {
 	KeyID      string
 	Value      []byte
 	Key        SigKey
-	params     string // canonical serialisation of the inner list, for @signature-params
+	params     string    // canonical serialisation of the inner list, for @signature-params
+	keyEntry   *keyEntry // the cached Signature-Key value Key came from (InlineKey)
 }
 
 // Present reports whether the request carries any of the three signature headers.
@@ -101,13 +102,16 @@ func Parse(h http.Header, lim Limits) (*Signature, error) {
 		return nil, err
 	}
 	sig.Value = val
-	members, err := ParseSignatureKey(kv)
+	// A Signature-Key value is the same on every request of one key (hwk, jwks_uri) or
+	// token (jwt): its parse is cached by its exact bytes.
+	e, err := sigKeys.parse(kv)
 	if err != nil {
 		return nil, err
 	}
-	if sig.Key, err = KeyFor(members, sig.Label); err != nil {
+	if sig.Key, err = KeyFor(e.members, sig.Label); err != nil {
 		return nil, err
 	}
+	sig.keyEntry = e
 	return sig, nil
 }
 

@@ -160,7 +160,7 @@ func (v *Verifier) hwk(sig *httpsig.Signature, base []byte, res *Result) error {
 	if sig.Key.Has("alg") {
 		return fail(httpsig.CodeInvalidKey, "hwk must not carry alg")
 	}
-	pub, err := keys.FromMembers(sig.Key.Map())
+	pub, err := sig.InlineKey()
 	if err != nil {
 		return fail(httpsig.CodeInvalidKey, err.Error())
 	}
@@ -208,6 +208,18 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	if raw == "" {
 		return fail(httpsig.CodeInvalidKey, "jwt scheme requires a jwt parameter")
 	}
+	now := v.now()
+	if cached, ok := v.Tokens.Get(raw, now); ok {
+		// This very token text verified here before, as an agent or an auth token: its
+		// verified header says which, without peeking at the text again.
+		res.TokenTyp = wire.NormalizeTokenType(cached.Header.Typ)
+		// The cache holds tokens verified by this verifier, but Self may differ per
+		// request (a gateway without a configured resource): check the audience again.
+		if res.TokenTyp == token.TypAgent && len(cached.Claims.Audience) > 0 && !cached.Claims.Audience.Contains(v.Self) {
+			return fail(CodeInvalidAgentToken, "token is for another audience")
+		}
+		return v.bind(sig, base, res, cached, false)
+	}
 	// Structure and claims first, then the request signature with the token's cnf key,
 	// and only then the token's own signature, which may need a fetch.
 	typ := wire.TokenType(raw)
@@ -217,15 +229,6 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 		return fail(CodeInvalidAgentToken, "the jwt scheme needs an agent+jwt or auth+jwt token")
 	}
 	res.TokenTyp = typ
-	now := v.now()
-	if cached, ok := v.Tokens.Get(raw, now); ok {
-		// The cache holds tokens verified by this verifier, but Self may differ per
-		// request (a gateway without a configured resource): check the audience again.
-		if typ == token.TypAgent && len(cached.Claims.Audience) > 0 && !cached.Claims.Audience.Contains(v.Self) {
-			return fail(CodeInvalidAgentToken, "token is for another audience")
-		}
-		return v.bind(sig, base, res, cached, false)
-	}
 	pre, err := token.Parse(raw, typ)
 	if err != nil {
 		return fail(codeFor(typ), "token is malformed")
