@@ -25,7 +25,7 @@ const maxChainWait = 20 * time.Second
 // the original request replayed, whose answer is the poll's answer; a downstream 403 or
 // 408 is passed on; after any terminal answer the pending URL is 404.
 func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egressState, rec *chainRecord) error {
-	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
+	res, ok, err := h.verify(w, r, h.Resource, h.target(r))
 	if !ok {
 		return err
 	}

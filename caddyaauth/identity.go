@@ -2,6 +2,7 @@ package caddyaauth
 
 import (
 	"net/http"
+	"net/textproto"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -12,16 +13,41 @@ import (
 // Upstream header fields and their placeholders, our choice of what a verified request
 // tells the upstream. The keys are the names
 // users refer to in the `header` option.
-var identityFields = []struct{ key, header string }{
-	{"level", "X-Aauth-Level"},
-	{"scheme", "X-Aauth-Scheme"},
-	{"agent", "X-Aauth-Agent"},
-	{"delegate", "X-Aauth-Delegate"},
-	{"sub", "X-Aauth-Subject"},
-	{"scope", "X-Aauth-Scope"},
-	{"jkt", "X-Aauth-Key-Thumbprint"},
-	{"txn", "X-Aauth-Txn"},
-	{"issuer", "X-Aauth-Issuer"},
+var identityFields = [...]struct{ key, header, placeholder string }{
+	{"level", "X-Aauth-Level", "http.aauth.level"},
+	{"scheme", "X-Aauth-Scheme", "http.aauth.scheme"},
+	{"agent", "X-Aauth-Agent", "http.aauth.agent"},
+	{"delegate", "X-Aauth-Delegate", "http.aauth.delegate"},
+	{"sub", "X-Aauth-Subject", "http.aauth.sub"},
+	{"scope", "X-Aauth-Scope", "http.aauth.scope"},
+	{"jkt", "X-Aauth-Key-Thumbprint", "http.aauth.jkt"},
+	{"txn", "X-Aauth-Txn", "http.aauth.txn"},
+	{"issuer", "X-Aauth-Issuer", "http.aauth.issuer"},
+}
+
+// Indexes of identityFields.
+const (
+	fieldLevel = iota
+	fieldScheme
+	fieldAgent
+	fieldDelegate
+	fieldSub
+	fieldScope
+	fieldJKT
+	fieldTxn
+	fieldIssuer
+)
+
+// userFields are the identity fields also set as {http.auth.user.<key>}.
+var userFields = [...]struct {
+	field       int
+	placeholder string
+}{
+	{fieldAgent, "http.auth.user.agent"},
+	{fieldSub, "http.auth.user.sub"},
+	{fieldScope, "http.auth.user.scope"},
+	{fieldLevel, "http.auth.user.level"},
+	{fieldDelegate, "http.auth.user.delegate"},
 }
 
 // handleField is the key of the `header` option that renames X-Aauth-Handle.
@@ -60,7 +86,7 @@ func hasIdentityPrefix(n string) bool {
 // the underscore spelling (CGI backends treat them alike), plus any renamed field.
 func stripIdentityHeaders(h http.Header, renamed []string) {
 	for name := range h {
-		if hasIdentityPrefix(strings.ToLower(name)) {
+		if identityPrefixed(name) {
 			delete(h, name)
 		}
 	}
@@ -71,28 +97,47 @@ func stripIdentityHeaders(h http.Header, renamed []string) {
 	}
 }
 
-// identityValues lists the verified facts of a request by field key.
-func identityValues(res *reqverify.Result) map[string]string {
-	v := map[string]string{
-		"level":  res.Level,
-		"scheme": res.Scheme,
-		"agent":  res.Agent,
-		"jkt":    res.Key.Thumbprint,
+// identityPrefixed is hasIdentityPrefix(strings.ToLower(name)) without the copy: header
+// names are ASCII tokens, and no other character lowercases to one of these letters.
+func identityPrefixed(name string) bool {
+	const prefix = "x-aauth-"
+	if len(name) < len(prefix) {
+		return false
 	}
-	if res.Delegate != "" {
-		v["delegate"] = res.Delegate
+	for i := 0; i < len(prefix); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c == '_' && prefix[i] == '-' {
+			continue
+		}
+		if c != prefix[i] {
+			return false
+		}
 	}
+	return true
+}
+
+// identity holds the verified facts of a request, indexed like identityFields.
+type identity [len(identityFields)]string
+
+// identityValues lists the verified facts of a request.
+func identityValues(res *reqverify.Result) identity {
+	var v identity
+	v[fieldLevel], v[fieldScheme], v[fieldAgent], v[fieldJKT] = res.Level, res.Scheme, res.Agent, res.Key.Thumbprint
+	v[fieldDelegate] = res.Delegate
 	if t := res.Token; t != nil && res.Level == reqverify.LevelAuthorized {
-		v["sub"], v["scope"], v["txn"], v["issuer"] = t.Claims.Subject, t.Claims.Scope, t.Claims.Txn, t.Claims.Issuer
+		v[fieldSub], v[fieldScope], v[fieldTxn], v[fieldIssuer] = t.Claims.Subject, t.Claims.Scope, t.Claims.Txn, t.Claims.Issuer
 	}
 	return v
 }
 
 // principal is what {http.auth.user.id} carries: the user, else the agent, else the key.
-func principal(v map[string]string) string {
-	for _, k := range []string{"sub", "agent", "jkt"} {
-		if v[k] != "" {
-			return v[k]
+func principal(v *identity) string {
+	for _, i := range []int{fieldSub, fieldAgent, fieldJKT} {
+		if v[i] != "" {
+			return v[i]
 		}
 	}
 	return ""
@@ -101,22 +146,30 @@ func principal(v map[string]string) string {
 // setIdentity writes the verified facts into the upstream headers and placeholders.
 func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, res *reqverify.Result) {
 	vals := identityValues(res)
-	for _, f := range identityFields {
-		val := vals[f.key]
-		repl.Set("http.aauth."+f.key, val)
+	names := make([]string, 0, len(identityFields))
+	for i, f := range identityFields {
+		repl.Set(f.placeholder, vals[i])
 		name := f.header
 		if alt, ok := h.Headers[f.key]; ok {
 			name = alt
 		}
-		if name == "" || name == "-" || val == "" {
+		if name == "" || name == "-" || vals[i] == "" {
+			names = append(names, "")
 			continue
 		}
-		r.Header.Set(name, val)
+		names = append(names, textproto.CanonicalMIMEHeaderKey(name))
 	}
-	repl.Set("http.auth.user.id", principal(vals))
-	for _, k := range []string{"agent", "sub", "scope", "level", "delegate"} {
-		if vals[k] != "" {
-			repl.Set("http.auth.user."+k, vals[k])
+	// One backing array for every header value (what Header.Set does, one slice each).
+	backing := vals
+	for i, name := range names {
+		if name != "" {
+			r.Header[name] = backing[i : i+1 : i+1]
+		}
+	}
+	repl.Set("http.auth.user.id", principal(&vals))
+	for _, u := range userFields {
+		if vals[u.field] != "" {
+			repl.Set(u.placeholder, vals[u.field])
 		}
 	}
 }

@@ -3,6 +3,7 @@ package caddyaauth
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -17,6 +18,17 @@ import (
 type gatewayMetrics struct {
 	verdicts *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// series caches the children of verdicts and duration by their labels, so a verdict
+	// does not look its labels up in the vectors: a handler's labels are its server,
+	// its level and a protocol error code, a small fixed set.
+	series sync.Map // seriesKey → *series
+}
+
+type seriesKey struct{ server, require, code string }
+
+type series struct {
+	verdicts prometheus.Counter
+	duration prometheus.Observer
 }
 
 // metricsFor returns the collectors registered in reg, registering them the first
@@ -66,8 +78,17 @@ func (m *gatewayMetrics) observe(server, require, code string, elapsed time.Dura
 	if m == nil {
 		return
 	}
-	m.verdicts.WithLabelValues(server, require, code).Inc()
-	m.duration.WithLabelValues(server, require).Observe(elapsed.Seconds())
+	k := seriesKey{server, require, code}
+	v, ok := m.series.Load(k)
+	if !ok {
+		v, _ = m.series.LoadOrStore(k, &series{
+			verdicts: m.verdicts.WithLabelValues(server, require, code),
+			duration: m.duration.WithLabelValues(server, require),
+		})
+	}
+	s := v.(*series)
+	s.verdicts.Inc()
+	s.duration.Observe(elapsed.Seconds())
 }
 
 // provisionMetrics registers the handler's collectors in the config's metrics registry

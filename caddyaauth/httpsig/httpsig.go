@@ -194,7 +194,7 @@ func isLower(s string) bool {
 func parseSignatureValue(sv, label string) ([]byte, error) {
 	var out []byte
 	found := false
-	for _, member := range strings.Split(sv, ",") {
+	for member := range strings.SplitSeq(sv, ",") {
 		member = strings.Trim(member, " \t")
 		eq := strings.IndexByte(member, '=')
 		if eq <= 0 {
@@ -304,7 +304,7 @@ func componentValue(c string, t Target) (string, error) {
 	if strings.HasPrefix(c, "@") {
 		return "", fail(CodeInvalidSignature, "derived component %q is not supported", c)
 	}
-	v, ok := FieldValue(t.Header, c)
+	v, ok := FieldValue(t.Header, canonicalName(c))
 	if !ok {
 		return "", fail(CodeInvalidSignature, "covered header %q is not present", c)
 	}
@@ -312,6 +312,20 @@ func componentValue(c string, t Target) (string, error) {
 		return "", fail(CodeInvalidSignature, "covered header %q contains a line break", c)
 	}
 	return v, nil
+}
+
+// canonicalName is the canonical header key of a covered field; the fields AAuth
+// signatures cover are spelled out so that looking them up does not allocate.
+func canonicalName(c string) string {
+	switch c {
+	case "signature-key":
+		return HeaderSignatureKey
+	case "content-type":
+		return "Content-Type"
+	case "content-digest":
+		return "Content-Digest"
+	}
+	return c // http.Header canonicalises it
 }
 
 // Policy holds the cheap checks made before any key lookup or crypto.

@@ -106,6 +106,12 @@ func (v *Verifier) now() time.Time {
 
 // Verify checks a request described by t (whose Header holds the signature headers).
 func (v *Verifier) Verify(ctx context.Context, t httpsig.Target) (*Result, error) {
+	return v.VerifyAs(ctx, t, v.Self)
+}
+
+// VerifyAs is Verify for a verifier whose identifier is self instead of v.Self (a
+// gateway without a configured resource is the authority the request was sent to).
+func (v *Verifier) VerifyAs(ctx context.Context, t httpsig.Target, self string) (*Result, error) {
 	sig, base, err := v.Prepare(t)
 	if err != nil {
 		return nil, err
@@ -117,7 +123,7 @@ func (v *Verifier) Verify(ctx context.Context, t httpsig.Target) (*Result, error
 	case httpsig.SchemeJWKSURI:
 		err = v.jwksURI(ctx, sig, base, res)
 	case httpsig.SchemeJWT:
-		err = v.jwt(ctx, sig, base, res)
+		err = v.jwt(ctx, sig, base, res, self)
 	default:
 		return nil, fail(httpsig.CodeInvalidKey, "unsupported Signature-Key scheme")
 	}
@@ -203,7 +209,7 @@ func (v *Verifier) jwksURI(ctx context.Context, sig *httpsig.Signature, base []b
 	return nil
 }
 
-func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte, res *Result) error {
+func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte, res *Result, self string) error {
 	raw := sig.Key.Get("jwt")
 	if raw == "" {
 		return fail(httpsig.CodeInvalidKey, "jwt scheme requires a jwt parameter")
@@ -213,9 +219,9 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 		// This very token text verified here before, as an agent or an auth token: its
 		// verified header says which, without peeking at the text again.
 		res.TokenTyp = wire.NormalizeTokenType(cached.Header.Typ)
-		// The cache holds tokens verified by this verifier, but Self may differ per
+		// The cache holds tokens verified by this verifier, but self may differ per
 		// request (a gateway without a configured resource): check the audience again.
-		if res.TokenTyp == token.TypAgent && len(cached.Claims.Audience) > 0 && !cached.Claims.Audience.Contains(v.Self) {
+		if res.TokenTyp == token.TypAgent && len(cached.Claims.Audience) > 0 && !cached.Claims.Audience.Contains(self) {
 			return fail(CodeInvalidAgentToken, "token is for another audience")
 		}
 		return v.bind(sig, base, res, cached, false)
@@ -256,7 +262,7 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	var tok *token.Token
 	switch typ {
 	case token.TypAgent:
-		opts := token.Options{Now: now, Audience: v.Self, MaxLifetime: v.maxTokenLifetime()}
+		opts := token.Options{Now: now, Audience: self, MaxLifetime: v.maxTokenLifetime()}
 		// The resolver refuses an iss that is not a valid identifier before fetching.
 		tok, err = v.verifyToken(ctx, discovery.DocAgent, func(r token.KeyResolver) (*token.Token, error) {
 			return token.VerifyAgentToken(ctx, raw, opts, r)
