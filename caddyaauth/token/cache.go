@@ -23,7 +23,7 @@ const DefaultCacheSize = 10000
 type Cache struct {
 	mu  sync.Mutex
 	max int
-	ll  *list.List // front = most recently used; values are *cacheEntry
+	ll  *list.List               // front = most recently used; values are *cacheEntry
 	m   map[string]*list.Element // keyed by Token.Raw (the string is the token's own)
 }
 
