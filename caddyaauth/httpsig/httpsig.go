@@ -144,8 +144,8 @@ func (sig *Signature) parseInput(in string, lim Limits) error {
 		return fail(CodeInvalidSignature, "created is required")
 	}
 	// @signature-params is the canonical serialisation of what was received (RFC 9421 §2.3).
-	sig.params = il.serialized
-	return nil
+	sig.params, err = il.serialization()
+	return err
 }
 
 // setParam applies one signature parameter (RFC 9421 §2.3); any other is refused.

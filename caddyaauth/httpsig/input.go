@@ -13,7 +13,8 @@ type inputList struct {
 	label      string
 	items      []string
 	params     []inputParam
-	serialized string
+	serialized string             // set by the canonical reader
+	general    *httpsfv.InnerList // set by the general parser
 }
 
 // Kinds of a signature parameter value: the two RFC 8941 bare item types a signature
@@ -79,10 +80,21 @@ func parseGeneralInput(in string) (*inputList, error) {
 		}
 		out.params = append(out.params, ip)
 	}
-	if out.serialized, err = httpsfv.Marshal(httpsfv.List{il}); err != nil {
-		return nil, fail(CodeInvalidSignature, "Signature-Input cannot be serialised")
-	}
+	out.general = &il // serialised once the checks passed (serialization)
 	return out, nil
+}
+
+// serialization is the canonical serialisation of the inner list: as received for a
+// canonical value, else re-serialised.
+func (il *inputList) serialization() (string, error) {
+	if il.general == nil {
+		return il.serialized, nil
+	}
+	s, err := httpsfv.Marshal(httpsfv.List{*il.general})
+	if err != nil {
+		return "", fail(CodeInvalidSignature, "Signature-Input cannot be serialised")
+	}
+	return s, nil
 }
 
 // parseCanonicalInput reads a Signature-Input value that is exactly the RFC 8941 §4.1

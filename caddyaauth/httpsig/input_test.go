@@ -43,6 +43,10 @@ func TestCanonicalInputMatchesRFC8941(t *testing.T) {
 			continue
 		}
 		general, err := parseGeneralInput(in)
+		if err == nil {
+			general.serialized, err = general.serialization()
+			general.general = nil
+		}
 		if err != nil {
 			t.Fatalf("%s: %v", in, err)
 		}
@@ -69,6 +73,10 @@ func FuzzCanonicalInput(f *testing.F) {
 			return
 		}
 		general, err := parseGeneralInput(in)
+		if err == nil {
+			general.serialized, err = general.serialization()
+			general.general = nil
+		}
 		if err != nil {
 			t.Fatalf("%q: canonical reader accepted what RFC 8941 refuses: %v", in, err)
 		}
