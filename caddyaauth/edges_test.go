@@ -230,10 +230,7 @@ func TestEdgeOptionsCaddyfileAndValidate(t *testing.T) {
 func BenchmarkAuthTokenCached(b *testing.B) {
 	for _, mode := range []string{ReplayOff, ReplayUnsafe} {
 		b.Run("replay="+mode, func(b *testing.B) {
-			as, _ := keys.Generate(keys.AlgEd25519, "as-1")
-			ag, _ := keys.Generate(keys.AlgEd25519, "")
-			tok := mintAuthToken(b, as, ag.Public, time.Now(), time.Hour)
-			h := authTokenHandler(b, mode, as, tok, time.Now)
+			h, ag, tok := cachedTokenRoute(b, mode)
 			reqs := make([]*http.Request, 1024)
 			for i := range reqs {
 				reqs[i] = jwtRequest(b, ag, tok, "POST", fmt.Sprintf("http://api.example/data/%d", i), time.Now())

@@ -168,10 +168,7 @@ func BenchmarkGateway(b *testing.B) {
 	})
 	for _, mode := range []string{ReplayOff, ReplayUnsafe} {
 		b.Run("authtoken/replay="+mode, func(b *testing.B) {
-			as, _ := keys.Generate(keys.AlgEd25519, "as-1")
-			ag, _ := keys.Generate(keys.AlgEd25519, "")
-			tok := mintAuthToken(b, as, ag.Public, time.Now(), time.Hour)
-			h := authTokenHandler(b, mode, as, tok, time.Now)
+			h, ag, tok := cachedTokenRoute(b, mode)
 			// GET: the default replay policy (unsafe) does not make it single-use.
 			runRing(b, h, newRequestRing(jwtRequest(b, ag, tok, "GET", "http://api.example/data?x=1", time.Now())), 200)
 		})
@@ -218,6 +215,15 @@ func BenchmarkAuthTokenRing(b *testing.B) {
 			runRing(b, h, newRequestRing(reqs...), 200)
 		})
 	}
+}
+
+// cachedTokenRoute is an auth-token route under the replay policy mode whose cache holds
+// tok, an auth token bound to the agent key ag.
+func cachedTokenRoute(tb testing.TB, mode string) (h *Handler, ag *keys.Signer, tok string) {
+	as, _ := keys.Generate(keys.AlgEd25519, "as-1")
+	ag, _ = keys.Generate(keys.AlgEd25519, "")
+	tok = mintAuthToken(tb, as, ag.Public, time.Now(), time.Hour)
+	return authTokenHandler(tb, mode, as, tok, time.Now), ag, tok
 }
 
 func mustKey(tb testing.TB) *keys.Signer {

@@ -42,17 +42,7 @@ func TestCanonicalInputMatchesRFC8941(t *testing.T) {
 			t.Errorf("%s: not read as canonical", in)
 			continue
 		}
-		general, err := parseGeneralInput(in)
-		if err == nil {
-			general.serialized, err = general.serialization()
-			general.general = nil
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", in, err)
-		}
-		if !sameInput(fast, general) {
-			t.Errorf("%s:\nfast    %+v\ngeneral %+v", in, fast, general)
-		}
+		matchGeneral(t, in, fast)
 	}
 	for _, in := range generalInputs {
 		if il, ok := parseCanonicalInput(in); ok {
@@ -72,18 +62,24 @@ func FuzzCanonicalInput(f *testing.F) {
 		if !ok {
 			return
 		}
-		general, err := parseGeneralInput(in)
-		if err == nil {
-			general.serialized, err = general.serialization()
-			general.general = nil
-		}
-		if err != nil {
-			t.Fatalf("%q: canonical reader accepted what RFC 8941 refuses: %v", in, err)
-		}
-		if !sameInput(fast, general) {
-			t.Fatalf("%q:\nfast    %+v\ngeneral %+v", in, fast, general)
-		}
+		matchGeneral(t, in, fast)
 	})
+}
+
+// matchGeneral fails unless the general parser reads in as the canonical reader did.
+func matchGeneral(t *testing.T, in string, fast *inputList) {
+	t.Helper()
+	general, err := parseGeneralInput(in)
+	if err == nil {
+		general.serialized, err = general.serialization()
+		general.general = nil
+	}
+	if err != nil {
+		t.Fatalf("%q: canonical reader accepted what RFC 8941 refuses: %v", in, err)
+	}
+	if !sameInput(fast, general) {
+		t.Fatalf("%q:\nfast    %+v\ngeneral %+v", in, fast, general)
+	}
 }
 
 // sameInput compares two readings, an empty list being the same as none.
