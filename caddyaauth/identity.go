@@ -64,22 +64,15 @@ func isIdentityField(key string) bool {
 
 // isIdentityHeaderName reports whether name is a field stripIdentityHeaders removes.
 func isIdentityHeaderName(name string, renamed []string) bool {
-	n := strings.ToLower(name)
-	if hasIdentityPrefix(n) {
+	if identityPrefixed(name) {
 		return true
 	}
 	for _, r := range renamed {
-		if strings.EqualFold(n, r) || strings.EqualFold(n, strings.ReplaceAll(r, "-", "_")) {
+		if strings.EqualFold(name, r) || strings.EqualFold(name, strings.ReplaceAll(r, "-", "_")) {
 			return true
 		}
 	}
 	return false
-}
-
-// hasIdentityPrefix reports whether the lowercased name is X-Aauth-*, in either the dash
-// or the underscore spelling (CGI backends treat them alike).
-func hasIdentityPrefix(n string) bool {
-	return strings.HasPrefix(n, "x-aauth-") || strings.HasPrefix(n, "x_aauth_") || strings.HasPrefix(n, "x-aauth_") || strings.HasPrefix(n, "x_aauth-")
 }
 
 // stripIdentityHeaders removes every client-sent X-Aauth-* header, in either the dash or
@@ -97,8 +90,9 @@ func stripIdentityHeaders(h http.Header, renamed []string) {
 	}
 }
 
-// identityPrefixed is hasIdentityPrefix(strings.ToLower(name)) without the copy: header
-// names are ASCII tokens, and no other character lowercases to one of these letters.
+// identityPrefixed reports whether name is X-Aauth-*, in any case and in either the dash
+// or the underscore spelling (CGI backends treat them alike), without lowercasing a
+// copy: header names are ASCII tokens.
 func identityPrefixed(name string) bool {
 	const prefix = "x-aauth-"
 	if len(name) < len(prefix) {

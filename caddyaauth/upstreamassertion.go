@@ -46,7 +46,7 @@ func (h *Handler) provisionAssertion(ctx caddy.Context, guard *serverGuard, guar
 		return nil
 	}
 	name := http.CanonicalHeaderKey(h.UpstreamAssertion)
-	if !hasIdentityPrefix(strings.ToLower(name)) && !slices.Contains(h.renamed, name) {
+	if !identityPrefixed(name) && !slices.Contains(h.renamed, name) {
 		h.renamed = append(h.renamed, name)
 	}
 	h.assertionKey = h.key
