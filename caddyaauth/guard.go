@@ -181,7 +181,9 @@ func sanitizeRequest(r *http.Request, renamed []string) {
 // identity header; most requests' do not, and are left as they are.
 func namesIdentityField(values []string, renamed []string) bool {
 	for _, v := range values {
-		for tok := range strings.SplitSeq(v, ",") {
+		for rest, more := v, true; more; {
+			var tok string
+			tok, rest, more = strings.Cut(rest, ",")
 			if isIdentityHeaderName(strings.TrimSpace(tok), renamed) {
 				return true
 			}

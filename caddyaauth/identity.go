@@ -68,25 +68,46 @@ func isIdentityHeaderName(name string, renamed []string) bool {
 		return true
 	}
 	for _, r := range renamed {
-		if strings.EqualFold(name, r) || strings.EqualFold(name, strings.ReplaceAll(r, "-", "_")) {
+		if strings.EqualFold(name, r) || underscoreSpelling(name, r) {
 			return true
 		}
 	}
 	return false
 }
 
-// stripIdentityHeaders removes every client-sent X-Aauth-* header, in either the dash or
-// the underscore spelling (CGI backends treat them alike), plus any renamed field.
-func stripIdentityHeaders(h http.Header, renamed []string) {
-	for name := range h {
-		if identityPrefixed(name) {
-			delete(h, name)
+// underscoreSpelling reports whether name is the header name r with every "-" written
+// "_", in any case (strings.EqualFold(name, strings.ReplaceAll(r, "-", "_")) for the
+// ASCII names header fields have, without building the string).
+func underscoreSpelling(name, r string) bool {
+	if len(name) != len(r) {
+		return false
+	}
+	for i := 0; i < len(r); i++ {
+		c, d := name[i], r[i]
+		if d == '-' {
+			d = '_'
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
 		}
 	}
-	for _, name := range renamed {
-		h.Del(name)
-		h.Del(strings.ReplaceAll(name, "-", "_"))
-		delete(h, strings.ReplaceAll(name, "-", "_"))
+	return true
+}
+
+// stripIdentityHeaders removes every client-sent X-Aauth-* header, in either the dash or
+// the underscore spelling (CGI backends treat them alike), plus any renamed field in
+// either spelling, whatever the case of the map key.
+func stripIdentityHeaders(h http.Header, renamed []string) {
+	for name := range h {
+		if isIdentityHeaderName(name, renamed) {
+			delete(h, name)
+		}
 	}
 }
 
