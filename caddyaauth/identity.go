@@ -148,22 +148,25 @@ func identityValues(res *reqverify.Result) identity {
 	return v
 }
 
-// principal is what {http.auth.user.id} carries: the user, else the agent, else the key.
-func principal(v *identity) string {
-	for _, i := range []int{fieldSub, fieldAgent, fieldJKT} {
+// principal is the field {http.auth.user.id} carries: the user, else the agent, else
+// the key (whose thumbprint a verified request always has).
+func principal(v *identity) int {
+	for _, i := range []int{fieldSub, fieldAgent} {
 		if v[i] != "" {
-			return v[i]
+			return i
 		}
 	}
-	return ""
+	return fieldJKT
 }
 
 // setIdentity writes the verified facts into the upstream headers and placeholders.
 func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, res *reqverify.Result) {
 	vals := identityValues(res)
+	var boxed [len(identityFields)]any // each value converted once, for both placeholders
 	names := make([]string, 0, len(identityFields))
 	for i, f := range identityFields {
-		repl.Set(f.placeholder, vals[i])
+		boxed[i] = vals[i]
+		repl.Set(f.placeholder, boxed[i])
 		name := f.header
 		if alt, ok := h.Headers[f.key]; ok {
 			name = alt
@@ -181,10 +184,10 @@ func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, res *reqver
 			r.Header[name] = backing[i : i+1 : i+1]
 		}
 	}
-	repl.Set("http.auth.user.id", principal(&vals))
+	repl.Set("http.auth.user.id", boxed[principal(&vals)])
 	for _, u := range userFields {
 		if vals[u.field] != "" {
-			repl.Set(u.placeholder, vals[u.field])
+			repl.Set(u.placeholder, boxed[u.field])
 		}
 	}
 }

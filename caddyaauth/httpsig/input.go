@@ -15,6 +15,10 @@ type inputList struct {
 	params     []inputParam
 	serialized string             // set by the canonical reader
 	general    *httpsfv.InnerList // set by the general parser
+
+	// Room for the usual lists, so that reading one takes a single allocation.
+	itemsBuf  [8]string
+	paramsBuf [4]inputParam
 }
 
 // Kinds of a signature parameter value: the two RFC 8941 bare item types a signature
@@ -111,7 +115,8 @@ func parseCanonicalInput(in string) (*inputList, bool) {
 		return nil, false
 	}
 	start := p.i - 1
-	il := &inputList{label: label, items: make([]string, 0, 8)}
+	il := &inputList{label: label}
+	il.items = il.itemsBuf[:0]
 	for !p.eat(')') {
 		if len(il.items) > 0 && !p.eat(' ') {
 			return nil, false
@@ -122,7 +127,7 @@ func parseCanonicalInput(in string) (*inputList, bool) {
 		}
 		il.items = append(il.items, s)
 	}
-	il.params = make([]inputParam, 0, 4)
+	il.params = il.paramsBuf[:0]
 	for p.eat(';') {
 		name := p.key()
 		if name == "" || !p.eat('=') {

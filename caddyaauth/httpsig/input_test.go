@@ -85,7 +85,7 @@ func matchGeneral(t *testing.T, in string, fast *inputList) {
 // sameInput compares two readings, an empty list being the same as none.
 func sameInput(a, b *inputList) bool {
 	norm := func(l *inputList) inputList {
-		c := *l
+		c := inputList{label: l.label, items: l.items, params: l.params, serialized: l.serialized, general: l.general}
 		if len(c.items) == 0 {
 			c.items = nil
 		}
