@@ -145,13 +145,15 @@ func parseCanonicalInput(in string) (*inputList, bool) {
 				return nil, false
 			}
 			ip.kind, ip.str = kindString, s
-		} else {
+		} else if c := p.peek(); c >= '0' && c <= '9' {
 			n, ok := p.canonicalInteger()
 			if !ok {
 				return nil, false
 			}
 			ip.kind, ip.num = kindInteger, n
-		}
+		} else if !p.sfToken() {
+			return nil, false
+		} // else a Token: no signature parameter may be one (kindOther), it is refused
 		il.params = append(il.params, ip)
 	}
 	if !p.eof() {
@@ -179,6 +181,23 @@ func (p *scan) plainString() (string, bool) {
 	}
 	p.i += j + 1
 	return v, true
+}
+
+// sfToken reads an RFC 8941 Token (§3.3.4): ALPHA or "*", then tchar, ":" or "/".
+func (p *scan) sfToken() bool {
+	start := p.i
+	for !p.eof() {
+		c := p.s[p.i]
+		alpha := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if p.i == start && !alpha && c != '*' {
+			return false
+		}
+		if !alpha && !(c >= '0' && c <= '9') && !strings.ContainsRune("!#$%&'*+-.^_`|~:/", rune(c)) {
+			break
+		}
+		p.i++
+	}
+	return p.i > start
 }
 
 // canonicalInteger reads a non-negative RFC 8941 integer as it serialises: 1 to 15

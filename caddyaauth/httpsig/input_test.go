@@ -13,6 +13,9 @@ var canonicalInputs = []string{
 	`sig=("");created=1`,
 	`sig=("@method" "@method");created=1`,
 	`sig=("A");created=1;nonce=""`,
+	`sig=("@method");alg=ed25519`, // a Token, refused later
+	`sig=("@method" "@authority");created=notanumber`,
+	`sig=();created=1;x=*a:b/c!#$%&'+-.^_|~`,
 }
 
 var generalInputs = []string{
@@ -22,7 +25,6 @@ var generalInputs = []string{
 	`sig=("@method");created=1.5`,                 // decimal
 	`sig=("@method");created=-1`,                  // negative
 	`sig=("@method");created=1;created=2`,         // repeated parameter
-	`sig=("@method");alg=ed25519`,                 // token value
 	`sig=("@method");created`,                     // boolean
 	`sig=("a\"b");created=1`,                      // escape
 	`sig=("@method";x=1);created=1`,               // item parameter
