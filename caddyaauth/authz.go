@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -28,13 +27,29 @@ func (h *Handler) authorize(res *reqverify.Result) (code, desc string) {
 	if res.Level != reqverify.LevelAuthorized || res.Token == nil {
 		return wire.CodeAuthTokenRequired, "this route needs an auth token from " + h.AuthServer
 	}
-	granted := strings.Fields(res.Token.Claims.Scope)
 	for _, want := range h.Scopes {
-		if !slices.Contains(granted, want) {
+		if !grants(res.Token.Claims.Scope, want) {
 			return wire.CodeInsufficientScope, fmt.Sprintf("the auth token does not grant scope %q", want)
 		}
 	}
 	return "", ""
+}
+
+// grants reports whether the space-separated scope list (RFC 6749 §3.3) holds want, as
+// slices.Contains(strings.Fields(scope), want) does, without building the list.
+func grants(scope, want string) bool {
+	for rest := scope; rest != ""; {
+		rest = strings.TrimLeft(rest, " \t\n\v\f\r")
+		end := strings.IndexAny(rest, " \t\n\v\f\r")
+		if end < 0 {
+			end = len(rest)
+		}
+		if rest[:end] == want && want != "" {
+			return true
+		}
+		rest = rest[end:]
+	}
+	return false
 }
 
 // mintResourceToken issues a resource token for a verified agent and key (draft-hardt-aauth

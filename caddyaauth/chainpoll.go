@@ -25,7 +25,7 @@ const maxChainWait = 20 * time.Second
 // refused signature, a 502 and the replayed request are logged by the aauth handler's
 // own decision; the rest by ln.
 func (h *Handler) serveChainPoll(w http.ResponseWriter, r *http.Request, st *egressState, rec *chainRecord, ln *endpointLine) error {
-	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
+	res, ok, err := h.verify(w, r, h.Resource, h.target(r))
 	if !ok {
 		return err
 	}

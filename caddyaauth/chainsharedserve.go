@@ -85,7 +85,7 @@ func (h *Handler) serveSharedChainPoll(w http.ResponseWriter, r *http.Request, s
 // request; the instance that takes the record's lease polls downstream, the others
 // answer 202 meanwhile; only the holder deletes it, with the one terminal answer.
 func (h *Handler) pollShared(w http.ResponseWriter, r *http.Request, st *egressState, sc *storedChain, ln *endpointLine) error {
-	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
+	res, ok, err := h.verify(w, r, h.Resource, h.target(r))
 	if !ok {
 		return err
 	}

@@ -27,13 +27,27 @@ type verdict struct {
 
 type verdictKey struct{}
 
+// verdictContext is a context carrying a verdict (under verdictKey), the two in one
+// allocation.
+type verdictContext struct {
+	context.Context
+	v verdict
+}
+
+func (c *verdictContext) Value(key any) any {
+	if _, ok := key.(verdictKey); ok {
+		return &c.v
+	}
+	return c.Context.Value(key)
+}
+
 // withVerdict returns r carrying a fresh verdict, unless it carries one already.
 func withVerdict(r *http.Request) (*http.Request, *verdict) {
 	if v, ok := r.Context().Value(verdictKey{}).(*verdict); ok {
 		return r, v
 	}
-	v := &verdict{start: time.Now()}
-	return r.WithContext(context.WithValue(r.Context(), verdictKey{}, v)), v
+	c := &verdictContext{Context: r.Context(), v: verdict{start: time.Now()}}
+	return r.WithContext(c), &c.v
 }
 
 // verdictOf returns r's verdict; a request that reached a refusal without one (a

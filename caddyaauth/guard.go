@@ -155,7 +155,7 @@ func (a *App) guardOf(srv *caddyhttp.Server) *serverGuard {
 // (RFC 9110 §6.5), both declared ones now and received ones when the body ends.
 func sanitizeRequest(r *http.Request, renamed []string) {
 	stripIdentityHeaders(r.Header, renamed)
-	if conn := r.Header.Values("Connection"); len(conn) > 0 {
+	if conn := r.Header.Values("Connection"); len(conn) > 0 && namesIdentityField(conn, renamed) {
 		r.Header["Connection"] = connectionWithout(conn, renamed)
 		if len(r.Header["Connection"]) == 0 {
 			delete(r.Header, "Connection")
@@ -163,7 +163,7 @@ func sanitizeRequest(r *http.Request, renamed []string) {
 	}
 	if r.Trailer != nil || r.Header.Get("Trailer") != "" {
 		stripIdentityHeaders(r.Trailer, renamed)
-		if tr := r.Header.Values("Trailer"); len(tr) > 0 {
+		if tr := r.Header.Values("Trailer"); len(tr) > 0 && namesIdentityField(tr, renamed) {
 			r.Header["Trailer"] = connectionWithout(tr, renamed)
 			if len(r.Header["Trailer"]) == 0 {
 				delete(r.Header, "Trailer")
@@ -175,6 +175,21 @@ func sanitizeRequest(r *http.Request, renamed []string) {
 	if r.Body != nil && r.Body != http.NoBody && (r.ContentLength < 0 || r.ProtoMajor >= 2 || r.Trailer != nil) {
 		r.Body = &trailerStripper{ReadCloser: r.Body, r: r, renamed: renamed}
 	}
+}
+
+// namesIdentityField reports whether a list-valued field (Connection, Trailer) names an
+// identity header; most requests' do not, and are left as they are.
+func namesIdentityField(values []string, renamed []string) bool {
+	for _, v := range values {
+		for rest, more := v, true; more; {
+			var tok string
+			tok, rest, more = strings.Cut(rest, ",")
+			if isIdentityHeaderName(strings.TrimSpace(tok), renamed) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // connectionWithout drops identity header names from a list-valued field (Connection,

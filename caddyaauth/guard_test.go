@@ -63,11 +63,16 @@ func TestSanitizeRequest(t *testing.T) {
 		t.Fatal("other trailer removed")
 	}
 
-	// A request with a known length and no trailers keeps its body as it was.
+	// A request with a known length and no trailers keeps its body as it was, and a
+	// Connection field that names no identity header is left as sent.
 	plain := httptest.NewRequest(http.MethodPost, "/x", strings.NewReader("body"))
+	plain.Header.Set("Connection", "keep-alive,  Upgrade")
 	body := plain.Body
-	sanitizeRequest(plain, nil)
+	sanitizeRequest(plain, []string{"X-Remote-User"})
 	if plain.Body != body {
 		t.Fatal("body wrapped without need")
+	}
+	if got := plain.Header.Values("Connection"); !reflect.DeepEqual(got, []string{"keep-alive,  Upgrade"}) {
+		t.Fatalf("Connection = %q", got)
 	}
 }

@@ -400,13 +400,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.serveReplayed(w, r, repl, rp, next)
 	}
 	target := h.target(r)
-	verifier := h.verifier
-	if h.Resource == "" {
-		v := *h.verifier
-		v.Self = "https://" + target.Authority
-		verifier = &v
+	self := h.Resource
+	if self == "" {
+		self = "https://" + target.Authority
 	}
-	res, ok, err := h.verify(w, r, verifier, target)
+	res, ok, err := h.verify(w, r, self, target)
 	if !ok {
 		return err
 	}
@@ -522,14 +520,14 @@ func (h *Handler) checkBody(r *http.Request, res *reqverify.Result) error {
 	return reqverify.CheckBody(r, h.MaxBody)
 }
 
-// verify checks the request's signature with v. ok false means the request was answered
+// verify checks the request's signature, self being the resource's identifier. ok false means the request was answered
 // (a challenge for an unsigned or refused request; err is a server fault otherwise) and
 // err is what the handler returns.
-func (h *Handler) verify(w http.ResponseWriter, r *http.Request, v *reqverify.Verifier, target httpsig.Target) (res *reqverify.Result, ok bool, err error) {
+func (h *Handler) verify(w http.ResponseWriter, r *http.Request, self string, target httpsig.Target) (res *reqverify.Result, ok bool, err error) {
 	if !httpsig.Present(r.Header) {
 		return nil, false, h.challenge(w, r, httpsig.CodeInvalidRequest, "request is not signed", nil)
 	}
-	if res, err = v.Verify(r.Context(), target); err != nil {
+	if res, err = h.verifier.VerifyAs(r.Context(), target, self); err != nil {
 		if _, _, refused := reqverify.Refusal(err); refused {
 			return nil, false, h.refuse(w, r, err)
 		}

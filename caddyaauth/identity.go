@@ -2,6 +2,7 @@ package caddyaauth
 
 import (
 	"net/http"
+	"net/textproto"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -12,16 +13,41 @@ import (
 // Upstream header fields and their placeholders, our choice of what a verified request
 // tells the upstream. The keys are the names
 // users refer to in the `header` option.
-var identityFields = []struct{ key, header string }{
-	{"level", "X-Aauth-Level"},
-	{"scheme", "X-Aauth-Scheme"},
-	{"agent", "X-Aauth-Agent"},
-	{"delegate", "X-Aauth-Delegate"},
-	{"sub", "X-Aauth-Subject"},
-	{"scope", "X-Aauth-Scope"},
-	{"jkt", "X-Aauth-Key-Thumbprint"},
-	{"txn", "X-Aauth-Txn"},
-	{"issuer", "X-Aauth-Issuer"},
+var identityFields = [...]struct{ key, header, placeholder string }{
+	{"level", "X-Aauth-Level", "http.aauth.level"},
+	{"scheme", "X-Aauth-Scheme", "http.aauth.scheme"},
+	{"agent", "X-Aauth-Agent", "http.aauth.agent"},
+	{"delegate", "X-Aauth-Delegate", "http.aauth.delegate"},
+	{"sub", "X-Aauth-Subject", "http.aauth.sub"},
+	{"scope", "X-Aauth-Scope", "http.aauth.scope"},
+	{"jkt", "X-Aauth-Key-Thumbprint", "http.aauth.jkt"},
+	{"txn", "X-Aauth-Txn", "http.aauth.txn"},
+	{"issuer", "X-Aauth-Issuer", "http.aauth.issuer"},
+}
+
+// Indexes of identityFields.
+const (
+	fieldLevel = iota
+	fieldScheme
+	fieldAgent
+	fieldDelegate
+	fieldSub
+	fieldScope
+	fieldJKT
+	fieldTxn
+	fieldIssuer
+)
+
+// userFields are the identity fields also set as {http.auth.user.<key>}.
+var userFields = [...]struct {
+	field       int
+	placeholder string
+}{
+	{fieldAgent, "http.auth.user.agent"},
+	{fieldSub, "http.auth.user.sub"},
+	{fieldScope, "http.auth.user.scope"},
+	{fieldLevel, "http.auth.user.level"},
+	{fieldDelegate, "http.auth.user.delegate"},
 }
 
 // handleField is the key of the `header` option that renames X-Aauth-Handle.
@@ -38,85 +64,130 @@ func isIdentityField(key string) bool {
 
 // isIdentityHeaderName reports whether name is a field stripIdentityHeaders removes.
 func isIdentityHeaderName(name string, renamed []string) bool {
-	n := strings.ToLower(name)
-	if hasIdentityPrefix(n) {
+	if identityPrefixed(name) {
 		return true
 	}
 	for _, r := range renamed {
-		if strings.EqualFold(n, r) || strings.EqualFold(n, strings.ReplaceAll(r, "-", "_")) {
+		if strings.EqualFold(name, r) || underscoreSpelling(name, r) {
 			return true
 		}
 	}
 	return false
 }
 
-// hasIdentityPrefix reports whether the lowercased name is X-Aauth-*, in either the dash
-// or the underscore spelling (CGI backends treat them alike).
-func hasIdentityPrefix(n string) bool {
-	return strings.HasPrefix(n, "x-aauth-") || strings.HasPrefix(n, "x_aauth_") || strings.HasPrefix(n, "x-aauth_") || strings.HasPrefix(n, "x_aauth-")
+// underscoreSpelling reports whether name is the header name r with every "-" written
+// "_", in any case (strings.EqualFold(name, strings.ReplaceAll(r, "-", "_")) for the
+// ASCII names header fields have, without building the string).
+func underscoreSpelling(name, r string) bool {
+	if len(name) != len(r) {
+		return false
+	}
+	for i := 0; i < len(r); i++ {
+		c, d := name[i], r[i]
+		if d == '-' {
+			d = '_'
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
 }
 
 // stripIdentityHeaders removes every client-sent X-Aauth-* header, in either the dash or
-// the underscore spelling (CGI backends treat them alike), plus any renamed field.
+// the underscore spelling (CGI backends treat them alike), plus any renamed field in
+// either spelling, whatever the case of the map key.
 func stripIdentityHeaders(h http.Header, renamed []string) {
 	for name := range h {
-		if hasIdentityPrefix(strings.ToLower(name)) {
+		if isIdentityHeaderName(name, renamed) {
 			delete(h, name)
 		}
 	}
-	for _, name := range renamed {
-		h.Del(name)
-		h.Del(strings.ReplaceAll(name, "-", "_"))
-		delete(h, strings.ReplaceAll(name, "-", "_"))
-	}
 }
 
-// identityValues lists the verified facts of a request by field key.
-func identityValues(res *reqverify.Result) map[string]string {
-	v := map[string]string{
-		"level":  res.Level,
-		"scheme": res.Scheme,
-		"agent":  res.Agent,
-		"jkt":    res.Key.Thumbprint,
+// identityPrefixed reports whether name is X-Aauth-*, in any case and in either the dash
+// or the underscore spelling (CGI backends treat them alike), without lowercasing a
+// copy: header names are ASCII tokens.
+func identityPrefixed(name string) bool {
+	const prefix = "x-aauth-"
+	if len(name) < len(prefix) {
+		return false
 	}
-	if res.Delegate != "" {
-		v["delegate"] = res.Delegate
+	for i := 0; i < len(prefix); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c == '_' && prefix[i] == '-' {
+			continue
+		}
+		if c != prefix[i] {
+			return false
+		}
 	}
+	return true
+}
+
+// identity holds the verified facts of a request, indexed like identityFields.
+type identity [len(identityFields)]string
+
+// identityValues lists the verified facts of a request.
+func identityValues(res *reqverify.Result) identity {
+	var v identity
+	v[fieldLevel], v[fieldScheme], v[fieldAgent], v[fieldJKT] = res.Level, res.Scheme, res.Agent, res.Key.Thumbprint
+	v[fieldDelegate] = res.Delegate
 	if t := res.Token; t != nil && res.Level == reqverify.LevelAuthorized {
-		v["sub"], v["scope"], v["txn"], v["issuer"] = t.Claims.Subject, t.Claims.Scope, t.Claims.Txn, t.Claims.Issuer
+		v[fieldSub], v[fieldScope], v[fieldTxn], v[fieldIssuer] = t.Claims.Subject, t.Claims.Scope, t.Claims.Txn, t.Claims.Issuer
 	}
 	return v
 }
 
-// principal is what {http.auth.user.id} carries: the user, else the agent, else the key.
-func principal(v map[string]string) string {
-	for _, k := range []string{"sub", "agent", "jkt"} {
-		if v[k] != "" {
-			return v[k]
+// principal is the field {http.auth.user.id} carries: the user, else the agent, else
+// the key (whose thumbprint a verified request always has).
+func principal(v *identity) int {
+	for _, i := range []int{fieldSub, fieldAgent} {
+		if v[i] != "" {
+			return i
 		}
 	}
-	return ""
+	return fieldJKT
 }
 
 // setIdentity writes the verified facts into the upstream headers and placeholders.
 func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, res *reqverify.Result) {
 	vals := identityValues(res)
-	for _, f := range identityFields {
-		val := vals[f.key]
-		repl.Set("http.aauth."+f.key, val)
+	var boxed [len(identityFields)]any // each value converted once, for both placeholders
+	names := make([]string, 0, len(identityFields))
+	for i, f := range identityFields {
+		boxed[i] = vals[i]
+		repl.Set(f.placeholder, boxed[i])
 		name := f.header
 		if alt, ok := h.Headers[f.key]; ok {
 			name = alt
 		}
-		if name == "" || name == "-" || val == "" {
+		if name == "" || name == "-" || vals[i] == "" {
+			names = append(names, "")
 			continue
 		}
-		r.Header.Set(name, val)
+		names = append(names, textproto.CanonicalMIMEHeaderKey(name))
 	}
-	repl.Set("http.auth.user.id", principal(vals))
-	for _, k := range []string{"agent", "sub", "scope", "level", "delegate"} {
-		if vals[k] != "" {
-			repl.Set("http.auth.user."+k, vals[k])
+	// One backing array for every header value (what Header.Set does, one slice each).
+	backing := vals
+	for i, name := range names {
+		if name != "" {
+			r.Header[name] = backing[i : i+1 : i+1]
+		}
+	}
+	repl.Set("http.auth.user.id", boxed[principal(&vals)])
+	for _, u := range userFields {
+		if vals[u.field] != "" {
+			repl.Set(u.placeholder, boxed[u.field])
 		}
 	}
 }

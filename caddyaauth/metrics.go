@@ -2,6 +2,7 @@ package caddyaauth
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,6 +20,19 @@ type gatewayMetrics struct {
 	duration    *prometheus.HistogramVec
 	tokenCache  *prometheus.CounterVec
 	rateLimited *prometheus.CounterVec
+	// series caches the children of verdicts and duration by their labels, so a verdict
+	// does not look its labels up in the vectors: a handler's labels are its server,
+	// its resource, its level and a protocol error code, a small fixed set.
+	series sync.Map // seriesKey → *series
+	// tokenHit and tokenMiss are the two children of tokenCache.
+	tokenHit, tokenMiss prometheus.Counter
+}
+
+type seriesKey struct{ server, resource, require, code string }
+
+type series struct {
+	verdicts prometheus.Counter
+	duration prometheus.Observer
 }
 
 // metricsFor returns the collectors registered in reg, registering them the first
@@ -52,6 +66,7 @@ func metricsFor(reg *prometheus.Registry) (*gatewayMetrics, error) {
 	}, []string{"result"})); err != nil {
 		return nil, err
 	}
+	m.tokenHit, m.tokenMiss = m.tokenCache.WithLabelValues("hit"), m.tokenCache.WithLabelValues("miss")
 	if m.rateLimited, err = promreg.RateLimited(reg); err != nil {
 		return nil, err
 	}
@@ -63,8 +78,17 @@ func (m *gatewayMetrics) observe(server, resource, require, code string, elapsed
 	if m == nil {
 		return
 	}
-	m.verdicts.WithLabelValues(server, resource, require, code).Inc()
-	m.duration.WithLabelValues(server, require).Observe(elapsed.Seconds())
+	k := seriesKey{server, resource, require, code}
+	v, ok := m.series.Load(k)
+	if !ok {
+		v, _ = m.series.LoadOrStore(k, &series{
+			verdicts: m.verdicts.WithLabelValues(server, resource, require, code),
+			duration: m.duration.WithLabelValues(server, require),
+		})
+	}
+	s := v.(*series)
+	s.verdicts.Inc()
+	s.duration.Observe(elapsed.Seconds())
 }
 
 // tokenLookup counts a lookup in the verified-token cache (token.Cache.OnLookup).
@@ -72,11 +96,11 @@ func (m *gatewayMetrics) tokenLookup(hit bool) {
 	if m == nil {
 		return
 	}
-	result := "miss"
 	if hit {
-		result = "hit"
+		m.tokenHit.Inc()
+	} else {
+		m.tokenMiss.Inc()
 	}
-	m.tokenCache.WithLabelValues(result).Inc()
 }
 
 // limited counts a request refused by the named rate limiter (promreg.Limiter*).

@@ -138,7 +138,7 @@ func (h *Handler) siblings() []*Handler {
 // §8.3): a signed POST {"scope": "..."} from an identified agent gets a resource token.
 func (h *Handler) serveResourceToken(w http.ResponseWriter, r *http.Request) error {
 	r, _ = withVerdict(r)
-	res, ok, err := h.verify(w, r, h.verifier, h.target(r))
+	res, ok, err := h.verify(w, r, h.Resource, h.target(r))
 	if !ok {
 		return err
 	}

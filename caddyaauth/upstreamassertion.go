@@ -46,7 +46,7 @@ func (h *Handler) provisionAssertion(ctx caddy.Context, guard *serverGuard, guar
 		return nil
 	}
 	name := http.CanonicalHeaderKey(h.UpstreamAssertion)
-	if !hasIdentityPrefix(strings.ToLower(name)) && !slices.Contains(h.renamed, name) {
+	if !identityPrefixed(name) && !slices.Contains(h.renamed, name) {
 		h.renamed = append(h.renamed, name)
 	}
 	role, id := keystore.RoleGateway, gatewayKeyID
@@ -129,8 +129,8 @@ func (h *Handler) assertionClaims(r *http.Request, res *reqverify.Result) assert
 	return assertion.Claims{
 		Issuer: iss, Audience: aud,
 		Method: r.Method, URL: scheme + "://" + t.Authority + r.URL.EscapedPath(), Path: r.URL.EscapedPath(),
-		Level: v["level"], Scheme: v["scheme"], Agent: v["agent"], Delegate: v["delegate"],
-		Subject: v["sub"], Scope: v["scope"], Txn: v["txn"], JKT: v["jkt"], TokenIss: v["issuer"],
+		Level: v[fieldLevel], Scheme: v[fieldScheme], Agent: v[fieldAgent], Delegate: v[fieldDelegate],
+		Subject: v[fieldSub], Scope: v[fieldScope], Txn: v[fieldTxn], JKT: v[fieldJKT], TokenIss: v[fieldIssuer],
 	}
 }
 

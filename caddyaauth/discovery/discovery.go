@@ -213,12 +213,18 @@ func (c *Client) Stats() Stats {
 	}
 }
 
+// knownDocNames are the names tried for the three document types (read-only).
+var knownDocNames = map[string][]string{
+	DocAgent:    {DocAgent + ".json", DocAgent},
+	DocIssuer:   {DocIssuer + ".json", DocIssuer},
+	DocResource: {DocResource + ".json", DocResource},
+}
+
 // docNames returns the candidate well-known names for doc, in fetch order, and the member
 // that must equal the identifier ("" for an unknown document type).
 func docNames(doc string) (names []string, member string, err error) {
-	switch doc {
-	case DocAgent, DocIssuer, DocResource:
-		return []string{doc + ".json", doc}, idMember(doc), nil
+	if names, ok := knownDocNames[doc]; ok {
+		return names, idMember(doc), nil
 	}
 	if err := ValidateWellKnownName(doc); err != nil {
 		return nil, "", err

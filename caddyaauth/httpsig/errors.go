@@ -25,5 +25,8 @@ type Error struct {
 func (e *Error) Error() string { return e.Msg }
 
 func fail(code, format string, a ...any) *Error {
+	if len(a) == 0 {
+		return &Error{Code: code, Msg: format} // a fixed message: nothing to format
+	}
 	return &Error{Code: code, Msg: fmt.Sprintf(format, a...)}
 }

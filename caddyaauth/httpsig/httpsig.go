@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dunglas/httpsfv"
-
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
 )
 
@@ -48,7 +46,8 @@ type Signature struct {
 	KeyID      string
 	Value      []byte
 	Key        SigKey
-	params     string // canonical serialisation of the inner list, for @signature-params
+	params     string    // canonical serialisation of the inner list, for @signature-params
+	keyEntry   *keyEntry // the cached Signature-Key value Key came from (InlineKey)
 }
 
 // Present reports whether the request carries any of the three signature headers.
@@ -103,90 +102,89 @@ func Parse(h http.Header, lim Limits) (*Signature, error) {
 		return nil, err
 	}
 	sig.Value = val
-	members, err := ParseSignatureKey(kv)
+	// A Signature-Key value is the same on every request of one key (hwk, jwks_uri) or
+	// token (jwt): its parse is cached by its exact bytes.
+	e, err := sigKeys.parse(kv)
 	if err != nil {
 		return nil, err
 	}
-	if sig.Key, err = KeyFor(members, sig.Label); err != nil {
+	if sig.Key, err = KeyFor(e.members, sig.Label); err != nil {
 		return nil, err
 	}
+	sig.keyEntry = e
 	return sig, nil
 }
 
 func (sig *Signature) parseInput(in string, lim Limits) error {
-	d, err := httpsfv.UnmarshalDictionary([]string{in})
+	il, err := parseInputList(in)
 	if err != nil {
-		return fail(CodeInvalidSignature, "Signature-Input is not a valid structured dictionary")
+		return err
 	}
-	names := d.Names()
-	if len(names) != 1 {
-		return fail(CodeInvalidSignature, "exactly one signature is accepted, found %d", len(names))
-	}
-	sig.Label = names[0]
-	m, _ := d.Get(sig.Label)
-	il, ok := m.(httpsfv.InnerList)
-	if !ok {
-		return fail(CodeInvalidSignature, "Signature-Input member must be an inner list")
-	}
-	if len(il.Items) > lim.MaxComponents {
+	sig.Label = il.label
+	if len(il.items) > lim.MaxComponents {
 		return fail(CodeInvalidSignature, "too many covered components")
 	}
-	seen := make(map[string]bool, len(il.Items))
-	for _, it := range il.Items {
-		name, ok := it.Value.(string)
-		if !ok {
-			return fail(CodeInvalidSignature, "covered components must be strings")
-		}
-		if len(it.Params.Names()) > 0 {
-			return fail(CodeInvalidSignature, "component parameters are not supported (%q)", name)
-		}
-		if name == "" || name != strings.ToLower(name) {
+	for i, name := range il.items {
+		if name == "" || !isLower(name) {
 			return fail(CodeInvalidSignature, "component identifiers must be lowercase")
 		}
-		if seen[name] {
-			return fail(CodeInvalidSignature, "component %q is covered twice", name)
+		for _, prev := range il.items[:i] {
+			if prev == name {
+				return fail(CodeInvalidSignature, "component %q is covered twice", name)
+			}
 		}
-		seen[name] = true
-		sig.Components = append(sig.Components, name)
 	}
-	for _, p := range il.Params.Names() {
-		v, _ := il.Params.Get(p)
-		switch p {
-		case "created", "expires":
-			n, ok := v.(int64)
-			if !ok || n <= 0 || n > 1<<53 {
-				return fail(CodeInvalidSignature, "%s must be a positive integer", p)
-			}
-			if p == "created" {
-				sig.Created = n
-			} else {
-				sig.Expires = n
-			}
-		case "alg", "keyid", "nonce", "tag":
-			s, ok := v.(string)
-			if !ok {
-				return fail(CodeInvalidSignature, "%s must be a string", p)
-			}
-			switch p {
-			case "alg":
-				sig.Alg = s
-			case "keyid":
-				sig.KeyID = s
-			}
-		default:
-			return fail(CodeInvalidSignature, "unknown signature parameter %q", p)
+	sig.Components = il.items
+	for _, p := range il.params {
+		if err := sig.setParam(p); err != nil {
+			return err
 		}
 	}
 	if sig.Created == 0 {
 		return fail(CodeInvalidSignature, "created is required")
 	}
 	// @signature-params is the canonical serialisation of what was received (RFC 9421 §2.3).
-	params, err := httpsfv.Marshal(httpsfv.List{il})
-	if err != nil {
-		return fail(CodeInvalidSignature, "Signature-Input cannot be serialised")
+	sig.params, err = il.serialization()
+	return err
+}
+
+// setParam applies one signature parameter (RFC 9421 §2.3); any other is refused.
+func (sig *Signature) setParam(p inputParam) error {
+	switch p.name {
+	case "created", "expires":
+		if p.kind != kindInteger || p.num <= 0 || p.num > 1<<53 {
+			return fail(CodeInvalidSignature, "%s must be a positive integer", p.name)
+		}
+		if p.name == "created" {
+			sig.Created = p.num
+		} else {
+			sig.Expires = p.num
+		}
+	case "alg", "keyid", "nonce", "tag":
+		if p.kind != kindString {
+			return fail(CodeInvalidSignature, "%s must be a string", p.name)
+		}
+		switch p.name {
+		case "alg":
+			sig.Alg = p.str
+		case "keyid":
+			sig.KeyID = p.str
+		}
+	default:
+		return fail(CodeInvalidSignature, "unknown signature parameter %q", p.name)
 	}
-	sig.params = params
 	return nil
+}
+
+// isLower reports whether s has no upper-case letter (as s == strings.ToLower(s), without
+// the copy).
+func isLower(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
+			return s == strings.ToLower(s)
+		}
+	}
+	return true
 }
 
 // parseSignatureValue accepts RFC 8941 byte sequences in the standard base64 alphabet and
@@ -196,7 +194,7 @@ func (sig *Signature) parseInput(in string, lim Limits) error {
 func parseSignatureValue(sv, label string) ([]byte, error) {
 	var out []byte
 	found := false
-	for _, member := range strings.Split(sv, ",") {
+	for member := range strings.SplitSeq(sv, ",") {
 		member = strings.Trim(member, " \t")
 		eq := strings.IndexByte(member, '=')
 		if eq <= 0 {
@@ -262,21 +260,28 @@ type Target struct {
 // Base builds the RFC 9421 signature base for the covered components of sig. Signer and
 // verifier both call it, so the two can never disagree on the bytes.
 func Base(sig *Signature, t Target) ([]byte, error) {
-	var b strings.Builder
+	var vals [16]string // DefaultLimits.MaxComponents: one allocation for the base alone
+	values := vals[:0]
+	size := len(`"@signature-params": `) + len(sig.params)
 	for _, c := range sig.Components {
 		v, err := componentValue(c, t)
 		if err != nil {
 			return nil, err
 		}
-		b.WriteString(`"`)
-		b.WriteString(c)
-		b.WriteString(`": `)
-		b.WriteString(v)
-		b.WriteString("\n")
+		values = append(values, v)
+		size += len(c) + len(v) + len(`"": `+"\n")
 	}
-	b.WriteString(`"@signature-params": `)
-	b.WriteString(sig.params)
-	return []byte(b.String()), nil
+	b := make([]byte, 0, size)
+	for i, c := range sig.Components {
+		b = append(b, '"')
+		b = append(b, c...)
+		b = append(b, `": `...)
+		b = append(b, values[i]...)
+		b = append(b, '\n')
+	}
+	b = append(b, `"@signature-params": `...)
+	b = append(b, sig.params...)
+	return b, nil
 }
 
 func componentValue(c string, t Target) (string, error) {
@@ -299,7 +304,7 @@ func componentValue(c string, t Target) (string, error) {
 	if strings.HasPrefix(c, "@") {
 		return "", fail(CodeInvalidSignature, "derived component %q is not supported", c)
 	}
-	v, ok := FieldValue(t.Header, c)
+	v, ok := FieldValue(t.Header, canonicalName(c))
 	if !ok {
 		return "", fail(CodeInvalidSignature, "covered header %q is not present", c)
 	}
@@ -307,6 +312,20 @@ func componentValue(c string, t Target) (string, error) {
 		return "", fail(CodeInvalidSignature, "covered header %q contains a line break", c)
 	}
 	return v, nil
+}
+
+// canonicalName is the canonical header key of a covered field; the fields AAuth
+// signatures cover are spelled out so that looking them up does not allocate.
+func canonicalName(c string) string {
+	switch c {
+	case "signature-key":
+		return HeaderSignatureKey
+	case "content-type":
+		return "Content-Type"
+	case "content-digest":
+		return "Content-Digest"
+	}
+	return c // http.Header canonicalises it
 }
 
 // Policy holds the cheap checks made before any key lookup or crypto.
@@ -329,17 +348,17 @@ func (p Policy) EffectiveWindow() time.Duration {
 // Check enforces the covered components (RequiredComponents) and the time window of the
 // created and expires parameters (RFC 9421 §2.3; draft-hardt-aauth §15.4) at now.
 func (p Policy) Check(sig *Signature, t Target, now time.Time) error {
-	required := append(append([]string(nil), RequiredComponents...), p.Extra...)
-	if t.HasQuery {
-		required = append(required, "@query")
-	}
-	var missing []string
-	for _, r := range required {
-		if !sig.Covers(r) {
-			missing = append(missing, r)
+	if !sig.coversAll(RequiredComponents) || !sig.coversAll(p.Extra) || t.HasQuery && !sig.Covers("@query") {
+		required := append(append([]string(nil), RequiredComponents...), p.Extra...)
+		if t.HasQuery {
+			required = append(required, "@query")
 		}
-	}
-	if len(missing) > 0 {
+		var missing []string
+		for _, r := range required {
+			if !sig.Covers(r) {
+				missing = append(missing, r)
+			}
+		}
 		e := fail(CodeInvalidSignature, "signature does not cover %s", strings.Join(missing, ", "))
 		e.RequiredComponents = required
 		return e
@@ -358,6 +377,15 @@ func (p Policy) Check(sig *Signature, t Target, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+func (sig *Signature) coversAll(cs []string) bool {
+	for _, c := range cs {
+		if !sig.Covers(c) {
+			return false
+		}
+	}
+	return true
 }
 
 // Covers reports whether the component is covered.

@@ -39,6 +39,9 @@ func NewNonce() string {
 // Authority is the RFC 9421 @authority of a URL host: lowercase, default port removed.
 func Authority(scheme, hostport string) string {
 	h := strings.ToLower(hostport)
+	if !strings.Contains(h, ":") {
+		return h // no port (what SplitHostPort would refuse), without building its error
+	}
 	host, port, err := net.SplitHostPort(h)
 	if err != nil {
 		return strings.TrimSuffix(h, ":")

@@ -31,6 +31,12 @@ func (e *UnavailableError) Error() string { return e.Msg }
 
 // Unavailable returns the UnavailableError in err's chain, if any.
 func Unavailable(err error) (*UnavailableError, bool) {
+	switch e := err.(type) {
+	case *UnavailableError:
+		return e, true
+	case *Error:
+		return nil, false // wraps nothing
+	}
 	var ue *UnavailableError
 	ok := errors.As(err, &ue)
 	return ue, ok

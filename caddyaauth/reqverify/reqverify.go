@@ -106,6 +106,12 @@ func (v *Verifier) now() time.Time {
 
 // Verify checks a request described by t (whose Header holds the signature headers).
 func (v *Verifier) Verify(ctx context.Context, t httpsig.Target) (*Result, error) {
+	return v.VerifyAs(ctx, t, v.Self)
+}
+
+// VerifyAs is Verify for a verifier whose identifier is self instead of v.Self (a
+// gateway without a configured resource is the authority the request was sent to).
+func (v *Verifier) VerifyAs(ctx context.Context, t httpsig.Target, self string) (*Result, error) {
 	sig, base, err := v.Prepare(t)
 	if err != nil {
 		return nil, err
@@ -117,7 +123,7 @@ func (v *Verifier) Verify(ctx context.Context, t httpsig.Target) (*Result, error
 	case httpsig.SchemeJWKSURI:
 		err = v.jwksURI(ctx, sig, base, res)
 	case httpsig.SchemeJWT:
-		err = v.jwt(ctx, sig, base, res)
+		err = v.jwt(ctx, sig, base, res, self)
 	default:
 		return nil, fail(httpsig.CodeInvalidKey, "unsupported Signature-Key scheme")
 	}
@@ -160,7 +166,7 @@ func (v *Verifier) hwk(sig *httpsig.Signature, base []byte, res *Result) error {
 	if sig.Key.Has("alg") {
 		return fail(httpsig.CodeInvalidKey, "hwk must not carry alg")
 	}
-	pub, err := keys.FromMembers(sig.Key.Map())
+	pub, err := sig.InlineKey()
 	if err != nil {
 		return fail(httpsig.CodeInvalidKey, err.Error())
 	}
@@ -203,10 +209,22 @@ func (v *Verifier) jwksURI(ctx context.Context, sig *httpsig.Signature, base []b
 	return nil
 }
 
-func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte, res *Result) error {
+func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte, res *Result, self string) error {
 	raw := sig.Key.Get("jwt")
 	if raw == "" {
 		return fail(httpsig.CodeInvalidKey, "jwt scheme requires a jwt parameter")
+	}
+	now := v.now()
+	if cached, ok := v.Tokens.Get(raw, now); ok {
+		// This very token text verified here before, as an agent or an auth token: its
+		// verified header says which, without peeking at the text again.
+		res.TokenTyp = wire.NormalizeTokenType(cached.Header.Typ)
+		// The cache holds tokens verified by this verifier, but self may differ per
+		// request (a gateway without a configured resource): check the audience again.
+		if res.TokenTyp == token.TypAgent && len(cached.Claims.Audience) > 0 && !cached.Claims.Audience.Contains(self) {
+			return fail(CodeInvalidAgentToken, "token is for another audience")
+		}
+		return v.bind(sig, base, res, cached, false)
 	}
 	// Structure and claims first, then the request signature with the token's cnf key,
 	// and only then the token's own signature, which may need a fetch.
@@ -217,15 +235,6 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 		return fail(CodeInvalidAgentToken, "the jwt scheme needs an agent+jwt or auth+jwt token")
 	}
 	res.TokenTyp = typ
-	now := v.now()
-	if cached, ok := v.Tokens.Get(raw, now); ok {
-		// The cache holds tokens verified by this verifier, but Self may differ per
-		// request (a gateway without a configured resource): check the audience again.
-		if typ == token.TypAgent && len(cached.Claims.Audience) > 0 && !cached.Claims.Audience.Contains(v.Self) {
-			return fail(CodeInvalidAgentToken, "token is for another audience")
-		}
-		return v.bind(sig, base, res, cached, false)
-	}
 	pre, err := token.Parse(raw, typ)
 	if err != nil {
 		return fail(codeFor(typ), "token is malformed")
@@ -253,7 +262,7 @@ func (v *Verifier) jwt(ctx context.Context, sig *httpsig.Signature, base []byte,
 	var tok *token.Token
 	switch typ {
 	case token.TypAgent:
-		opts := token.Options{Now: now, Audience: v.Self, MaxLifetime: v.maxTokenLifetime()}
+		opts := token.Options{Now: now, Audience: self, MaxLifetime: v.maxTokenLifetime()}
 		// The resolver refuses an iss that is not a valid identifier before fetching.
 		tok, err = v.verifyToken(ctx, discovery.DocAgent, func(r token.KeyResolver) (*token.Token, error) {
 			return token.VerifyAgentToken(ctx, raw, opts, r)

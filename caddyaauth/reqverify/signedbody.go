@@ -73,6 +73,10 @@ func ReadSignedBody(r *http.Request, sig *httpsig.Signature, p BodyPolicy) ([]by
 // Retry-After), ErrBodyTooLarge → 413, *BodyError → 400 invalid_request. ok is false for
 // any other error: a server fault for Verify, an unreadable body (400) for the others.
 func Refusal(err error) (status int, e wire.Error, ok bool) {
+	if ve, isVE := err.(*Error); isVE {
+		// The usual refusal, unwrapped (an *Error wraps nothing): no errors.As needed.
+		return http.StatusUnauthorized, wire.Error{Code: ve.Code, Description: ve.Msg, RequiredComponents: ve.RequiredComponents}, true
+	}
 	var ve *Error
 	var be *BodyError
 	var ue *UnavailableError

@@ -2,7 +2,6 @@ package token
 
 import (
 	"container/list"
-	"crypto/sha256"
 	"sync"
 	"time"
 )
@@ -10,8 +9,9 @@ import (
 // DefaultCacheSize is the entry bound used by NewCache when max <= 0.
 const DefaultCacheSize = 10000
 
-// Cache remembers successfully verified tokens, keyed by the SHA-256 of the raw token,
-// so a token seen again skips parsing and signature verification. It is a bounded LRU,
+// Cache remembers successfully verified tokens, keyed by the exact raw token text (the
+// map compares the whole text on a hit, so only the very same token is found), so a
+// token seen again skips parsing and signature verification. It is a bounded LRU,
 // safe for concurrent use. Only tokens returned by a successful Verify* call are stored;
 // every hit re-checks exp (an expired entry is evicted and reported as a miss); tokens
 // longer than MaxTokenBytes are never stored.
@@ -23,8 +23,8 @@ const DefaultCacheSize = 10000
 type Cache struct {
 	mu  sync.Mutex
 	max int
-	ll  *list.List // front = most recently used; values are *cacheEntry
-	m   map[[sha256.Size]byte]*list.Element
+	ll  *list.List               // front = most recently used; values are *cacheEntry
+	m   map[string]*list.Element // keyed by Token.Raw (the string is the token's own)
 
 	// OnLookup, when set before the cache is used, is told whether each Get hit (for a
 	// hit-ratio metric).
@@ -32,7 +32,6 @@ type Cache struct {
 }
 
 type cacheEntry struct {
-	key [sha256.Size]byte
 	tok *Token
 	exp time.Time
 }
@@ -42,7 +41,7 @@ func NewCache(max int) *Cache {
 	if max <= 0 {
 		max = DefaultCacheSize
 	}
-	return &Cache{max: max, ll: list.New(), m: make(map[[sha256.Size]byte]*list.Element)}
+	return &Cache{max: max, ll: list.New(), m: make(map[string]*list.Element)}
 }
 
 // Get returns the cached verified token whose raw text is exactly raw, if it has not
@@ -62,21 +61,16 @@ func (c *Cache) get(raw string, now time.Time) (*Token, bool) {
 	if raw == "" || len(raw) > MaxTokenBytes {
 		return nil, false
 	}
-	key := sha256.Sum256([]byte(raw))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.m[key]
+	el, ok := c.m[raw]
 	if !ok {
 		return nil, false
 	}
 	e := el.Value.(*cacheEntry)
 	if !now.Before(e.exp) {
 		c.ll.Remove(el)
-		delete(c.m, key)
-		return nil, false
-	}
-	// The hash matched; compare the text too, so a hit never depends on hash uniqueness.
-	if e.tok.Raw != raw {
+		delete(c.m, raw)
 		return nil, false
 	}
 	c.ll.MoveToFront(el)
@@ -90,20 +84,19 @@ func (c *Cache) Put(t *Token) {
 	if c == nil || t == nil || !t.verified || t.Claims.Expiry <= 0 || len(t.Raw) > MaxTokenBytes {
 		return
 	}
-	key := sha256.Sum256([]byte(t.Raw))
-	e := &cacheEntry{key: key, tok: t, exp: time.Unix(t.Claims.Expiry, 0)}
+	e := &cacheEntry{tok: t, exp: time.Unix(t.Claims.Expiry, 0)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.m[key]; ok {
+	if el, ok := c.m[t.Raw]; ok {
 		el.Value = e
 		c.ll.MoveToFront(el)
 		return
 	}
-	c.m[key] = c.ll.PushFront(e)
+	c.m[t.Raw] = c.ll.PushFront(e)
 	for c.ll.Len() > c.max {
 		old := c.ll.Back()
 		c.ll.Remove(old)
-		delete(c.m, old.Value.(*cacheEntry).key)
+		delete(c.m, old.Value.(*cacheEntry).tok.Raw)
 	}
 }
 

@@ -19,6 +19,16 @@ type Challenge struct {
 	Code          string // require=interaction: the interaction code
 }
 
+// plainChallenges are the challenges with a require value and no parameters,
+// formatted in advance: the 401s that refuse a request before anything is minted.
+var plainChallenges = map[Challenge]string{
+	{Require: RequirePseudonym}:   "require=" + RequirePseudonym,
+	{Require: RequireIdentity}:    "require=" + RequireIdentity,
+	{Require: RequireAuthToken}:   "require=" + RequireAuthToken,
+	{Require: RequireInteraction}: "require=" + RequireInteraction,
+	{Require: RequireApproval}:    "require=" + RequireApproval,
+}
+
 // params lists the String parameters of a challenge, in the order they are written.
 func (c *Challenge) params() []struct {
 	name string
@@ -35,6 +45,9 @@ func (c *Challenge) params() []struct {
 // are separated by "; " (§3.1.2 allows the space), which is how this module has always
 // written them.
 func (c Challenge) Format() (string, error) {
+	if v, ok := plainChallenges[c]; ok {
+		return v, nil // the most frequent answers, formatted once
+	}
 	tok, err := httpsfv.Marshal(httpsfv.NewItem(httpsfv.Token(c.Require)))
 	if err != nil || c.Require == "" {
 		return "", errors.New("wire: challenge require must be an RFC 8941 token")

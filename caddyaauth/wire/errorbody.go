@@ -16,8 +16,30 @@ type Error struct {
 
 // JSON returns the body's bytes.
 func (e Error) JSON() []byte {
+	if len(e.RequiredComponents) == 0 && plainJSON(e.Code) && plainJSON(e.Description) {
+		// What json.Marshal writes for these strings, without reflection.
+		b := make([]byte, 0, len(`{"error":"","error_description":""}`)+len(e.Code)+len(e.Description))
+		b = append(b, `{"error":"`...)
+		b = append(b, e.Code...)
+		b = append(b, `","error_description":"`...)
+		b = append(b, e.Description...)
+		return append(b, `"}`...)
+	}
 	b, _ := json.Marshal(e) // strings and a string slice: cannot fail
 	return b
+}
+
+// plainJSON reports whether json.Marshal writes s between its quotes unchanged:
+// printable ASCII without the characters it escapes (quote, backslash, and the HTML
+// characters <, > and &).
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // WriteError answers status with e as an uncacheable application/json body.

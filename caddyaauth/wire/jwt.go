@@ -30,5 +30,11 @@ func TokenType(raw string) string {
 	if json.Unmarshal(hdr, &h) != nil {
 		return ""
 	}
-	return strings.TrimPrefix(strings.ToLower(h.Typ), "application/")
+	return NormalizeTokenType(h.Typ)
+}
+
+// NormalizeTokenType is a JOSE typ as TokenType returns it: lowercased, without an
+// "application/" prefix (RFC 7515 §4.1.9).
+func NormalizeTokenType(typ string) string {
+	return strings.TrimPrefix(strings.ToLower(typ), "application/")
 }
