@@ -10,6 +10,8 @@ import (
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
 )
 
 // Admin API paths (authserver's admin.api.aauth_grants and admin.api.aauth_pending, and
@@ -38,17 +40,8 @@ type pendingView struct {
 	State string `json:"state"`
 }
 
-// keyView is what the table shows of a GET /aauth/keys entry.
-type keyView struct {
-	Owner     string     `json:"owner"`
-	Role      string     `json:"role"`
-	Kid       string     `json:"kid"`
-	Alg       string     `json:"alg"`
-	State     string     `json:"state"`
-	Created   time.Time  `json:"created"`
-	Activates time.Time  `json:"activates"`
-	Retires   *time.Time `json:"retires"`
-}
+// keyView is a GET /aauth/keys entry: the admin API's own type.
+type keyView = keystore.Info
 
 func listGrants(fl caddycmd.Flags, out io.Writer, _ []string) error {
 	return list(fl, out, pathGrants, "no remembered grants", func(t *table, gs []grantView) {
@@ -76,10 +69,10 @@ func keysTable(t *table, ks []keyView) {
 	t.row("OWNER", "ROLE", "KID", "ALG", "STATE", "CREATED", "ACTIVATES", "RETIRES")
 	for _, k := range ks {
 		retires := "-"
-		if k.Retires != nil {
-			retires = stamp(*k.Retires)
+		if !k.Retires.IsZero() {
+			retires = stamp(k.Retires)
 		}
-		t.row(k.Owner, k.Role, k.Kid, k.Alg, k.State, stamp(k.Created), stamp(k.Activates), retires)
+		t.row(k.Owner, k.Role, k.KID, k.Alg, k.State, stamp(k.Created), stamp(k.Activates), retires)
 	}
 }
 
