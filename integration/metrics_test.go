@@ -107,6 +107,13 @@ func keyRefusals(t *testing.T, s *keys.Signer) {
 			req.Header.Set("Signature-Key", `sig=hwk;kty="OKP";crv="Ed25519";x="AAAA"`)
 			return nil
 		}},
+		{"alg parameter that does not match the key", api + "/pseudo/data", "unsupported_algorithm", func(req *http.Request) error {
+			if err := httpsig.Sign(req, s, agent.HWK(s).SigKey(), httpsig.SignOptions{}); err != nil {
+				return err
+			}
+			req.Header.Set("Signature-Input", req.Header.Get("Signature-Input")+`;alg="hmac-sha256"`)
+			return nil
+		}},
 		{"jwks_uri kid the agent does not publish", api + "/ident/data", "unknown_key", func(req *http.Request) error {
 			return httpsig.Sign(req, stranger, agent.JWKSURI(stranger, agentSrv.id).SigKey(), httpsig.SignOptions{})
 		}},
