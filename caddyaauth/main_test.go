@@ -3,7 +3,7 @@ package caddyaauth
 import (
 	"testing"
 
-	"github.com/caddy-aauth/caddy-aauth/internal/testhome"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/testhome"
 )
 
 // TestMain gives the tests a HOME and XDG folders of their own, since TestReadyMessage

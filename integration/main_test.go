@@ -12,7 +12,7 @@ import (
 
 	_ "github.com/caddy-aauth/caddy-aauth/authserver"
 	_ "github.com/caddy-aauth/caddy-aauth/caddyaauth"
-	"github.com/caddy-aauth/caddy-aauth/internal/testhome"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/testhome"
 )
 
 // TestMain: HOME and the XDG folders point into a temporary folder, so no test (nor a

@@ -15,10 +15,10 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
-// readProduction returns Caddyfile.production from the repository root.
+// readProduction returns cmd/caddy/Caddyfile.production.
 func readProduction(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(moduleRoot(t), "Caddyfile.production"))
+	b, err := os.ReadFile(filepath.Join(moduleRoot(t), "cmd", "caddy", "Caddyfile.production"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-aauth/caddy-aauth/internal/testhome"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/testhome"
 )
 
 // Interop with the Python reference implementation of AAuth
