@@ -96,3 +96,48 @@ func BenchmarkHandlerRejectGarbage(b *testing.B) {
 		_ = h.ServeHTTP(httptest.NewRecorder(), req, okNext)
 	}
 }
+
+// TestIdentityPlaceholders: a passed request's next handler reads the verified identity
+// from the {http.aauth.*} and {http.auth.user.*} placeholders, even after another
+// handler set {http.auth.user.id}; an unset user field stays unknown, and a refused
+// request sets none of them.
+func TestIdentityPlaceholders(t *testing.T) {
+	h := benchHandler(t)
+	s, _ := keys.Generate(keys.AlgEd25519, "")
+	req := signedRequest(t, s)
+	repl := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", "basic-auth-user")
+	got := map[string]string{}
+	known := map[string]bool{}
+	keysToRead := []string{"http.aauth.level", "http.aauth.scheme", "http.aauth.jkt", "http.aauth.agent",
+		"http.aauth.sub", "http.auth.user.id", "http.auth.user.level", "http.auth.user.sub"}
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		rp := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		for _, k := range keysToRead {
+			v, ok := rp.GetString(k)
+			got[k], known[k] = v, ok
+		}
+		return nil
+	})
+	if err := h.ServeHTTP(httptest.NewRecorder(), req, next); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"http.aauth.level": "pseudonym", "http.aauth.scheme": "hwk", "http.aauth.jkt": s.Public.Thumbprint,
+		"http.aauth.agent": "", "http.aauth.sub": "", "http.auth.user.id": s.Public.Thumbprint, "http.auth.user.level": "pseudonym"}
+	for k, v := range want {
+		if got[k] != v || !known[k] {
+			t.Errorf("{%s} = %q (known %v), want %q", k, got[k], known[k], v)
+		}
+	}
+	if known["http.auth.user.sub"] {
+		t.Errorf("{http.auth.user.sub} is known without a user: %q", got["http.auth.user.sub"])
+	}
+
+	bad := signedRequest(t, s)
+	bad.Header.Set("Signature", "sig=:AAAA:")
+	_ = h.ServeHTTP(httptest.NewRecorder(), bad, next)
+	brepl := bad.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if v, ok := brepl.GetString("http.aauth.level"); ok {
+		t.Errorf("a refused request has {http.aauth.level} = %q", v)
+	}
+}

@@ -83,7 +83,7 @@ func (h *Handler) snapshot(r *http.Request) (requestSnapshot, error) {
 // §4.5.8.2): our pending URL and code, and our interaction endpoint, which leads to the
 // downstream consent. Any header the backend set is dropped.
 func (h *Handler) startChain(w http.ResponseWriter, r *http.Request, snap requestSnapshot, res *reqverify.Result, hd *egress.Handle, i *egress.Interaction) {
-	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	srv := serverOf(r)
 	now := h.now()
 	rec := &chainRecord{expires: now.Add(chainLifetime), handler: h, srv: srv, res: res, interaction: i, signer: hd.Signer, req: snap}
 	if hd.Expiry.Before(rec.expires) {

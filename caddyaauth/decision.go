@@ -20,9 +20,10 @@ const CodeOK = decisionlog.CodeOK
 // handler started, and the verified result once the signature verified. Each request
 // has one verdict, logged and counted once (decide).
 type verdict struct {
-	start time.Time
-	res   *reqverify.Result
-	done  bool
+	start        time.Time
+	res          *reqverify.Result
+	done         bool
+	placeholders identityPlaceholders // the verified identity's placeholders (setIdentity)
 }
 
 type verdictKey struct{}

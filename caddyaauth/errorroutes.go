@@ -28,12 +28,22 @@ func (r *refusal) Error() string {
 // WWW-Authenticate of a 401 (RFC 9110 §11.6.1), stay: Caddy runs its error routes on
 // the same response.
 func answerError(w http.ResponseWriter, r *http.Request, status int, e wire.Error) error {
-	herr := caddyhttp.Error(status, &refusal{e: e})
-	if errorRoutesHandle(r, herr) {
-		return herr
+	// caddyhttp.Error takes a stack frame and a random id: only worth it when the server
+	// has error routes at all (most sites do not, and a flood of refusals should cost little).
+	if srv := serverOf(r); srv != nil && srv.Errors != nil && len(srv.Errors.Routes) > 0 {
+		herr := caddyhttp.Error(status, &refusal{e: e})
+		if errorRoutesHandle(r, herr) {
+			return herr
+		}
 	}
 	wire.WriteError(w, status, e)
 	return nil
+}
+
+// serverOf is the Caddy server r arrived on, if any.
+func serverOf(r *http.Request) *caddyhttp.Server {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return srv
 }
 
 // maxErrorRouteDepth bounds how deep errorRoutesHandle looks into nested subroutes.
@@ -47,7 +57,7 @@ const maxErrorRouteDepth = 8
 // 5xx`), keeps the JSON body, even when another site on the same server has error
 // routes.
 func errorRoutesHandle(r *http.Request, herr caddyhttp.HandlerError) bool {
-	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	srv := serverOf(r)
 	if srv == nil || srv.Errors == nil || len(srv.Errors.Routes) == 0 {
 		return false
 	}

@@ -162,32 +162,80 @@ func principal(v *identity) int {
 // setIdentity writes the verified facts into the upstream headers and placeholders.
 func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, res *reqverify.Result) {
 	vals := identityValues(res)
-	var boxed [len(identityFields)]any // each value converted once, for both placeholders
-	names := make([]string, 0, len(identityFields))
+	backing := vals // one backing array for every header value (Header.Set makes one slice each)
 	for i, f := range identityFields {
-		boxed[i] = vals[i]
-		repl.Set(f.placeholder, boxed[i])
 		name := f.header
 		if alt, ok := h.Headers[f.key]; ok {
 			name = alt
 		}
-		if name == "" || name == "-" || vals[i] == "" {
-			names = append(names, "")
-			continue
-		}
-		names = append(names, textproto.CanonicalMIMEHeaderKey(name))
-	}
-	// One backing array for every header value (what Header.Set does, one slice each).
-	backing := vals
-	for i, name := range names {
-		if name != "" {
-			r.Header[name] = backing[i : i+1 : i+1]
+		if name != "" && name != "-" && vals[i] != "" {
+			r.Header[textproto.CanonicalMIMEHeaderKey(name)] = backing[i : i+1 : i+1]
 		}
 	}
-	repl.Set("http.auth.user.id", boxed[principal(&vals)])
+	if v, ok := r.Context().Value(verdictKey{}).(*verdict); ok {
+		v.placeholders.provide(repl, vals)
+		return
+	}
+	setIdentityPlaceholders(repl, &vals)
+}
+
+// identityPlaceholders answers a verified request's {http.aauth.*} and
+// {http.auth.user.*} placeholders from its identity through one replacer provider
+// (Replacer.Map), registered once per request, rather than a replacer map entry each:
+// the entries made the map grow, and every handler after (reverse_proxy sets a dozen)
+// paid for it.
+type identityPlaceholders struct {
+	v      identity
+	set    bool
+	mapped bool
+}
+
+// provide makes the placeholders answer from vals (a later verification of the same
+// request replaces the earlier one's values, as Replacer.Set would).
+func (p *identityPlaceholders) provide(repl *caddy.Replacer, vals identity) {
+	p.v, p.set = vals, true
+	if !p.mapped {
+		p.mapped = true
+		repl.Map(p.get)
+		// Entries in the replacer's own map come before providers: take back one another
+		// authentication handler of the request may have set, as Set would overwrite it.
+		repl.Delete("http.auth.user.id")
+	}
+}
+
+func (p *identityPlaceholders) get(key string) (any, bool) {
+	if !p.set {
+		return nil, false
+	}
+	switch {
+	case strings.HasPrefix(key, "http.aauth."):
+		for i, f := range identityFields {
+			if f.placeholder == key {
+				return p.v[i], true
+			}
+		}
+	case key == "http.auth.user.id":
+		return p.v[principal(&p.v)], true
+	case strings.HasPrefix(key, "http.auth.user."):
+		for _, u := range userFields {
+			if u.placeholder == key && p.v[u.field] != "" {
+				return p.v[u.field], true
+			}
+		}
+	}
+	return nil, false
+}
+
+// setIdentityPlaceholders sets the placeholders identityPlaceholders would answer, as
+// replacer entries (a request without a verdict).
+func setIdentityPlaceholders(repl *caddy.Replacer, vals *identity) {
+	for i, f := range identityFields {
+		repl.Set(f.placeholder, vals[i])
+	}
+	repl.Set("http.auth.user.id", vals[principal(vals)])
 	for _, u := range userFields {
 		if vals[u.field] != "" {
-			repl.Set(u.placeholder, boxed[u.field])
+			repl.Set(u.placeholder, vals[u.field])
 		}
 	}
 }

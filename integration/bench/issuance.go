@@ -75,12 +75,12 @@ func (b *bench) issuancePhase(row *Row, total int) phase {
 // request without an auth token (401, AAuth: require=auth-token; resource-token=…),
 // the i-th for agent i mod len(b.agents).
 func (b *bench) resourceTokens(n int) ([]string, error) {
-	reqs, err := b.signEach(n, "/token/challenge/", func(i int) *agent.Credential { return b.agents[i%len(b.agents)].cred })
+	reqs, err := b.signEach(n, b.tokSite, "/token/challenge/", func(i int) *agent.Credential { return b.agents[i%len(b.agents)].cred })
 	if err != nil {
 		return nil, err
 	}
 	rts := make([]string, n)
-	d := newDriver(b.gw, b.cfg.concurrency)
+	d := newDriver(b.tokSite, b.cfg.concurrency)
 	defer d.close()
 	s := d.run(context.Background(), n, fromSlice(reqs), http.StatusUnauthorized, func(a answer) error {
 		c, ok := agent.ParseChallenge(a.header)

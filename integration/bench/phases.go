@@ -82,11 +82,11 @@ func (b *bench) path(prefix string) string {
 	return fmt.Sprintf("%s%d", prefix, b.seq.Add(1))
 }
 
-// signEach signs n GETs of prefix on the gateway, the i-th with cred(i).
-func (b *bench) signEach(n int, prefix string, cred func(i int) *agent.Credential) ([][]byte, error) {
+// signEach signs n GETs of prefix on the gateway site addr, the i-th with cred(i).
+func (b *bench) signEach(n int, addr, prefix string, cred func(i int) *agent.Credential) ([][]byte, error) {
 	now := time.Now()
 	return parallel(n, func(i int) ([]byte, error) {
-		return signedGET(b.gw, b.path(prefix), cred(i), now)
+		return signedGET(addr, b.path(prefix), cred(i), now)
 	})
 }
 
@@ -102,7 +102,7 @@ func (b *bench) hwkBatch() func(n int) ([][]byte, error) {
 		creds[i] = agent.HWK(s)
 	}
 	return func(n int) ([][]byte, error) {
-		return b.signEach(n, "/hwk/", func(i int) *agent.Credential { return creds[i%len(creds)] })
+		return b.signEach(n, b.gw, "/hwk/", func(i int) *agent.Credential { return creds[i%len(creds)] })
 	}
 }
 
@@ -119,8 +119,8 @@ func (b *bench) hwkPhase(context.Context) (phase, error) {
 
 func (b *bench) jwksPhase(context.Context) (phase, error) {
 	row := &Row{Name: rowJWKS, Base: rowPlain, What: fmt.Sprintf("require identity, scheme jwks_uri, keys cached (%d agents)", len(b.agents))}
-	return b.steady(row, b.gw, func(n int) ([][]byte, error) {
-		return b.signEach(n, "/jwks/", func(i int) *agent.Credential { return b.agents[i%len(b.agents)].cred })
+	return b.steady(row, b.jwksSite, func(n int) ([][]byte, error) {
+		return b.signEach(n, b.jwksSite, "/jwks/", func(i int) *agent.Credential { return b.agents[i%len(b.agents)].cred })
 	}), nil
 }
 
@@ -132,8 +132,8 @@ func (b *bench) tokenPhase(ctx context.Context) (phase, error) {
 		}
 	}
 	row := &Row{Name: rowToken, Base: rowPlain, What: fmt.Sprintf("require auth-token, token cached (%d tokens from the aauth_server)", len(b.issued))}
-	return b.steady(row, b.gw, func(n int) ([][]byte, error) {
-		return b.signEach(n, "/token/", func(i int) *agent.Credential { return b.issued[i%len(b.issued)] })
+	return b.steady(row, b.tokSite, func(n int) ([][]byte, error) {
+		return b.signEach(n, b.tokSite, "/token/", func(i int) *agent.Credential { return b.issued[i%len(b.issued)] })
 	}), nil
 }
 
@@ -145,7 +145,7 @@ func (b *bench) coldPhase(context.Context) (phase, error) {
 		pool[i], _ = keys.Generate(keys.AlgEd25519, "")
 	}
 	row := &Row{Name: rowCold, Base: rowPlain, What: "require auth-token, a new token on every request (256 keys)"}
-	return b.steady(row, b.gw, func(n int) ([][]byte, error) {
+	return b.steady(row, b.coldSite, func(n int) ([][]byte, error) {
 		now := time.Now()
 		return parallel(n, func(i int) ([]byte, error) {
 			s := pool[i%len(pool)]
@@ -153,7 +153,7 @@ func (b *bench) coldPhase(context.Context) (phase, error) {
 			if err != nil {
 				return nil, err
 			}
-			return signedGET(b.gw, b.path("/cold/"), agent.AuthToken(s, tok), now)
+			return signedGET(b.coldSite, b.path("/cold/"), agent.AuthToken(s, tok), now)
 		})
 	}), nil
 }
@@ -169,11 +169,11 @@ func (b *bench) rotationPhase(ctx context.Context) error {
 	row := &Row{Name: rowRotation, Base: rowPlain, What: fmt.Sprintf("require auth-token, %d distinct tokens and keys, each once", len(holders))}
 	b.rep.add(row)
 	next := 0
-	return b.runPhase(ctx, phase{row: row, addr: b.gw, want: http.StatusOK, conc: b.cfg.concurrency, total: len(holders),
+	return b.runPhase(ctx, phase{row: row, addr: b.coldSite, want: http.StatusOK, conc: b.cfg.concurrency, total: len(holders),
 		batch: func(n int) ([][]byte, error) {
 			off := next
 			next += n
-			return b.signEach(n, "/rot/", func(i int) *agent.Credential { return holders[off+i] })
+			return b.signEach(n, b.coldSite, "/rot/", func(i int) *agent.Credential { return holders[off+i] })
 		}})
 }
 
@@ -183,10 +183,10 @@ func (b *bench) discoveryPhase(ctx context.Context) error {
 	row := &Row{Name: rowDiscovery, Base: rowPlain, What: fmt.Sprintf("first request of a new jwks_uri agent (%d agents, 4 at a time)", len(b.newAgents))}
 	b.rep.add(row)
 	next := 0
-	return b.runPhase(ctx, phase{row: row, addr: b.gw, want: http.StatusOK, conc: min(4, b.cfg.concurrency), total: len(b.newAgents),
+	return b.runPhase(ctx, phase{row: row, addr: b.jwksSite, want: http.StatusOK, conc: min(4, b.cfg.concurrency), total: len(b.newAgents),
 		batch: func(n int) ([][]byte, error) {
 			off := next
 			next += n
-			return b.signEach(n, "/jwks/", func(i int) *agent.Credential { return b.newAgents[off+i].cred })
+			return b.signEach(n, b.jwksSite, "/jwks/", func(i int) *agent.Credential { return b.newAgents[off+i].cred })
 		}})
 }

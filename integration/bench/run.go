@@ -29,11 +29,15 @@ type bench struct {
 	newAgents []*localAgent // agents Caddy has never seen (discovery phase)
 	closers   []func()
 
-	gw, plain, as string // host:port of the gateway, the plain server, the auth server
-	admin         string // host:port of Caddy's admin endpoint
-	resID, asID   string
-	seq           atomic.Int64        // makes every request path distinct
-	issued        []*agent.Credential // auth tokens from the aauth_server
+	// host:port of each gateway site (one measured kind of route each, shaped like the
+	// plain site, so that no row pays for matching another row's routes), of the plain
+	// server and of the auth server
+	gw, jwksSite, tokSite, coldSite string
+	plain, as                       string
+	admin                           string // host:port of Caddy's admin endpoint
+	resID, asID                     string
+	seq                             atomic.Int64        // makes every request path distinct
+	issued                          []*agent.Credential // auth tokens from the aauth_server
 }
 
 const (
@@ -82,12 +86,14 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.dir, err = os.MkdirTemp("", "aauth-bench-"); err != nil {
 		return err
 	}
-	ports, err := freePorts(4)
+	ports, err := freePorts(7)
 	if err != nil {
 		return err
 	}
-	b.gw, b.plain, b.as = "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1], "127.0.0.1:"+ports[2]
-	b.resID, b.asID, b.admin = "http://"+b.gw, "http://"+b.as, "127.0.0.1:"+ports[3]
+	for i, p := range []*string{&b.gw, &b.plain, &b.as, &b.admin, &b.jwksSite, &b.tokSite, &b.coldSite} {
+		*p = "127.0.0.1:" + ports[i]
+	}
+	b.resID, b.asID = "http://"+b.tokSite, "http://"+b.as
 	if err := b.startLocal(); err != nil {
 		return err
 	}
@@ -136,17 +142,26 @@ func (b *bench) closeAgents(as []*localAgent) {
 }
 
 // caddyfile is the configuration under test: a plain server (no aauth at all: the
-// baseline), the gateway with one route per kind of credential, and the auth server.
+// baseline), one gateway site per kind of route (hwk; jwks_uri; the cached-token route;
+// the cold and rotating token routes, which share the token route's resource), and the
+// auth server. Each gateway site has the plain site's shape: one route to measure, then
+// reverse_proxy.
 func (b *bench) caddyfile() string {
-	tokenRoute := func(path string) string {
-		return fmt.Sprintf(`	aauth %s {
-		require auth-token
+	tokenOpts := fmt.Sprintf(`require auth-token
 		resource %s
 		auth_server %s
 		trust_issuer %s
-		scope %s
+		scope %s`, b.resID, b.asID, b.issuer.id, benchScope)
+	site := func(addr, matcher, opts string) string {
+		return fmt.Sprintf(`
+http://:%s {
+	bind 127.0.0.1
+	aauth %s{
+		%s
 	}
-`, path, b.resID, b.asID, b.issuer.id, benchScope)
+	reverse_proxy %s
+}
+`, port(addr), matcher, opts, b.up.addr)
 	}
 	return fmt.Sprintf(`{
 	admin %s
@@ -170,18 +185,7 @@ http://:%s {
 		reverse_proxy %s
 	}
 }
-
-http://%s {
-	bind 127.0.0.1
-	aauth /hwk/* {
-		require pseudonym
-	}
-	aauth /jwks/* {
-		require identity
-	}
-%s%s%s	reverse_proxy %s
-}
-
+%s%s%s%s
 http://%s {
 	bind 127.0.0.1
 	aauth_server {
@@ -192,8 +196,9 @@ http://%s {
 		}
 	}
 }
-`, b.admin, b.dir, port(b.plain), b.up.addr, b.gw,
-		tokenRoute("/token/*"), tokenRoute("/cold/*"), tokenRoute("/rot/*"), b.up.addr, b.as, b.asID)
+`, b.admin, b.dir, port(b.plain), b.up.addr,
+		site(b.gw, "/hwk/* ", "require pseudonym"), site(b.jwksSite, "/jwks/* ", "require identity"),
+		site(b.tokSite, "/token/* ", tokenOpts), site(b.coldSite, "", tokenOpts), b.as, b.asID)
 }
 
 func port(hostport string) string {
