@@ -33,6 +33,7 @@ type bench struct {
 	// plain site, so that no row pays for matching another row's routes), of the plain
 	// server and of the auth server
 	gw, jwksSite, tokSite, coldSite string
+	floorSite                       string // plain + one Ed25519 verify in Caddy (verifyFloor)
 	plain, as                       string
 	admin                           string // host:port of Caddy's admin endpoint
 	resID, asID                     string
@@ -86,11 +87,11 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.dir, err = os.MkdirTemp("", "aauth-bench-"); err != nil {
 		return err
 	}
-	ports, err := freePorts(7)
+	ports, err := freePorts(8)
 	if err != nil {
 		return err
 	}
-	for i, p := range []*string{&b.gw, &b.plain, &b.as, &b.admin, &b.jwksSite, &b.tokSite, &b.coldSite} {
+	for i, p := range []*string{&b.gw, &b.plain, &b.as, &b.admin, &b.jwksSite, &b.tokSite, &b.coldSite, &b.floorSite} {
 		*p = "127.0.0.1:" + ports[i]
 	}
 	b.resID, b.asID = "http://"+b.tokSite, "http://"+b.as
@@ -163,6 +164,16 @@ http://:%s {
 }
 `, port(addr), matcher, opts, b.up.addr)
 	}
+	floor := "" // only this program, re-executed as Caddy, has the verifyFloor module
+	if b.cfg.caddyBin == "" {
+		floor = fmt.Sprintf(`
+http://:%s {
+	bind 127.0.0.1
+	%s /hwk/*
+	reverse_proxy %s
+}
+`, port(b.floorSite), verifyFloorDirective, b.up.addr)
+	}
 	return fmt.Sprintf(`{
 	admin %s
 	storage file_system %s/storage
@@ -185,7 +196,7 @@ http://:%s {
 		reverse_proxy %s
 	}
 }
-%s%s%s%s
+%s%s%s%s%s
 http://%s {
 	bind 127.0.0.1
 	aauth_server {
@@ -198,7 +209,7 @@ http://%s {
 }
 `, b.admin, b.dir, port(b.plain), b.up.addr,
 		site(b.gw, "/hwk/* ", "require pseudonym"), site(b.jwksSite, "/jwks/* ", "require identity"),
-		site(b.tokSite, "/token/* ", tokenOpts), site(b.coldSite, "", tokenOpts), b.as, b.asID)
+		site(b.tokSite, "/token/* ", tokenOpts), site(b.coldSite, "", tokenOpts), floor, b.as, b.asID)
 }
 
 func port(hostport string) string {
