@@ -37,6 +37,9 @@ func main() {
 		caddycmd.Main()
 		return
 	}
+	if ln := os.Getenv(envRunUpstream); ln != "" {
+		os.Exit(runUpstream(ln))
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

@@ -23,7 +23,7 @@ type bench struct {
 	scrape memStats // allocations one /debug/vars scrape costs Caddy
 	rep    *Report
 
-	up        *local
+	up        *upstreamProc
 	issuer    *localIssuer
 	agents    []*localAgent // jwks_uri agents whose keys Caddy has cached
 	newAgents []*localAgent // agents Caddy has never seen (discovery phase)

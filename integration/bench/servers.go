@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"syscall"
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/agent"
@@ -33,13 +36,66 @@ func serve(h http.Handler) (*local, error) {
 
 func (l *local) close() { _ = l.srv.Close() }
 
-// startUpstream is the backend every route proxies to: an unmodified server answering a
-// few bytes, so the routes differ only by what the gateway does.
-func startUpstream() (*local, error) {
-	return serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// envRunUpstream makes this binary run as the upstream, listening on its value.
+const envRunUpstream = "AAUTH_BENCH_RUN_UPSTREAM"
+
+// upstreamProc is the backend every route proxies to: an unmodified server answering a
+// few bytes, so the routes differ only by what the gateway does. It is a process of its
+// own (this program re-executed), as wrk's backend would be: in the benchmark process its
+// goroutines would share a scheduler with the load generator and delay the latencies it
+// measures.
+type upstreamProc struct {
+	addr string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startUpstream() (*upstreamProc, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	u := &upstreamProc{addr: "127.0.0.1:" + ports[0], done: make(chan error, 1)}
+	u.cmd = exec.Command(self)
+	u.cmd.Env = append(os.Environ(), envRunUpstream+"="+u.addr)
+	u.cmd.Stderr = os.Stderr
+	u.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with the benchmark
+	if err := u.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { u.done <- u.cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-u.done:
+			return nil, fmt.Errorf("the upstream process exited: %v", err)
+		default:
+		}
+		if c, err := net.Dial("tcp", u.addr); err == nil {
+			_ = c.Close()
+			return u, nil
+		}
+	}
+	u.close()
+	return nil, fmt.Errorf("the upstream process did not listen on %s within 10s", u.addr)
+}
+
+func (u *upstreamProc) close() {
+	_ = u.cmd.Process.Kill()
+	<-u.done
+}
+
+// runUpstream serves the upstream on addr until killed; its exit code.
+func runUpstream(addr string) int {
+	srv := &http.Server{Addr: addr, ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
-	}))
+	})}
+	fmt.Fprintln(os.Stderr, "bench upstream:", srv.ListenAndServe())
+	return 1
 }
 
 // localAgent is a jwks_uri agent whose metadata and JWKS the benchmark serves
