@@ -11,11 +11,15 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 )
 
-// TestMain lets the test binary run as Caddy too, as the benchmark program does.
+// TestMain lets the test binary run as Caddy and as the upstream too, as the benchmark
+// program does.
 func TestMain(m *testing.M) {
 	if os.Getenv(envRunCaddy) == "1" {
 		caddycmd.Main()
 		return
+	}
+	if ln := os.Getenv(envRunUpstream); ln != "" {
+		os.Exit(runUpstream(ln))
 	}
 	os.Exit(m.Run())
 }
@@ -38,7 +42,7 @@ func TestQuickRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, log.String())
 	}
-	for _, name := range []string{rowIssuance, rowPlain, rowHWK, rowJWKS, rowToken, rowCold, rowRotation,
+	for _, name := range []string{rowIssuance, rowPlain, rowFloor, rowHWK, rowJWKS, rowToken, rowCold, rowRotation,
 		rowDiscovery, rowStatic, rowGarbage, rowExpired, rowHostile} {
 		row := rep.Row(name)
 		switch {
