@@ -78,6 +78,7 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //		header            <field> <X-Header-Name|->
 //		keep_signature_headers
 //		log_passes                                    # decision lines of passes at Info
+//		log_refusals      sampled|all                 # default sampled: first 100/s per code, then every 100th
 //		replay            off|unsafe|all              # default unsafe on auth-token routes, else off
 //		max_token_lifetime <duration>                 # agent and auth tokens; default 24h
 //		agent_identity    [resource_key|own_key]      # the resource is an agent too
@@ -152,6 +153,8 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 		return flagOption(d, &h.KeepSignatureHeaders)
 	case "log_passes":
 		return flagOption(d, &h.LogPasses)
+	case "log_refusals":
+		return h.parseLogRefusals(d)
 	case "header":
 		return addPair(d, &h.Headers, func(field string) error {
 			return d.Errf("header %s specified more than once", field)
@@ -188,6 +191,17 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, opt string) error {
 			return err
 		}
 		return d.Errf("unrecognized aauth option %q", opt)
+	}
+	return nil
+}
+
+// parseLogRefusals reads log_refusals' one argument, sampled or all.
+func (h *Handler) parseLogRefusals(d *caddyfile.Dispenser) error {
+	if err := oneArg(d, &h.LogRefusals); err != nil {
+		return err
+	}
+	if err := validLogRefusals(h.LogRefusals); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package caddyaauth
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -72,7 +73,8 @@ func verified(r *http.Request, res *reqverify.Result) {
 // description are also set as {http.aauth.error} and {http.aauth.error_description}
 // (package decisionlog). The line carries the resource, the route's level, the scheme,
 // agent and key thumbprint (RFC 7638) when the signature verified, and the time spent in
-// the handler; never a token, a signature or a Signature-Key value.
+// the handler; never a token, a signature or a Signature-Key value. Refusal lines are
+// sampled per error code unless log_refusals is all (sampleRefusal); metrics count each.
 func (h *Handler) decide(r *http.Request, status int, code, desc string) {
 	v := verdictOf(r)
 	if v.done {
@@ -86,10 +88,52 @@ func (h *Handler) decide(r *http.Request, status int, code, desc string) {
 	if pass {
 		msg = "aauth passed"
 	}
+	var suppressed int64
+	if !pass {
+		ok, n := h.sampleRefusal(code)
+		if !ok {
+			// No line, but handle_errors and log_append still see the error.
+			decisionlog.SetError(r, code, desc)
+			return
+		}
+		suppressed = n
+	}
+	fields := h.decisionFields(r, v)
+	if suppressed > 0 {
+		fields = append(fields, zap.Int64("suppressed", suppressed))
+	}
 	decisionlog.Write(h.logger, r, decisionlog.Decision{
 		Msg: msg, Pass: pass, LogPasses: h.LogPasses, Status: status, Code: code, Description: desc,
-		Elapsed: elapsed, Fields: h.decisionFields(r, v),
+		Elapsed: elapsed, Fields: fields,
 	})
+}
+
+// Values of log_refusals.
+const (
+	LogRefusalsSampled = "sampled"
+	LogRefusalsAll     = "all"
+)
+
+func validLogRefusals(v string) error {
+	switch v {
+	case "", LogRefusalsSampled, LogRefusalsAll:
+		return nil
+	}
+	return fmt.Errorf("log_refusals: unknown value %q (want sampled or all)", v)
+}
+
+// sampleRefusal asks the sampler whether to log a refusal of code, and how many lines of
+// code it suppressed since the last one. It is asked before the fields are built: under
+// a flood, a suppressed refusal costs no encoding and no write.
+func (h *Handler) sampleRefusal(code string) (ok bool, suppressed int64) {
+	if h.sampler == nil || h.LogRefusals == LogRefusalsAll {
+		return true, 0
+	}
+	now := time.Now
+	if h.now != nil {
+		now = h.now
+	}
+	return h.sampler.Allow(code, now())
 }
 
 // decisionFields are the gateway's own fields of a decision line.

@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/decisionlog"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/discovery"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/httpsig"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
@@ -145,6 +146,12 @@ type Handler struct {
 	// by default passes are logged at Debug.
 	LogPasses bool `json:"log_passes,omitempty"`
 
+	// LogRefusals is "sampled" (the default) or "all". Sampled, the refusal lines of
+	// each error code are thinned under a flood: the first 100 a second, then every
+	// 100th, the next line written carrying how many were suppressed. Metrics and the
+	// error placeholders still cover every request. "all" logs every refusal.
+	LogRefusals string `json:"log_refusals,omitempty"`
+
 	assertionConfig // upstream_assertion, assertion_audience (upstreamassertion.go)
 
 	// KeyRotationConfig: key_rotation, key_publish_delay (keyrotation.go) for the keys
@@ -167,8 +174,9 @@ type Handler struct {
 	releaseReplay func() error  // drops the shared replay store
 	sharedReplay  *sharedReplay // replay_store shared: the entries every instance sees
 
-	metrics *gatewayMetrics // nil: not counted
-	server  string          // server label; set when the config starts
+	metrics *gatewayMetrics      // nil: not counted
+	sampler *decisionlog.Sampler // refusal lines by error code; nil: every line
+	server  string               // server label; set when the config starts
 
 	srv         *caddyhttp.Server // the server the handler is in; nil when built by hand
 	fingerprint string            // hash of the handler's configuration (chainfingerprint.go)
@@ -185,7 +193,7 @@ const defaultMaxBody = 1 << 20
 // resource registry).
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.outages = new(OutageLog)
+	h.outages, h.sampler = new(OutageLog), new(decisionlog.Sampler)
 	if h.Require == "" {
 		h.Require = RequireIdentity
 	}
@@ -284,18 +292,8 @@ func (h *Handler) Validate() error {
 	if err := h.KeyRotationConfig.Validate(); err != nil {
 		return err
 	}
-	for i, sc := range h.Scopes {
-		if !wire.ValidScope(sc) {
-			return fmt.Errorf("scope: %q is not a valid scope token", sc)
-		}
-		if slices.Contains(h.Scopes[:i], sc) {
-			return fmt.Errorf("scope %q listed twice", sc)
-		}
-	}
-	for _, sc := range slices.Sorted(maps.Keys(h.ScopeDescriptions)) {
-		if !wire.ValidScope(sc) {
-			return fmt.Errorf("scope_description: %q is not a valid scope token", sc)
-		}
+	if err := h.validateScopes(); err != nil {
+		return err
 	}
 	if lt := time.Duration(h.ResourceTokenLifetime); lt != 0 && (lt < time.Second || lt > time.Hour) {
 		return fmt.Errorf("resource_token_lifetime: want a duration between 1s and 1h, got %s", lt)
@@ -305,6 +303,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxBody < 0 {
 		return errors.New("max_body must not be negative")
+	}
+	if err := validLogRefusals(h.LogRefusals); err != nil {
+		return err
 	}
 	switch h.Replay {
 	case "", ReplayOff, ReplayUnsafe, ReplayAll:
@@ -329,13 +330,8 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("resource: %v", err)
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(h.Headers)) {
-		if !isIdentityField(k) && k != handleField {
-			return fmt.Errorf("header: unknown field %q (want one of level, scheme, agent, delegate, sub, scope, jkt, txn, issuer, handle)", k)
-		}
-		if v := h.Headers[k]; v != "-" && !strings.HasPrefix(strings.ToLower(v), "x-") {
-			return fmt.Errorf("header: %s: custom upstream header names must start with X- (got %q)", k, v)
-		}
+	if err := h.validateHeaders(); err != nil {
+		return err
 	}
 	if h.Require == RequireAuthToken {
 		if h.Resource == "" {
@@ -353,6 +349,37 @@ func (h *Handler) Validate() error {
 		return errors.New("auth_server, trust_issuer and scope need require auth-token")
 	}
 	return h.validateAgentIdentity()
+}
+
+// validateScopes checks scope and scope_description: valid scope tokens, none twice.
+func (h *Handler) validateScopes() error {
+	for i, sc := range h.Scopes {
+		if !wire.ValidScope(sc) {
+			return fmt.Errorf("scope: %q is not a valid scope token", sc)
+		}
+		if slices.Contains(h.Scopes[:i], sc) {
+			return fmt.Errorf("scope %q listed twice", sc)
+		}
+	}
+	for _, sc := range slices.Sorted(maps.Keys(h.ScopeDescriptions)) {
+		if !wire.ValidScope(sc) {
+			return fmt.Errorf("scope_description: %q is not a valid scope token", sc)
+		}
+	}
+	return nil
+}
+
+// validateHeaders checks the header renames: known fields, X- names or "-".
+func (h *Handler) validateHeaders() error {
+	for _, k := range slices.Sorted(maps.Keys(h.Headers)) {
+		if !isIdentityField(k) && k != handleField {
+			return fmt.Errorf("header: unknown field %q (want one of level, scheme, agent, delegate, sub, scope, jkt, txn, issuer, handle)", k)
+		}
+		if v := h.Headers[k]; v != "-" && !strings.HasPrefix(strings.ToLower(v), "x-") {
+			return fmt.Errorf("header: %s: custom upstream header names must start with X- (got %q)", k, v)
+		}
+	}
+	return nil
 }
 
 // Cleanup releases the shared replay store.

@@ -5,7 +5,9 @@
 // passes at Debug unless the caller asks for Info. A refusal's code and description are
 // also set as the {http.aauth.error} and {http.aauth.error_description} placeholders,
 // for log_append and handle_errors. Callers add their own fields; none may be a token,
-// a signature or a key.
+// a signature or a key. A Sampler thins a flood of lines per key (first 100 a second,
+// then every 100th, as zap's production config does), so that a flood of refusals
+// cannot fill the disk; the next line written carries how many were suppressed.
 package decisionlog
 
 import (
