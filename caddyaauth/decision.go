@@ -98,14 +98,17 @@ func (h *Handler) decide(r *http.Request, status int, code, desc string) {
 		}
 		suppressed = n
 	}
-	fields := h.decisionFields(r, v)
-	if suppressed > 0 {
-		fields = append(fields, zap.Int64("suppressed", suppressed))
+	d := decisionlog.Decision{Msg: msg, Pass: pass, LogPasses: h.LogPasses, Status: status, Code: code, Description: desc, Elapsed: elapsed}
+	if h.logger == nil || !h.logger.Core().Enabled(d.Level()) {
+		// A pass at Debug, mostly: no fields to build (they are not free), no line.
+		decisionlog.Write(nil, r, d)
+		return
 	}
-	decisionlog.Write(h.logger, r, decisionlog.Decision{
-		Msg: msg, Pass: pass, LogPasses: h.LogPasses, Status: status, Code: code, Description: desc,
-		Elapsed: elapsed, Fields: fields,
-	})
+	d.Fields = h.decisionFields(r, v)
+	if suppressed > 0 {
+		d.Fields = append(d.Fields, zap.Int64("suppressed", suppressed))
+	}
+	decisionlog.Write(h.logger, r, d)
 }
 
 // Values of log_refusals.

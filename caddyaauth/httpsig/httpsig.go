@@ -7,6 +7,7 @@ package httpsig
 
 import (
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -75,6 +76,17 @@ func FieldValue(h http.Header, name string) (string, bool) {
 // Parse reads the three signature headers. Sizes are checked before any parsing; exactly
 // one signature is accepted and its label must be the only member of all three headers.
 func Parse(h http.Header, lim Limits) (*Signature, error) {
+	return parse(h, lim, nil)
+}
+
+// ParseChecked is Parse with p.Check applied as soon as Signature-Input is read: a
+// request whose created time is outside the window, or that covers too little, is
+// refused before its Signature and Signature-Key are decoded (cheap checks first).
+func (p Policy) ParseChecked(h http.Header, lim Limits, t Target, now time.Time) (*Signature, error) {
+	return parse(h, lim, func(sig *Signature) error { return p.Check(sig, t, now) })
+}
+
+func parse(h http.Header, lim Limits, check func(*Signature) error) (*Signature, error) {
 	in, okIn := FieldValue(h, HeaderSignatureInput)
 	sv, okSig := FieldValue(h, HeaderSignature)
 	kv, okKey := FieldValue(h, HeaderSignatureKey)
@@ -96,6 +108,11 @@ func Parse(h http.Header, lim Limits) (*Signature, error) {
 	sig := &Signature{}
 	if err := sig.parseInput(in, lim); err != nil {
 		return nil, err
+	}
+	if check != nil {
+		if err := check(sig); err != nil {
+			return nil, err
+		}
 	}
 	val, err := parseSignatureValue(sv, sig.Label)
 	if err != nil {
@@ -337,6 +354,9 @@ type Policy struct {
 // DefaultWindow is the allowed |now - created| of a signature when none is configured.
 const DefaultWindow = 60 * time.Second
 
+// defaultWindowMsg is the refusal of a created time outside DefaultWindow, formatted once.
+var defaultWindowMsg = fmt.Sprintf("created is outside the allowed window of %s", DefaultWindow)
+
 // EffectiveWindow is p.Window, or DefaultWindow when it is not set.
 func (p Policy) EffectiveWindow() time.Duration {
 	if p.Window <= 0 {
@@ -366,6 +386,9 @@ func (p Policy) Check(sig *Signature, t Target, now time.Time) error {
 	window := p.EffectiveWindow()
 	created := time.Unix(sig.Created, 0)
 	if d := now.Sub(created); d > window || d < -window {
+		if window == DefaultWindow {
+			return &Error{Code: CodeInvalidSignature, Msg: defaultWindowMsg}
+		}
 		return fail(CodeInvalidSignature, "created is outside the allowed window of %s", window)
 	}
 	if sig.Expires != 0 {

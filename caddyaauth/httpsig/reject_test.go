@@ -645,3 +645,48 @@ func TestAuthority(t *testing.T) {
 		})
 	}
 }
+
+// TestParseCheckedOrder: ParseChecked refuses a stale or under-covering signature before
+// it decodes Signature and Signature-Key (cheap checks first), so a request broken in
+// both ways gets the policy's refusal; Parse, which has no policy, reports the broken
+// header. A request that passes the policy still has its headers checked.
+func TestParseCheckedOrder(t *testing.T) {
+	brokenKey := set(HeaderSignatureKey, `sig=(scheme=hwk kty="OKP"`)
+	brokenSig := set(HeaderSignature, "sig=:not base64:")
+	cases := []struct {
+		name      string
+		post      []func(http.Header)
+		now       int64
+		wantCode  string
+		wantMsg   string // in ParseChecked's error
+		parseMsgs string // in Parse's error
+	}{
+		{"stale, broken Signature-Key", []func(http.Header){brokenKey}, vectorCreated + 61, CodeInvalidSignature, "window", "separated"},
+		{"stale, broken Signature", []func(http.Header){brokenSig}, vectorCreated + 61, CodeInvalidSignature, "window", "Signature"},
+		{"under-covering, broken Signature-Key", []func(http.Header){input(`sig=("@method");created=1774920963`), brokenKey}, vectorCreated, CodeInvalidSignature, "does not cover", "separated"},
+		{"fresh, broken Signature-Key", []func(http.Header){brokenKey}, vectorCreated, CodeInvalidSignature, "separated", "separated"},
+		{"fresh and whole", nil, vectorCreated, "", "", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := a1Header()
+			for _, f := range c.post {
+				f(h)
+			}
+			_, err := Policy{}.ParseChecked(h, DefaultLimits, vectorTarget(h), time.Unix(c.now, 0))
+			if c.wantCode == "" {
+				if err != nil {
+					t.Fatalf("ParseChecked: %v", err)
+				}
+				return
+			}
+			e := asError(t, err, c.wantCode)
+			if !strings.Contains(e.Msg, c.wantMsg) {
+				t.Errorf("ParseChecked: %q does not contain %q", e.Msg, c.wantMsg)
+			}
+			if _, perr := Parse(h, DefaultLimits); c.parseMsgs != "" && (perr == nil || !strings.Contains(perr.Error(), c.parseMsgs)) {
+				t.Errorf("Parse: %v, want an error about %s", perr, c.parseMsgs)
+			}
+		})
+	}
+}

@@ -144,11 +144,8 @@ func (v *Verifier) Prepare(t httpsig.Target) (*httpsig.Signature, []byte, error)
 	if lim == (httpsig.Limits{}) {
 		lim = httpsig.DefaultLimits
 	}
-	sig, err := httpsig.Parse(t.Header, lim)
+	sig, err := v.Policy.ParseChecked(t.Header, lim, t, v.now())
 	if err != nil {
-		return nil, nil, err
-	}
-	if err := v.Policy.Check(sig, t, v.now()); err != nil {
 		return nil, nil, err
 	}
 	// An algorithm no supported key can have is refused before any key is fetched.
