@@ -14,6 +14,7 @@ import (
 const (
 	rowPlain     = "plain"
 	rowFloor     = "verify-floor"
+	rowPlainTok  = "plain-token"
 	rowHWK       = "hwk"
 	rowJWKS      = "jwks_uri"
 	rowToken     = "token-cached"
@@ -57,7 +58,7 @@ func (b *bench) routes(ctx context.Context) error {
 		name string
 		make func(context.Context) (phase, error)
 	}{
-		{phPlain, b.plainPhase}, {phPlain, b.floorPhase}, {phHWK, b.hwkPhase}, {phJWKS, b.jwksPhase}, {phToken, b.tokenPhase}, {phCold, b.coldPhase},
+		{phPlain, b.plainPhase}, {phPlain, b.floorPhase}, {phHWK, b.hwkPhase}, {phJWKS, b.jwksPhase}, {phToken, b.plainTokenPhase}, {phToken, b.tokenPhase}, {phCold, b.coldPhase},
 	}
 	var phs []phase
 	for _, p := range all {
@@ -140,16 +141,36 @@ func (b *bench) jwksPhase(context.Context) (phase, error) {
 }
 
 func (b *bench) tokenPhase(ctx context.Context) (phase, error) {
-	if len(b.issued) == 0 {
-		b.logf("getting %d auth tokens from the aauth_server for the cached-token phase", cachedTokens)
-		if err := b.issueTokens(ctx, cachedTokens); err != nil {
-			return phase{}, err
-		}
+	if err := b.ensureIssued(ctx); err != nil {
+		return phase{}, err
 	}
-	row := &Row{Name: rowToken, Base: rowPlain, What: fmt.Sprintf("require auth-token, token cached (%d tokens from the aauth_server)", len(b.issued))}
-	return b.steady(row, b.tokSite, func(n int) ([][]byte, error) {
+	row := &Row{Name: rowToken, Base: rowPlainTok, What: fmt.Sprintf("require auth-token, token cached (%d tokens from the aauth_server)", len(b.issued))}
+	return b.steady(row, b.tokSite, b.tokenBatch()), nil
+}
+
+// plainTokenPhase sends the cached-token phase's kind of request bytes (an auth token in
+// Signature-Key makes them far larger than hwk's) to the server without aauth: the base
+// of the token rows, which must be fed the very same bytes.
+func (b *bench) plainTokenPhase(ctx context.Context) (phase, error) {
+	if err := b.ensureIssued(ctx); err != nil {
+		return phase{}, err
+	}
+	row := &Row{Name: rowPlainTok, What: "reverse_proxy without aauth, fed the token-cached requests' bytes"}
+	return b.steady(row, b.plain, b.tokenBatch()), nil
+}
+
+func (b *bench) ensureIssued(ctx context.Context) error {
+	if len(b.issued) > 0 {
+		return nil
+	}
+	b.logf("getting %d auth tokens from the aauth_server for the cached-token phase", cachedTokens)
+	return b.issueTokens(ctx, cachedTokens)
+}
+
+func (b *bench) tokenBatch() func(n int) ([][]byte, error) {
+	return func(n int) ([][]byte, error) {
 		return b.signEach(n, b.tokSite, "/token/", func(i int) *agent.Credential { return b.issued[i%len(b.issued)] })
-	}), nil
+	}
 }
 
 // coldPhase presents a token the gateway has never seen on every request: the whole
@@ -159,7 +180,7 @@ func (b *bench) coldPhase(context.Context) (phase, error) {
 	for i := range pool {
 		pool[i], _ = keys.Generate(keys.AlgEd25519, "")
 	}
-	row := &Row{Name: rowCold, Base: rowPlain, What: "require auth-token, a new token on every request (256 keys)"}
+	row := &Row{Name: rowCold, Base: rowPlainTok, What: "require auth-token, a new token on every request (256 keys)"}
 	return b.steady(row, b.coldSite, func(n int) ([][]byte, error) {
 		now := time.Now()
 		return parallel(n, func(i int) ([]byte, error) {
@@ -181,7 +202,7 @@ func (b *bench) rotationPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	row := &Row{Name: rowRotation, Base: rowPlain, What: fmt.Sprintf("require auth-token, %d distinct tokens and keys, each once", len(holders))}
+	row := &Row{Name: rowRotation, Base: rowPlainTok, What: fmt.Sprintf("require auth-token, %d distinct tokens and keys, each once", len(holders))}
 	b.rep.add(row)
 	next := 0
 	return b.runPhase(ctx, phase{row: row, addr: b.coldSite, want: http.StatusOK, conc: b.cfg.concurrency, total: len(holders),
