@@ -228,9 +228,12 @@ func (s *replayStore) scan(ctx context.Context, now time.Time) {
 }
 
 // scanGrace is how old an entry must be before a scan deletes it:
-// certmagic.FileStorage writes a temp file next to the record and renames it, and a scan
-// must not delete that file while it is being written. (Expired records this process
-// wrote are dropped by the in-memory sweep anyway.)
+// certmagic.FileStorage writes a temp file next to the record and renames it, and
+// state.Storage's Once creates a jti record empty (O_EXCL) and then writes it; a scan
+// must not delete either file while it is being written. An empty record older than
+// this was left by a writer that crashed in between: it refuses its jti until the scan
+// deletes it. (Expired records this process wrote are dropped by the in-memory sweep
+// anyway.)
 const scanGrace = time.Minute
 
 // scanExpired deletes the records under prefix whose expiry (read from each record by

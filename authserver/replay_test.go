@@ -5,13 +5,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keystore"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 )
 
@@ -122,6 +125,51 @@ func TestReplaySweep(t *testing.T) {
 	// The surviving record still blocks.
 	if ok, _ := s.use(ctx, "https://r.example", "new", now.Add(time.Hour), now.Add(2*time.Minute)); ok {
 		t.Fatal("unexpired record lost")
+	}
+}
+
+// TestReplayScanEmptyRecord: on a file_system storage a jti record is created empty and
+// then written; an empty one (its writer crashed in between) refuses the jti, and the
+// scan deletes it once it is older than scanGrace, never sooner.
+func TestReplayScanEmptyRecord(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		age     time.Duration
+		deleted bool
+	}{
+		{"being written", 0, false},
+		{"within grace", scanGrace / 2, false},
+		{"left by a crash", 2 * scanGrace, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &certmagic.FileStorage{Path: t.TempDir()}
+			s := newReplayStore("https://as.example", st, zap.NewNop())
+			defer s.Destruct()
+			now := time.Now()
+			sum := sha256.Sum256([]byte("https://r.example\nj"))
+			file := st.Filename(path.Join(s.prefix, hex.EncodeToString(sum[:])))
+			if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(file, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(file, now.Add(-tt.age), now.Add(-tt.age)); err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := s.use(ctx, "https://r.example", "j", now.Add(time.Hour), now); ok || err != nil {
+				t.Fatalf("jti with an empty record: fresh %v, %v; want refused", ok, err)
+			}
+			s.scan(ctx, now)
+			if _, err := os.Stat(file); os.IsNotExist(err) != tt.deleted {
+				t.Fatalf("after scan: %v; want deleted %v", err, tt.deleted)
+			}
+			if ok, err := s.use(ctx, "https://r.example", "j", now.Add(time.Hour), now); ok != tt.deleted || err != nil {
+				t.Fatalf("after scan: fresh %v, %v; want %v", ok, err, tt.deleted)
+			}
+		})
 	}
 }
 

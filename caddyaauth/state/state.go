@@ -10,7 +10,7 @@
 //
 // Storage implements Store over a certmagic.Storage (every instance pointed at the same
 // `storage` sees the same state; file_system locks are lock files shared across
-// processes). Other backends (e.g. Redis with SET NX PX and WATCH or Lua) implement the
+// processes, and Once creates its records there with O_EXCL). Other backends (e.g. Redis with SET NX PX and WATCH or Lua) implement the
 // same interface with native atomic operations.
 package state
 

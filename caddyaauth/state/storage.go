@@ -21,20 +21,26 @@ import (
 // certmagic.FileStorage (Caddy's file_system storage) on Unix the lock is flock(2) on one
 // of a fixed set of stripe files under <root>/locks/aauth_state (never stale: the kernel
 // drops it when the holder dies; no fsync); on other storages it is the storage's
-// Lock/Unlock.
+// Lock/Unlock. Once on such a FileStorage takes no lock for a first use: it creates the
+// record with O_EXCL (see onceFile); it locks only to take an expired record again.
 // Inside one process a mutex per key stripe queues callers before they contend for the
 // storage lock, so at most one goroutine per process polls a held lock.
 //
 // The steps are exactly-once only if the storage's locks exclude other processes; a
-// storage whose Lock is a no-op gives no cross-process guarantee.
+// storage whose Lock is a no-op gives no cross-process guarantee. Every process sharing a
+// file_system storage must run a version with the O_EXCL Once: an older one's Once
+// (lock, load, rename) does not exclude an O_EXCL creator.
 type Storage struct {
 	st      certmagic.Storage
 	flock   func(ctx context.Context, sum [32]byte) (func(), error) // nil: st's Lock
+	files   *certmagic.FileStorage                                  // non-nil: Once creates records with O_EXCL
 	stripes [256]sync.Mutex
 }
 
 // NewStorage returns a Store keeping its state in st.
-func NewStorage(st certmagic.Storage) *Storage { return &Storage{st: st, flock: flockFor(st)} }
+func NewStorage(st certmagic.Storage) *Storage {
+	return &Storage{st: st, flock: flockFor(st), files: onceFiles(st)}
+}
 
 // Storage returns the certmagic storage behind s.
 func (s *Storage) Storage() certmagic.Storage { return s.st }
@@ -46,6 +52,15 @@ type onceRecord struct {
 
 // Once implements Store. The record at key is {"exp": <unix seconds>}.
 func (s *Storage) Once(ctx context.Context, key string, exp time.Time) (bool, error) {
+	if s.files != nil {
+		return s.onceFile(ctx, key, exp)
+	}
+	return s.onceLocked(ctx, key, exp)
+}
+
+// onceLocked is Once as an Update: under the key's lock, take the key unless it holds a
+// live record.
+func (s *Storage) onceLocked(ctx context.Context, key string, exp time.Time) (bool, error) {
 	fresh := false
 	_, err := s.Update(ctx, key, func(old []byte) ([]byte, error) {
 		fresh = false
