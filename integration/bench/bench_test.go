@@ -43,7 +43,7 @@ func TestQuickRun(t *testing.T) {
 		t.Fatalf("run: %v\n%s", err, log.String())
 	}
 	for _, name := range []string{rowIssuance, rowPlain, rowFloor, rowPlainTok, rowHWK, rowJWKS, rowToken, rowCold, rowRotation,
-		rowDiscovery, rowStatic, rowGarbage, rowExpired, rowHostile} {
+		rowDiscovery, rowStatic, rowGarbage, rowStaticSigned, rowExpired, rowHostile} {
 		row := rep.Row(name)
 		switch {
 		case row == nil:
@@ -96,7 +96,7 @@ func TestVerdicts(t *testing.T) {
 	good := results(rep(50*time.Microsecond+38*time.Microsecond, 14*time.Microsecond, 2*time.Millisecond, 1200, 190))
 	bad := results(rep(50*time.Microsecond+40*time.Microsecond, 16*time.Microsecond, 4*time.Millisecond, 900, 210))
 	for _, name := range []string{"hwk overhead <= 1.30 verifies", "token-cached overhead <= 1.40 verifies",
-		"refused-garbage <= 5 µs (over static-401)", "token-cached p99 <= 3 x p50 (-c)",
+		"refused-garbage <= 5 µs (over a static 401, same bytes)", "token-cached p99 <= 3 x p50 (-c)",
 		"issuance >= 1000 tokens/s", "RSS after hostile <= 2 x before"} {
 		if good[name] != "PASS" {
 			t.Errorf("%s: %s on passing numbers", name, good[name])

@@ -12,20 +12,21 @@ import (
 
 // Row names.
 const (
-	rowPlain     = "plain"
-	rowFloor     = "verify-floor"
-	rowPlainTok  = "plain-token"
-	rowHWK       = "hwk"
-	rowJWKS      = "jwks_uri"
-	rowToken     = "token-cached"
-	rowCold      = "token-cold"
-	rowRotation  = "token-rotation"
-	rowDiscovery = "jwks_uri-discovery"
-	rowIssuance  = "issuance"
-	rowStatic    = "static-401"
-	rowGarbage   = "refused-garbage"
-	rowExpired   = "refused-expired"
-	rowHostile   = "hostile"
+	rowPlain        = "plain"
+	rowFloor        = "verify-floor"
+	rowPlainTok     = "plain-token"
+	rowHWK          = "hwk"
+	rowJWKS         = "jwks_uri"
+	rowToken        = "token-cached"
+	rowCold         = "token-cold"
+	rowRotation     = "token-rotation"
+	rowDiscovery    = "jwks_uri-discovery"
+	rowIssuance     = "issuance"
+	rowStatic       = "static-401"
+	rowStaticSigned = "static-401-signed"
+	rowGarbage      = "refused-garbage"
+	rowExpired      = "refused-expired"
+	rowHostile      = "hostile"
 )
 
 // cachedTokens is how many auth tokens (from the aauth_server) the cached-token phase

@@ -15,9 +15,9 @@ import (
 )
 
 // refusedPhases measure requests the gateway must refuse before any signature check,
-// against a static 401 of the plain server (the cost of answering at all).
+// each against a static 401 fed the very same request bytes (the cost of reading the
+// request and answering at all).
 func (b *bench) refusedPhases(ctx context.Context) error {
-	static := fmt.Appendf(nil, "GET /refused/x HTTP/1.1\r\nHost: %s\r\n\r\n", b.plain)
 	garbage := fmt.Appendf(nil, "GET /hwk/garbage HTTP/1.1\r\nHost: %s\r\n"+
 		"Signature-Input: sig=(\"@method\" \"@authority\");created=notanumber\r\n"+
 		"Signature: sig=:AAAA:\r\nSignature-Key: sig=(scheme=hwk kty=\"OKP\"\r\n\r\n", b.gw)
@@ -36,9 +36,10 @@ func (b *bench) refusedPhases(ctx context.Context) error {
 		addr string
 		gen  source
 	}{
-		{&Row{Name: rowStatic, What: "plain server: a static 401 (respond), the cost of answering at all"}, b.plain, fromSlice([][]byte{static})},
+		{&Row{Name: rowStatic, What: "a static 401 (respond), fed the refused-garbage bytes"}, b.staticSite, fromSlice([][]byte{garbage})},
 		{&Row{Name: rowGarbage, Base: rowStatic, What: "hwk route, unparsable Signature-Input"}, b.gw, fromSlice([][]byte{garbage})},
-		{&Row{Name: rowExpired, Base: rowStatic, What: "hwk route, valid signature, created 10 minutes ago"}, b.gw, fromSlice(expired)},
+		{&Row{Name: rowStaticSigned, What: "a static 401 (respond), fed the refused-expired bytes"}, b.staticSite, fromSlice(expired)},
+		{&Row{Name: rowExpired, Base: rowStaticSigned, What: "hwk route, valid signature, created 10 minutes ago"}, b.gw, fromSlice(expired)},
 	}
 	var phs []phase
 	for _, r := range rows {
@@ -52,7 +53,7 @@ func (b *bench) refusedPhases(ctx context.Context) error {
 // and a random signature (refused: the key is not a curve point, or the signature does
 // not verify), and compares Caddy's memory before and after, each after a GC.
 func (b *bench) hostilePhase(ctx context.Context) error {
-	row := &Row{Name: rowHostile, Base: rowStatic, What: fmt.Sprintf("hwk route, %d requests, each a new random key and signature", b.cfg.hostile)}
+	row := &Row{Name: rowHostile, Base: rowStaticSigned, What: fmt.Sprintf("hwk route, %d requests, each a new random key and signature", b.cfg.hostile)}
 	b.rep.add(row)
 	gen, err := b.hostileSource()
 	if err != nil {

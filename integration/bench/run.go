@@ -34,6 +34,7 @@ type bench struct {
 	// server and of the auth server
 	gw, jwksSite, tokSite, coldSite string
 	floorSite                       string // plain + one Ed25519 verify in Caddy (verifyFloor)
+	staticSite                      string // a static 401, whatever the request
 	plain, as                       string
 	admin                           string // host:port of Caddy's admin endpoint
 	resID, asID                     string
@@ -87,11 +88,11 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.dir, err = os.MkdirTemp("", "aauth-bench-"); err != nil {
 		return err
 	}
-	ports, err := freePorts(8)
+	ports, err := freePorts(9)
 	if err != nil {
 		return err
 	}
-	for i, p := range []*string{&b.gw, &b.plain, &b.as, &b.admin, &b.jwksSite, &b.tokSite, &b.coldSite, &b.floorSite} {
+	for i, p := range []*string{&b.gw, &b.plain, &b.as, &b.admin, &b.jwksSite, &b.tokSite, &b.coldSite, &b.floorSite, &b.staticSite} {
 		*p = "127.0.0.1:" + ports[i]
 	}
 	b.resID, b.asID = "http://"+b.tokSite, "http://"+b.as
@@ -143,10 +144,10 @@ func (b *bench) closeAgents(as []*localAgent) {
 }
 
 // caddyfile is the configuration under test: a plain server (no aauth at all: the
-// baseline), one gateway site per kind of route (hwk; jwks_uri; the cached-token route;
+// baseline), a site answering a static 401 (the base of the refusals), one gateway site
+// per kind of route (hwk; jwks_uri; the cached-token route;
 // the cold and rotating token routes, which share the token route's resource), and the
-// auth server. Each gateway site has the plain site's shape: one route to measure, then
-// reverse_proxy.
+// auth server. Each gateway site holds one route to measure, then reverse_proxy.
 func (b *bench) caddyfile() string {
 	tokenOpts := fmt.Sprintf(`require auth-token
 		resource %s
@@ -186,15 +187,15 @@ http://:%s {
 
 http://:%s {
 	bind 127.0.0.1
-	handle /refused/* {
-		header Cache-Control no-store
-		header WWW-Authenticate AAuth
-		header AAuth require=pseudonym
-		respond `+"`"+`{"error":"invalid_signature","error_description":"a static answer"}`+"`"+` 401
-	}
-	handle {
-		reverse_proxy %s
-	}
+	reverse_proxy %s
+}
+
+http://:%s {
+	bind 127.0.0.1
+	header Cache-Control no-store
+	header WWW-Authenticate AAuth
+	header AAuth require=pseudonym
+	respond `+"`"+`{"error":"invalid_signature","error_description":"a static answer"}`+"`"+` 401
 }
 %s%s%s%s%s
 http://%s {
@@ -207,7 +208,7 @@ http://%s {
 		}
 	}
 }
-`, b.admin, b.dir, port(b.plain), b.up.addr,
+`, b.admin, b.dir, port(b.plain), b.up.addr, port(b.staticSite),
 		site(b.gw, "/hwk/* ", "require pseudonym"), site(b.jwksSite, "/jwks/* ", "require identity"),
 		site(b.tokSite, "/token/* ", tokenOpts), site(b.coldSite, "", tokenOpts), floor, b.as, b.asID)
 }

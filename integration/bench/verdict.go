@@ -64,7 +64,7 @@ func (r *Report) overheadVerdict(name string, limit float64) Verdict {
 }
 
 func (r *Report) refusedVerdict(name string) Verdict {
-	v := Verdict{Name: name + " <= 5 µs (over static-401)"}
+	v := Verdict{Name: name + " <= 5 µs (over a static 401, same bytes)"}
 	row := r.Row(name)
 	if row == nil {
 		return v
