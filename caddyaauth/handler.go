@@ -397,8 +397,12 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	r, v := withVerdict(r)
 	err := h.serve(w, r, next)
+	if err == nil || v.done {
+		return err
+	}
+	// Declared here, not above: errors.As makes it escape, a heap allocation per request.
 	var he caddyhttp.HandlerError
-	if err != nil && !v.done && errors.As(err, &he) {
+	if errors.As(err, &he) {
 		code := wire.CodeServerError
 		switch {
 		case he.StatusCode == http.StatusServiceUnavailable:
@@ -601,10 +605,9 @@ func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc s
 // writeChallenge answers 401 with the challenge header, WWW-Authenticate: AAuth and the
 // JSON error body (or the error routes' body, answerError).
 func writeChallenge(w http.ResponseWriter, r *http.Request, c wire.Challenge, e wire.Error) error {
-	if err := wire.Seed.SetChallenge(w.Header(), c); err != nil {
+	if err := wire.Seed.SetUnauthorized(w.Header(), c); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	w.Header().Set("WWW-Authenticate", "AAuth")
 	return answerError(w, r, http.StatusUnauthorized, e)
 }
 

@@ -166,11 +166,23 @@ func (sig *Signature) parseInput(in string, lim Limits) error {
 }
 
 // setParam applies one signature parameter (RFC 9421 §2.3); any other is refused.
+// notPositive is the refusal of a non-integer created or expires (fixed messages: a
+// flood of garbage need not format them).
+func notPositive(name string) *Error {
+	switch name {
+	case "created":
+		return &Error{Code: CodeInvalidSignature, Msg: "created must be a positive integer"}
+	case "expires":
+		return &Error{Code: CodeInvalidSignature, Msg: "expires must be a positive integer"}
+	}
+	return fail(CodeInvalidSignature, "%s must be a positive integer", name)
+}
+
 func (sig *Signature) setParam(p inputParam) error {
 	switch p.name {
 	case "created", "expires":
 		if p.kind != kindInteger || p.num <= 0 || p.num > 1<<53 {
-			return fail(CodeInvalidSignature, "%s must be a positive integer", p.name)
+			return notPositive(p.name)
 		}
 		if p.name == "created" {
 			sig.Created = p.num

@@ -82,6 +82,20 @@ func (w *Wire) SetChallenge(h http.Header, c Challenge) error {
 	return nil
 }
 
+// SetUnauthorized writes the fields of a 401 carrying c: the challenge (SetChallenge)
+// and WWW-Authenticate naming the AAuth scheme (RFC 9110 §11.6.1 requires it on a 401),
+// both from one allocation, as a refusal may be answered to a flood.
+func (w *Wire) SetUnauthorized(h http.Header, c Challenge) error {
+	v, err := c.Format()
+	if err != nil {
+		return err
+	}
+	vals := []string{v, "AAuth"}
+	h[w.ChallengeHeader] = vals[0:1:1]
+	h["Www-Authenticate"] = vals[1:2:2] // canonical spelling: Set would allocate it
+	return nil
+}
+
 // ParseChallenge reads this wire's challenge header. ok is false when the header is
 // absent or malformed, so callers treat such a response as a plain 401 instead of
 // acting on half-understood input.

@@ -51,8 +51,8 @@ func WriteError(w http.ResponseWriter, status int, e Error) {
 // as RFC 6749 §5.1 asks of token responses and errors).
 func WriteJSON(w http.ResponseWriter, status int, b []byte) {
 	hdr := w.Header()
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Cache-Control", "no-store")
+	vals := []string{"application/json", "no-store"} // one allocation for both fields
+	hdr["Content-Type"], hdr["Cache-Control"] = vals[0:1:1], vals[1:2:2]
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }

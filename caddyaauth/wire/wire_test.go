@@ -251,3 +251,29 @@ func TestWriteInteraction(t *testing.T) {
 		t.Fatalf("body %s", got)
 	}
 }
+
+// TestSetUnauthorized: a 401's fields are the challenge (exact spelling) and
+// WWW-Authenticate: AAuth, each its own one-value slice (appending to one must not
+// write into the other); a challenge that cannot be formatted sets nothing.
+func TestSetUnauthorized(t *testing.T) {
+	h := http.Header{}
+	c := Challenge{Require: RequirePseudonym}
+	if err := Seed.SetUnauthorized(h, c); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.Get("WWW-Authenticate"); got != "AAuth" {
+		t.Errorf("WWW-Authenticate = %q", got)
+	}
+	if got, ok := Seed.ParseChallenge(h); !ok || got != c {
+		t.Fatalf("ParseChallenge = %+v, %v", got, ok)
+	}
+	h.Add("WWW-Authenticate", "Bearer")
+	//lint:ignore SA1008 the exact spelling "AAuth" is the key SetUnauthorized writes
+	if got := h["AAuth"]; len(got) != 1 || got[0] != "require=pseudonym" {
+		t.Errorf("appending to WWW-Authenticate changed the challenge: %q", got)
+	}
+	bad := http.Header{}
+	if err := Seed.SetUnauthorized(bad, Challenge{Require: RequireAuthToken, ResourceToken: "é"}); err == nil || len(bad) != 0 {
+		t.Errorf("unformattable challenge: err %v, header %v", err, bad)
+	}
+}
