@@ -70,11 +70,19 @@ func NormalizeCode(s string) (string, bool) {
 	return b.String(), true
 }
 
-// NewRandomID returns n random bytes from crypto/rand, base64url without padding.
+// NewRandomID returns n random bytes from crypto/rand, base64url without padding, never
+// beginning with "-": ids are typed on command lines (`caddy aauth grants revoke <id>`),
+// where a leading "-" reads as a flag. The first character is drawn again when its six
+// bits encode "-" (62), which costs log2(64/63) of a bit.
 func NewRandomID(n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
 		panic("crypto/rand: " + err.Error())
+	}
+	for n > 0 && b[0]>>2 == 62 {
+		if _, err := rand.Read(b[:1]); err != nil {
+			panic("crypto/rand: " + err.Error())
+		}
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
 }

@@ -30,3 +30,17 @@ func TestRandomIDs(t *testing.T) {
 		t.Fatal("two equal random ids")
 	}
 }
+
+// TestRandomIDNoLeadingDash: a command line would read an id beginning with "-" as a
+// flag, so none does (about 1 in 64 would by chance: 20,000 draws make a miss of the
+// rule all but certain to show), while ids of the older form stay valid.
+func TestRandomIDNoLeadingDash(t *testing.T) {
+	for range 20000 {
+		if id := NewRandomID(16); id[0] == '-' {
+			t.Fatalf("id %q begins with -", id)
+		}
+	}
+	if !ValidRandomID("-k2htSeASPkuO6kggE8hkg", 16) {
+		t.Error("an id of the older form (leading -) is no longer valid")
+	}
+}
