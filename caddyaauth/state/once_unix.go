@@ -101,6 +101,14 @@ func onceFiles(st certmagic.Storage) *onceLogs {
 	return l
 }
 
+// onceStripeOf is the stripe of a key's sha256.
+func onceStripeOf(sum [32]byte) int { return int(sum[0]) % onceStripes }
+
+// onceLogName is the log holding key's mark, relative to the storage root.
+func onceLogName(key string) string {
+	return filepath.Join(onceDirName, fmt.Sprintf("%02d.log", onceStripeOf(sha256.Sum256([]byte(key)))))
+}
+
 // once is Once on the logs.
 func (l *onceLogs) once(ctx context.Context, key string, exp time.Time) (bool, error) {
 	used, err := legacyUsed(l.fs.Filename(key))
@@ -113,7 +121,7 @@ func (l *onceLogs) once(ctx context.Context, key string, exp time.Time) (bool, e
 	sum := sha256.Sum256([]byte(key))
 	var h [16]byte
 	copy(h[:], sum[:16])
-	s := &l.stripes[int(sum[0])%onceStripes]
+	s := &l.stripes[onceStripeOf(sum)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fresh, err := s.take(ctx, l.dir, h, exp.Unix())
