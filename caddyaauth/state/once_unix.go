@@ -169,7 +169,8 @@ func (s *onceStripe) take(ctx context.Context, dir string, h [16]byte, exp int64
 	if e, ok := s.seen[h]; ok && now < e {
 		return false, nil
 	}
-	rec := make([]byte, 0, onceRecLen+8)
+	var buf [onceRecLen + 8]byte
+	rec := buf[:0]
 	if torn {
 		rec = append(rec, '\n') // end the torn line: it stays garbage
 	}
