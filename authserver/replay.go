@@ -229,10 +229,10 @@ func (s *replayStore) scan(ctx context.Context, now time.Time) {
 
 // scanGrace is how old an entry must be before a scan deletes it:
 // certmagic.FileStorage writes a temp file next to the record and renames it, and
-// state.Storage's Once creates a jti record empty (O_EXCL) and then writes it; a scan
-// must not delete either file while it is being written. An empty record older than
-// this was left by a writer that crashed in between: it refuses its jti until the scan
-// deletes it. (Expired records this process wrote are dropped by the in-memory sweep
+// state.Storage's Once used to create a jti record empty (O_EXCL) and then write it (it
+// now keeps its marks in logs, but honours such records); a scan must not delete either
+// file while it is being written. An empty record older than this was left by a writer
+// that crashed in between: it refuses its jti until the scan deletes it. (Expired records this process wrote are dropped by the in-memory sweep
 // anyway.)
 const scanGrace = time.Minute
 

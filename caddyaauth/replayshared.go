@@ -56,7 +56,8 @@ type sharedReplay struct {
 
 // newSharedReplay uses backend when the aauth app has a state backend, else storage:
 // its own atomic steps when it has them (the Redis storage), else the locked steps of
-// state.Storage, whose entries the sweeper deletes.
+// state.Storage, whose per-key entries the sweeper deletes (on a file_system storage
+// its marks are in logs it compacts itself; the sweeper deletes entries from before).
 func newSharedReplay(backend state.Store, storage certmagic.Storage, logger *zap.Logger) *sharedReplay {
 	s := &sharedReplay{logger: logger}
 	switch ss, ok := storage.(state.Store); {

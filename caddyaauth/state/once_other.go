@@ -9,10 +9,13 @@ import (
 	"github.com/caddyserver/certmagic"
 )
 
-// onceFiles: without the Unix open(2) and link-count checks, Once always locks.
-func onceFiles(certmagic.Storage) *certmagic.FileStorage { return nil }
+// onceLogs: without flock(2), Once always takes the storage's lock (see onceLocked).
+type onceLogs struct{}
 
-// onceFile is never reached (files is nil); it exists so Once compiles everywhere.
-func (s *Storage) onceFile(ctx context.Context, key string, exp time.Time) (bool, error) {
-	return s.onceLocked(ctx, key, exp)
+// onceFiles: without flock(2), there are no logs.
+func onceFiles(certmagic.Storage) *onceLogs { return nil }
+
+// once is never reached (Storage.files is nil); it exists so Once compiles everywhere.
+func (*onceLogs) once(context.Context, string, time.Time) (bool, error) {
+	panic("state: Once logs need flock(2)")
 }

@@ -4,168 +4,320 @@ package state
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/caddyserver/certmagic"
 )
 
-// Once on a certmagic.FileStorage creates the record with open(2) O_CREAT|O_EXCL: of all
-// callers in all processes, exactly one creates the file (atomic across processes on a
-// local file system, as flock(2) is; open(2) supports O_EXCL on NFS only from NFSv3
-// on), so a first use needs no lock and no temp file, fsync or rename.
+// Once on a certmagic.FileStorage appends its marks to one of onceStripes logs,
+// <root>/aauth_once/NN.log, instead of creating a file per key: on ext4 creating an
+// inode costs far more than the rest of a token (0.3-1 ms), an append to an open file
+// does not. A record is one line, "<exp unix seconds, 10+ digits> <32 hex>\n", the hex
+// being the first 16 bytes of sha256(key).
 //
-// Durability is that of the locked path it replaces: certmagic's atomic write fsyncs the
-// temp file but never the folder, so the rename that publishes it lasts only once the
-// file system's journal commits it; the O_EXCL create and its write are bounded by the
-// same commit (ext4 data=ordered writes the data out before the metadata commit).
+// Exclusion: every step on a log runs under flock(2) LOCK_EX on its open file, which
+// excludes every other open file description of it, in this process or another (on a
+// local file system). Under the lock a process first checks that its descriptor is
+// still the file at the path (compaction renames a new file over it; rename(2) replaces
+// the name atomically), then reads what others appended since its last read, decides
+// from every record of the file, and appends with one write(2) (O_APPEND: at the end).
+// So the decisions on one log are serialised and each sees every earlier one.
 //
-// A record that exists but is empty or unreadable counts as used (fail closed): its
-// creator is between its create and its write, or crashed there. Such a file is never
-// taken again; whoever sweeps the key space deletes it (the auth server's hourly jti
-// scan deletes unreadable records last written over a minute ago; the gateway's shared
-// replay deletes whole buckets once their expiry has passed, whatever they hold).
+// Torn records: a line is appended whole by a writer holding the lock, so a log that
+// ends inside a line (no trailing newline) under the lock was left by a write that
+// failed part way (a short write, its process killed, a crash). That writer never
+// returned true: Once reports success only after write(2) returned the whole record.
+// The torn bytes are garbage: the next appender first writes the missing newline (in
+// the same write(2) as its record) and readers skip lines that do not parse. A strict
+// prefix of a record never parses (its hex is short), so a torn line marks nothing, and
+// cannot swallow the records after it.
+//
+// Durability is that of the per-key files this replaces: no fsync per record; the
+// append and the size it grows are written out with the journal commit (ext4
+// data=ordered writes data before the metadata commit). A crash may lose the last
+// records, as it could lose a created but uncommitted file. Compaction, rare, fsyncs
+// its new file before renaming it over the log, so a crash never swaps a log for an
+// empty one.
+//
+// Records from before (a file per key at fs.Filename(key), from the O_EXCL fast path or
+// the locked Store path) are honoured while alive: Once reads the key's file first
+// (one failed open(2) when there is none) and counts a live or unreadable one as used.
 
-// onceAttempts bounds how often onceFile starts over when the record vanishes between
-// two of its steps (a sweeper deleting it).
-const onceAttempts = 3
+const (
+	onceStripes  = 64
+	onceReopens  = 100               // bound on "log replaced under us" retries
+	onceReadSize = 16 << 10          // read chunk for other processes' appends
+	onceDirName  = "aauth_once"      // under the storage root
+	onceRecLen   = 10 + 1 + 32 + 1   // a record while exp has 10 digits
+	onceHexLen   = 32                // hex of the 16 bytes kept of sha256(key)
+	onceMaxExp   = 1_000_000_000_000 // 13 digits: beyond any real lifetime
+)
 
-// onceFiles returns st when Once may create its records with O_EXCL, else nil.
-func onceFiles(st certmagic.Storage) *certmagic.FileStorage {
-	fst, _ := st.(*certmagic.FileStorage)
-	return fst
+// onceLogMax is the size past which a log is compacted after an append (a variable for
+// tests). A log whose live records alone exceed half of it is compacted when it doubles.
+var onceLogMax int64 = 1 << 20
+
+// onceLogs is Once on one FileStorage.
+type onceLogs struct {
+	fs      *certmagic.FileStorage
+	dir     string
+	stripes [onceStripes]onceStripe
 }
 
-// onceFile is Once on a FileStorage: create the record, else read it; only an expired
-// record goes through the key's lock, to be taken again by exactly one caller.
-func (s *Storage) onceFile(ctx context.Context, key string, exp time.Time) (bool, error) {
-	name := s.files.Filename(key)
-	rec := strconv.AppendInt([]byte(`{"exp":`), exp.Unix(), 10)
-	rec = append(rec, '}') // the bytes json.Marshal(onceRecord{...}) gives
-	for range onceAttempts {
-		err := createOnce(name, rec)
-		if err == nil {
-			return true, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return false, fmt.Errorf("state: creating %s: %w", key, err)
-		}
-		raw, err := os.ReadFile(name)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			continue // deleted since our create failed: try again
-		case err != nil:
-			return false, fmt.Errorf("state: loading %s: %w", key, err)
-		case !onceExpired(raw):
-			return false, nil // alive, or not yet written (or never will be)
-		}
-		fresh, gone, err := s.retakeOnce(ctx, key, name, rec)
-		if !gone {
-			return fresh, err
-		}
+// onceStripe is this process's view of one log, guarded by mu.
+type onceStripe struct {
+	mu        sync.Mutex
+	name      string
+	f         *os.File // nil: open on next use; kept open (closed by its finalizer)
+	fd        int
+	dev, ino  uint64 // the file f is: compared with the path's after each flock
+	off       int64  // bytes of the file consumed (whole lines, or garbage)
+	skip      bool   // off is inside a garbage line: drop bytes up to its newline
+	compactAt int64
+	seen      map[[16]byte]int64 // hash → exp of every record read or written
+	buf       []byte
+}
+
+// onceFiles returns Once's logs when st is a FileStorage, else nil.
+func onceFiles(st certmagic.Storage) *onceLogs {
+	fs, ok := st.(*certmagic.FileStorage)
+	if !ok {
+		return nil
 	}
-	return false, fmt.Errorf("state: %s vanished %d times while being taken", key, onceAttempts)
+	l := &onceLogs{fs: fs, dir: filepath.Join(fs.Path, onceDirName)}
+	for i := range l.stripes {
+		l.stripes[i].name = filepath.Join(l.dir, fmt.Sprintf("%02d.log", i))
+	}
+	return l
 }
 
-// onceExpired reports whether raw is a readable record whose mark has died.
-func onceExpired(raw []byte) bool {
+// onceStripeOf is the stripe of a key's sha256.
+func onceStripeOf(sum [32]byte) int { return int(sum[0]) % onceStripes }
+
+// onceLogName is the log holding key's mark, relative to the storage root.
+func onceLogName(key string) string {
+	return filepath.Join(onceDirName, fmt.Sprintf("%02d.log", onceStripeOf(sha256.Sum256([]byte(key)))))
+}
+
+// once is Once on the logs.
+func (l *onceLogs) once(ctx context.Context, key string, exp time.Time) (bool, error) {
+	used, err := legacyUsed(l.fs.Filename(key))
+	if err != nil {
+		return false, fmt.Errorf("state: loading %s: %w", key, err)
+	}
+	if used {
+		return false, nil
+	}
+	sum := sha256.Sum256([]byte(key))
+	var h [16]byte
+	copy(h[:], sum[:16])
+	s := &l.stripes[onceStripeOf(sum)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fresh, err := s.take(ctx, l.dir, h, exp.Unix())
+	if err != nil {
+		return false, fmt.Errorf("state: marking %s: %w", key, err)
+	}
+	return fresh, nil
+}
+
+// legacyUsed reports whether name holds a per-key record that still marks its key used:
+// a live {"exp":N}, or one that cannot be read as a record (fail closed, as before: its
+// writer crashed between create and write; the jti scan deletes it).
+func legacyUsed(name string) (bool, error) {
+	fd, err := openRetry(name, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err == syscall.ENOENT {
+		return false, nil
+	}
+	if err != nil {
+		return false, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	raw, err := io.ReadAll(f)
+	if err != nil {
+		return false, err
+	}
 	var rec onceRecord
-	return json.Unmarshal(raw, &rec) == nil && time.Now().Unix() >= rec.Exp
+	if json.Unmarshal(raw, &rec) != nil {
+		return true, nil
+	}
+	return time.Now().Unix() < rec.Exp, nil
 }
 
-// createOnce creates name holding rec, failing with an error matching fs.ErrExist when
-// it already exists. The folders are created (0700, as certmagic does) only when
-// missing, so the common case is one open, one write, one close.
-func createOnce(name string, rec []byte) error {
-	fd, err := openExcl(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
+// take marks h used until exp unless a live record of it is in the log. s.mu is held.
+func (s *onceStripe) take(ctx context.Context, dir string, h [16]byte, exp int64) (bool, error) {
+	if err := s.lockCurrent(ctx, dir); err != nil {
+		return false, err
+	}
+	defer s.unlock()
+	end, torn, err := s.catchUp()
+	if err != nil {
+		return false, err
+	}
+	now := time.Now().Unix()
+	if e, ok := s.seen[h]; ok && now < e {
+		return false, nil
+	}
+	var buf [onceRecLen + 8]byte
+	rec := buf[:0]
+	if torn {
+		rec = append(rec, '\n') // end the torn line: it stays garbage
+	}
+	rec = appendRecord(rec, exp, h)
+	if err := writeAll(s.fd, rec); err != nil {
+		// fail closed; whatever reached the file is a torn line for the next reader
+		return false, err
+	}
+	s.off, s.skip = end+int64(len(rec)), false
+	s.seen[h] = max(s.seen[h], exp)
+	if s.off > max(s.compactAt, onceLogMax) {
+		s.compact(now)
+	}
+	return true, nil
+}
+
+// lockCurrent opens the log if needed and flocks it, until the locked file is the one
+// at the path (another process may have renamed a compacted log over it: then the
+// records are in the new file, and this one is closed and reopened).
+func (s *onceStripe) lockCurrent(ctx context.Context, dir string) error {
+	for range onceReopens {
+		if s.f == nil {
+			if err := s.open(dir); err != nil {
+				return err
+			}
+		}
+		if err := flockCtx(ctx, s.fd); err != nil {
 			return err
 		}
-		fd, err = openExcl(name)
+		var st syscall.Stat_t
+		err := statRetry(s.name, &st)
+		if err == nil && uint64(st.Dev) == s.dev && uint64(st.Ino) == s.ino {
+			return nil
+		}
+		if err != nil && err != syscall.ENOENT {
+			s.unlock()
+			return &os.PathError{Op: "stat", Path: s.name, Err: err}
+		}
+		s.close() // replaced (or removed): closing drops our lock on the old file
+	}
+	return fmt.Errorf("%s replaced %d times in a row", s.name, onceReopens)
+}
+
+// open opens the log (creating it and its folder), forgetting what was read before.
+func (s *onceStripe) open(dir string) error {
+	f, err := os.OpenFile(s.name, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		f, err = os.OpenFile(s.name, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	}
 	if err != nil {
 		return err
 	}
-	n, werr := syscall.Write(fd, rec)
-	if werr == nil && n < len(rec) {
-		werr = io.ErrShortWrite
+	info, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return err
 	}
-	cerr := syscall.Close(fd)
-	if werr != nil || cerr != nil {
-		// the record is ours and incomplete: remove it so the key is not blocked
-		// forever, and fail this call
-		_ = os.Remove(name)
-		return &fs.PathError{Op: "write", Path: name, Err: errors.Join(werr, cerr)}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		_ = f.Close()
+		return fmt.Errorf("%s: no inode", s.name)
+	}
+	s.f, s.fd = f, int(f.Fd())
+	s.dev, s.ino = uint64(st.Dev), uint64(st.Ino)
+	s.off, s.skip = 0, false
+	s.compactAt = 2 * info.Size() // live records already there need not be compacted again soon
+	s.seen = make(map[[16]byte]int64)
+	if s.buf == nil {
+		s.buf = make([]byte, onceReadSize)
 	}
 	return nil
 }
 
-// openExcl opens name for writing, creating it; it fails if name exists. A raw
-// descriptor spares the os.File (poller registration, finalizer) on the hot path.
-func openExcl(name string) (int, error) {
-	for {
-		fd, err := syscall.Open(name, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, 0o600)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return -1, &fs.PathError{Op: "open", Path: name, Err: err}
-		}
-		return fd, nil
+// close closes the log (releasing its flock) so the next step reopens it.
+func (s *onceStripe) close() {
+	if s.f != nil {
+		_ = s.f.Close()
+	}
+	s.f, s.fd, s.seen = nil, -1, nil
+}
+
+// unlock releases the flock (if the log was closed, closing released it).
+func (s *onceStripe) unlock() {
+	if s.f != nil {
+		_ = syscall.Flock(s.fd, syscall.LOCK_UN)
 	}
 }
 
-// retakeOnce takes the record at name again if it is still expired once the key's lock
-// is held, rewriting it in place: the file never leaves its path, so no O_EXCL creator can
-// slip in while it is rewritten, and a reader seeing it half-written counts it as used.
-// gone reports that the record was deleted before or while it was rewritten (a sweeper),
-// so the caller starts over with a create.
-func (s *Storage) retakeOnce(ctx context.Context, key, name string, rec []byte) (fresh, gone bool, err error) {
-	unlock, err := s.lock(ctx, key)
-	if err != nil {
-		return false, false, err
+// flockCtx takes flock(2) LOCK_EX on fd, polling with LOCK_NB (a blocking flock cannot
+// be cancelled) until it holds it or ctx ends. A log is held for microseconds, so the
+// polls start short.
+func flockCtx(ctx context.Context, fd int) error {
+	wait := 50 * time.Microsecond
+	for {
+		err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if err != syscall.EWOULDBLOCK && err != syscall.EINTR {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait/2 + rand.N(wait)):
+		}
+		wait = min(2*wait, lockPoll/4)
 	}
-	defer unlock()
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, true, nil
+}
+
+// openRetry is open(2), retried on EINTR, without an os.File on the hot path.
+func openRetry(name string, mode int, perm uint32) (int, error) {
+	for {
+		fd, err := syscall.Open(name, mode, perm)
+		if err != syscall.EINTR {
+			return fd, err
+		}
 	}
-	if err != nil {
-		return false, false, fmt.Errorf("state: loading %s: %w", key, err)
+}
+
+// statRetry is stat(2), retried on EINTR.
+func statRetry(name string, st *syscall.Stat_t) error {
+	for {
+		err := syscall.Stat(name, st)
+		if err != syscall.EINTR {
+			return err
+		}
 	}
-	defer f.Close()
-	raw, err := io.ReadAll(f)
-	if err != nil {
-		return false, false, fmt.Errorf("state: loading %s: %w", key, err)
+}
+
+// writeAll writes b with one write(2); a short write is an error (the rest is not
+// retried: the record would no longer be one write, and its line is torn anyway).
+func writeAll(fd int, b []byte) error {
+	for {
+		n, err := syscall.Write(fd, b)
+		if err == syscall.EINTR {
+			continue // nothing written (POSIX write: EINTR before any data)
+		}
+		if err != nil {
+			return err
+		}
+		if n < len(b) {
+			return io.ErrShortWrite
+		}
+		return nil
 	}
-	if !onceExpired(raw) {
-		return false, false, nil // another caller took it first
-	}
-	// A failed rewrite leaves a truncated record: used (fail closed) until swept.
-	if err := f.Truncate(0); err != nil {
-		return false, false, fmt.Errorf("state: storing %s: %w", key, err)
-	}
-	if _, err := f.WriteAt(rec, 0); err != nil {
-		return false, false, fmt.Errorf("state: storing %s: %w", key, err)
-	}
-	info, err := f.Stat()
-	if err != nil {
-		return false, false, fmt.Errorf("state: storing %s: %w", key, err)
-	}
-	if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink == 0 {
-		return false, true, nil // we rewrote a deleted file: no claim on the key
-	}
-	if err := f.Close(); err != nil {
-		return false, false, fmt.Errorf("state: storing %s: %w", key, err)
-	}
-	return true, false, nil
 }

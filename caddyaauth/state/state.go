@@ -9,9 +9,10 @@
 // process can answer from a copy another process has already moved on.
 //
 // Storage implements Store over a certmagic.Storage (every instance pointed at the same
-// `storage` sees the same state; file_system locks are lock files shared across
-// processes, and Once creates its records there with O_EXCL). Other backends (e.g. Redis with SET NX PX and WATCH or Lua) implement the
-// same interface with native atomic operations.
+// `storage` sees the same state; file_system locks are flock(2)ed files shared across
+// processes, and Once appends its marks there to logs under flock(2)). Other backends
+// (e.g. Redis with SET NX PX and WATCH or Lua) implement the same interface with native
+// atomic operations.
 package state
 
 import (

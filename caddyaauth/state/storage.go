@@ -21,19 +21,20 @@ import (
 // certmagic.FileStorage (Caddy's file_system storage) on Unix the lock is flock(2) on one
 // of a fixed set of stripe files under <root>/locks/aauth_state (never stale: the kernel
 // drops it when the holder dies; no fsync); on other storages it is the storage's
-// Lock/Unlock. Once on such a FileStorage takes no lock for a first use: it creates the
-// record with O_EXCL (see onceFile); it locks only to take an expired record again.
-// Inside one process a mutex per key stripe queues callers before they contend for the
-// storage lock, so at most one goroutine per process polls a held lock.
+// Lock/Unlock. Once on such a FileStorage keeps its marks in a fixed set of append-only
+// logs under <root>/aauth_once instead of a file per key (see once_unix.go), so its keys
+// are not files in the storage. Inside one process a mutex per key stripe queues callers
+// before they contend for the storage lock, so at most one goroutine per process polls a
+// held lock.
 //
 // The steps are exactly-once only if the storage's locks exclude other processes; a
 // storage whose Lock is a no-op gives no cross-process guarantee. Every process sharing a
-// file_system storage must run a version with the O_EXCL Once: an older one's Once
-// (lock, load, rename) does not exclude an O_EXCL creator.
+// file_system storage must run a version with the logged Once: an older one's Once (a
+// file per key) does not see the logs, though the logged Once honours its records.
 type Storage struct {
 	st      certmagic.Storage
 	flock   func(ctx context.Context, sum [32]byte) (func(), error) // nil: st's Lock
-	files   *certmagic.FileStorage                                  // non-nil: Once creates records with O_EXCL
+	files   *onceLogs                                               // non-nil: Once appends to logs
 	stripes [256]sync.Mutex
 }
 
@@ -50,10 +51,11 @@ type onceRecord struct {
 	Exp int64 `json:"exp"`
 }
 
-// Once implements Store. The record at key is {"exp": <unix seconds>}.
+// Once implements Store. On a FileStorage (Unix) the mark is a line in a log; elsewhere
+// the record at key is {"exp": <unix seconds>}.
 func (s *Storage) Once(ctx context.Context, key string, exp time.Time) (bool, error) {
 	if s.files != nil {
-		return s.onceFile(ctx, key, exp)
+		return s.files.once(ctx, key, exp)
 	}
 	return s.onceLocked(ctx, key, exp)
 }
