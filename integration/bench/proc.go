@@ -23,7 +23,8 @@ type caddyProc struct {
 	pid   int
 	admin string // host:port of the admin endpoint
 	log   *tail
-	done  chan error
+	done  chan struct{} // closed when the process has exited
+	err   error         // its exit status, once done is closed
 }
 
 // startCaddy runs bin (or this program as Caddy) on the Caddyfile in dir, with Caddy's
@@ -49,7 +50,7 @@ func startCaddy(ctx context.Context, bin, dir, caddyfile, admin string) (*caddyP
 		}
 		env = append(env, v+"="+d)
 	}
-	p := &caddyProc{admin: admin, log: &tail{max: 64 << 10}, done: make(chan error, 1)}
+	p := &caddyProc{admin: admin, log: &tail{max: 64 << 10}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
 	p.cmd.Env, p.cmd.Dir = env, dir
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -59,7 +60,7 @@ func startCaddy(ctx context.Context, bin, dir, caddyfile, admin string) (*caddyP
 		return nil, err
 	}
 	p.pid = p.cmd.Process.Pid
-	go func() { p.done <- p.cmd.Wait() }()
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	if err := p.waitReady(ctx); err != nil {
 		p.stop()
 		return nil, fmt.Errorf("%w\nCaddy's log:\n%s", err, p.log.String())
@@ -72,8 +73,8 @@ func (p *caddyProc) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-p.done:
-			return fmt.Errorf("caddy exited: %v", err)
+		case <-p.done:
+			return fmt.Errorf("caddy exited: %v", p.err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):

@@ -35,6 +35,7 @@ type bench struct {
 	gw, jwksSite, tokSite, coldSite string
 	floorSite                       string // plain + one Ed25519 verify in Caddy (verifyFloor)
 	staticSite                      string // a static 401, whatever the request
+	upAddr                          string // the upstream's
 	plain, as                       string
 	admin                           string // host:port of Caddy's admin endpoint
 	resID, asID                     string
@@ -88,10 +89,13 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.dir, err = os.MkdirTemp("", "aauth-bench-"); err != nil {
 		return err
 	}
-	ports, err := freePorts(9)
+	// One batch: ports asked for one at a time could come back twice (each is released
+	// before the next is asked for), and a listener would then fail to bind.
+	ports, err := freePorts(10)
 	if err != nil {
 		return err
 	}
+	b.upAddr = "127.0.0.1:" + ports[9]
 	for i, p := range []*string{&b.gw, &b.plain, &b.as, &b.admin, &b.jwksSite, &b.tokSite, &b.coldSite, &b.floorSite, &b.staticSite} {
 		*p = "127.0.0.1:" + ports[i]
 	}
@@ -119,7 +123,7 @@ func (b *bench) setup(ctx context.Context) error {
 
 func (b *bench) startLocal() error {
 	var err error
-	if b.up, err = startUpstream(); err != nil {
+	if b.up, err = startUpstream(b.upAddr); err != nil {
 		return err
 	}
 	b.closers = append(b.closers, b.up.close)

@@ -50,16 +50,13 @@ type upstreamProc struct {
 	done chan error
 }
 
-func startUpstream() (*upstreamProc, error) {
-	ports, err := freePorts(1)
-	if err != nil {
-		return nil, err
-	}
+// startUpstream starts the upstream process listening on addr.
+func startUpstream(addr string) (*upstreamProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	u := &upstreamProc{addr: "127.0.0.1:" + ports[0], done: make(chan error, 1)}
+	u := &upstreamProc{addr: addr, done: make(chan error, 1)}
 	u.cmd = exec.Command(self)
 	u.cmd.Env = append(os.Environ(), envRunUpstream+"="+u.addr)
 	u.cmd.Stderr = os.Stderr
