@@ -21,6 +21,7 @@ import (
 	"maps"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,6 +155,12 @@ type Client struct {
 	lru        *list.List        // of *entry, front = most recently used
 	inflight   map[string]*call
 	lastForced map[string]time.Time // issuer id → last unknown-kid refresh ("sig " + id: bad-signature refresh)
+
+	// jwksURIs memoises ValidateEndpointURL of the jwks_uri members of cached metadata
+	// (a pure function of the string, run on every key lookup before): at most
+	// maxValidJWKSURIs values, which come from fetched documents, not from requests.
+	jwksURIs     sync.Map // string → *url.URL
+	jwksURICount atomic.Int64
 
 	fetches     atomic.Int64
 	fetchErrors atomic.Int64
@@ -323,6 +330,22 @@ func (c *Client) metadata(ctx context.Context, id, doc string) (map[string]any, 
 	return nil, "", firstErr
 }
 
+// maxValidJWKSURIs bounds the memo of validated jwks_uri values.
+const maxValidJWKSURIs = 4096
+
+// validJWKSURI is ValidateEndpointURL(raw, Dev), memoised for the values that pass (the
+// returned URL is shared: callers only read it).
+func (c *Client) validJWKSURI(raw string) (*url.URL, error) {
+	if u, ok := c.jwksURIs.Load(raw); ok {
+		return u.(*url.URL), nil
+	}
+	u, err := ValidateEndpointURL(raw, c.cfg.Dev)
+	if err == nil && c.jwksURICount.Add(1) <= maxValidJWKSURIs {
+		c.jwksURIs.Store(raw, u)
+	}
+	return u, err
+}
+
 // Key resolves the public key with this kid: metadata → jwks_uri (validated like an
 // endpoint URL) → JWKS → key by kid. On an unknown kid the JWKS is refetched, but at most
 // once per RefreshInterval per identifier (and per JWKS URL), so a flood of random kids
@@ -354,7 +377,7 @@ func (c *Client) lookup(ctx context.Context, id, doc string, find func(*keySet) 
 	if raw == "" {
 		return nil, fmt.Errorf("%w: metadata of %s has no jwks_uri", ErrFetch, id)
 	}
-	u, err := ValidateEndpointURL(raw, c.cfg.Dev)
+	u, err := c.validJWKSURI(raw)
 	if err != nil {
 		c.log.Debug("refused jwks_uri", zap.String("id", id), zap.Error(err))
 		return nil, err

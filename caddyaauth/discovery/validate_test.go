@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -360,4 +361,31 @@ func FuzzDecodeObject(f *testing.F) {
 			t.Fatal("nil object without error")
 		}
 	})
+}
+
+// TestValidJWKSURIMemo: a jwks_uri that passes is validated once and then served from
+// the memo; one that fails is refused every time, and the memo stays bounded.
+func TestValidJWKSURIMemo(t *testing.T) {
+	c := New(Config{})
+	defer c.Close()
+	u1, err := c.validJWKSURI("https://agent.example/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u2, err := c.validJWKSURI("https://agent.example/jwks.json"); err != nil || u2 != u1 {
+		t.Fatalf("second lookup: %v, %v (want the memoised URL)", u2, err)
+	}
+	for range 2 {
+		if _, err := c.validJWKSURI("http://agent.example/jwks.json"); err == nil {
+			t.Fatal("plain http accepted outside dev")
+		}
+	}
+	for i := range maxValidJWKSURIs + 10 {
+		_, _ = c.validJWKSURI(fmt.Sprintf("https://a%d.example/jwks.json", i))
+	}
+	n := 0
+	c.jwksURIs.Range(func(any, any) bool { n++; return true })
+	if n > maxValidJWKSURIs {
+		t.Fatalf("memo holds %d values, bound %d", n, maxValidJWKSURIs)
+	}
 }
