@@ -56,7 +56,7 @@ func (r *Report) overheadVerdict(name string, limit float64) Verdict {
 		return v
 	}
 	v.Measured, v.Pass = true, ver <= limit && row.Errors == 0
-	v.Got = fmt.Sprintf("%.2f verifies (%.1f µs over plain, verify %.1f µs)", ver, o, us(r.Verify()))
+	v.Got = fmt.Sprintf("%.2f verifies (%.1f µs over %s, verify %.1f µs)", ver, o, row.Base, us(r.Verify()))
 	if f, t := r.FloorVerify(), r.TightVerify(); f > 0 && t > 0 {
 		v.Got += fmt.Sprintf("; %.2f tight-loop verifies of %.1f µs", o/us(t), us(t))
 	}
