@@ -13,6 +13,7 @@ package decisionlog
 import (
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -77,9 +78,34 @@ func Write(logger *zap.Logger, r *http.Request, d Decision) {
 // SetError sets the error placeholders of r's replacer, when it has one.
 func SetError(r *http.Request, code, desc string) {
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set(PlaceholderError, code)
+		repl.Set(PlaceholderError, boxedCode(code))
 		repl.Set(PlaceholderDescription, desc)
 	}
+}
+
+// boxedCodes holds error codes (a small fixed set) as interface values, so setting the
+// placeholder does not allocate one on every refusal; at most maxBoxedCodes.
+var boxedCodes = struct {
+	sync.RWMutex
+	m map[string]any
+}{m: map[string]any{}}
+
+const maxBoxedCodes = 64
+
+func boxedCode(code string) any {
+	boxedCodes.RLock()
+	v, ok := boxedCodes.m[code]
+	boxedCodes.RUnlock()
+	if ok {
+		return v
+	}
+	v = code
+	boxedCodes.Lock()
+	if len(boxedCodes.m) < maxBoxedCodes {
+		boxedCodes.m[code] = v
+	}
+	boxedCodes.Unlock()
+	return v
 }
 
 // RemoteIP is the peer address of r without its port.

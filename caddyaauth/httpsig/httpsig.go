@@ -171,12 +171,19 @@ func (sig *Signature) parseInput(in string, lim Limits) error {
 func notPositive(name string) *Error {
 	switch name {
 	case "created":
-		return &Error{Code: CodeInvalidSignature, Msg: "created must be a positive integer"}
+		return errCreatedNotPositive
 	case "expires":
-		return &Error{Code: CodeInvalidSignature, Msg: "expires must be a positive integer"}
+		return errExpiresNotPositive
 	}
 	return fail(CodeInvalidSignature, "%s must be a positive integer", name)
 }
+
+// Refusals that carry nothing of the request: one value each (callers only read errors).
+var (
+	errCreatedNotPositive = &Error{Code: CodeInvalidSignature, Msg: "created must be a positive integer"}
+	errExpiresNotPositive = &Error{Code: CodeInvalidSignature, Msg: "expires must be a positive integer"}
+	errOutsideWindow      = &Error{Code: CodeInvalidSignature, Msg: fmt.Sprintf("created is outside the allowed window of %s", DefaultWindow)}
+)
 
 func (sig *Signature) setParam(p inputParam) error {
 	switch p.name {
@@ -366,9 +373,6 @@ type Policy struct {
 // DefaultWindow is the allowed |now - created| of a signature when none is configured.
 const DefaultWindow = 60 * time.Second
 
-// defaultWindowMsg is the refusal of a created time outside DefaultWindow, formatted once.
-var defaultWindowMsg = fmt.Sprintf("created is outside the allowed window of %s", DefaultWindow)
-
 // EffectiveWindow is p.Window, or DefaultWindow when it is not set.
 func (p Policy) EffectiveWindow() time.Duration {
 	if p.Window <= 0 {
@@ -399,7 +403,7 @@ func (p Policy) Check(sig *Signature, t Target, now time.Time) error {
 	created := time.Unix(sig.Created, 0)
 	if d := now.Sub(created); d > window || d < -window {
 		if window == DefaultWindow {
-			return &Error{Code: CodeInvalidSignature, Msg: defaultWindowMsg}
+			return errOutsideWindow
 		}
 		return fail(CodeInvalidSignature, "created is outside the allowed window of %s", window)
 	}

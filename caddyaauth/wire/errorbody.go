@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/json"
 	"net/http"
+	"sync"
 )
 
 // Error is the JSON error body: {"error", "error_description"} (RFC 6749 §5.2), with
@@ -15,19 +16,25 @@ type Error struct {
 }
 
 // JSON returns the body's bytes.
-func (e Error) JSON() []byte {
+func (e Error) JSON() []byte { return e.appendJSON(nil) }
+
+// appendJSON appends the body's bytes to b.
+func (e Error) appendJSON(b []byte) []byte {
 	if len(e.RequiredComponents) == 0 && plainJSON(e.Code) && plainJSON(e.Description) {
 		// What json.Marshal writes for these strings, without reflection.
-		b := make([]byte, 0, len(`{"error":"","error_description":""}`)+len(e.Code)+len(e.Description))
 		b = append(b, `{"error":"`...)
 		b = append(b, e.Code...)
 		b = append(b, `","error_description":"`...)
 		b = append(b, e.Description...)
 		return append(b, `"}`...)
 	}
-	b, _ := json.Marshal(e) // strings and a string slice: cannot fail
-	return b
+	j, _ := json.Marshal(e) // strings and a string slice: cannot fail
+	return append(b, j...)
 }
+
+// bodyBufs are the buffers WriteError builds bodies in: a refusal may be answered to a
+// flood, and the writer copies the bytes (io.Writer must not retain them).
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // plainJSON reports whether json.Marshal writes s between its quotes unchanged:
 // printable ASCII without the characters it escapes (quote, backslash, and the HTML
@@ -44,7 +51,12 @@ func plainJSON(s string) bool {
 
 // WriteError answers status with e as an uncacheable application/json body.
 func WriteError(w http.ResponseWriter, status int, e Error) {
-	WriteJSON(w, status, e.JSON())
+	bp := bodyBufs.Get().(*[]byte)
+	*bp = e.appendJSON((*bp)[:0])
+	WriteJSON(w, status, *bp)
+	if cap(*bp) <= 4096 { // keep the pool's buffers small
+		bodyBufs.Put(bp)
+	}
 }
 
 // WriteJSON answers status with the JSON body b, uncacheable (Cache-Control: no-store,

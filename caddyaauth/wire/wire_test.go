@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -276,4 +277,28 @@ func TestSetUnauthorized(t *testing.T) {
 	if err := Seed.SetUnauthorized(bad, Challenge{Require: RequireAuthToken, ResourceToken: "é"}); err == nil || len(bad) != 0 {
 		t.Errorf("unformattable challenge: err %v, header %v", err, bad)
 	}
+}
+
+// TestErrorBodyBuffersReused: bodies built in pooled buffers never carry bytes of an
+// earlier, longer one, written one after another and at once.
+func TestErrorBodyBuffersReused(t *testing.T) {
+	long := Error{Code: CodeInvalidSignature, Description: strings.Repeat("x", 300)}
+	short := Error{Code: CodeInvalidRequest, Description: "d"}
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := short
+			if i%2 == 0 {
+				e = long
+			}
+			rec := httptest.NewRecorder()
+			WriteError(rec, http.StatusBadRequest, e)
+			if got := rec.Body.String(); got != string(e.JSON()) {
+				t.Errorf("body %q, want %q", got, e.JSON())
+			}
+		}()
+	}
+	wg.Wait()
 }
