@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -222,8 +225,12 @@ func port(hostport string) string {
 	return p
 }
 
-// freePorts returns n loopback ports nothing listens on right now.
+// freePorts returns n distinct loopback ports nothing listens on right now, chosen
+// below the kernel's ephemeral range: a port from that range, released for Caddy to
+// bind, could meanwhile become the local port of one of this process's own connections
+// (the admin endpoint is polled while Caddy starts) or of a listener on port 0.
 func freePorts(n int) ([]string, error) {
+	low, high := belowEphemeral()
 	var out []string
 	var lns []net.Listener
 	defer func() {
@@ -231,15 +238,32 @@ func freePorts(n int) ([]string, error) {
 			_ = ln.Close()
 		}
 	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 100*n {
+			return nil, fmt.Errorf("no %d free loopback ports in %d-%d", n, low, high)
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", low+rand.IntN(high-low)))
 		if err != nil {
-			return nil, err
+			continue // in use: draw another
 		}
 		lns = append(lns, ln)
 		out = append(out, port(ln.Addr().String()))
 	}
 	return out, nil
+}
+
+// belowEphemeral is a port range under the kernel's ephemeral ports
+// (/proc/sys/net/ipv4/ip_local_port_range; 32768 when unreadable).
+func belowEphemeral() (low, high int) {
+	high = 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 11000 {
+				high = v
+			}
+		}
+	}
+	return 10000, high
 }
 
 // waitOK waits until url answers 200.
