@@ -4,13 +4,9 @@ package state
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"syscall"
-	"time"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -39,21 +35,10 @@ func flockFor(st certmagic.Storage) func(ctx context.Context, sum [32]byte) (fun
 		if err != nil {
 			return nil, err
 		}
-		for {
-			err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-			if err == nil {
-				return func() { _ = f.Close() }, nil // closing releases the lock
-			}
-			if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-				_ = f.Close()
-				return nil, err
-			}
-			select {
-			case <-ctx.Done():
-				_ = f.Close()
-				return nil, ctx.Err()
-			case <-time.After(lockPoll/20 + rand.N(lockPoll/4)):
-			}
+		if err := flockCtx(ctx, int(f.Fd())); err != nil {
+			_ = f.Close()
+			return nil, err
 		}
+		return func() { _ = f.Close() }, nil // closing releases the lock
 	}
 }

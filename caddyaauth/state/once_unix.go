@@ -96,7 +96,7 @@ func onceFiles(st certmagic.Storage) *onceLogs {
 	}
 	l := &onceLogs{fs: fs, dir: filepath.Join(fs.Path, onceDirName)}
 	for i := range l.stripes {
-		l.stripes[i].name = filepath.Join(l.dir, fmt.Sprintf("%02d.log", i))
+		l.stripes[i].name = filepath.Join(fs.Path, onceStripeName(i))
 	}
 	return l
 }
@@ -104,9 +104,12 @@ func onceFiles(st certmagic.Storage) *onceLogs {
 // onceStripeOf is the stripe of a key's sha256.
 func onceStripeOf(sum [32]byte) int { return int(sum[0]) % onceStripes }
 
+// onceStripeName is stripe i's log, relative to the storage root.
+func onceStripeName(i int) string { return filepath.Join(onceDirName, fmt.Sprintf("%02d.log", i)) }
+
 // onceLogName is the log holding key's mark, relative to the storage root.
 func onceLogName(key string) string {
-	return filepath.Join(onceDirName, fmt.Sprintf("%02d.log", onceStripeOf(sha256.Sum256([]byte(key)))))
+	return onceStripeName(onceStripeOf(sha256.Sum256([]byte(key))))
 }
 
 // once is Once on the logs.
@@ -263,8 +266,9 @@ func (s *onceStripe) unlock() {
 }
 
 // flockCtx takes flock(2) LOCK_EX on fd, polling with LOCK_NB (a blocking flock cannot
-// be cancelled) until it holds it or ctx ends. A log is held for microseconds, so the
-// polls start short.
+// be cancelled) until it holds it or ctx ends; the once logs and the stripe locks of
+// Update both take it. A log is held for microseconds, so the polls start short and
+// back off to lockPoll/4.
 func flockCtx(ctx context.Context, fd int) error {
 	wait := 50 * time.Microsecond
 	for {
