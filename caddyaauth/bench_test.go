@@ -141,3 +141,18 @@ func TestIdentityPlaceholders(t *testing.T) {
 		t.Errorf("a refused request has {http.aauth.level} = %q", v)
 	}
 }
+
+// TestIdentityPlaceholdersWithoutVerdict: setIdentity on a request that carries no
+// verdict still makes the placeholders answer.
+func TestIdentityPlaceholdersWithoutVerdict(t *testing.T) {
+	s, _ := keys.Generate(keys.AlgEd25519, "")
+	r := prepared(httptest.NewRequest("GET", "http://api.example/", nil))
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	(&Handler{}).setIdentity(r, repl, &reqverify.Result{Level: reqverify.LevelPseudonym, Scheme: "hwk", Key: s.Public})
+	if v, _ := repl.GetString("http.aauth.jkt"); v != s.Public.Thumbprint {
+		t.Errorf("{http.aauth.jkt} = %q", v)
+	}
+	if v, _ := repl.GetString("http.auth.user.id"); v != s.Public.Thumbprint {
+		t.Errorf("{http.auth.user.id} = %q", v)
+	}
+}

@@ -172,11 +172,8 @@ func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, res *reqver
 			r.Header[textproto.CanonicalMIMEHeaderKey(name)] = backing[i : i+1 : i+1]
 		}
 	}
-	if v, ok := r.Context().Value(verdictKey{}).(*verdict); ok {
-		v.placeholders.provide(repl, vals)
-		return
-	}
-	setIdentityPlaceholders(repl, &vals)
+	// A request without a verdict gets a detached one: the provider still answers.
+	verdictOf(r).placeholders.provide(repl, vals)
 }
 
 // identityPlaceholders answers a verified request's {http.aauth.*} and
@@ -224,18 +221,4 @@ func (p *identityPlaceholders) get(key string) (any, bool) {
 		}
 	}
 	return nil, false
-}
-
-// setIdentityPlaceholders sets the placeholders identityPlaceholders would answer, as
-// replacer entries (a request without a verdict).
-func setIdentityPlaceholders(repl *caddy.Replacer, vals *identity) {
-	for i, f := range identityFields {
-		repl.Set(f.placeholder, vals[i])
-	}
-	repl.Set("http.auth.user.id", vals[principal(vals)])
-	for _, u := range userFields {
-		if vals[u.field] != "" {
-			repl.Set(u.placeholder, vals[u.field])
-		}
-	}
 }
