@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/decisionlog"
@@ -24,8 +25,15 @@ type verdict struct {
 	start        time.Time
 	res          *reqverify.Result
 	done         bool
+	inErrors     bool                 // made while Caddy ran the error routes (handle_errors)
 	placeholders identityPlaceholders // the verified identity's placeholders (setIdentity)
 }
+
+// verdictVar is the Caddy request variable holding the request's verdict. Every request
+// Caddy serves has a vars map: a verdict kept there costs one map entry, where a context
+// value would cost a copy of the request (WithContext) on every request, refusals
+// included. Requests without Caddy's vars (built by hand) carry it in their context.
+const verdictVar = "aauth.verdict"
 
 type verdictKey struct{}
 
@@ -43,19 +51,44 @@ func (c *verdictContext) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// withVerdict returns r carrying a fresh verdict, unless it carries one already.
+// withVerdict returns r carrying a fresh verdict, unless it carries one already. The
+// error routes (handle_errors) run after the primary routes decided the request: an
+// aauth handler there gets a verdict of its own.
 func withVerdict(r *http.Request) (*http.Request, *verdict) {
-	if v, ok := r.Context().Value(verdictKey{}).(*verdict); ok {
+	ctx := r.Context()
+	vars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if vars == nil {
+		if v, ok := ctx.Value(verdictKey{}).(*verdict); ok {
+			return r, v
+		}
+		c := &verdictContext{Context: ctx, v: verdict{start: time.Now()}}
+		return r.WithContext(c), &c.v
+	}
+	if v, ok := vars[verdictVar].(*verdict); ok {
+		if v.inErrors || ctx.Value(caddyhttp.ErrorCtxKey) == nil {
+			return r, v
+		}
+		v = &verdict{start: time.Now(), inErrors: true}
+		vars[verdictVar] = v
 		return r, v
 	}
-	c := &verdictContext{Context: r.Context(), v: verdict{start: time.Now()}}
-	return r.WithContext(c), &c.v
+	v := &verdict{start: time.Now()}
+	if ctx.Value(caddyhttp.ErrorCtxKey) != nil {
+		v.inErrors = true
+	}
+	vars[verdictVar] = v
+	return r, v
 }
 
 // verdictOf returns r's verdict; a request that reached a refusal without one (a
 // well-known path served by the server guard) gets a fresh one, timed from now.
 func verdictOf(r *http.Request) *verdict {
-	if v, ok := r.Context().Value(verdictKey{}).(*verdict); ok {
+	ctx := r.Context()
+	if vars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any); vars != nil {
+		if v, ok := vars[verdictVar].(*verdict); ok {
+			return v
+		}
+	} else if v, ok := ctx.Value(verdictKey{}).(*verdict); ok {
 		return v
 	}
 	return &verdict{start: time.Now()}
@@ -63,9 +96,7 @@ func verdictOf(r *http.Request) *verdict {
 
 // verified records the verified result in r's verdict, for the fields of its log line.
 func verified(r *http.Request, res *reqverify.Result) {
-	if v, ok := r.Context().Value(verdictKey{}).(*verdict); ok {
-		v.res = res
-	}
+	verdictOf(r).res = res
 }
 
 // decide logs r's verdict and counts it, once per request: status 200 and code "ok" for

@@ -1,6 +1,8 @@
 package caddyaauth
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -246,5 +248,38 @@ func TestLogPassesCaddyfile(t *testing.T) {
 		if (err == nil) != c.ok || (c.ok && !h.LogPasses) {
 			t.Errorf("%q: err %v, log_passes %v", c.in, err, h.LogPasses)
 		}
+	}
+}
+
+// A request's verdict lives in Caddy's request vars (no copy of the request), is shared
+// by the aauth handlers of the request, and is fresh in the error routes, which run
+// after the primary routes decided; a request without Caddy's vars carries it in its
+// context.
+func TestVerdictCarrier(t *testing.T) {
+	r := prepared(httptest.NewRequest("GET", "http://api.example/", nil))
+	r1, v1 := withVerdict(r)
+	if r1 != r {
+		t.Fatal("a request with Caddy's vars was copied")
+	}
+	if _, v := withVerdict(r); v != v1 || verdictOf(r) != v1 {
+		t.Fatal("a second handler of the request got another verdict")
+	}
+	v1.done = true
+	inErrors := r.WithContext(context.WithValue(r.Context(), caddyhttp.ErrorCtxKey, errors.New("upstream failed")))
+	_, v2 := withVerdict(inErrors)
+	if v2 == v1 || v2.done || !v2.inErrors {
+		t.Fatalf("error routes reused the primary routes' verdict: %+v", v2)
+	}
+	if _, v := withVerdict(inErrors); v != v2 {
+		t.Fatal("a second handler in the error routes got another verdict")
+	}
+
+	bare := httptest.NewRequest("GET", "http://api.example/", nil)
+	r3, v3 := withVerdict(bare)
+	if r3 == bare || verdictOf(r3) != v3 {
+		t.Fatal("a request without vars does not carry its verdict in its context")
+	}
+	if verdictOf(bare) == v3 {
+		t.Fatal("the original request saw the verdict")
 	}
 }

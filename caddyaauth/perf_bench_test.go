@@ -67,6 +67,9 @@ func (r *requestRing) serve(h *Handler, i int) int {
 	req := r.reqs[j]
 	clear(req.Header)
 	maps.Copy(req.Header, r.hdrs[j])
+	if vars, ok := req.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
+		clear(vars) // a new request's vars, as Caddy gives each request
+	}
 	clear(r.w.h)
 	r.w.code = 0
 	reached := false

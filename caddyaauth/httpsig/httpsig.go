@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
@@ -49,6 +50,20 @@ type Signature struct {
 	Key        SigKey
 	params     string    // canonical serialisation of the inner list, for @signature-params
 	keyEntry   *keyEntry // the cached Signature-Key value Key came from (InlineKey)
+	input      inputList // the parsed Signature-Input; Components points into it
+}
+
+// signatures recycles the Signatures of refused requests: a flood of garbage or
+// expired signatures is then parsed without allocating. A Signature that parse returns
+// belongs to its caller and is never put back.
+var signatures = sync.Pool{New: func() any { return new(Signature) }}
+
+// discard zeroes sig (it must not keep the request's strings alive in the pool), puts
+// it back and returns err.
+func discard(sig *Signature, err error) error {
+	*sig = Signature{}
+	signatures.Put(sig)
+	return err
 }
 
 // Present reports whether the request carries any of the three signature headers.
@@ -105,36 +120,36 @@ func parse(h http.Header, lim Limits, check func(*Signature) error) (*Signature,
 		return nil, fail(CodeInvalidRequest, "Signature-Key header is too large")
 	}
 
-	sig := &Signature{}
+	sig := signatures.Get().(*Signature)
 	if err := sig.parseInput(in, lim); err != nil {
-		return nil, err
+		return nil, discard(sig, err)
 	}
 	if check != nil {
 		if err := check(sig); err != nil {
-			return nil, err
+			return nil, discard(sig, err)
 		}
 	}
 	val, err := parseSignatureValue(sv, sig.Label)
 	if err != nil {
-		return nil, err
+		return nil, discard(sig, err)
 	}
 	sig.Value = val
 	// A Signature-Key value is the same on every request of one key (hwk, jwks_uri) or
 	// token (jwt): its parse is cached by its exact bytes.
 	e, err := sigKeys.parse(kv)
 	if err != nil {
-		return nil, err
+		return nil, discard(sig, err)
 	}
 	if sig.Key, err = KeyFor(e.members, sig.Label); err != nil {
-		return nil, err
+		return nil, discard(sig, err)
 	}
 	sig.keyEntry = e
 	return sig, nil
 }
 
 func (sig *Signature) parseInput(in string, lim Limits) error {
-	il, err := parseInputList(in)
-	if err != nil {
+	il := &sig.input
+	if err := il.parse(in); err != nil {
 		return err
 	}
 	sig.Label = il.label
@@ -161,6 +176,7 @@ func (sig *Signature) parseInput(in string, lim Limits) error {
 		return fail(CodeInvalidSignature, "created is required")
 	}
 	// @signature-params is the canonical serialisation of what was received (RFC 9421 §2.3).
+	var err error
 	sig.params, err = il.serialization()
 	return err
 }

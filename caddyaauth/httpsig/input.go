@@ -36,40 +36,41 @@ type inputParam struct {
 	str  string
 }
 
-// parseInputList reads a Signature-Input value: the canonical form through
-// parseCanonicalInput, anything else through the general RFC 8941 parser. Both give the
+// parse reads a Signature-Input value into il: the canonical form through
+// parseCanonical, anything else through the general RFC 8941 parser. Both give the
 // same result for a canonical value (TestCanonicalInputMatchesRFC8941, FuzzCanonicalInput).
-func parseInputList(in string) (*inputList, error) {
-	if il, ok := parseCanonicalInput(in); ok {
-		return il, nil
+func (il *inputList) parse(in string) error {
+	if il.parseCanonical(in) {
+		return nil
 	}
-	return parseGeneralInput(in)
+	*il = inputList{}
+	return il.parseGeneral(in)
 }
 
-// parseGeneralInput reads any RFC 8941 dictionary and keeps it only when it has one
+// parseGeneral reads any RFC 8941 dictionary and keeps it only when it has one
 // member, an inner list of plain strings; the serialisation is recomputed.
-func parseGeneralInput(in string) (*inputList, error) {
+func (out *inputList) parseGeneral(in string) error {
 	d, err := httpsfv.UnmarshalDictionary([]string{in})
 	if err != nil {
-		return nil, fail(CodeInvalidSignature, "Signature-Input is not a valid structured dictionary")
+		return fail(CodeInvalidSignature, "Signature-Input is not a valid structured dictionary")
 	}
 	names := d.Names()
 	if len(names) != 1 {
-		return nil, fail(CodeInvalidSignature, "exactly one signature is accepted, found %d", len(names))
+		return fail(CodeInvalidSignature, "exactly one signature is accepted, found %d", len(names))
 	}
 	m, _ := d.Get(names[0])
 	il, ok := m.(httpsfv.InnerList)
 	if !ok {
-		return nil, fail(CodeInvalidSignature, "Signature-Input member must be an inner list")
+		return fail(CodeInvalidSignature, "Signature-Input member must be an inner list")
 	}
-	out := &inputList{label: names[0]}
+	out.label = names[0]
 	for _, it := range il.Items {
 		name, ok := it.Value.(string)
 		if !ok {
-			return nil, fail(CodeInvalidSignature, "covered components must be strings")
+			return fail(CodeInvalidSignature, "covered components must be strings")
 		}
 		if len(it.Params.Names()) > 0 {
-			return nil, fail(CodeInvalidSignature, "component parameters are not supported (%q)", name)
+			return fail(CodeInvalidSignature, "component parameters are not supported (%q)", name)
 		}
 		out.items = append(out.items, name)
 	}
@@ -85,7 +86,7 @@ func parseGeneralInput(in string) (*inputList, error) {
 		out.params = append(out.params, ip)
 	}
 	out.general = &il // serialised once the checks passed (serialization)
-	return out, nil
+	return nil
 }
 
 // serialization is the canonical serialisation of the inner list: as received for a
@@ -101,29 +102,29 @@ func (il *inputList) serialization() (string, error) {
 	return s, nil
 }
 
-// parseCanonicalInput reads a Signature-Input value that is exactly the RFC 8941 §4.1
+// parseCanonical reads a Signature-Input value that is exactly the RFC 8941 §4.1
 // serialisation of a one-member dictionary whose value is an inner list of strings with
 // integer and string parameters: label=("c1" "c2");created=1;keyid="k". Signers send
 // this form, and its inner list is then its own canonical serialisation, so no
-// structured-field objects need to be built. ok is false for anything else (other
+// structured-field objects need to be built. It reports false for anything else (other
 // spacing, escapes, other value types, repeated parameters, several members), which
 // the general parser decides.
-func parseCanonicalInput(in string) (*inputList, bool) {
+func (il *inputList) parseCanonical(in string) bool {
 	p := &scan{s: in}
 	label := p.key()
 	if label == "" || !p.eat('=') || !p.eat('(') {
-		return nil, false
+		return false
 	}
 	start := p.i - 1
-	il := &inputList{label: label}
+	il.label = label
 	il.items = il.itemsBuf[:0]
 	for !p.eat(')') {
 		if len(il.items) > 0 && !p.eat(' ') {
-			return nil, false
+			return false
 		}
 		s, ok := p.plainString()
 		if !ok {
-			return nil, false
+			return false
 		}
 		il.items = append(il.items, s)
 	}
@@ -131,36 +132,36 @@ func parseCanonicalInput(in string) (*inputList, bool) {
 	for p.eat(';') {
 		name := p.key()
 		if name == "" || !p.eat('=') {
-			return nil, false
+			return false
 		}
 		for _, q := range il.params {
 			if q.name == name {
-				return nil, false
+				return false
 			}
 		}
 		ip := inputParam{name: name}
 		if p.peek() == '"' {
 			s, ok := p.plainString()
 			if !ok {
-				return nil, false
+				return false
 			}
 			ip.kind, ip.str = kindString, s
 		} else if c := p.peek(); c >= '0' && c <= '9' {
 			n, ok := p.canonicalInteger()
 			if !ok {
-				return nil, false
+				return false
 			}
 			ip.kind, ip.num = kindInteger, n
 		} else if !p.sfToken() {
-			return nil, false
+			return false
 		} // else a Token: no signature parameter may be one (kindOther), it is refused
 		il.params = append(il.params, ip)
 	}
 	if !p.eof() {
-		return nil, false
+		return false
 	}
 	il.serialized = in[start:]
-	return il, true
+	return true
 }
 
 // plainString reads an RFC 8941 string without escapes: DQUOTE, printable ASCII other

@@ -35,6 +35,20 @@ var generalInputs = []string{
 	`Sig=("@method");created=1`, // not a key
 }
 
+// parseCanonicalInput and parseGeneralInput read in into a fresh list.
+func parseCanonicalInput(in string) (*inputList, bool) {
+	il := new(inputList)
+	return il, il.parseCanonical(in)
+}
+
+func parseGeneralInput(in string) (*inputList, error) {
+	il := new(inputList)
+	if err := il.parseGeneral(in); err != nil {
+		return nil, err
+	}
+	return il, nil
+}
+
 // The canonical reader gives exactly what the RFC 8941 parser gives, and leaves every
 // other form to it.
 func TestCanonicalInputMatchesRFC8941(t *testing.T) {

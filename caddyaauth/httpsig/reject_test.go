@@ -690,3 +690,36 @@ func TestParseCheckedOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusedSignatureRecycled: a Signature recycled from a refused parse (many
+// components, a general-form input) leaves nothing behind in the next one, and a
+// returned Signature is never handed out again.
+func TestRefusedSignatureRecycled(t *testing.T) {
+	want, err := Parse(a1Header(), DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		h := a1Header()
+		switch i % 3 {
+		case 0:
+			input(`sig=("@method" "@authority" "@path" "@query" "content-type" "x-a" "x-b" "x-c" "x-d");created=1;keyid="k";tag="t"`)(h)
+		case 1:
+			input(`sig=( "@method" );created=1;expires=notanumber`)(h)
+		}
+		if _, err := (Policy{}).ParseChecked(h, DefaultLimits, vectorTarget(h), time.Unix(vectorCreated+3600, 0)); err == nil {
+			t.Fatal("a stale signature was accepted")
+		}
+		got, err := Parse(a1Header(), DefaultLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == want {
+			t.Fatal("a returned Signature was handed out again")
+		}
+		if got.Label != want.Label || !slices.Equal(got.Components, want.Components) || got.Created != want.Created ||
+			got.Expires != want.Expires || got.KeyID != want.KeyID || got.Alg != want.Alg || got.params != want.params {
+			t.Fatalf("after a refusal: %+v, want %+v", got, want)
+		}
+	}
+}
