@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -25,8 +26,8 @@ type verdict struct {
 	start        time.Time
 	res          *reqverify.Result
 	done         bool
-	inErrors     bool                 // made while Caddy ran the error routes (handle_errors)
-	placeholders identityPlaceholders // the verified identity's placeholders (setIdentity)
+	inErrors     bool                // made while Caddy ran the error routes (handle_errors)
+	placeholders verdictPlaceholders // the refusal's or the verified identity's placeholders
 }
 
 // verdictVar is the Caddy request variable holding the request's verdict. Every request
@@ -121,25 +122,25 @@ func (h *Handler) decide(r *http.Request, status int, code, desc string) {
 	}
 	var suppressed int64
 	if !pass {
+		// handle_errors and log_append see the error whether or not a line is written.
+		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+			v.placeholders.refuse(repl, code, desc)
+		}
 		ok, n := h.sampleRefusal(code)
 		if !ok {
-			// No line, but handle_errors and log_append still see the error.
-			decisionlog.SetError(r, code, desc)
 			return
 		}
 		suppressed = n
 	}
 	d := decisionlog.Decision{Msg: msg, Pass: pass, LogPasses: h.LogPasses, Status: status, Code: code, Description: desc, Elapsed: elapsed}
 	if h.logger == nil || !h.logger.Core().Enabled(d.Level()) {
-		// A pass at Debug, mostly: no fields to build (they are not free), no line.
-		decisionlog.Write(nil, r, d)
-		return
+		return // a pass at Debug, mostly: no fields to build (they are not free), no line
 	}
 	d.Fields = h.decisionFields(r, v)
 	if suppressed > 0 {
 		d.Fields = append(d.Fields, zap.Int64("suppressed", suppressed))
 	}
-	decisionlog.Write(h.logger, r, d)
+	decisionlog.Log(h.logger, r, d)
 }
 
 // Values of log_refusals.

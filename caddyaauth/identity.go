@@ -7,6 +7,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/decisionlog"
 	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 )
 
@@ -176,35 +177,56 @@ func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, res *reqver
 	verdictOf(r).placeholders.provide(repl, vals)
 }
 
-// identityPlaceholders answers a verified request's {http.aauth.*} and
-// {http.auth.user.*} placeholders from its identity through one replacer provider
-// (Replacer.Map), registered once per request, rather than a replacer map entry each:
-// the entries made the map grow, and every handler after (reverse_proxy sets a dozen)
-// paid for it.
-type identityPlaceholders struct {
-	v      identity
-	set    bool
-	mapped bool
+// verdictPlaceholders answers a request's {http.aauth.error*} placeholders (a refusal)
+// or its verified identity's {http.aauth.*} and {http.auth.user.*} placeholders through
+// one replacer provider (Replacer.Map), registered once per request, rather than a
+// replacer map entry each: the first entry allocates the map's table, and with more
+// entries every handler after (reverse_proxy sets a dozen) pays for a larger map.
+type verdictPlaceholders struct {
+	v          identity
+	set        bool // v holds a verified identity
+	code, desc string
+	failed     bool // code and desc hold a refusal's error
+	mapped     bool
+}
+
+func (p *verdictPlaceholders) mapOnce(repl *caddy.Replacer) {
+	if !p.mapped {
+		p.mapped = true
+		repl.Map(p.get)
+	}
 }
 
 // provide makes the placeholders answer from vals (a later verification of the same
 // request replaces the earlier one's values, as Replacer.Set would).
-func (p *identityPlaceholders) provide(repl *caddy.Replacer, vals identity) {
-	p.v, p.set = vals, true
-	if !p.mapped {
-		p.mapped = true
-		repl.Map(p.get)
+func (p *verdictPlaceholders) provide(repl *caddy.Replacer, vals identity) {
+	if !p.set {
 		// Entries in the replacer's own map come before providers: take back one another
 		// authentication handler of the request may have set, as Set would overwrite it.
 		repl.Delete("http.auth.user.id")
 	}
+	p.v, p.set = vals, true
+	p.mapOnce(repl)
 }
 
-func (p *identityPlaceholders) get(key string) (any, bool) {
-	if !p.set {
-		return nil, false
+// refuse makes {http.aauth.error} and {http.aauth.error_description} answer code and
+// desc.
+func (p *verdictPlaceholders) refuse(repl *caddy.Replacer, code, desc string) {
+	if !p.failed {
+		repl.Delete(decisionlog.PlaceholderError) // as in provide: Set would overwrite them
+		repl.Delete(decisionlog.PlaceholderDescription)
 	}
+	p.code, p.desc, p.failed = code, desc, true
+	p.mapOnce(repl)
+}
+
+func (p *verdictPlaceholders) get(key string) (any, bool) {
 	switch {
+	case key == decisionlog.PlaceholderError:
+		return p.code, p.failed
+	case key == decisionlog.PlaceholderDescription:
+		return p.desc, p.failed
+	case !p.set:
 	case strings.HasPrefix(key, "http.aauth."):
 		for i, f := range identityFields {
 			if f.placeholder == key {

@@ -56,6 +56,11 @@ func Write(logger *zap.Logger, r *http.Request, d Decision) {
 	if !d.Pass {
 		SetError(r, d.Code, d.Description)
 	}
+	Log(logger, r, d)
+}
+
+// Log logs d for request r, leaving the placeholders to the caller.
+func Log(logger *zap.Logger, r *http.Request, d Decision) {
 	if logger == nil {
 		return
 	}
