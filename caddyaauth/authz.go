@@ -88,5 +88,5 @@ func (h *Handler) authTokenChallenge(w http.ResponseWriter, r *http.Request, _ h
 	}
 	h.decide(r, http.StatusUnauthorized, code, desc)
 	c := wire.Challenge{Require: wire.RequireAuthToken, ResourceToken: rt, AuthServer: h.AuthServer}
-	return writeChallenge(w, r, c, wire.Error{Code: code, Description: desc})
+	return h.writeChallenge(w, r, c, wire.Error{Code: code, Description: desc})
 }

@@ -27,6 +27,7 @@ type verdict struct {
 	res          *reqverify.Result
 	done         bool
 	inErrors     bool                // made while Caddy ran the error routes (handle_errors)
+	repl         *caddy.Replacer     // the request's replacer, once a handler looked it up
 	placeholders verdictPlaceholders // the refusal's or the verified identity's placeholders
 }
 
@@ -115,7 +116,7 @@ func (h *Handler) decide(r *http.Request, status int, code, desc string) {
 	v.done = true
 	elapsed := time.Since(v.start)
 	pass := code == CodeOK
-	h.metrics.observe(h.serverName(), h.Resource, h.Require, code, elapsed)
+	h.observe(code, elapsed)
 	msg := "aauth refused"
 	if pass {
 		msg = "aauth passed"
@@ -123,7 +124,11 @@ func (h *Handler) decide(r *http.Request, status int, code, desc string) {
 	var suppressed int64
 	if !pass {
 		// handle_errors and log_append see the error whether or not a line is written.
-		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl := v.repl
+		if repl == nil {
+			repl, _ = r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		}
+		if repl != nil {
 			v.placeholders.refuse(repl, code, desc)
 		}
 		ok, n := h.sampleRefusal(code)
@@ -196,5 +201,5 @@ func (h *Handler) decisionFields(r *http.Request, v *verdict) []zap.Field {
 func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request, ue *reqverify.UnavailableError) error {
 	h.decide(r, http.StatusServiceUnavailable, wire.CodeTemporarilyUnavailable, ue.Msg)
 	noteUnavailable(w, r, h.logger, h.outages, ue)
-	return answerError(w, r, http.StatusServiceUnavailable, unavailableError(ue))
+	return answerErrorOn(h.serverFor(r), w, r, http.StatusServiceUnavailable, unavailableError(ue))
 }

@@ -28,16 +28,30 @@ func (r *refusal) Error() string {
 // WWW-Authenticate of a 401 (RFC 9110 §11.6.1), stay: Caddy runs its error routes on
 // the same response.
 func answerError(w http.ResponseWriter, r *http.Request, status int, e wire.Error) error {
+	return answerErrorOn(serverOf(r), w, r, status, e)
+}
+
+// answerErrorOn is answerError for a request of server srv (nil: none).
+func answerErrorOn(srv *caddyhttp.Server, w http.ResponseWriter, r *http.Request, status int, e wire.Error) error {
 	// caddyhttp.Error takes a stack frame and a random id: only worth it when the server
 	// has error routes at all (most sites do not, and a flood of refusals should cost little).
-	if srv := serverOf(r); srv != nil && srv.Errors != nil && len(srv.Errors.Routes) > 0 {
+	if srv != nil && srv.Errors != nil && len(srv.Errors.Routes) > 0 {
 		herr := caddyhttp.Error(status, &refusal{e: e})
-		if errorRoutesHandle(r, herr) {
+		if errorRoutesHandle(srv, r, herr) {
 			return herr
 		}
 	}
 	wire.WriteError(w, status, e)
 	return nil
+}
+
+// serverFor is the Caddy server r arrived on: the one h was provisioned in, without a
+// look through r's context, when h knows it.
+func (h *Handler) serverFor(r *http.Request) *caddyhttp.Server {
+	if h.srv != nil {
+		return h.srv
+	}
+	return serverOf(r)
 }
 
 // serverOf is the Caddy server r arrived on, if any.
@@ -49,15 +63,14 @@ func serverOf(r *http.Request) *caddyhttp.Server {
 // maxErrorRouteDepth bounds how deep errorRoutesHandle looks into nested subroutes.
 const maxErrorRouteDepth = 8
 
-// errorRoutesHandle reports whether r's server has error routes of which one would
+// errorRoutesHandle reports whether srv, r's server, has error routes of which one would
 // handle herr for r: a route whose matchers match (evaluated with the error's
 // placeholders set, as Caddy sets them before running the routes) and that holds a
 // handler other than a subroute, or a subroute in which one would. So a site without
 // handle_errors, or whose handle_errors only takes other status codes (`handle_errors
 // 5xx`), keeps the JSON body, even when another site on the same server has error
 // routes.
-func errorRoutesHandle(r *http.Request, herr caddyhttp.HandlerError) bool {
-	srv := serverOf(r)
+func errorRoutesHandle(srv *caddyhttp.Server, r *http.Request, herr caddyhttp.HandlerError) bool {
 	if srv == nil || srv.Errors == nil || len(srv.Errors.Routes) == 0 {
 		return false
 	}

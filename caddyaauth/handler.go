@@ -175,6 +175,7 @@ type Handler struct {
 	sharedReplay  *sharedReplay // replay_store shared: the entries every instance sees
 
 	metrics *gatewayMetrics      // nil: not counted
+	series  *handlerSeries       // this handler's children of metrics, by error code
 	sampler *decisionlog.Sampler // refusal lines by error code; nil: every line
 	server  string               // server label; set when the config starts
 
@@ -193,7 +194,7 @@ const defaultMaxBody = 1 << 20
 // resource registry).
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.outages, h.sampler = new(OutageLog), new(decisionlog.Sampler)
+	h.outages, h.sampler, h.series = new(OutageLog), new(decisionlog.Sampler), new(handlerSeries)
 	if h.Require == "" {
 		h.Require = RequireIdentity
 	}
@@ -396,7 +397,12 @@ func (h *Handler) Cleanup() error {
 // error handling (a 413, a 503, a server fault) is decided here when nothing else did.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	r, v := withVerdict(r)
-	err := h.serve(w, r, next)
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		repl = caddy.NewReplacer()
+	}
+	v.repl = repl
+	err := h.serve(w, r, repl, next)
 	if err == nil || v.done {
 		return err
 	}
@@ -416,12 +422,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 }
 
 // serve is ServeHTTP without the fallback decision.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, next caddyhttp.Handler) error {
 	stripIdentityHeaders(r.Header, h.renamed)
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl == nil {
-		repl = caddy.NewReplacer()
-	}
 	if h.Require == RequireAuthToken {
 		if served, err := h.serveWellKnownPath(w, r); served {
 			return err
@@ -586,7 +588,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) erro
 	if status == http.StatusRequestEntityTooLarge {
 		return caddyhttp.Error(status, err)
 	}
-	return answerError(w, r, status, e)
+	return answerErrorOn(h.serverFor(r), w, r, status, e)
 }
 
 // challenge answers 401 with the route's AAuth requirement and a JSON error body
@@ -599,16 +601,16 @@ func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, code, desc s
 		// Without a verified identity there is nothing to mint a resource token for.
 		require = RequireIdentity
 	}
-	return writeChallenge(w, r, wire.Challenge{Require: require}, wire.Error{Code: code, Description: desc, RequiredComponents: required})
+	return h.writeChallenge(w, r, wire.Challenge{Require: require}, wire.Error{Code: code, Description: desc, RequiredComponents: required})
 }
 
 // writeChallenge answers 401 with the challenge header, WWW-Authenticate: AAuth and the
 // JSON error body (or the error routes' body, answerError).
-func writeChallenge(w http.ResponseWriter, r *http.Request, c wire.Challenge, e wire.Error) error {
+func (h *Handler) writeChallenge(w http.ResponseWriter, r *http.Request, c wire.Challenge, e wire.Error) error {
 	if err := wire.Seed.SetUnauthorized(w.Header(), c); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	return answerError(w, r, http.StatusUnauthorized, e)
+	return answerErrorOn(h.serverFor(r), w, r, http.StatusUnauthorized, e)
 }
 
 // Interface guards

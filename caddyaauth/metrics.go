@@ -3,6 +3,7 @@ package caddyaauth
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -78,6 +79,11 @@ func (m *gatewayMetrics) observe(server, resource, require, code string, elapsed
 	if m == nil {
 		return
 	}
+	m.seriesFor(server, resource, require, code).observe(elapsed)
+}
+
+// seriesFor returns the children of verdicts and duration for these labels.
+func (m *gatewayMetrics) seriesFor(server, resource, require, code string) *series {
 	k := seriesKey{server, resource, require, code}
 	v, ok := m.series.Load(k)
 	if !ok {
@@ -86,9 +92,51 @@ func (m *gatewayMetrics) observe(server, resource, require, code string, elapsed
 			duration: m.duration.WithLabelValues(server, require),
 		})
 	}
-	s := v.(*series)
+	return v.(*series)
+}
+
+func (s *series) observe(elapsed time.Duration) {
 	s.verdicts.Inc()
 	s.duration.Observe(elapsed.Seconds())
+}
+
+// handlerSeries is one handler's cache of its series by error code: its resource and
+// level are fixed, so a verdict finds its series by comparing two short strings rather
+// than by hashing four labels into the shared map.
+type handlerSeries struct {
+	mu   sync.Mutex
+	list atomic.Pointer[[]codeSeries] // copy on write
+}
+
+type codeSeries struct {
+	server, code string
+	s            *series
+}
+
+// maxHandlerSeries bounds the cache; codes beyond it use the shared map.
+const maxHandlerSeries = 32
+
+func (c *handlerSeries) get(m *gatewayMetrics, server, resource, require, code string) *series {
+	if l := c.list.Load(); l != nil {
+		for i := range *l {
+			if e := &(*l)[i]; e.code == code && e.server == server {
+				return e.s
+			}
+		}
+	}
+	s := m.seriesFor(server, resource, require, code)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.list.Load()
+	if old == nil || len(*old) < maxHandlerSeries {
+		var l []codeSeries
+		if old != nil {
+			l = append(l, *old...)
+		}
+		l = append(l, codeSeries{server, code, s})
+		c.list.Store(&l)
+	}
+	return s
 }
 
 // tokenLookup counts a lookup in the verified-token cache (token.Cache.OnLookup).
@@ -140,6 +188,18 @@ func (h *Handler) provisionMetrics(ctx caddy.Context) error {
 		return nil
 	})
 	return nil
+}
+
+// observe counts a verdict of this handler and its duration.
+func (h *Handler) observe(code string, elapsed time.Duration) {
+	if h.metrics == nil {
+		return
+	}
+	if h.series == nil { // a handler built by hand
+		h.metrics.observe(h.serverName(), h.Resource, h.Require, code, elapsed)
+		return
+	}
+	h.series.get(h.metrics, h.serverName(), h.Resource, h.Require, code).observe(elapsed)
 }
 
 // serverName is the server label of this handler's verdicts.

@@ -132,7 +132,7 @@ func withMetrics(tb testing.TB, h *Handler) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h.metrics, h.server = m, "srv0"
+	h.metrics, h.server, h.series = m, "srv0", new(handlerSeries)
 }
 
 // jwksPublisher serves an agent's metadata and JWKS on loopback (discovery in dev mode).

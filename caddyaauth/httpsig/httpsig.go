@@ -66,15 +66,20 @@ func discard(sig *Signature, err error) error {
 	return err
 }
 
-// Present reports whether the request carries any of the three signature headers.
+// Present reports whether the request carries any of the three signature headers. The
+// names are canonical (as net/http stores received fields): indexing the map directly
+// is what Header.Values does after canonicalising the name.
 func Present(h http.Header) bool {
-	return len(h.Values(HeaderSignatureInput)) > 0 || len(h.Values(HeaderSignature)) > 0 || len(h.Values(HeaderSignatureKey)) > 0
+	return len(h[HeaderSignatureInput]) > 0 || len(h[HeaderSignature]) > 0 || len(h[HeaderSignatureKey]) > 0
 }
 
 // FieldValue is the raw value of a header as RFC 9421 §2.1 sees it: each field line
 // trimmed, several lines joined with ", ". ok is false when the header is absent.
 func FieldValue(h http.Header, name string) (string, bool) {
-	vs := h.Values(name)
+	vs, ok := h[name]
+	if !ok {
+		vs = h.Values(name) // a name not in canonical form
+	}
 	if len(vs) == 0 {
 		return "", false
 	}
