@@ -35,7 +35,9 @@ func answerError(w http.ResponseWriter, r *http.Request, status int, e wire.Erro
 func answerErrorOn(srv *caddyhttp.Server, w http.ResponseWriter, r *http.Request, status int, e wire.Error) error {
 	// caddyhttp.Error takes a stack frame and a random id: only worth it when the server
 	// has error routes at all (most sites do not, and a flood of refusals should cost little).
-	if srv != nil && srv.Errors != nil && len(srv.Errors.Routes) > 0 {
+	// Not from inside the error routes: Caddy does not run them again for their own
+	// error, it logs it and answers the first error's status with an empty body.
+	if srv != nil && srv.Errors != nil && len(srv.Errors.Routes) > 0 && r.Context().Value(caddyhttp.ErrorCtxKey) == nil {
 		herr := caddyhttp.Error(status, &refusal{e: e})
 		if errorRoutesHandle(srv, r, herr) {
 			return herr

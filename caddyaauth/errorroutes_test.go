@@ -52,3 +52,16 @@ func TestAnswerError(t *testing.T) {
 		t.Errorf("message %q", he.Err.Error())
 	}
 }
+
+// TestAnswerErrorInsideErrorRoutes: a refusal made while the error routes run (an aauth
+// handler in handle_errors) is answered with the JSON body: returned as an error there,
+// Caddy would answer the first error's status with an empty body.
+func TestAnswerErrorInsideErrorRoutes(t *testing.T) {
+	handled := caddyhttp.RouteList{{Handlers: []caddyhttp.MiddlewareHandler{&caddyhttp.StaticResponse{}}}}
+	r, _, w := errorRoutesRequest(handled)
+	r = (&caddyhttp.HTTPErrorConfig{}).WithError(r, caddyhttp.Error(http.StatusBadGateway, errors.New("upstream down")))
+	e := wire.Error{Code: wire.CodeInvalidRequest, Description: "request is not signed"}
+	if err := answerError(w, r, http.StatusUnauthorized, e); err != nil || w.Code != http.StatusUnauthorized || w.Body.Len() == 0 {
+		t.Fatalf("err %v, status %d, body %q: want the 401 written", err, w.Code, w.Body)
+	}
+}
