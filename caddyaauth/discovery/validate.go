@@ -127,7 +127,7 @@ func checkAuthority(auth string, dev bool, what string) error {
 			return err
 		}
 		a, err := netip.ParseAddr(host)
-		if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" || a.String() != host {
+		if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" || !canonicalIP(a, host) {
 			// IPv4-mapped literals are refused too: they would be a second spelling of
 			// an IPv4 origin, and identifiers are compared by exact string.
 			return invalid("%s has a non-canonical IPv6 literal", what)
@@ -203,7 +203,7 @@ func checkHostname(host string, dev bool, what string) error {
 	}
 	if looksNumeric(last) {
 		a, err := netip.ParseAddr(host)
-		if err != nil || !a.Is4() || a.String() != host {
+		if err != nil || !a.Is4() || !canonicalIP(a, host) {
 			return fmt.Errorf("%w: %s host %q is a non-canonical IP address spelling", ErrBlocked, what, clip(host))
 		}
 		return checkIPLiteral(a, dev, what)
@@ -247,4 +247,11 @@ func clip(s string) string {
 		return s[:80] + "…"
 	}
 	return s
+}
+
+// canonicalIP reports whether host is a's canonical text (RFC 5952 for IPv6), without
+// allocating: identifiers are validated on every request that names one.
+func canonicalIP(a netip.Addr, host string) bool {
+	var buf [64]byte
+	return string(a.AppendTo(buf[:0])) == host
 }
