@@ -103,8 +103,9 @@ func (p *caddyProc) stop() {
 	}
 }
 
-// cpu is the process's user+system CPU time so far (all threads), from /proc/<pid>/stat
-// (utime and stime, fields 14 and 15, in clock ticks of 1/100 s: USER_HZ on Linux).
+// cpu is the process's CPU time so far (all threads, user and system): its process CPU
+// clock, else utime+stime from /proc/<pid>/stat (fields 14 and 15, in clock ticks of
+// 1/100 s: USER_HZ on Linux).
 func (p *caddyProc) cpu() (time.Duration, error) {
 	// The process's CPU clock (clock_gettime of MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED),
 	// which any process may read): the scheduler's nanoseconds, where /proc/<pid>/stat
