@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -147,5 +148,25 @@ func TestWriteReadme(t *testing.T) {
 	}
 	if err := writeReadme(path, rep); err == nil {
 		t.Fatal("a file without the markers was accepted")
+	}
+}
+
+// TestOverheadSE: the standard error comes from the paired rounds of a row and its base
+// (differences 4, 6, 5, 5 µs: sd 0.816, se 0.408), rounds with no requests are skipped,
+// and fewer than 3 pairs give none.
+func TestOverheadSE(t *testing.T) {
+	round := func(usPerReq float64) roundCost {
+		return roundCost{cpu: time.Duration(usPerReq * 1000 * float64(time.Microsecond)), n: 1000}
+	}
+	r := &Report{}
+	r.add(&Row{Name: rowStatic, rounds: []roundCost{round(10), round(12), {}, round(11), round(9)}})
+	r.add(&Row{Name: rowGarbage, Base: rowStatic, rounds: []roundCost{round(14), round(18), round(50), round(16), round(14)}})
+	se, pairs, ok := r.OverheadSE(r.Row(rowGarbage))
+	if !ok || pairs != 4 || math.Abs(se-0.408) > 0.001 {
+		t.Fatalf("se %.4f over %d pairs (ok %v), want 0.408 over 4", se, pairs, ok)
+	}
+	r.Row(rowGarbage).rounds = r.Row(rowGarbage).rounds[:2]
+	if _, _, ok := r.OverheadSE(r.Row(rowGarbage)); ok {
+		t.Error("a standard error from 2 pairs")
 	}
 }

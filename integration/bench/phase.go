@@ -22,7 +22,14 @@ type Row struct {
 	P50, P99         time.Duration
 	Codes            map[string]int64 // refusals by status and error code
 
-	lat []int64
+	lat    []int64
+	rounds []roundCost // each round's cost, in the order driven (OverheadSE)
+}
+
+// roundCost is what one round cost Caddy.
+type roundCost struct {
+	cpu time.Duration
+	n   int64
 }
 
 // CPUPerReq is Caddy's CPU time per request, in µs.
@@ -42,6 +49,7 @@ func (r *Row) RPS() float64 {
 }
 
 func (r *Row) add(s *sample, cpu time.Duration) {
+	r.rounds = append(r.rounds, roundCost{cpu, s.n})
 	r.Requests += s.n
 	r.Errors += s.errs
 	if r.FirstError == "" {

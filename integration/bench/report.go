@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -75,6 +76,54 @@ func (r *Report) TightVerify() time.Duration {
 	return min(r.VerifyStart, r.VerifyEnd)
 }
 
+// OverheadSE is the standard error of Overhead's µs, from the rounds: a row and its
+// base take turns, so their i-th rounds ran side by side; the spread of the per-round
+// differences over the number of pairs. ok is false below 3 pairs.
+func (r *Report) OverheadSE(row *Row) (se float64, pairs int, ok bool) {
+	base := r.Row(row.Base)
+	if base == nil {
+		return 0, 0, false
+	}
+	var d []float64
+	for i := 0; i < len(row.rounds) && i < len(base.rounds); i++ {
+		a, b := row.rounds[i], base.rounds[i]
+		if a.n == 0 || b.n == 0 {
+			continue
+		}
+		d = append(d, us(a.cpu)/float64(a.n)-us(b.cpu)/float64(b.n))
+	}
+	if len(d) < 3 {
+		return 0, len(d), false
+	}
+	var mean, ss float64
+	for _, x := range d {
+		mean += x
+	}
+	mean /= float64(len(d))
+	for _, x := range d {
+		ss += (x - mean) * (x - mean)
+	}
+	return math.Sqrt(ss/float64(len(d)-1)) / math.Sqrt(float64(len(d))), len(d), true
+}
+
+// VerifiesSE is the standard error of Overhead's verifies: that of the µs and that of
+// the unit, when the unit is the verify-floor row (the tight loop's is not counted).
+func (r *Report) VerifiesSE(row *Row) (float64, bool) {
+	o, ver, ok := r.Overhead(row)
+	se, _, ok2 := r.OverheadSE(row)
+	if !ok || !ok2 || o <= 0 {
+		return 0, false
+	}
+	rel := (se / o) * (se / o)
+	if floor := r.Row(rowFloor); floor != nil && r.FloorVerify() > 0 {
+		if seU, _, ok := r.OverheadSE(floor); ok {
+			u := us(r.FloorVerify())
+			rel += (seU / u) * (seU / u)
+		}
+	}
+	return ver * math.Sqrt(rel), true
+}
+
 // Overhead is row's Caddy CPU per request over its base row's, in µs and in verifies.
 func (r *Report) Overhead(row *Row) (us, verifies float64, ok bool) {
 	base := r.Row(row.Base)
@@ -102,7 +151,7 @@ func (r *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "; unit = %.1f µs\n\n", us(r.Verify()))
 	r.printTable(w)
 	r.printMemory(w)
-	fmt.Fprintln(w, "\nacceptance (issue 12):")
+	fmt.Fprintln(w, "\nacceptance (issue 12; ± is one standard error, from the per-round differences of a row and its base):")
 	for _, v := range r.Verdicts() {
 		fmt.Fprintf(w, "  %-4s  %-44s %s\n", v.Result(), v.Name, v.Got)
 	}
@@ -118,9 +167,9 @@ func (r *Report) caddyName() string {
 
 func (r *Report) printTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "row\trequests\terrors\treq/s\tvs base\tCPU µs/req\t+µs vs base\tverifies\tp50 ms\tp99 ms\tallocs/req\tKB/req\t")
+	fmt.Fprintln(tw, "row\trequests\terrors\treq/s\tvs base\tCPU µs/req\t+µs vs base\t± se\tverifies\tp50 ms\tp99 ms\tallocs/req\tKB/req\t")
 	for _, row := range r.Rows {
-		ratio, over, ver := "-", "-", "-"
+		ratio, over, se, ver := "-", "-", "-", "-"
 		// Throughput against a plain base only: the refusal rows' base answers at once.
 		if base := r.Row(row.Base); base != nil && strings.HasPrefix(base.Name, rowPlain) && row.Conc == base.Conc && base.RPS() > 0 {
 			ratio = fmt.Sprintf("%.2f", row.RPS()/base.RPS())
@@ -128,9 +177,12 @@ func (r *Report) printTable(w io.Writer) {
 		if o, v, ok := r.Overhead(row); ok {
 			over, ver = fmt.Sprintf("%.1f", o), fmt.Sprintf("%.2f", v)
 		}
+		if e, _, ok := r.OverheadSE(row); ok {
+			se = fmt.Sprintf("%.1f", e)
+		}
 		n := float64(max(row.Requests, 1))
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%.1f\t%s\t%s\t%.2f\t%.2f\t%.1f\t%.2f\t\n",
-			row.Name, row.Requests, row.Errors, row.RPS(), ratio, row.CPUPerReq(), over, ver,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%.1f\t%s\t%s\t%s\t%.2f\t%.2f\t%.1f\t%.2f\t\n",
+			row.Name, row.Requests, row.Errors, row.RPS(), ratio, row.CPUPerReq(), over, se, ver,
 			ms(row.P50), ms(row.P99), float64(row.Mallocs)/n, float64(row.Bytes)/n/1024)
 	}
 	_ = tw.Flush()

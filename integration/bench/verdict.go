@@ -56,7 +56,11 @@ func (r *Report) overheadVerdict(name string, limit float64) Verdict {
 		return v
 	}
 	v.Measured, v.Pass = true, ver <= limit && row.Errors == 0
-	v.Got = fmt.Sprintf("%.2f verifies (%.1f µs over %s, verify %.1f µs)", ver, o, row.Base, us(r.Verify()))
+	v.Got = fmt.Sprintf("%.2f verifies", ver)
+	if se, ok := r.VerifiesSE(row); ok {
+		v.Got += fmt.Sprintf(" ± %.2f", se)
+	}
+	v.Got += fmt.Sprintf(" (%.1f µs over %s, verify %.1f µs)", o, row.Base, us(r.Verify()))
 	if f, t := r.FloorVerify(), r.TightVerify(); f > 0 && t > 0 {
 		v.Got += fmt.Sprintf("; %.2f tight-loop verifies of %.1f µs", o/us(t), us(t))
 	}
@@ -74,7 +78,11 @@ func (r *Report) refusedVerdict(name string) Verdict {
 		return v
 	}
 	v.Measured, v.Pass = true, o <= 5 && row.Errors == 0
-	v.Got = fmt.Sprintf("%.1f µs over a static 401 (%.1f µs in all)", o, row.CPUPerReq())
+	v.Got = fmt.Sprintf("%.1f", o)
+	if se, _, ok := r.OverheadSE(row); ok {
+		v.Got += fmt.Sprintf(" ± %.1f", se)
+	}
+	v.Got += fmt.Sprintf(" µs over a static 401 (%.1f µs in all)", row.CPUPerReq())
 	return v
 }
 
