@@ -20,9 +20,16 @@ var (
 	kindJWKS     = &kind{"jwks", func(c *Config) int64 { return c.MaxJWKSBytes }}
 )
 
-// cacheKey includes the kind so a URL fetched as metadata is never served as a JWKS
-// (or the other way round) when a document points jwks_uri at itself.
-func (k *kind) cacheKey(u string) string { return k.name + " " + u }
+// docKey names a cache entry. It includes the kind so a URL fetched as metadata is never
+// served as a JWKS (or the other way round) when a document points jwks_uri at itself.
+// A struct, not a joined string: a lookup, done on every request naming a jwks_uri
+// agent, then allocates nothing.
+type docKey struct {
+	kind *kind
+	url  string
+}
+
+func (k *kind) cacheKey(u string) docKey { return docKey{k, u} }
 
 // minRefetchAge: a JWKS fetched less than this long ago is not fetched again for an
 // unknown kid or a failed signature; it is as current as a refetch would be.
@@ -30,7 +37,7 @@ const minRefetchAge = time.Second
 
 // entry is one cached URL: the last valid value (if any) and the failure state.
 type entry struct {
-	key  string
+	key  docKey
 	elem *list.Element
 
 	val        any // map[string]any (metadata) or *keySet (JWKS); nil if never valid
@@ -121,7 +128,7 @@ func (c *Client) wait(ctx context.Context, cl *call, k *kind, u string, stale an
 // run performs the shared fetch and records the outcome. Only valid documents become
 // values; a failure sets a doubling backoff and, when a value within its stale limit
 // exists, hands that out instead (logged at Warn once per failed fetch).
-func (c *Client) run(key string, k *kind, u string, check func(map[string]any) (any, error), cl *call) {
+func (c *Client) run(key docKey, k *kind, u string, check func(map[string]any) (any, error), cl *call) {
 	ctx, cancel := context.WithTimeout(c.base, c.cfg.Timeout)
 	defer cancel()
 	val, ttl, err := c.fetch(ctx, k, u, check)

@@ -151,9 +151,9 @@ type Client struct {
 	sem    chan struct{} // global fetch budget
 
 	mu         sync.Mutex
-	entries    map[string]*entry // cache key → entry
-	lru        *list.List        // of *entry, front = most recently used
-	inflight   map[string]*call
+	entries    map[docKey]*entry
+	lru        *list.List // of *entry, front = most recently used
+	inflight   map[docKey]*call
 	lastForced map[string]time.Time // issuer id → last unknown-kid refresh ("sig " + id: bad-signature refresh)
 
 	// jwksURIs memoises ValidateEndpointURL of the jwks_uri members of cached metadata
@@ -187,9 +187,9 @@ func New(cfg Config) *Client {
 		base:       ctx,
 		cancel:     cancel,
 		sem:        make(chan struct{}, cfg.MaxConcurrentFetches),
-		entries:    map[string]*entry{},
+		entries:    map[docKey]*entry{},
 		lru:        list.New(),
-		inflight:   map[string]*call{},
+		inflight:   map[docKey]*call{},
 		lastForced: map[string]time.Time{},
 	}
 }
@@ -413,7 +413,7 @@ func (c *Client) lookup(ctx context.Context, id, doc string, find func(*keySet) 
 // within minRefetchAge: a JWKS fetched a while ago (but still fresh by its max-age) is
 // refetched, so a key published since, such as the next key of a rotation, verifies
 // at once.
-func (c *Client) allowRefresh(id, key string) bool {
+func (c *Client) allowRefresh(id string, key docKey) bool {
 	now := c.cfg.Now()
 	ri := c.cfg.RefreshInterval
 	c.mu.Lock()

@@ -102,7 +102,7 @@ func (c *Client) RefreshKey(ctx context.Context, id, doc, kid string, old *keys.
 }
 
 // allowKeyChange claims the bad-signature refresh slot of id and of the JWKS entry.
-func (c *Client) allowKeyChange(id, key string) bool {
+func (c *Client) allowKeyChange(id string, key docKey) bool {
 	now := c.cfg.Now()
 	ri := c.cfg.KeyChangeInterval
 	slot := "sig " + id
