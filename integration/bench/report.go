@@ -151,7 +151,8 @@ func (r *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "; unit = %.1f µs\n\n", us(r.Verify()))
 	r.printTable(w)
 	r.printMemory(w)
-	fmt.Fprintln(w, "\nacceptance (issue 12; ± is one standard error, from the per-round differences of a row and its base):")
+	fmt.Fprintln(w, "\nacceptance (issue 12):")
+	fmt.Fprintln(w, "  (± is one standard error, from the per-round differences of a row and its base)")
 	for _, v := range r.Verdicts() {
 		fmt.Fprintf(w, "  %-4s  %-44s %s\n", v.Result(), v.Name, v.Got)
 	}
