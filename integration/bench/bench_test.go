@@ -153,7 +153,7 @@ func TestWriteReadme(t *testing.T) {
 
 // TestOverheadSE: the standard error comes from the paired rounds of a row and its base
 // (differences 4, 6, 5, 5 µs: sd 0.816, se 0.408), rounds with no requests are skipped,
-// and fewer than 3 pairs give none.
+// and rows driven apart or fewer than 3 pairs give none.
 func TestOverheadSE(t *testing.T) {
 	round := func(usPerReq float64) roundCost {
 		return roundCost{cpu: time.Duration(usPerReq * 1000 * float64(time.Microsecond)), n: 1000}
@@ -165,6 +165,11 @@ func TestOverheadSE(t *testing.T) {
 	if !ok || pairs != 4 || math.Abs(se-0.408) > 0.001 {
 		t.Fatalf("se %.4f over %d pairs (ok %v), want 0.408 over 4", se, pairs, ok)
 	}
+	r.Row(rowGarbage).group = 2
+	if _, _, ok := r.OverheadSE(r.Row(rowGarbage)); ok {
+		t.Error("a standard error from rounds not driven together")
+	}
+	r.Row(rowGarbage).group = 0
 	r.Row(rowGarbage).rounds = r.Row(rowGarbage).rounds[:2]
 	if _, _, ok := r.OverheadSE(r.Row(rowGarbage)); ok {
 		t.Error("a standard error from 2 pairs")

@@ -24,6 +24,7 @@ type Row struct {
 
 	lat    []int64
 	rounds []roundCost // each round's cost, in the order driven (OverheadSE)
+	group  int         // rows driven in the same runPhases call share it: their rounds took turns
 }
 
 // roundCost is what one round cost Caddy.
@@ -107,8 +108,10 @@ func (b *bench) runPhase(ctx context.Context, ph phase) error { return b.runPhas
 // Caddy's CPU time and allocations are read around each round only: Caddy is idle while
 // the next round is signed.
 func (b *bench) runPhases(ctx context.Context, phs ...phase) error {
+	b.groups++
 	ds := make([]*driver, len(phs))
 	for i, ph := range phs {
+		ph.row.group = b.groups
 		ds[i] = newDriver(ph.addr, ph.conc)
 		defer ds[i].close()
 		if err := b.warm(ctx, ph, ds[i]); err != nil {

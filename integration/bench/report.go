@@ -77,11 +77,12 @@ func (r *Report) TightVerify() time.Duration {
 }
 
 // OverheadSE is the standard error of Overhead's µs, from the rounds: a row and its
-// base take turns, so their i-th rounds ran side by side; the spread of the per-round
-// differences over the number of pairs. ok is false below 3 pairs.
+// base driven together take turns, so their i-th rounds ran side by side; the spread of
+// the per-round differences over the number of pairs. ok is false below 3 pairs, and for
+// a row driven apart from its base (token-rotation, discovery, hostile: no pairs).
 func (r *Report) OverheadSE(row *Row) (se float64, pairs int, ok bool) {
 	base := r.Row(row.Base)
-	if base == nil {
+	if base == nil || row.group != base.group {
 		return 0, 0, false
 	}
 	var d []float64

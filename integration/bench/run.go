@@ -19,6 +19,7 @@ import (
 // bench is one run: the Caddy process, the servers of the benchmark process, and the
 // report being filled.
 type bench struct {
+	groups int // runPhases calls so far (Row.group)
 	cfg    config
 	log    io.Writer
 	dir    string
