@@ -26,7 +26,7 @@ type verdict struct {
 	start        time.Time
 	res          *reqverify.Result
 	done         bool
-	inErrors     bool                // made while Caddy ran the error routes (handle_errors)
+	made         context.Context     // the request context it was made in (madeInErrors)
 	repl         *caddy.Replacer     // the request's replacer, once a handler looked it up
 	placeholders verdictPlaceholders // the refusal's or the verified identity's placeholders
 }
@@ -67,19 +67,20 @@ func withVerdict(r *http.Request) (*http.Request, *verdict) {
 		return r.WithContext(c), &c.v
 	}
 	if v, ok := vars[verdictVar].(*verdict); ok {
-		if v.inErrors || ctx.Value(caddyhttp.ErrorCtxKey) == nil {
+		if !inErrorRoutes(ctx) || v.madeInErrors() {
 			return r, v
 		}
-		v = &verdict{start: time.Now(), inErrors: true}
-		vars[verdictVar] = v
-		return r, v
 	}
-	v := &verdict{start: time.Now()}
-	if ctx.Value(caddyhttp.ErrorCtxKey) != nil {
-		v.inErrors = true
-	}
+	v := &verdict{start: time.Now(), made: ctx}
 	vars[verdictVar] = v
 	return r, v
+}
+
+// madeInErrors reports whether v was made while the error routes ran. It is asked only
+// when a second handler of the request finds v, so a request's first handler does not
+// pay for a look through the whole context.
+func (v *verdict) madeInErrors() bool {
+	return v.made != nil && inErrorRoutes(v.made)
 }
 
 // verdictOf returns r's verdict; a request that reached a refusal without one (a
@@ -201,5 +202,5 @@ func (h *Handler) decisionFields(r *http.Request, v *verdict) []zap.Field {
 func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request, ue *reqverify.UnavailableError) error {
 	h.decide(r, http.StatusServiceUnavailable, wire.CodeTemporarilyUnavailable, ue.Msg)
 	noteUnavailable(w, r, h.logger, h.outages, ue)
-	return answerErrorOn(h.serverFor(r), w, r, http.StatusServiceUnavailable, unavailableError(ue))
+	return answerError(h.serverFor(r), w, r, http.StatusServiceUnavailable, unavailableError(ue))
 }

@@ -267,7 +267,7 @@ func TestVerdictCarrier(t *testing.T) {
 	v1.done = true
 	inErrors := r.WithContext(context.WithValue(r.Context(), caddyhttp.ErrorCtxKey, errors.New("upstream failed")))
 	_, v2 := withVerdict(inErrors)
-	if v2 == v1 || v2.done || !v2.inErrors {
+	if v2 == v1 || v2.done || !v2.madeInErrors() {
 		t.Fatalf("error routes reused the primary routes' verdict: %+v", v2)
 	}
 	if _, v := withVerdict(inErrors); v != v2 {

@@ -1,6 +1,7 @@
 package caddyaauth
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
@@ -27,17 +28,13 @@ func (r *refusal) Error() string {
 // answer. Response headers already set, such as the AAuth challenge and
 // WWW-Authenticate of a 401 (RFC 9110 §11.6.1), stay: Caddy runs its error routes on
 // the same response.
-func answerError(w http.ResponseWriter, r *http.Request, status int, e wire.Error) error {
-	return answerErrorOn(serverOf(r), w, r, status, e)
-}
-
-// answerErrorOn is answerError for a request of server srv (nil: none).
-func answerErrorOn(srv *caddyhttp.Server, w http.ResponseWriter, r *http.Request, status int, e wire.Error) error {
+// srv is r's server (nil: none; Handler.serverFor).
+func answerError(srv *caddyhttp.Server, w http.ResponseWriter, r *http.Request, status int, e wire.Error) error {
 	// caddyhttp.Error takes a stack frame and a random id: only worth it when the server
 	// has error routes at all (most sites do not, and a flood of refusals should cost little).
 	// Not from inside the error routes: Caddy does not run them again for their own
 	// error, it logs it and answers the first error's status with an empty body.
-	if srv != nil && srv.Errors != nil && len(srv.Errors.Routes) > 0 && r.Context().Value(caddyhttp.ErrorCtxKey) == nil {
+	if srv != nil && srv.Errors != nil && len(srv.Errors.Routes) > 0 && !inErrorRoutes(r.Context()) {
 		herr := caddyhttp.Error(status, &refusal{e: e})
 		if errorRoutesHandle(srv, r, herr) {
 			return herr
@@ -54,6 +51,12 @@ func (h *Handler) serverFor(r *http.Request) *caddyhttp.Server {
 		return h.srv
 	}
 	return serverOf(r)
+}
+
+// inErrorRoutes reports whether ctx is a request's while Caddy runs its error routes
+// (handle_errors), which it does after the primary routes returned an error.
+func inErrorRoutes(ctx context.Context) bool {
+	return ctx.Value(caddyhttp.ErrorCtxKey) != nil
 }
 
 // serverOf is the Caddy server r arrived on, if any.

@@ -32,7 +32,7 @@ func TestAnswerError(t *testing.T) {
 	empty := caddyhttp.RouteList{{Handlers: []caddyhttp.MiddlewareHandler{&caddyhttp.Subroute{}}}}
 	for name, routes := range map[string]caddyhttp.RouteList{"none": nil, "empty subroute": empty} {
 		r, repl, w := errorRoutesRequest(routes)
-		if err := answerError(w, r, http.StatusUnauthorized, e); err != nil || w.Code != http.StatusUnauthorized || w.Body.Len() == 0 {
+		if err := answerError(serverOf(r), w, r, http.StatusUnauthorized, e); err != nil || w.Code != http.StatusUnauthorized || w.Body.Len() == 0 {
 			t.Errorf("%s: err %v, status %d, body %q", name, err, w.Code, w.Body)
 		}
 		if _, ok := repl.Get("http.error.status_code"); ok {
@@ -43,7 +43,7 @@ func TestAnswerError(t *testing.T) {
 		Routes: caddyhttp.RouteList{{Handlers: []caddyhttp.MiddlewareHandler{&caddyhttp.StaticResponse{}}}},
 	}}}}
 	r, _, w := errorRoutesRequest(handled)
-	err := answerError(w, r, http.StatusUnauthorized, e)
+	err := answerError(serverOf(r), w, r, http.StatusUnauthorized, e)
 	var he caddyhttp.HandlerError
 	if !errors.As(err, &he) || he.StatusCode != http.StatusUnauthorized || w.Body.Len() != 0 {
 		t.Fatalf("err %v, body %q", err, w.Body)
@@ -61,7 +61,7 @@ func TestAnswerErrorInsideErrorRoutes(t *testing.T) {
 	r, _, w := errorRoutesRequest(handled)
 	r = (&caddyhttp.HTTPErrorConfig{}).WithError(r, caddyhttp.Error(http.StatusBadGateway, errors.New("upstream down")))
 	e := wire.Error{Code: wire.CodeInvalidRequest, Description: "request is not signed"}
-	if err := answerError(w, r, http.StatusUnauthorized, e); err != nil || w.Code != http.StatusUnauthorized || w.Body.Len() == 0 {
+	if err := answerError(serverOf(r), w, r, http.StatusUnauthorized, e); err != nil || w.Code != http.StatusUnauthorized || w.Body.Len() == 0 {
 		t.Fatalf("err %v, status %d, body %q: want the 401 written", err, w.Code, w.Body)
 	}
 }

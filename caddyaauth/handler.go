@@ -588,7 +588,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) erro
 	if status == http.StatusRequestEntityTooLarge {
 		return caddyhttp.Error(status, err)
 	}
-	return answerErrorOn(h.serverFor(r), w, r, status, e)
+	return answerError(h.serverFor(r), w, r, status, e)
 }
 
 // challenge answers 401 with the route's AAuth requirement and a JSON error body
@@ -610,7 +610,7 @@ func (h *Handler) writeChallenge(w http.ResponseWriter, r *http.Request, c wire.
 	if err := wire.Seed.SetUnauthorized(w.Header(), c); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	return answerErrorOn(h.serverFor(r), w, r, http.StatusUnauthorized, e)
+	return answerError(h.serverFor(r), w, r, http.StatusUnauthorized, e)
 }
 
 // Interface guards
