@@ -22,14 +22,27 @@ var (
 
 // docKey names a cache entry. It includes the kind so a URL fetched as metadata is never
 // served as a JWKS (or the other way round) when a document points jwks_uri at itself.
-// A struct, not a joined string: a lookup, done on every request naming a jwks_uri
-// agent, then allocates nothing.
+// A struct of the URL's parts, not a joined string: a lookup, done on every request
+// naming a jwks_uri agent, then allocates nothing. A metadata document's URL is split
+// after the identifier (which has no path), a JWKS URL not at all, so each URL has one
+// key per kind.
 type docKey struct {
-	kind *kind
-	url  string
+	kind       *kind
+	base, path string
 }
 
-func (k *kind) cacheKey(u string) docKey { return docKey{k, u} }
+// url is the document's URL.
+func (k docKey) url() string { return k.base + k.path }
+
+// metadataKey names the metadata document at path under the identifier id.
+func metadataKey(id, path string) docKey { return docKey{kind: kindMetadata, base: id, path: path} }
+
+// jwksKey names the JWKS at u.
+func jwksKey(u string) docKey { return docKey{kind: kindJWKS, base: u} }
+
+// owner is who a metadata document must say it belongs to (checkIdentity); the zero
+// owner checks nothing (a JWKS).
+type owner struct{ member, id string }
 
 // minRefetchAge: a JWKS fetched less than this long ago is not fetched again for an
 // unknown kid or a failed signature; it is as current as a refetch would be.
@@ -66,8 +79,8 @@ type call struct {
 // not cancel it for the others. A copy past its freshness but within its stale limit is
 // served when the refresh takes longer than StaleWait; the refresh goes on in the
 // background.
-func (c *Client) get(ctx context.Context, k *kind, u string, force bool, check func(map[string]any) (any, error)) (any, error) {
-	key := k.cacheKey(u)
+func (c *Client) get(ctx context.Context, key docKey, force bool, own owner) (any, error) {
+	k := key.kind
 	now := c.cfg.Now()
 	c.mu.Lock()
 	var stale any
@@ -85,7 +98,7 @@ func (c *Client) get(ctx context.Context, k *kind, u string, force bool, check f
 				c.staleServed.Add(1)
 				return val, nil
 			}
-			err := asUnavailable(e.err, k, u, e.retryAt.Sub(now))
+			err := asUnavailable(e.err, k, key.url(), e.retryAt.Sub(now))
 			c.mu.Unlock()
 			return nil, err
 		}
@@ -93,11 +106,12 @@ func (c *Client) get(ctx context.Context, k *kind, u string, force bool, check f
 			stale = e.val
 		}
 	}
+	u := key.url()
 	cl := c.inflight[key]
 	if cl == nil {
 		cl = &call{done: make(chan struct{})}
 		c.inflight[key] = cl
-		go c.run(key, k, u, check, cl)
+		go c.run(key, u, own, cl)
 	}
 	c.mu.Unlock()
 	return c.wait(ctx, cl, k, u, stale)
@@ -128,10 +142,11 @@ func (c *Client) wait(ctx context.Context, cl *call, k *kind, u string, stale an
 // run performs the shared fetch and records the outcome. Only valid documents become
 // values; a failure sets a doubling backoff and, when a value within its stale limit
 // exists, hands that out instead (logged at Warn once per failed fetch).
-func (c *Client) run(key docKey, k *kind, u string, check func(map[string]any) (any, error), cl *call) {
+func (c *Client) run(key docKey, u string, own owner, cl *call) {
+	k := key.kind
 	ctx, cancel := context.WithTimeout(c.base, c.cfg.Timeout)
 	defer cancel()
-	val, ttl, err := c.fetch(ctx, k, u, check)
+	val, ttl, err := c.fetch(ctx, k, u, own)
 	fetchErr := err
 	now := c.cfg.Now()
 

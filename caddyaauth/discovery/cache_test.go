@@ -325,7 +325,7 @@ func TestFailureBackoff(t *testing.T) {
 		call()
 	}
 	c.mu.Lock()
-	b := c.entries[kindMetadata.cacheKey(o.id+"/.well-known/aauth-agent.json")].backoff
+	b := c.entries[metadataKey(o.id, "/.well-known/aauth-agent.json")].backoff
 	c.mu.Unlock()
 	if b != maxBackoff {
 		t.Fatalf("backoff = %v, want %v", b, maxBackoff)

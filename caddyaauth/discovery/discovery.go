@@ -220,23 +220,25 @@ func (c *Client) Stats() Stats {
 	}
 }
 
-// knownDocNames are the names tried for the three document types (read-only).
-var knownDocNames = map[string][]string{
-	DocAgent:    {DocAgent + ".json", DocAgent},
-	DocIssuer:   {DocIssuer + ".json", DocIssuer},
-	DocResource: {DocResource + ".json", DocResource},
+// knownDocPaths are the paths tried for the three document types (read-only).
+var knownDocPaths = map[string][]string{
+	DocAgent:    {wellKnown + DocAgent + ".json", wellKnown + DocAgent},
+	DocIssuer:   {wellKnown + DocIssuer + ".json", wellKnown + DocIssuer},
+	DocResource: {wellKnown + DocResource + ".json", wellKnown + DocResource},
 }
 
-// docNames returns the candidate well-known names for doc, in fetch order, and the member
+const wellKnown = "/.well-known/"
+
+// docPaths returns the candidate well-known paths for doc, in fetch order, and the member
 // that must equal the identifier ("" for an unknown document type).
-func docNames(doc string) (names []string, member string, err error) {
-	if names, ok := knownDocNames[doc]; ok {
-		return names, idMember(doc), nil
+func docPaths(doc string) (paths []string, member string, err error) {
+	if paths, ok := knownDocPaths[doc]; ok {
+		return paths, idMember(doc), nil
 	}
 	if err := ValidateWellKnownName(doc); err != nil {
 		return nil, "", err
 	}
-	return []string{doc}, idMember(doc), nil
+	return []string{wellKnown + doc}, idMember(doc), nil
 }
 
 func idMember(name string) string {
@@ -286,35 +288,29 @@ func checkIdentity(obj map[string]any, member, id string) error {
 // prefix) must equal id exactly. The result is a shallow copy of the cached object: do
 // not modify nested values.
 func (c *Client) Metadata(ctx context.Context, id, doc string) (map[string]any, error) {
-	obj, _, err := c.metadata(ctx, id, doc)
+	obj, err := c.metadata(ctx, id, doc)
 	if err != nil {
 		return nil, err
 	}
 	return maps.Clone(obj), nil
 }
 
-// metadata returns the cached (shared, read-only) object and the URL it came from.
-func (c *Client) metadata(ctx context.Context, id, doc string) (map[string]any, string, error) {
+// metadata returns the cached (shared, read-only) object.
+func (c *Client) metadata(ctx context.Context, id, doc string) (map[string]any, error) {
 	if err := ValidateIdentifier(id, c.cfg.Dev); err != nil {
 		c.log.Debug("refused identifier", zap.String("id", clip(id)), zap.Error(err))
-		return nil, "", err
+		return nil, err
 	}
-	names, member, err := docNames(doc)
+	paths, member, err := docPaths(doc)
 	if err != nil {
 		c.log.Debug("refused well-known name", zap.String("name", clip(doc)), zap.Error(err))
-		return nil, "", err
+		return nil, err
 	}
 	var firstErr error
-	for _, name := range names {
-		u := id + "/.well-known/" + name
-		v, err := c.get(ctx, kindMetadata, u, false, func(obj map[string]any) (any, error) {
-			if err := checkIdentity(obj, member, id); err != nil {
-				return nil, err
-			}
-			return obj, nil
-		})
+	for _, path := range paths {
+		v, err := c.get(ctx, metadataKey(id, path), false, owner{member, id})
 		if err == nil {
-			return v.(map[string]any), u, nil
+			return v.(map[string]any), nil
 		}
 		if firstErr == nil || (errors.Is(err, ErrUnavailable) && !errors.Is(firstErr, ErrUnavailable)) {
 			// An outage of the second name outranks "not served" of the first.
@@ -327,7 +323,7 @@ func (c *Client) metadata(ctx context.Context, id, doc string) (map[string]any, 
 			break
 		}
 	}
-	return nil, "", firstErr
+	return nil, firstErr
 }
 
 // maxValidJWKSURIs bounds the memo of validated jwks_uri values.
@@ -369,7 +365,7 @@ func (c *Client) KeyByThumbprint(ctx context.Context, id, doc, jkt string) (*key
 }
 
 func (c *Client) lookup(ctx context.Context, id, doc string, find func(*keySet) *keys.PublicKey, notFound func() error) (*keys.PublicKey, error) {
-	md, _, err := c.metadata(ctx, id, doc)
+	md, err := c.metadata(ctx, id, doc)
 	if err != nil {
 		return nil, err
 	}
@@ -386,18 +382,18 @@ func (c *Client) lookup(ctx context.Context, id, doc string, find func(*keySet) 
 		return nil, fmt.Errorf("%w: jwks_uri of %s is on another origin", ErrBlocked, id)
 	}
 	jwksURL := raw
-	v, err := c.get(ctx, kindJWKS, jwksURL, false, nil)
+	v, err := c.get(ctx, jwksKey(jwksURL), false, owner{})
 	if err != nil {
 		return nil, err
 	}
 	if k := find(v.(*keySet)); k != nil {
 		return k, nil
 	}
-	if !c.allowRefresh(id, kindJWKS.cacheKey(jwksURL)) {
+	if !c.allowRefresh(id, jwksKey(jwksURL)) {
 		c.log.Debug("unknown key, refresh throttled", zap.String("id", id))
 		return nil, notFound()
 	}
-	v, err = c.get(ctx, kindJWKS, jwksURL, true, nil)
+	v, err = c.get(ctx, jwksKey(jwksURL), true, owner{})
 	if err != nil {
 		return nil, err
 	}

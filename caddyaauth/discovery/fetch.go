@@ -117,7 +117,7 @@ func checkDial(network, address string, allow func(netip.Addr) bool) error {
 // fetch GETs u once and turns the body into a cached value. It never follows redirects,
 // accepts only 200 with a JSON content type and an identity encoding, and reads at most the
 // kind's cap (cap+1 bytes are read so an oversized body is detected, not truncated).
-func (c *Client) fetch(ctx context.Context, k *kind, u string, check func(map[string]any) (any, error)) (any, time.Duration, error) {
+func (c *Client) fetch(ctx context.Context, k *kind, u string, own owner) (any, time.Duration, error) {
 	fail := func(err error) (any, time.Duration, error) {
 		return nil, 0, fmt.Errorf("%w: %s %s: %w", ErrFetch, k.name, clip(u), err)
 	}
@@ -175,13 +175,13 @@ func (c *Client) fetch(ctx context.Context, k *kind, u string, check func(map[st
 		return fail(err)
 	}
 	var val any
-	if k == kindJWKS {
+	switch {
+	case k == kindJWKS:
 		val, err = parseJWKS(obj)
-	} else {
-		val, err = obj, nil
-	}
-	if err == nil && check != nil {
-		val, err = check(obj)
+	case own != owner{}:
+		val, err = obj, checkIdentity(obj, own.member, own.id)
+	default:
+		val = obj
 	}
 	if err != nil {
 		return fail(err)

@@ -39,7 +39,7 @@ func TestNonDevLoopbackRefusedWithoutConnecting(t *testing.T) {
 		fmt.Sprintf("https://[::ffff:127.0.0.1]:%d/x", port),
 		fmt.Sprintf("https://localhost:%d/x", port), // real resolver → 127.0.0.1 / ::1
 	} {
-		_, err := c.get(ctx, kindMetadata, u, false, nil)
+		_, err := c.get(ctx, docKey{kind: kindMetadata, base: u}, false, owner{})
 		if !errors.Is(err, ErrBlocked) || !errors.Is(err, ErrFetch) {
 			t.Errorf("%s: err = %v, want ErrBlocked and ErrFetch", u, err)
 		}

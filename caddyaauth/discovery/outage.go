@@ -78,7 +78,7 @@ func (c *Client) RefreshKey(ctx context.Context, id, doc, kid string, old *keys.
 		return nil, invalid("kid must be 1 to 256 bytes and the old key set")
 	}
 	unchanged := fmt.Errorf("%w: no other key under kid %q in the JWKS of %s", ErrUnknownKey, clip(kid), id)
-	md, _, err := c.metadata(ctx, id, doc)
+	md, err := c.metadata(ctx, id, doc)
 	if err != nil {
 		return nil, err
 	}
@@ -86,11 +86,11 @@ func (c *Client) RefreshKey(ctx context.Context, id, doc, kid string, old *keys.
 	if _, err := ValidateEndpointURL(raw, c.cfg.Dev); err != nil {
 		return nil, err
 	}
-	if !c.allowKeyChange(id, kindJWKS.cacheKey(raw)) {
+	if !c.allowKeyChange(id, jwksKey(raw)) {
 		c.log.Debug("signature failed, key refresh throttled", zap.String("id", id))
 		return nil, unchanged
 	}
-	v, err := c.get(ctx, kindJWKS, raw, true, nil)
+	v, err := c.get(ctx, jwksKey(raw), true, owner{})
 	if err != nil {
 		return nil, err
 	}

@@ -179,7 +179,7 @@ func TestStaleWhileRefresh(t *testing.T) {
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		c.mu.Lock()
-		e := c.entries[kindJWKS.cacheKey(o.id+"/jwks.json")]
+		e := c.entries[jwksKey(o.id+"/jwks.json")]
 		done := e.val.(*keySet).byKID["k2"] != nil
 		c.mu.Unlock()
 		if done {
