@@ -43,7 +43,7 @@ func TestQuickRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, log.String())
 	}
-	for _, name := range []string{rowIssuance, rowPlain, rowFloor, rowPlainTok, rowHWK, rowJWKS, rowToken, rowCold, rowRotation,
+	for _, name := range []string{rowIssuance, rowPlain, rowFloor, rowPlainTok, rowPlainJWKS, rowHWK, rowJWKS, rowToken, rowCold, rowRotation,
 		rowDiscovery, rowStatic, rowGarbage, rowStaticSigned, rowExpired, rowHostile} {
 		row := rep.Row(name)
 		switch {

@@ -15,6 +15,7 @@ const (
 	rowPlain        = "plain"
 	rowFloor        = "verify-floor"
 	rowPlainTok     = "plain-token"
+	rowPlainJWKS    = "plain-jwks"
 	rowHWK          = "hwk"
 	rowJWKS         = "jwks_uri"
 	rowToken        = "token-cached"
@@ -59,7 +60,7 @@ func (b *bench) routes(ctx context.Context) error {
 		name string
 		make func(context.Context) (phase, error)
 	}{
-		{phPlain, b.plainPhase}, {phPlain, b.floorPhase}, {phHWK, b.hwkPhase}, {phJWKS, b.jwksPhase}, {phToken, b.plainTokenPhase}, {phToken, b.tokenPhase}, {phCold, b.coldPhase},
+		{phPlain, b.plainPhase}, {phPlain, b.floorPhase}, {phHWK, b.hwkPhase}, {phJWKS, b.plainJWKSPhase}, {phJWKS, b.jwksPhase}, {phToken, b.plainTokenPhase}, {phToken, b.tokenPhase}, {phCold, b.coldPhase},
 	}
 	var phs []phase
 	for _, p := range all {
@@ -135,10 +136,22 @@ func (b *bench) hwkPhase(context.Context) (phase, error) {
 }
 
 func (b *bench) jwksPhase(context.Context) (phase, error) {
-	row := &Row{Name: rowJWKS, Base: rowPlain, What: fmt.Sprintf("require identity, scheme jwks_uri, keys cached (%d agents)", len(b.agents))}
-	return b.steady(row, b.jwksSite, func(n int) ([][]byte, error) {
+	row := &Row{Name: rowJWKS, Base: rowPlainJWKS, What: fmt.Sprintf("require identity, scheme jwks_uri, keys cached (%d agents)", len(b.agents))}
+	return b.steady(row, b.jwksSite, b.jwksBatch()), nil
+}
+
+// plainJWKSPhase sends the jwks_uri phase's kind of request bytes (a Signature-Key that
+// names the agent instead of carrying its key) to the server without aauth: the base of
+// the jwks_uri row, fed the very same bytes.
+func (b *bench) plainJWKSPhase(context.Context) (phase, error) {
+	row := &Row{Name: rowPlainJWKS, What: "reverse_proxy without aauth, fed the jwks_uri requests' bytes"}
+	return b.steady(row, b.plain, b.jwksBatch()), nil
+}
+
+func (b *bench) jwksBatch() func(n int) ([][]byte, error) {
+	return func(n int) ([][]byte, error) {
 		return b.signEach(n, b.jwksSite, "/jwks/", func(i int) *agent.Credential { return b.agents[i%len(b.agents)].cred })
-	}), nil
+	}
 }
 
 func (b *bench) tokenPhase(ctx context.Context) (phase, error) {
