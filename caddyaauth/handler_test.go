@@ -3,6 +3,7 @@ package caddyaauth
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"net/url"
 	"testing"
 	"time"
@@ -10,6 +11,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/keys"
+	"github.com/caddy-aauth/caddy-aauth/caddyaauth/reqverify"
 )
 
 func TestSplitRequestURI(t *testing.T) {
@@ -107,5 +111,64 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	}
 	if h.Require != "pseudonym" || len(h.Authorities) != 2 || h.Headers["agent"] != "X-Agent" || h.SignatureWindow != caddy.Duration(2*time.Minute) {
 		t.Fatalf("%+v", h)
+	}
+}
+
+// setIdentity writes the constant header names as they are: they must be canonical, or
+// the upstream would get a second spelling beside a client's stripped one.
+func TestIdentityHeadersCanonical(t *testing.T) {
+	for _, f := range identityFields {
+		if c := textproto.CanonicalMIMEHeaderKey(f.header); c != f.header {
+			t.Errorf("%s: header %q is not canonical (%q)", f.key, f.header, c)
+		}
+	}
+}
+
+func TestSetIdentityHeaders(t *testing.T) {
+	res := &reqverify.Result{Level: reqverify.LevelIdentity, Scheme: "jwks_uri", Agent: "https://agent.example",
+		Key: &keys.PublicKey{Thumbprint: "jkt-value"}}
+	cases := []struct {
+		name    string
+		renames map[string]string
+		want    map[string]string // header → value; every other X-Aauth-* and renamed name absent
+	}{
+		{"defaults", nil, map[string]string{"X-Aauth-Level": "identity", "X-Aauth-Scheme": "jwks_uri",
+			"X-Aauth-Agent": "https://agent.example", "X-Aauth-Key-Thumbprint": "jkt-value"}},
+		{"renamed, any case", map[string]string{"agent": "x-agent-ID"}, map[string]string{"X-Aauth-Level": "identity",
+			"X-Aauth-Scheme": "jwks_uri", "X-Agent-Id": "https://agent.example", "X-Aauth-Key-Thumbprint": "jkt-value"}},
+		{"suppressed", map[string]string{"jkt": "-", "level": "-"}, map[string]string{"X-Aauth-Scheme": "jwks_uri",
+			"X-Aauth-Agent": "https://agent.example"}},
+		{"renaming an absent field sets nothing", map[string]string{"sub": "X-User"}, map[string]string{"X-Aauth-Level": "identity",
+			"X-Aauth-Scheme": "jwks_uri", "X-Aauth-Agent": "https://agent.example", "X-Aauth-Key-Thumbprint": "jkt-value"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := &Handler{Headers: c.renames}
+			r := httptest.NewRequest("GET", "http://api.example/", nil)
+			h.setIdentity(r, caddy.NewReplacer(), res)
+			if len(r.Header) != len(c.want) {
+				t.Fatalf("headers %v, want %v", r.Header, c.want)
+			}
+			for k, v := range c.want {
+				if got := r.Header[k]; len(got) != 1 || got[0] != v {
+					t.Errorf("%s = %q, want %q (all: %v)", k, got, v, r.Header)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSetIdentity is the identity headers and placeholders of a verified auth-token
+// request (six fields set).
+func BenchmarkSetIdentity(b *testing.B) {
+	res := &reqverify.Result{Level: reqverify.LevelIdentity, Scheme: "jwt", Agent: "https://agent.example",
+		Key: &keys.PublicKey{Thumbprint: "jkt-value"}, Delegate: "d"}
+	h := &Handler{}
+	repl := caddy.NewReplacer()
+	r := httptest.NewRequest("GET", "http://api.example/", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(r.Header)
+		h.setIdentity(r, repl, res)
 	}
 }

@@ -165,13 +165,17 @@ func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, res *reqver
 	vals := identityValues(res)
 	backing := vals // one backing array for every header value (Header.Set makes one slice each)
 	for i, f := range identityFields {
-		name := f.header
+		if vals[i] == "" {
+			continue
+		}
+		name := f.header // canonical already (TestIdentityHeadersCanonical)
 		if alt, ok := h.Headers[f.key]; ok {
-			name = alt
+			if alt == "" || alt == "-" {
+				continue
+			}
+			name = textproto.CanonicalMIMEHeaderKey(alt)
 		}
-		if name != "" && name != "-" && vals[i] != "" {
-			r.Header[textproto.CanonicalMIMEHeaderKey(name)] = backing[i : i+1 : i+1]
-		}
+		r.Header[name] = backing[i : i+1 : i+1]
 	}
 	// A request without a verdict gets a detached one: the provider still answers.
 	verdictOf(r).placeholders.provide(repl, vals)
