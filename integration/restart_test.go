@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -57,23 +58,11 @@ func (e *restartEnv) start(t *testing.T) {
 	// The http app can listen before the other apps have started (Caddy starts apps in
 	// no set order), and the aauth app generates keys in its Start: the config has
 	// started when Caddy says it serves it.
-	waitOutput(t, e.proc, "serving initial configuration", 30*time.Second)
+	waitLine(t, e.proc, servingConfig, 30*time.Second)
 }
 
-// waitOutput waits until p has written want, failing when p exits or time runs out.
-func waitOutput(t *testing.T, p *process, want string, timeout time.Duration) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); !strings.Contains(p.out.String(), want); time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited before writing %q: %v", p.name, want, p.err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not write %q within %v", p.name, want, timeout)
-		}
-	}
-}
+// servingConfig is what caddy run logs once every app of its config has started.
+var servingConfig = regexp.MustCompile(`serving initial configuration`)
 
 func kids(t *testing.T, url string) []string {
 	t.Helper()
