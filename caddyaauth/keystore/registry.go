@@ -35,10 +35,10 @@ func Acquire(st certmagic.Storage, l Layout, alg string, p Policy, onRotate func
 	registry.Lock()
 	defer registry.Unlock()
 	k = registry.keys[name]
-	if k == nil {
+	created := k == nil
+	if created {
 		k = NewKey(st, l, alg)
 		k.stop = make(chan struct{})
-		go k.watch(k.stop)
 		registry.keys[name] = k
 	}
 	u := &user{policy: p.withDefaults(), onRotate: onRotate}
@@ -47,6 +47,11 @@ func Acquire(st certmagic.Storage, l Layout, alg string, p Policy, onRotate func
 	u.seq = k.seq
 	k.users[u] = struct{}{}
 	k.mu.Unlock()
+	if created {
+		// Only now: a watch started before its first user would read the default
+		// policy and sleep its longest re-read period before looking again.
+		go k.watch(k.stop)
+	}
 	var once sync.Once
 	return k, func() {
 		once.Do(func() {

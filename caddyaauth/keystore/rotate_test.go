@@ -242,7 +242,9 @@ func TestRegisteredKeyRotatesWhenIdle(t *testing.T) {
 	k.mu.Unlock()
 	signerKID(t, k) // the config's start reads the keyring
 	c.add(time.Hour)
-	deadline := time.Now().Add(10 * time.Second)
+	// The watch re-reads every PublishDelay/4 (250 ms) here; well under the 10 s it
+	// slept when it started before its first user and read the default policy.
+	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if infos, _ := keyAt(st, l, c, Policy{}).Infos(context.Background()); len(infos) == 2 {
 			break
