@@ -102,7 +102,7 @@ http://:%s {
 	}
 	env := []string{"XDG_DATA_HOME=" + filepath.Join(home, "data"), "XDG_CONFIG_HOME=" + filepath.Join(home, "config"), "HOME=" + home}
 	p := startProcess(t, "api1-"+"ab"[i:i+1], c.lb.dir, env, bin, "run", "--config", file, "--adapter", "caddyfile")
-	waitHTTP(t, p, c.lb.direct[i]+"/.well-known/aauth-resource.json", 30*time.Second)
+	waitCaddy(t, p, c.lb.direct[i]+"/.well-known/aauth-resource.json")
 }
 
 // start runs the agent's call to API1 on instance (after alice approved the agent's own

@@ -161,7 +161,7 @@ http://:%s {
 	}
 	p := startProcess(t, "caddy-"+"ab"[i:i+1], e.dir, env, e.bin, "run", "--config", file, "--adapter", "caddyfile")
 	e.procs[i] = p
-	waitHTTP(t, p, e.direct[i]+"/.well-known/aauth-issuer.json", 30*time.Second)
+	waitCaddy(t, p, e.direct[i]+"/.well-known/aauth-issuer.json")
 }
 
 // answer is one HTTP answer, read in a goroutine.

@@ -241,7 +241,7 @@ func startCaddy(t *testing.T, caddyfile, probe string) {
 	}
 	env := []string{"XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"), "HOME=" + dir}
 	p := startProcess(t, "caddy", dir, env, bin, "run", "--config", file, "--adapter", "caddyfile")
-	waitHTTP(t, p, probe, 30*time.Second)
+	waitCaddy(t, p, probe)
 }
 
 // TestReferenceAgentAgainstCaddy: the reference agent (which signs only @method

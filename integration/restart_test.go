@@ -54,11 +54,17 @@ func newRestartEnv(t *testing.T, site func(e *restartEnv) string) *restartEnv {
 func (e *restartEnv) start(t *testing.T) {
 	t.Helper()
 	e.proc = startProcess(t, "caddy", e.dir, e.env, e.bin, "run", "--config", e.config, "--adapter", "caddyfile")
-	waitHTTP(t, e.proc, e.authID+"/.well-known/aauth-issuer.json", 30*time.Second)
-	// The http app can listen before the other apps have started (Caddy starts apps in
-	// no set order), and the aauth app generates keys in its Start: the config has
-	// started when Caddy says it serves it.
-	waitLine(t, e.proc, servingConfig, 30*time.Second)
+	waitCaddy(t, e.proc, e.authID+"/.well-known/aauth-issuer.json")
+}
+
+// waitCaddy waits until a `caddy run` process answers url and has started every app.
+// The http app can listen before the others have started (Caddy starts apps in no set
+// order), and the aauth app makes keys and starts sweepers in its Start: the config
+// has started when Caddy says it serves it.
+func waitCaddy(t *testing.T, p *process, url string) {
+	t.Helper()
+	waitHTTP(t, p, url, 30*time.Second)
+	waitLine(t, p, servingConfig, 30*time.Second)
 }
 
 // servingConfig is what caddy run logs once every app of its config has started.
