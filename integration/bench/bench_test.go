@@ -5,6 +5,7 @@ import (
 	"context"
 	"math"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +174,55 @@ func TestOverheadSE(t *testing.T) {
 	r.Row(rowGarbage).rounds = r.Row(rowGarbage).rounds[:2]
 	if _, _, ok := r.OverheadSE(r.Row(rowGarbage)); ok {
 		t.Error("a standard error from 2 pairs")
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string // cpuList of the result; "" for an error
+	}{
+		{"0", "0"}, {"0-1", "0,1"}, {"0,2-3,7", "0,2,3,7"}, {"4-4", "4"},
+		{"", ""}, {"a", ""}, {"3-1", ""}, {"1,0", ""}, {"0-1,1", ""}, {"-1", ""}, {"0-", ""}, {"0,,1", ""},
+	} {
+		got, err := parseCPUList(c.in)
+		switch {
+		case c.want == "" && err == nil:
+			t.Errorf("%q accepted: %v", c.in, got)
+		case c.want != "" && (err != nil || cpuList(got) != c.want):
+			t.Errorf("%q: %v %v, want %s", c.in, got, err, c.want)
+		}
+	}
+}
+
+// TestPinnedLayout: a run re-executed pinned starts Caddy under taskset on Caddy's
+// CPUs; one that is not starts it directly.
+func TestPinnedLayout(t *testing.T) {
+	t.Setenv(envPinned, "")
+	if _, ok := pinned(); ok {
+		t.Fatal("pinned without the variable")
+	}
+	if cmd := caddyCommand("/bin/caddy", "run"); strings.Join(cmd.Args, " ") != "/bin/caddy run" {
+		t.Errorf("unpinned command %v", cmd.Args)
+	}
+	for _, bad := range []string{"0", "0|", "|1"} {
+		t.Setenv(envPinned, bad)
+		if _, ok := pinned(); ok {
+			t.Errorf("%q read as a layout", bad)
+		}
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Fatalf("taskset (util-linux) is needed to pin the benchmark's processes: %v", err)
+	}
+	t.Setenv(envPinned, "0,1|2,3")
+	l, ok := pinned()
+	if !ok || l.CaddyCPUs != "0,1" || l.LoadCPUs != "2,3" || l.cpus() != 4 {
+		t.Fatalf("layout %+v %v", l, ok)
+	}
+	if cmd := caddyCommand("/bin/caddy", "run"); strings.Join(cmd.Args[1:], " ") != "-c 0,1 /bin/caddy run" {
+		t.Errorf("pinned command %v", cmd.Args)
+	}
+	if s := l.String(); !strings.Contains(s, "Caddy on CPU 0,1") || !strings.Contains(s, "upstream on CPU 2,3") {
+		t.Errorf("layout line %q", s)
 	}
 }

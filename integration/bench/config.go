@@ -38,6 +38,8 @@ type config struct {
 	verifyRuns  int    // testing.Benchmark runs of ed25519.Verify
 	keepDir     bool   // keep the temporary folder (Caddyfile, storage)
 	readme      string // a Markdown file whose quoted run to replace with this one
+	pin         bool   // Caddy on half the CPUs, the load generator and upstream on the rest
+	layout      Layout // where the processes run (set by main)
 }
 
 func parseFlags(args []string) (config, error) {
@@ -53,6 +55,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.hostile, "hostile", 1000000, "hostile requests of distinct random keys in the memory phase")
 	fs.IntVar(&c.verifyRuns, "verify-runs", 3, "testing.Benchmark runs of ed25519.Verify (the fastest counts)")
 	fs.BoolVar(&c.keepDir, "keep", false, "keep the temporary folder (Caddyfile, storage) and print its path")
+	fs.BoolVar(&c.pin, "pin", true, "run Caddy on half the CPUs and this program and the upstream on the others (taskset), when there are 2 or more")
 	fs.StringVar(&c.readme, "readme", "", "also write the report into this Markdown file, between its bench output markers (README.md)")
 	fs.SetOutput(os.Stderr)
 	if err := fs.Parse(args); err != nil {

@@ -46,6 +46,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
+	switch l, ok := pinned(); {
+	case ok:
+		cfg.layout = l
+	case cfg.pin:
+		cfg.layout = pinSelf() // returns only when it could not re-execute pinned
+	default:
+		cfg.layout = Layout{Why: "-pin=false"}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The load generator collects garbage rarely (its heap is small): a GC pause of this

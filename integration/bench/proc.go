@@ -53,7 +53,7 @@ func startCaddy(ctx context.Context, bin, dir, caddyfile, admin string) (*caddyP
 		env = append(env, v+"="+d)
 	}
 	p := &caddyProc{admin: admin, log: &tail{max: 64 << 10}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
+	p.cmd = caddyCommand(bin, "run", "--config", path, "--adapter", "caddyfile")
 	p.cmd.Env, p.cmd.Dir = env, dir
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	// The Caddy process dies with the benchmark, however the benchmark ends.

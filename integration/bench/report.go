@@ -29,7 +29,19 @@ type Memory struct {
 }
 
 func newReport(cfg config) *Report {
-	return &Report{cfg: cfg, Started: time.Now().UTC(), Machine: describeMachine()}
+	m := describeMachine()
+	if n := cfg.layout.cpus(); n > 0 {
+		m.Cores = n // this process sees only its own CPUs
+	}
+	return &Report{cfg: cfg, Started: time.Now().UTC(), Machine: m}
+}
+
+// layout is where the processes ran.
+func (r *Report) layout() Layout {
+	if r.cfg.layout == (Layout{}) {
+		return Layout{Why: "not requested"}
+	}
+	return r.cfg.layout
 }
 
 func (r *Report) add(row *Row) { r.Rows = append(r.Rows, row) }
@@ -143,6 +155,7 @@ func (r *Report) print(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "machine: %s, %d cores, %s, Linux %s; load average %s at start, %s at end\n",
 		m.CPU, m.Cores, m.Go, m.Kernel, m.LoadStart, m.LoadEnd)
+	fmt.Fprintf(w, "layout: %s\n", r.layout())
 	fmt.Fprintf(w, "run: -c %d, -duration %s per steady phase%s; Caddy: %s\n",
 		r.cfg.concurrency, r.cfg.duration, map[bool]string{true: " (-quick)"}[r.cfg.quick], r.caddyName())
 	fmt.Fprintf(w, "one Ed25519 verify: tight loop (testing.Benchmark, this process) %.1f µs at start, %.1f µs at end", us(r.VerifyStart), us(r.VerifyEnd))
