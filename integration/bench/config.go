@@ -11,7 +11,6 @@ import (
 
 // Phase names, in the order they run.
 const (
-	phIssuance  = "issuance"
 	phPlain     = "plain"
 	phHWK       = "hwk"
 	phJWKS      = "jwks"
@@ -21,9 +20,10 @@ const (
 	phDiscovery = "discovery"
 	phRefused   = "refused"
 	phHostile   = "hostile"
+	phIssuance  = "issuance"
 )
 
-var allPhases = []string{phIssuance, phPlain, phHWK, phJWKS, phToken, phCold, phRotation, phDiscovery, phRefused, phHostile}
+var allPhases = []string{phPlain, phHWK, phJWKS, phToken, phCold, phRotation, phDiscovery, phRefused, phHostile, phIssuance}
 
 // config is what the flags set.
 type config struct {
