@@ -42,8 +42,8 @@ func (b *bench) phases(ctx context.Context) error {
 		{"routes", b.routes}, {phRotation, b.rotationPhase}, {phDiscovery, b.discoveryPhase},
 		{phRefused, b.refusedPhases}, {phHostile, b.hostilePhase},
 		// Last: the jti of every resource token it redeems stays in Caddy's heap for the
-		// token's lifetime (about 30 MB after 2 minutes), which lengthens each garbage
-		// collection of the phases after it, and so their latency tails.
+		// token's lifetime (about 30 MB after 2 minutes), which would lengthen each
+		// garbage collection of the phases after it.
 		{phIssuance, b.issuance},
 	}
 	for _, s := range steps {
