@@ -524,6 +524,19 @@ func waitHTTP(t *testing.T, p *process, url string, limit time.Duration) {
 	}
 }
 
+// waitCaddy waits until a `caddy run` process answers url and has started every app.
+// The http app can listen before the others have started (Caddy starts apps in no set
+// order), and the aauth app makes keys and starts sweepers in its Start: the config
+// has started when Caddy says it serves it.
+func waitCaddy(t *testing.T, p *process, url string) {
+	t.Helper()
+	waitHTTP(t, p, url, 30*time.Second)
+	waitLine(t, p, servingConfig, 30*time.Second)
+}
+
+// servingConfig is what caddy run logs once every app of its config has started.
+var servingConfig = regexp.MustCompile(`serving initial configuration`)
+
 type cliResult struct {
 	args           []string
 	stdout, stderr string

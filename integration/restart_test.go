@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -56,19 +55,6 @@ func (e *restartEnv) start(t *testing.T) {
 	e.proc = startProcess(t, "caddy", e.dir, e.env, e.bin, "run", "--config", e.config, "--adapter", "caddyfile")
 	waitCaddy(t, e.proc, e.authID+"/.well-known/aauth-issuer.json")
 }
-
-// waitCaddy waits until a `caddy run` process answers url and has started every app.
-// The http app can listen before the others have started (Caddy starts apps in no set
-// order), and the aauth app makes keys and starts sweepers in its Start: the config
-// has started when Caddy says it serves it.
-func waitCaddy(t *testing.T, p *process, url string) {
-	t.Helper()
-	waitHTTP(t, p, url, 30*time.Second)
-	waitLine(t, p, servingConfig, 30*time.Second)
-}
-
-// servingConfig is what caddy run logs once every app of its config has started.
-var servingConfig = regexp.MustCompile(`serving initial configuration`)
 
 func kids(t *testing.T, url string) []string {
 	t.Helper()
