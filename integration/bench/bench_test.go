@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -120,7 +121,13 @@ func TestFlags(t *testing.T) {
 	if cfg.duration != time.Second || cfg.hostile != 50000 || strings.Join(cfg.phases, ",") != "plain,hwk" {
 		t.Errorf("quick config %+v", cfg)
 	}
-	for _, bad := range [][]string{{"-phases", "hwk,nope"}, {"-c", "0"}, {"-duration", "0s"}, {"-tokens", "0"}} {
+	for _, good := range []string{"400", "off"} {
+		if cfg, err := parseFlags([]string{"-caddy-gogc", good}); err != nil || cfg.caddyGOGCNote() != "GOGC="+good+" (-caddy-gogc)" {
+			t.Errorf("-caddy-gogc %s: %v, %q", good, err, cfg.caddyGOGCNote())
+		}
+	}
+	for _, bad := range [][]string{{"-phases", "hwk,nope"}, {"-c", "0"}, {"-duration", "0s"}, {"-tokens", "0"},
+		{"-caddy-gogc", "0"}, {"-caddy-gogc", "-1"}, {"-caddy-gogc", "fast"}, {"-caddy-gogc", "Off"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
@@ -224,5 +231,40 @@ func TestPinnedLayout(t *testing.T) {
 	}
 	if s := l.String(); !strings.Contains(s, "Caddy on CPU 0,1") || !strings.Contains(s, "upstream on CPU 2,3") {
 		t.Errorf("layout line %q", s)
+	}
+}
+
+// TestCaddyGOGC: -caddy-gogc reaches the Caddy process's environment, over a GOGC of the
+// benchmark's own, and only Caddy's.
+func TestCaddyGOGC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping a test that starts Caddy")
+	}
+	t.Setenv("GOGC", "150")
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := "127.0.0.1:" + ports[0]
+	p, err := startCaddy(t.Context(), "", t.TempDir(), "{\n\tadmin "+admin+"\n}\n", admin, "400")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop()
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if strings.HasPrefix(kv, "GOGC=") {
+			got = append(got, kv)
+		}
+	}
+	if len(got) != 1 || got[0] != "GOGC=400" {
+		t.Fatalf("Caddy's environment has %q, want only GOGC=400", got)
+	}
+	if os.Getenv("GOGC") != "150" {
+		t.Fatalf("the benchmark's own GOGC changed to %q", os.Getenv("GOGC"))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -39,6 +40,7 @@ type config struct {
 	keepDir     bool   // keep the temporary folder (Caddyfile, storage)
 	readme      string // a Markdown file whose quoted run to replace with this one
 	pin         bool   // Caddy on half the CPUs, the load generator and upstream on the rest
+	caddyGOGC   string // GOGC for the Caddy process only ("" inherits this program's environment)
 	layout      Layout // where the processes run (set by main)
 }
 
@@ -56,6 +58,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.verifyRuns, "verify-runs", 3, "testing.Benchmark runs of ed25519.Verify (the fastest counts)")
 	fs.BoolVar(&c.keepDir, "keep", false, "keep the temporary folder (Caddyfile, storage) and print its path")
 	fs.BoolVar(&c.pin, "pin", true, "run Caddy on half the CPUs and this program and the upstream on the others (taskset), when there are 2 or more")
+	fs.StringVar(&c.caddyGOGC, "caddy-gogc", "", "GOGC for the Caddy process alone (a percentage, or off); the default inherits the environment, where Go's default is 100")
 	fs.StringVar(&c.readme, "readme", "", "also write the report into this Markdown file, between its bench output markers (README.md)")
 	fs.SetOutput(os.Stderr)
 	if err := fs.Parse(args); err != nil {
@@ -115,8 +118,31 @@ func (c config) validate() error {
 		return fmt.Errorf("-c must be at least 1")
 	case c.agents < 1 || c.tokens < 1 || c.hostile < 1 || c.verifyRuns < 1:
 		return fmt.Errorf("-agents, -tokens, -hostile and -verify-runs must be at least 1")
+	case !validGOGC(c.caddyGOGC):
+		return fmt.Errorf("-caddy-gogc must be a positive percentage or off, not %q", c.caddyGOGC)
 	}
 	return nil
+}
+
+// validGOGC reports whether v is empty or a GOGC value Go's runtime takes as meant (a
+// positive percentage, or off): the runtime ignores a malformed GOGC without a word.
+func validGOGC(v string) bool {
+	if v == "" || v == "off" {
+		return true
+	}
+	n, err := strconv.Atoi(v)
+	return err == nil && n > 0
+}
+
+// caddyGOGCNote is how the report names the collector setting Caddy ran with.
+func (c config) caddyGOGCNote() string {
+	switch {
+	case c.caddyGOGC != "":
+		return "GOGC=" + c.caddyGOGC + " (-caddy-gogc)"
+	case os.Getenv("GOGC") != "":
+		return "GOGC=" + os.Getenv("GOGC") + " (from the environment)"
+	}
+	return "Go's default GOGC"
 }
 
 func (c config) has(phase string) bool { return slices.Contains(c.phases, phase) }

@@ -31,7 +31,8 @@ type caddyProc struct {
 
 // startCaddy runs bin (or this program as Caddy) on the Caddyfile in dir, with Caddy's
 // config, data and cache folders inside dir so nothing of the user's Caddy is touched.
-func startCaddy(ctx context.Context, bin, dir, caddyfile, admin string) (*caddyProc, error) {
+// gogc, when set, is Caddy's GOGC (the benchmark's own collector keeps its setting).
+func startCaddy(ctx context.Context, bin, dir, caddyfile, admin, gogc string) (*caddyProc, error) {
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		return nil, err
@@ -51,6 +52,9 @@ func startCaddy(ctx context.Context, bin, dir, caddyfile, admin string) (*caddyP
 			return nil, err
 		}
 		env = append(env, v+"="+d)
+	}
+	if gogc != "" {
+		env = append(env, "GOGC="+gogc) // the last of duplicate names wins (os/exec)
 	}
 	p := &caddyProc{admin: admin, log: &tail{max: 64 << 10}, done: make(chan struct{})}
 	p.cmd = caddyCommand(bin, "run", "--config", path, "--adapter", "caddyfile")

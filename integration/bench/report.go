@@ -156,8 +156,8 @@ func (r *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "machine: %s, %d cores, %s, Linux %s; load average %s at start, %s at end\n",
 		m.CPU, m.Cores, m.Go, m.Kernel, m.LoadStart, m.LoadEnd)
 	fmt.Fprintf(w, "layout: %s\n", r.layout())
-	fmt.Fprintf(w, "run: -c %d, -duration %s per steady phase%s; Caddy: %s\n",
-		r.cfg.concurrency, r.cfg.duration, map[bool]string{true: " (-quick)"}[r.cfg.quick], r.caddyName())
+	fmt.Fprintf(w, "run: -c %d, -duration %s per steady phase%s; Caddy: %s, %s\n",
+		r.cfg.concurrency, r.cfg.duration, map[bool]string{true: " (-quick)"}[r.cfg.quick], r.caddyName(), r.cfg.caddyGOGCNote())
 	fmt.Fprintf(w, "one Ed25519 verify: tight loop (testing.Benchmark, this process) %.1f µs at start, %.1f µs at end", us(r.VerifyStart), us(r.VerifyEnd))
 	if f := r.FloorVerify(); f > 0 {
 		fmt.Fprintf(w, "; inside Caddy (verify-floor over plain) %.1f µs", us(f))

@@ -108,7 +108,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.logf("starting Caddy (folder %s)", b.dir)
-	b.caddy, err = startCaddy(ctx, b.cfg.caddyBin, b.dir, b.caddyfile(), b.admin)
+	b.caddy, err = startCaddy(ctx, b.cfg.caddyBin, b.dir, b.caddyfile(), b.admin, b.cfg.caddyGOGC)
 	if err != nil {
 		return err
 	}
